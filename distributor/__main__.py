@@ -1,0 +1,5 @@
+import sys
+
+from distributor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,163 @@
+"""The service configuration: Tempo-shaped YAML sections as typed, validated dataclasses."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from overrides import OverridesSnapshot, TenantOverrides, load_per_tenant_file, parse_tenant_overrides
+from overrides.strict_yaml import ConfigError, Section, read_yaml
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_endpoint(text: str) -> Endpoint:
+    """`host:port`, `[v6]:port` or `:port` (all interfaces); port 0 picks a free port."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"invalid listen address {text!r} (expected host:port)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address in {text!r}") from None
+    elif ":" in host:
+        raise ValueError(f"invalid listen address {text!r} (write IPv6 addresses as [addr]:port)")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid port in {text!r} (expected 0-65535)")
+    return Endpoint(host or "0.0.0.0", int(port_text))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    http_listen_address: str = "127.0.0.1"
+    http_listen_port: int = 3200
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.http_listen_address, self.http_listen_port)
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpHttpConfig:
+    endpoint: Endpoint = Endpoint("127.0.0.1", 4318)
+    max_request_body_bytes: int = 20 * MIB
+
+
+@dataclass(frozen=True, slots=True)
+class CostAttributionConfig:
+    enabled: bool = False
+    max_cardinality: int = 10_000
+    stale_duration: float = 15 * 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class OverridesConfig:
+    defaults: TenantOverrides = field(default_factory=TenantOverrides)
+    per_tenant_override_config: Path | None = None
+    per_tenant_override_period: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    multitenancy_enabled: bool = False
+    server: ServerConfig = field(default_factory=ServerConfig)
+    otlp_http: OtlpHttpConfig = field(default_factory=OtlpHttpConfig)
+    cost_attribution: CostAttributionConfig = field(default_factory=CostAttributionConfig)
+    overrides: OverridesConfig = field(default_factory=OverridesConfig)
+    source: Path | None = None
+    expand_env: bool = False
+
+    def load_overrides(self) -> OverridesSnapshot:
+        """The defaults plus the per-tenant file, validated as a whole (raises ConfigError)."""
+        path = self.overrides.per_tenant_override_config
+        if path is None:
+            return OverridesSnapshot(defaults=self.overrides.defaults)
+        return load_per_tenant_file(path, self.overrides.defaults, expand_env=self.expand_env)
+
+
+def load_config(path: Path, expand_env: bool = False) -> Config:
+    """Read and validate a configuration file; raises ConfigError naming file, line and key."""
+    root, _ = read_yaml(path, expand_env=expand_env)
+    file = str(path)
+    top = Section(root, "", file, ("multitenancy_enabled", "server", "distributor", "overrides"))
+
+    server = top.section("server", ("http_listen_address", "http_listen_port"))
+    address = server.string("http_listen_address", ServerConfig.http_listen_address)
+    try:
+        parse_endpoint(f"{address}:0" if ":" not in address else f"[{address}]:0")
+    except ValueError as err:
+        server.fail("http_listen_address", str(err))
+    server_config = ServerConfig(
+        http_listen_address=address,
+        http_listen_port=server.integer("http_listen_port", ServerConfig.http_listen_port, 0, 65535),
+    )
+
+    distributor = top.section("distributor", ("receivers", "usage"))
+    receivers = distributor.section("receivers", ("otlp",))
+    protocols = receivers.section("otlp", ("protocols",)).section("protocols", ("http",))
+    http = protocols.section("http", ("endpoint", "max_request_body_bytes"))
+    try:
+        endpoint = parse_endpoint(http.string("endpoint", str(OtlpHttpConfig.endpoint)))
+    except ValueError as err:
+        http.fail("endpoint", str(err))
+    otlp_http = OtlpHttpConfig(
+        endpoint=endpoint,
+        max_request_body_bytes=http.integer(
+            "max_request_body_bytes", OtlpHttpConfig.max_request_body_bytes, minimum=1
+        ),
+    )
+
+    usage = distributor.section("usage", ("cost_attribution",))
+    cost = usage.section("cost_attribution", ("enabled", "max_cardinality", "stale_duration"))
+    defaults = CostAttributionConfig()
+    cost_config = CostAttributionConfig(
+        enabled=cost.boolean("enabled", defaults.enabled),
+        max_cardinality=cost.integer("max_cardinality", defaults.max_cardinality, minimum=1),
+        stale_duration=cost.duration("stale_duration", defaults.stale_duration),
+    )
+    if cost_config.stale_duration <= 0:
+        cost.fail("stale_duration", "must be greater than 0")
+
+    overrides = top.section(
+        "overrides", ("defaults", "per_tenant_override_config", "per_tenant_override_period")
+    )
+    tenant_defaults = parse_tenant_overrides(overrides.section("defaults", ("cost_attribution",)))
+    per_tenant_file = None
+    if overrides.has("per_tenant_override_config"):
+        relative = overrides.string("per_tenant_override_config", "")
+        if not relative:
+            overrides.fail("per_tenant_override_config", "must be a file path")
+        per_tenant_file = (path.parent / relative).resolve()
+    period = overrides.duration("per_tenant_override_period", OverridesConfig.per_tenant_override_period)
+    if period <= 0:
+        overrides.fail("per_tenant_override_period", "must be greater than 0")
+
+    config = Config(
+        multitenancy_enabled=top.boolean("multitenancy_enabled", False),
+        server=server_config,
+        otlp_http=otlp_http,
+        cost_attribution=cost_config,
+        overrides=OverridesConfig(
+            defaults=tenant_defaults,
+            per_tenant_override_config=per_tenant_file,
+            per_tenant_override_period=period,
+        ),
+        source=path,
+        expand_env=expand_env,
+    )
+    return config
+
+
+__all__ = ["Config", "ConfigError", "Endpoint", "load_config", "parse_endpoint"]

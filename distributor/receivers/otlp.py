@@ -1,0 +1,110 @@
+"""OTLP trace export requests: content negotiation, decompression, validating decode, responses.
+
+Shared by the transports; nothing here knows about HTTP frameworks.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from enum import Enum
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from distributor.receivers.otlp_json import OtlpJsonError, export_response_json, otlp_json_to_protobuf
+from distributor.traces import ReceivedTraces
+from distributor.wire import Status
+
+PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
+JSON_CONTENT_TYPE = "application/json"
+
+# google.rpc.Code values used in Status bodies.
+INVALID_ARGUMENT = 3
+RESOURCE_EXHAUSTED = 8
+UNIMPLEMENTED = 12
+INTERNAL = 13
+UNAUTHENTICATED = 16
+
+
+class Encoding(Enum):
+    PROTOBUF = PROTOBUF_CONTENT_TYPE
+    JSON = JSON_CONTENT_TYPE
+
+
+class ReceiveError(Exception):
+    """A request refused as a whole: nothing of it is accounted."""
+
+    def __init__(self, status: int, message: str, code: int = INVALID_ARGUMENT) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def parse_content_type(header: str | None) -> Encoding:
+    media_type = (header or "").split(";", 1)[0].strip().lower()
+    if media_type == PROTOBUF_CONTENT_TYPE:
+        return Encoding.PROTOBUF
+    if media_type == JSON_CONTENT_TYPE:
+        return Encoding.JSON
+    raise ReceiveError(
+        415,
+        f"unsupported content type {header!r}: use {PROTOBUF_CONTENT_TYPE} or {JSON_CONTENT_TYPE}",
+    )
+
+
+def check_content_encoding(header: str | None) -> bool:
+    """True when the body is gzip-compressed; 415 for any encoding but gzip or none."""
+    encoding = (header or "").strip().lower()
+    if encoding in ("", "identity"):
+        return False
+    if encoding in ("gzip", "x-gzip"):
+        return True
+    raise ReceiveError(415, f"unsupported content encoding {header!r}: use gzip or none")
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate gzip (one or more members) without ever producing more than `limit` bytes."""
+    output = bytearray()
+    data = body
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            output += inflater.decompress(data, limit + 1 - len(output))
+        except zlib.error as err:
+            raise ReceiveError(400, f"corrupt gzip body: {err}") from None
+        if len(output) > limit:
+            raise ReceiveError(413, f"decompressed body is larger than the limit of {limit} bytes")
+        if not inflater.eof:
+            raise ReceiveError(400, "corrupt gzip body: truncated")
+        data = inflater.unused_data
+    return bytes(output)
+
+
+def decode_traces(payload: bytes, encoding: Encoding) -> ReceivedTraces:
+    """Validate the whole request (every span, every string's UTF-8) and return it; 400 if anything is off.
+
+    JSON is converted to its protobuf equivalent first, so both encodings account identical bytes.
+    """
+    if encoding is Encoding.JSON:
+        try:
+            payload = otlp_json_to_protobuf(payload)
+        except OtlpJsonError as err:
+            raise ReceiveError(400, f"invalid OTLP/JSON: {err}") from None
+    try:
+        request = ExportTraceServiceRequest.FromString(payload)
+    except DecodeError as err:
+        raise ReceiveError(400, f"invalid protobuf ExportTraceServiceRequest: {err}") from None
+    return ReceivedTraces(request=request, protobuf=payload)
+
+
+def encode_success(encoding: Encoding) -> bytes:
+    # An empty ExportTraceServiceResponse (full success) encodes to no bytes in protobuf.
+    return export_response_json() if encoding is Encoding.JSON else b""
+
+
+def encode_status(encoding: Encoding, code: int, message: str) -> bytes:
+    if encoding is Encoding.JSON:
+        return json.dumps({"code": code, "message": message}).encode("utf-8")
+    return bytes(Status(code=code, message=message).SerializeToString())

@@ -1,0 +1,79 @@
+"""OTLP/HTTP receiver: POST /v1/traces. Parses the HTTP request, hands the traces on, answers."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from distributor.config import OtlpHttpConfig
+from distributor.pipeline import Distributor
+from distributor.receivers.otlp import (
+    INTERNAL,
+    UNAUTHENTICATED,
+    UNIMPLEMENTED,
+    Encoding,
+    ReceiveError,
+    check_content_encoding,
+    decode_traces,
+    encode_status,
+    encode_success,
+    gunzip,
+    parse_content_type,
+)
+from distributor.tenancy import ORG_ID_HEADER, TenantError, resolve_tenant
+
+TRACES_PATH = "/v1/traces"
+log = logging.getLogger(__name__)
+
+
+class OtlpHttpReceiver:
+    def __init__(self, config: OtlpHttpConfig, distributor: Distributor, multitenancy_enabled: bool) -> None:
+        self.config = config
+        self.distributor = distributor
+        self.multitenancy_enabled = multitenancy_enabled
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [web.route("*", TRACES_PATH, self.handle_traces)]
+
+    async def handle_traces(self, request: web.Request) -> web.Response:
+        encoding = Encoding.PROTOBUF  # errors found before the content type is known answer in protobuf
+        try:
+            if request.method != "POST":
+                raise ReceiveError(405, f"method {request.method} not allowed: use POST", UNIMPLEMENTED)
+            try:
+                tenant = resolve_tenant(request.headers.get(ORG_ID_HEADER), self.multitenancy_enabled)
+            except TenantError as err:
+                code = UNAUTHENTICATED if err.status == 401 else 3
+                raise ReceiveError(err.status, str(err), code) from None
+            encoding = parse_content_type(request.headers.get("Content-Type"))
+            compressed = check_content_encoding(request.headers.get("Content-Encoding"))
+            body = await self._read_body(request)
+            payload = gunzip(body, self.config.max_request_body_bytes) if compressed else body
+            traces = decode_traces(payload, encoding)
+            self.distributor.push(tenant, traces, ingress_bytes=len(body))
+        except ReceiveError as err:
+            return self._error(encoding, err.status, err.code, err.message)
+        except Exception:  # a bug must still answer with a Status, and be visible in the log
+            log.exception("unexpected error handling %s", TRACES_PATH)
+            return self._error(encoding, 500, INTERNAL, "internal error")
+        return web.Response(body=encode_success(encoding), content_type=encoding.value)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.max_request_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ReceiveError(413, f"request body is larger than the limit of {limit} bytes")
+        try:
+            return await request.read()  # the app's client_max_size stops chunked bodies at the limit
+        except web.HTTPRequestEntityTooLarge:
+            raise ReceiveError(413, f"request body is larger than the limit of {limit} bytes") from None
+
+    @staticmethod
+    def _error(encoding: Encoding, status: int, code: int, message: str) -> web.Response:
+        headers = {"Allow": "POST"} if status == 405 else None
+        return web.Response(
+            status=status,
+            body=encode_status(encoding, code, message),
+            content_type=encoding.value,
+            headers=headers,
+        )

@@ -1,0 +1,93 @@
+"""Assembles the pipeline from a Config and runs its listeners: start, serve, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+
+from aiohttp import web
+from overrides import OverridesProvider
+
+from distributor.config import Config, Endpoint
+from distributor.metrics import DistributorMetrics
+from distributor.pipeline import Distributor
+from distributor.receivers.otlp_http import OtlpHttpReceiver
+from distributor.server import ServerEndpoints, request_metrics_middleware
+from distributor.usage.tracker import Clock, UsageTracker
+
+log = logging.getLogger(__name__)
+
+STALE_PURGE_INTERVAL_SECONDS = 60.0
+
+
+class Service:
+    """The whole distributor. Raises ConfigError from the constructor if the overrides are invalid."""
+
+    def __init__(self, config: Config, clock: Clock = time.monotonic) -> None:
+        self.config = config
+        self.overrides = OverridesProvider(config.load_overrides())
+        self.tracker = UsageTracker(config.cost_attribution, clock)
+        self.metrics = DistributorMetrics(self.tracker)
+        self.distributor = Distributor(self.overrides, self.tracker, self.metrics)
+        self.endpoints = ServerEndpoints(self.tracker, self.metrics)
+        self.otlp_http = OtlpHttpReceiver(config.otlp_http, self.distributor, config.multitenancy_enabled)
+        self._runners: list[web.AppRunner] = []
+        self._purge_task: asyncio.Task[None] | None = None
+        self.server_address: tuple[str, int] | None = None
+        self.otlp_http_address: tuple[str, int] | None = None
+
+    def _app(self, routes: list[web.AbstractRouteDef], client_max_size: int = 1024**2) -> web.Application:
+        app = web.Application(
+            client_max_size=client_max_size, middlewares=[request_metrics_middleware(self.metrics)]
+        )
+        app.add_routes(routes)
+        return app
+
+    async def _listen(self, app: web.Application, endpoint: Endpoint) -> tuple[str, int]:
+        sock = socket.create_server((endpoint.host, endpoint.port), backlog=1024)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        await web.SockSite(runner, sock).start()
+        host, port = sock.getsockname()[:2]
+        return str(host), int(port)
+
+    async def start(self) -> None:
+        try:
+            receiver_app = self._app(self.otlp_http.routes(), self.config.otlp_http.max_request_body_bytes)
+            self.otlp_http_address = await self._listen(receiver_app, self.config.otlp_http.endpoint)
+            self.server_address = await self._listen(
+                self._app(self.endpoints.routes()), self.config.server.endpoint
+            )
+        except BaseException:
+            await self.stop()
+            raise
+        self._purge_task = asyncio.create_task(self._purge_stale_forever())
+        self.endpoints.ready = True
+        log.info(
+            "distributor ready: server http://%s:%d, OTLP/HTTP http://%s:%d%s",
+            *self.server_address,
+            *self.otlp_http_address,
+            "/v1/traces",
+        )
+
+    async def stop(self) -> None:
+        self.endpoints.ready = False
+        if self._purge_task is not None:
+            self._purge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purge_task
+            self._purge_task = None
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+
+    async def _purge_stale_forever(self) -> None:
+        while True:
+            await asyncio.sleep(STALE_PURGE_INTERVAL_SECONDS)
+            deleted = self.tracker.purge_stale()
+            if deleted:
+                log.debug("purged %d stale usage series", deleted)

@@ -1,0 +1,28 @@
+"""A received, fully validated trace export request: what receivers hand to the rest of the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from distributor.wire import LazyTracesRequest
+
+
+@dataclass
+class ReceivedTraces:
+    """`request` is the validated decode; `protobuf` its encoding (as received, or from JSON)."""
+
+    request: Any  # ExportTraceServiceRequest
+    protobuf: bytes
+    span_count: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.span_count = sum(
+            len(scope.spans) for batch in self.request.resource_spans for scope in batch.scope_spans
+        )
+
+    @cached_property
+    def resource_spans_encodings(self) -> list[bytes]:
+        """Each ResourceSpans exactly as encoded, in request order (aligned with request.resource_spans)."""
+        return list(LazyTracesRequest.FromString(self.protobuf).resource_spans)

@@ -1,0 +1,33 @@
+"""Per-tenant limits: model, loading, validation and the swappable set in force."""
+
+from overrides.dimensions import Dimension, DimensionError, Scope, parse_dimensions, sanitize_label
+from overrides.loading import load_per_tenant_file, parse_tenant_overrides
+from overrides.model import (
+    WILDCARD_TENANT,
+    CostAttributionOverrides,
+    OverridesSnapshot,
+    TenantLimits,
+    TenantOverrides,
+)
+from overrides.provider import OverridesProvider
+from overrides.strict_yaml import ConfigError, parse_duration
+from overrides.tenant_ids import tenant_id_problem
+
+__all__ = [
+    "WILDCARD_TENANT",
+    "ConfigError",
+    "CostAttributionOverrides",
+    "Dimension",
+    "DimensionError",
+    "OverridesProvider",
+    "OverridesSnapshot",
+    "Scope",
+    "TenantLimits",
+    "TenantOverrides",
+    "load_per_tenant_file",
+    "parse_dimensions",
+    "parse_duration",
+    "parse_tenant_overrides",
+    "sanitize_label",
+    "tenant_id_problem",
+]

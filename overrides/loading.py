@@ -1,0 +1,60 @@
+"""Reading overrides: the `defaults` block of the main config and the per-tenant runtime file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+from overrides.dimensions import DimensionError, parse_dimensions
+from overrides.model import WILDCARD_TENANT, CostAttributionOverrides, OverridesSnapshot, TenantOverrides
+from overrides.strict_yaml import ConfigError, Section, read_yaml
+from overrides.tenant_ids import tenant_id_problem
+
+TENANT_KEYS = ("cost_attribution",)
+COST_ATTRIBUTION_KEYS = ("dimensions", "max_cardinality")
+
+
+def parse_tenant_overrides(section: Section) -> TenantOverrides:
+    """One tenant's block (or `defaults`): only the fields written are set, the rest inherit."""
+    cost = section.section("cost_attribution", COST_ATTRIBUTION_KEYS)
+    dimensions = None
+    node = cost.node("dimensions")
+    if node is not None and node.value is not None:
+        try:
+            dimensions = parse_dimensions(_plain(node))
+        except DimensionError as err:
+            cost.fail("dimensions", str(err))
+    max_cardinality = cost.integer("max_cardinality", -1)
+    return TenantOverrides(
+        cost_attribution=CostAttributionOverrides(
+            dimensions=dimensions, max_cardinality=None if max_cardinality < 0 else max_cardinality
+        )
+    )
+
+
+def load_per_tenant_file(path: Path, defaults: TenantOverrides, expand_env: bool = False) -> OverridesSnapshot:
+    """Parse and validate the whole runtime file; raises ConfigError, never returns a partial result."""
+    root, _ = read_yaml(path, expand_env=expand_env)
+    file = str(path)
+    top = Section(root, "", file, ("overrides",))
+    tenants = top.section("overrides", None)  # keys are tenant ids, checked below
+    per_tenant: dict[str, TenantOverrides] = {}
+    for tenant, entry in tenants.items():
+        problem = None if tenant == WILDCARD_TENANT else tenant_id_problem(tenant)
+        if problem:
+            tenants.fail_at(entry, problem)
+        per_tenant[tenant] = parse_tenant_overrides(Section(entry, entry.path, file, TENANT_KEYS))
+    return OverridesSnapshot(defaults=defaults, per_tenant=MappingProxyType(per_tenant), source=file)
+
+
+def _plain(node: Located) -> object:
+    """Strip line information: dimension parsing works on plain values (map order is kept)."""
+    value = node.value
+    if isinstance(value, dict):
+        return {key: _plain(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_plain(child) for child in value]
+    return value
+
+
+__all__ = ["ConfigError", "load_per_tenant_file", "parse_tenant_overrides"]

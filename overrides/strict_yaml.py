@@ -1,0 +1,247 @@
+"""Strict YAML reading: every value keeps the line it came from, so errors name file, line and key.
+
+Both the service configuration and the per-tenant overrides file are read through here; there is one
+duration parser and one way of reporting a bad key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration or overrides file is invalid; str() is one line: `file:line: key: problem`."""
+
+    def __init__(self, file: str, line: int | None, key: str, problem: str) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.problem = problem
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A YAML value (dict of Located, list of Located, or a scalar) and where it was written."""
+
+    value: Any
+    line: int
+    path: str
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys: PyYAML silently keeps the last one."""
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(file, line, "", f"invalid YAML: {err.problem or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(file, None, "", f"invalid YAML: {err}") from None
+
+
+_constructor = yaml.SafeLoader(stream="")
+
+
+def _to_located(node: yaml.Node, path: str, file: str) -> Located:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        items: dict[str, Located] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(file, key_line, path, "mapping keys must be strings")
+            key = str(_constructor.construct_object(key_node))
+            child_path = f"{path}.{key}" if path else key
+            if key in items:
+                raise ConfigError(file, key_line, child_path, "duplicate key")
+            child = _to_located(value_node, child_path, file)
+            # Errors about a key point at the key's line, which is where an operator looks.
+            items[key] = Located(child.value, key_line, child_path)
+        return Located(items, line, path)
+    if isinstance(node, yaml.SequenceNode):
+        return Located(
+            [_to_located(item, f"{path}[{i}]", file) for i, item in enumerate(node.value)], line, path
+        )
+    return Located(_constructor.construct_object(node), line, path)
+
+
+def read_yaml(path: Path, expand_env: bool = False) -> tuple[Located | None, str]:
+    """Read and compose a YAML file; returns its root (None for an empty file) and its text."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(file, None, "", f"cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, None, "", "not UTF-8 text") from None
+    if expand_env:
+        text = expand_env_vars(text)
+    return parse_yaml_text(text, file), text
+
+
+def parse_yaml_text(text: str, file: str) -> Located | None:
+    node = _compose(text, file)
+    if node is None:
+        return None
+    return _to_located(node, "", file)
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env_vars(text: str) -> str:
+    """Expand `${VAR}` and `${VAR:-default}` the way Tempo's -config.expand-env does."""
+    import os
+
+    return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), text)
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 7 * 86400.0,
+    "y": 365 * 86400.0,
+}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go/Prometheus-style duration such as `90s`, `15m`, `1h30m` or `0`; returns seconds."""
+    text = text.strip()
+    if text == "0":
+        return 0.0
+    position = 0
+    seconds = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position == 0 or position != len(text):
+        raise ValueError(f"invalid duration {text!r} (expected e.g. 90s, 15m, 1h30m)")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of parse_duration for display: 900 -> `15m0s`, as Go prints durations."""
+    whole = int(seconds)
+    if whole != seconds:
+        return f"{seconds}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+class Section:
+    """Typed, strict access to one YAML mapping: unknown keys are errors, every read names its key."""
+
+    def __init__(
+        self, node: Located | None, path: str, file: str, allowed: tuple[str, ...] | None
+    ) -> None:
+        self.file = file
+        self.path = path
+        self.line = node.line if node is not None else None
+        if node is None or node.value is None:
+            self._items: dict[str, Located] = {}
+        elif isinstance(node.value, dict):
+            self._items = node.value
+        else:
+            self.fail_at(node, f"expected a mapping, got {_type_name(node.value)}")
+        for key, child in self._items.items():
+            if allowed is not None and key not in allowed:
+                self.fail_at(child, f"unknown key (allowed: {', '.join(allowed)})")
+
+    def fail_at(self, node: Located, problem: str) -> NoReturn:
+        raise ConfigError(self.file, node.line, node.path or self.path, problem)
+
+    def fail(self, key: str, problem: str) -> NoReturn:
+        node = self._items.get(key)
+        path = f"{self.path}.{key}" if self.path else key
+        raise ConfigError(self.file, node.line if node else self.line, path, problem)
+
+    def has(self, key: str) -> bool:
+        return key in self._items and self._items[key].value is not None
+
+    def node(self, key: str) -> Located | None:
+        return self._items.get(key)
+
+    def section(self, key: str, allowed: tuple[str, ...] | None) -> Section:
+        """A nested mapping; `allowed=None` accepts any key (e.g. tenant ids)."""
+        path = f"{self.path}.{key}" if self.path else key
+        return Section(self._items.get(key), path, self.file, allowed)
+
+    def items(self) -> Iterator[tuple[str, Located]]:
+        return iter(self._items.items())
+
+    def boolean(self, key: str, default: bool) -> bool:
+        if not self.has(key):
+            return default
+        value = self._items[key].value
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, got {value!r}")
+        return value
+
+    def integer(self, key: str, default: int, minimum: int | None = 0, maximum: int | None = None) -> int:
+        if not self.has(key):
+            return default
+        value = self._items[key].value
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"expected an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.fail(key, f"must be at most {maximum}, got {value}")
+        return value
+
+    def string(self, key: str, default: str) -> str:
+        if not self.has(key):
+            return default
+        value = self._items[key].value
+        if not isinstance(value, str):
+            self.fail(key, f"expected a string, got {value!r}")
+        return value
+
+    def duration(self, key: str, default: float) -> float:
+        if not self.has(key):
+            return default
+        value = self._items[key].value
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            self.fail(key, f"expected a duration such as 90s, 15m or 1h30m, got {value!r}")
+        if isinstance(value, int):
+            if value != 0:
+                self.fail(key, f"a duration needs a unit (e.g. {value}s), got {value}")
+            return 0.0
+        try:
+            return parse_duration(value)
+        except ValueError as err:
+            self.fail(key, str(err))
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return repr(value)

@@ -1,0 +1,21 @@
+"""The one tenant-id rule (Cortex/Tempo): used for request headers and for keys of the overrides file."""
+
+from __future__ import annotations
+
+import re
+
+MAX_TENANT_ID_BYTES = 150
+_ALLOWED = re.compile(r"[a-zA-Z0-9!\-_.*'()]+")
+
+
+def tenant_id_problem(tenant: str) -> str | None:
+    """Why `tenant` is not a valid tenant id, or None when it is."""
+    if not tenant:
+        return "tenant id is empty"
+    if len(tenant.encode("utf-8")) > MAX_TENANT_ID_BYTES:
+        return f"tenant id is longer than {MAX_TENANT_ID_BYTES} bytes"
+    if tenant in (".", ".."):
+        return f"tenant id {tenant!r} is not allowed"
+    if not _ALLOWED.fullmatch(tenant):
+        return f"tenant id {tenant!r} contains characters outside a-zA-Z0-9!-_.*'()"
+    return None
