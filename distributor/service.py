@@ -46,9 +46,11 @@ class Service:
         app.add_routes(routes)
         return app
 
-    async def _listen(self, app: web.Application, endpoint: Endpoint) -> tuple[str, int]:
+    async def _listen(
+        self, app: web.Application, endpoint: Endpoint, auto_decompress: bool = True
+    ) -> tuple[str, int]:
         sock = socket.create_server((endpoint.host, endpoint.port), backlog=1024)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=auto_decompress)
         await runner.setup()
         self._runners.append(runner)
         await web.SockSite(runner, sock).start()
@@ -58,7 +60,11 @@ class Service:
     async def start(self) -> None:
         try:
             receiver_app = self._app(self.otlp_http.routes(), self.config.otlp_http.max_request_body_bytes)
-            self.otlp_http_address = await self._listen(receiver_app, self.config.otlp_http.endpoint)
+            # The receiver inflates gzip itself: it must count compressed ingress bytes and stop a
+            # gzip bomb at max_request_body_bytes, which aiohttp's automatic inflation would not.
+            self.otlp_http_address = await self._listen(
+                receiver_app, self.config.otlp_http.endpoint, auto_decompress=False
+            )
             self.server_address = await self._listen(
                 self._app(self.endpoints.routes()), self.config.server.endpoint
             )

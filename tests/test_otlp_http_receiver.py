@@ -1,0 +1,286 @@
+"""POST /v1/traces through the real server: encodings, the bad-input table, tenancy, the SDK exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from distributor.config import OtlpHttpConfig
+from distributor.wire import LazyResourceSpans, LazyTracesRequest, Status
+from tests.conftest import RunningService, make_config
+from tests.helpers import batch, labels, request, span, split_expectation
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+JSON = {"Content-Type": "application/json"}
+
+StartService = Callable[..., Awaitable[RunningService]]
+
+
+def otlp_json(req: ExportTraceServiceRequest) -> bytes:
+    """OTLP/JSON as an SDK writes it: ids in hex, not protobuf JSON's base64."""
+    document = MessageToDict(req)
+
+    def hexify(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
+                    node[key] = base64.b64decode(value).hex()
+                else:
+                    hexify(value)
+        elif isinstance(node, list):
+            for item in node:
+                hexify(item)
+
+    hexify(document)
+    return json.dumps(document).encode()
+
+
+def sample_request() -> ExportTraceServiceRequest:
+    return request(
+        batch({"service.name": "auth-service"}, [span({"http.route": "/login"}), span()], [span(pad=300)]),
+        batch({"service.name": "shop-backend"}, [span({"service.name": "cart-service"}), span(pad=20_000)]),
+    )
+
+
+async def post(running: RunningService, body: bytes, headers: dict[str, str],
+               method: str = "POST") -> tuple[int, bytes, str]:
+    async with running.session.request(method, running.traces_url, data=body, headers=headers) as response:
+        return response.status, await response.read(), response.headers.get("Content-Type", "")
+
+
+async def assert_nothing_recorded(running: RunningService) -> None:
+    assert await running.usage() == {}
+    families = {f.name: f for f in text_string_to_metric_families(await running.metrics_text())}
+    assert families["tempo_distributor_spans_received"].samples == []
+    assert families["tempo_distributor_bytes_received"].samples == []
+
+
+async def test_protobuf_gzip_and_json_encodings_give_identical_series(start_service: StartService) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    req = sample_request()
+    raw, as_json = req.SerializeToString(), otlp_json(req)
+    bodies = {
+        "protobuf": (raw, PROTOBUF),
+        "protobuf-gzip": (gzip.compress(raw), {**PROTOBUF, "Content-Encoding": "gzip"}),
+        "json": (as_json, JSON),
+        "json-gzip": (gzip.compress(as_json), {**JSON, "Content-Encoding": "gzip"}),
+    }
+    for tenant, (body, headers) in bodies.items():
+        status, _, _ = await post(running, body, {**headers, "X-Scope-OrgID": tenant})
+        assert status == 200, tenant
+
+    by_tenant: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+    for series, value in (await running.usage()).items():
+        tenant = dict(series)["tenant"]
+        by_tenant.setdefault(tenant, {})[frozenset(kv for kv in series if kv[0] != "tenant")] = value
+    assert set(by_tenant) == set(bodies)
+    first, second = req.resource_spans
+    expected_second = split_expectation(second, ["cart-service", "shop-backend"])
+    expected = {
+        labels("protobuf", service_name="auth-service"): first.ByteSize(),
+        labels("protobuf", service_name="cart-service"): expected_second["cart-service"],
+        labels("protobuf", service_name="shop-backend"): expected_second["shop-backend"],
+    }
+    expected_without_tenant = {frozenset(kv for kv in k if kv[0] != "tenant"): v for k, v in expected.items()}
+    for tenant in bodies:
+        assert by_tenant[tenant] == expected_without_tenant, tenant
+
+
+async def test_response_is_an_export_response_in_the_request_encoding(start_service: StartService) -> None:
+    running = await start_service()
+    status, body, content_type = await post(running, sample_request().SerializeToString(), PROTOBUF)
+    assert (status, content_type) == (200, "application/x-protobuf")
+    assert ExportTraceServiceResponse.FromString(body) == ExportTraceServiceResponse()
+    status, body, content_type = await post(running, otlp_json(sample_request()), JSON)
+    assert (status, content_type, json.loads(body)) == (200, "application/json", {})
+
+
+def _truncated() -> bytes:
+    return sample_request().SerializeToString()[:-7]
+
+
+def _invalid_utf8() -> bytes:
+    return request(batch({"service.name": "api"}, [span(name="MARKER")])).SerializeToString().replace(
+        b"MARKER", b"\xff\xfeRKER")
+
+
+def _malformed_span() -> bytes:
+    """A well-formed request around one span whose own bytes do not decode."""
+    good = request(batch({"service.name": "api"}, [span()])).SerializeToString()
+    lazy_batch = LazyResourceSpans.FromString(LazyTracesRequest.FromString(good).resource_spans[0])
+    lazy_batch.scope_spans[0].spans.append(b"\x2a\x20too short for its length")
+    return bytes(LazyTracesRequest(resource_spans=[lazy_batch.SerializeToString()]).SerializeToString())
+
+
+def _gzip_bomb() -> bytes:
+    return gzip.compress(b"\x00" * 5_000_000)
+
+
+BAD_INPUT = [
+    ("undecodable protobuf", b"\xff\xff\xff\xff", PROTOBUF, 400),
+    ("truncated body", _truncated(), PROTOBUF, 400),
+    ("invalid UTF-8 in a string field", _invalid_utf8(), PROTOBUF, 400),
+    ("malformed span in a valid request", _malformed_span(), PROTOBUF, 400),
+    ("invalid JSON", b'{"resourceSpans": [', JSON, 400),
+    ("JSON that is not OTLP", b'{"resourceSpans": 5}', JSON, 400),
+    ("JSON array", b"[1, 2]", JSON, 400),
+    ("other content type", b"hello", {"Content-Type": "text/plain"}, 415),
+    ("no content type", b"hello", {}, 415),
+    ("unknown content encoding", b"hello", {**PROTOBUF, "Content-Encoding": "br"}, 415),
+    ("corrupt gzip", b"\x1f\x8b\x08\x00garbage", {**PROTOBUF, "Content-Encoding": "gzip"}, 400),
+    ("truncated gzip", gzip.compress(b"x" * 1000)[:-12], {**PROTOBUF, "Content-Encoding": "gzip"}, 400),
+    ("body over the limit", b"\x00" * 70_000, PROTOBUF, 413),
+    ("gzip bomb over the limit once inflated", _gzip_bomb(), {**PROTOBUF, "Content-Encoding": "gzip"}, 413),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "headers", "status"), BAD_INPUT, ids=[row[0] for row in BAD_INPUT])
+async def test_bad_input_is_refused_whole_with_a_status_body(
+    start_service: StartService, name: str, body: bytes, headers: dict[str, str], status: int
+) -> None:
+    running = await start_service(make_config(otlp_http=OtlpHttpConfig(max_request_body_bytes=65_536)))
+    got, response_body, content_type = await post(running, body, headers)
+    assert got == status, response_body
+    if content_type == "application/json":
+        message = json.loads(response_body)["message"]
+    else:
+        message = Status.FromString(response_body).message
+    assert message, "the error says what is wrong"
+    await assert_nothing_recorded(running)
+
+
+async def test_chunked_body_over_the_limit_is_refused(start_service: StartService) -> None:
+    running = await start_service(make_config(otlp_http=OtlpHttpConfig(max_request_body_bytes=65_536)))
+
+    async def chunks() -> Any:
+        for _ in range(20):
+            yield b"\x00" * 10_000
+
+    async with running.session.post(running.traces_url, data=chunks(), headers=PROTOBUF) as response:
+        assert response.status == 413
+    await assert_nothing_recorded(running)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+async def test_methods_other_than_post_get_405(start_service: StartService, method: str) -> None:
+    running = await start_service()
+    async with running.session.request(method, running.traces_url) as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+    await assert_nothing_recorded(running)
+
+
+async def test_request_without_spans_is_accepted_and_records_nothing(start_service: StartService) -> None:
+    running = await start_service()
+    empty = request(batch({"service.name": "idle"}), batch({"service.name": "idle"}, []))
+    for body, headers in ((empty.SerializeToString(), PROTOBUF), (b"{}", JSON), (b"", PROTOBUF)):
+        status, _, _ = await post(running, body, headers)
+        assert status == 200
+    await assert_nothing_recorded(running)
+
+
+TENANT_CASES = [
+    ("missing header", None, 401),
+    ("empty header", "", 401),
+    ("longer than 150 bytes", "t" * 151, 400),
+    ("character outside the allowed set", "team/a", 400),
+    ("non-ASCII character", "tëam", 400),
+    ("single dot", ".", 400),
+    ("double dot", "..", 400),
+]
+
+
+@pytest.mark.parametrize(("name", "org_id", "status"), TENANT_CASES, ids=[c[0] for c in TENANT_CASES])
+async def test_tenant_header_is_required_and_validated_with_multitenancy(
+    start_service: StartService, name: str, org_id: str | None, status: int
+) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    headers = dict(PROTOBUF)
+    if org_id is not None:
+        headers["X-Scope-OrgID"] = org_id
+    got, _, _ = await post(running, sample_request().SerializeToString(), headers)
+    assert got == status
+    await assert_nothing_recorded(running)
+
+
+async def test_tenant_ids_at_the_limits_are_accepted(start_service: StartService) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    for tenant in ("t" * 150, "a-Z_0.9!*'()"):
+        got, _, _ = await post(running, sample_request().SerializeToString(), {**PROTOBUF, "X-Scope-OrgID": tenant})
+        assert got == 200
+    tenants = {dict(series)["tenant"] for series in await running.usage()}
+    assert tenants == {"t" * 150, "a-Z_0.9!*'()"}
+
+
+async def test_without_multitenancy_every_request_is_single_tenant(start_service: StartService) -> None:
+    running = await start_service()
+    await post(running, sample_request().SerializeToString(), {**PROTOBUF, "X-Scope-OrgID": "ignored"})
+    assert {dict(series)["tenant"] for series in await running.usage()} == {"single-tenant"}
+
+
+async def test_process_metrics_count_spans_bytes_and_requests(start_service: StartService) -> None:
+    running = await start_service()
+    req = sample_request()
+    body = gzip.compress(req.SerializeToString())
+    await post(running, body, {**PROTOBUF, "Content-Encoding": "gzip"})
+    await post(running, b"garbage", PROTOBUF)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(await running.metrics_text())
+        for s in family.samples
+    }
+    tenant = (("tenant", "single-tenant"),)
+    assert samples[("tempo_distributor_spans_received_total", tenant)] == 5
+    assert samples[("tempo_distributor_bytes_received_total", tenant)] == req.ByteSize()
+    assert samples[("tempo_distributor_ingress_bytes_total", tenant)] == len(body)
+    assert samples[("tempo_discarded_spans_total", (("reason", "no_forwarder"), *tenant))] == 5
+    route = (("method", "POST"), ("route", "/v1/traces"))
+    assert samples[("tempo_request_duration_seconds_count", (*route, ("status_code", "200")))] == 1
+    assert samples[("tempo_request_duration_seconds_count", (*route, ("status_code", "400")))] == 1
+    assert samples[("tempo_usage_tracker_active_series", tenant)] == 3
+    assert ("process_cpu_seconds_total", ()) in samples
+
+
+async def test_opentelemetry_sdk_http_exporter_bytes_show_up_in_usage_metrics(start_service: StartService) -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    running = await start_service()
+    sent = InMemorySpanExporter()
+
+    def emit() -> None:
+        for service in ("checkout", "payments"):
+            provider = TracerProvider(resource=Resource.create({"service.name": service}))
+            provider.add_span_processor(SimpleSpanProcessor(sent))
+            provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=running.traces_url)))
+            tracer = provider.get_tracer("test")
+            for i in range(3):
+                with tracer.start_as_current_span(f"op-{i}", attributes={"i": i}):
+                    pass
+            provider.force_flush()
+
+    await asyncio.to_thread(emit)  # the exporter is synchronous; the server runs on this loop
+    expected: dict[frozenset[tuple[str, str]], float] = {}
+    for finished in sent.get_finished_spans():
+        # SimpleSpanProcessor exports each span as its own request: one batch each.
+        [rs] = encode_spans([finished]).resource_spans
+        key = labels(service_name=finished.resource.attributes["service.name"])
+        expected[key] = expected.get(key, 0) + rs.ByteSize()
+    assert await running.usage() == expected
+    assert len(expected) == 2
