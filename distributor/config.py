@@ -93,15 +93,16 @@ def load_config(path: Path, expand_env: bool = False) -> Config:
     file = str(path)
     top = Section(root, "", file, ("multitenancy_enabled", "server", "distributor", "overrides"))
 
+    server_defaults, http_defaults, cost_defaults = ServerConfig(), OtlpHttpConfig(), CostAttributionConfig()
     server = top.section("server", ("http_listen_address", "http_listen_port"))
-    address = server.string("http_listen_address", ServerConfig.http_listen_address)
+    address = server.string("http_listen_address", server_defaults.http_listen_address)
     try:
         parse_endpoint(f"{address}:0" if ":" not in address else f"[{address}]:0")
     except ValueError as err:
         server.fail("http_listen_address", str(err))
     server_config = ServerConfig(
         http_listen_address=address,
-        http_listen_port=server.integer("http_listen_port", ServerConfig.http_listen_port, 0, 65535),
+        http_listen_port=server.integer("http_listen_port", server_defaults.http_listen_port, 0, 65535),
     )
 
     distributor = top.section("distributor", ("receivers", "usage"))
@@ -109,23 +110,22 @@ def load_config(path: Path, expand_env: bool = False) -> Config:
     protocols = receivers.section("otlp", ("protocols",)).section("protocols", ("http",))
     http = protocols.section("http", ("endpoint", "max_request_body_bytes"))
     try:
-        endpoint = parse_endpoint(http.string("endpoint", str(OtlpHttpConfig.endpoint)))
+        endpoint = parse_endpoint(http.string("endpoint", str(http_defaults.endpoint)))
     except ValueError as err:
         http.fail("endpoint", str(err))
     otlp_http = OtlpHttpConfig(
         endpoint=endpoint,
         max_request_body_bytes=http.integer(
-            "max_request_body_bytes", OtlpHttpConfig.max_request_body_bytes, minimum=1
+            "max_request_body_bytes", http_defaults.max_request_body_bytes, minimum=1
         ),
     )
 
     usage = distributor.section("usage", ("cost_attribution",))
     cost = usage.section("cost_attribution", ("enabled", "max_cardinality", "stale_duration"))
-    defaults = CostAttributionConfig()
     cost_config = CostAttributionConfig(
-        enabled=cost.boolean("enabled", defaults.enabled),
-        max_cardinality=cost.integer("max_cardinality", defaults.max_cardinality, minimum=1),
-        stale_duration=cost.duration("stale_duration", defaults.stale_duration),
+        enabled=cost.boolean("enabled", cost_defaults.enabled),
+        max_cardinality=cost.integer("max_cardinality", cost_defaults.max_cardinality, minimum=1),
+        stale_duration=cost.duration("stale_duration", cost_defaults.stale_duration),
     )
     if cost_config.stale_duration <= 0:
         cost.fail("stale_duration", "must be greater than 0")
@@ -140,7 +140,7 @@ def load_config(path: Path, expand_env: bool = False) -> Config:
         if not relative:
             overrides.fail("per_tenant_override_config", "must be a file path")
         per_tenant_file = (path.parent / relative).resolve()
-    period = overrides.duration("per_tenant_override_period", OverridesConfig.per_tenant_override_period)
+    period = overrides.duration("per_tenant_override_period", OverridesConfig().per_tenant_override_period)
     if period <= 0:
         overrides.fail("per_tenant_override_period", "must be greater than 0")
 

@@ -382,7 +382,7 @@ def _reword_parse_error(err: json_format.ParseError) -> OtlpJsonError:
     reason = text[position:]
     path = ".".join(names)  # without indices; used when the message carries no path itself
     if match := _PARSE_AT_RE.search(reason):
-        path = match.group(1) or path
+        path = match.group(1).rstrip(".") or path  # each wrapping level appends a "."
         reason = reason[: match.start()] + reason[match.end() :]
     reason = reason.rstrip(". ") or "invalid value"
     return OtlpJsonError(f"{path or 'request'}: {_clip(reason)}")
@@ -397,7 +397,9 @@ def _render_path(path: _Path) -> str:
     while path is not None:
         path, key = path
         parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
-    return "".join(reversed(parts)).lstrip(".") or "request"
+    text = "".join(reversed(parts)).lstrip(".") or "request"
+    # Only deeply nested AnyValues get this long; the two ends are what locate the problem.
+    return text if len(text) <= 120 else f"{text[:50]}...{text[-60:]}"
 
 
 def _json_type(value: object) -> str:
