@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.config import OtlpHttpConfig
-from distributor.wire import LazyResourceSpans, LazyTracesRequest, Status
+from distributor.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest, Status
 from tests.conftest import RunningService, make_config
 from tests.helpers import batch, labels, request, span, split_expectation
 
@@ -120,7 +120,9 @@ def _malformed_span() -> bytes:
     """A well-formed request around one span whose own bytes do not decode."""
     good = request(batch({"service.name": "api"}, [span()])).SerializeToString()
     lazy_batch = LazyResourceSpans.FromString(LazyTracesRequest.FromString(good).resource_spans[0])
-    lazy_batch.scope_spans[0].spans.append(b"\x2a\x20too short for its length")
+    lazy_scope = LazyScopeSpans.FromString(lazy_batch.scope_spans[0])
+    lazy_scope.spans.append(b"\x2a\x20too short for its length")
+    lazy_batch.scope_spans[0] = lazy_scope.SerializeToString()
     return bytes(LazyTracesRequest(resource_spans=[lazy_batch.SerializeToString()]).SerializeToString())
 
 

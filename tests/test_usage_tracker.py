@@ -9,6 +9,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from distributor.config import CostAttributionConfig
+from distributor.traces import ReceivedTraces
 from distributor.usage.tracker import UsageTracker
 from tests.helpers import (
     Labels,
@@ -274,3 +275,42 @@ def test_label_values_with_quotes_backslashes_newlines_and_utf8_round_trip_throu
     rs = batch({"service.name": nasty}, [span()])
     tracker.observe("t", received(request(rs)), limits(["service.name"]))
     assert usage(tracker) == {labels("t", service_name=nasty): rs.ByteSize()}
+
+
+def _span_level_team(spans_attributes: list[list[tuple[str, object]]]) -> dict[Labels, float]:
+    tracker = UsageTracker(CostAttributionConfig(enabled=True))
+    rs = batch({"team": "resource"}, [span(attrs) for attrs in spans_attributes])
+    tracker.observe("t", received(request(rs)), limits(["team"]))
+    return usage(tracker)
+
+
+def test_repeated_span_keys_take_the_first_non_empty_value() -> None:
+    series = _span_level_team([[("team", ""), ("team", 3), ("team", "first"), ("team", "second")]])
+    assert set(series) == {labels("t", team="first")}
+
+
+def test_values_that_contain_or_equal_a_key_do_not_confuse_the_lookup() -> None:
+    series = _span_level_team([[("owner", "team"), ("team", "team-core"), ("note", "team team")]])
+    assert set(series) == {labels("t", team="team-core")}
+
+
+def test_a_repeat_with_a_non_minimal_varint_length_is_still_seen_as_a_repeat() -> None:
+    from distributor.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest
+
+    first = span([("team", "first")]).SerializeToString()
+    # A second KeyValue for "team" whose key length 4 is written as the 2-byte varint 0x84 0x00: valid
+    # protobuf that no encoder emits. Its value must not win over the first one.
+    second_kv = b"\x0a\x84\x00team" + b"\x12\x08\x0a\x06second"
+    raw_span = first + b"\x4a" + bytes([len(second_kv)]) + second_kv
+    rs = batch({"team": "resource"}, [span()])
+    lazy_batch = LazyResourceSpans.FromString(rs.SerializeToString())
+    lazy_scope = LazyScopeSpans.FromString(lazy_batch.scope_spans[0])
+    lazy_scope.spans[0] = raw_span
+    lazy_batch.scope_spans[0] = lazy_scope.SerializeToString()
+    body = LazyTracesRequest(resource_spans=[lazy_batch.SerializeToString()]).SerializeToString()
+    decoded = ExportTraceServiceRequest.FromString(body)
+    assert [kv.value.string_value for kv in decoded.resource_spans[0].scope_spans[0].spans[0].attributes] == [
+        "first", "second"]
+    tracker = UsageTracker(CostAttributionConfig(enabled=True))
+    tracker.observe("t", ReceivedTraces(request=decoded, protobuf=body), limits(["team"]))
+    assert set(usage(tracker)) == {labels("t", team="first")}

@@ -62,6 +62,8 @@ _BASE64_RE: Final = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 # json.loads joins escaped surrogate pairs, so any surrogate left in a str is unpaired.
 _SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
 _DOUBLE_WORDS: Final = frozenset({"NaN", "Infinity", "-Infinity"})
+# Returned for values that are dropped (unknown enum names) instead of being handed to ParseDict.
+_OMIT: Final = object()
 
 # ParseDict error texts look like 'Failed to parse a field: Failed to parse b field: <why> at <path>.'
 _PARSE_PREFIX_RE: Final = re.compile(r"Failed to parse (\S+) field: ")
@@ -249,11 +251,14 @@ def _walk_message(obj: object, message: _Message, path: _Path, depth: int) -> di
         if field.repeated and field.kind is not _Kind.PASS:
             if not isinstance(value, list):
                 _fail(field_path, f"expected an array, got {_json_type(value)}")
-            out[field.json_name] = [
-                _walk_value(item, field, (field_path, index), depth) for index, item in enumerate(value)
-            ]
+            items = [_walk_value(item, field, (field_path, index), depth) for index, item in enumerate(value)]
+            if field.kind is _Kind.ENUM:
+                items = [item for item in items if item is not _OMIT]
+            out[field.json_name] = items
         else:
-            out[field.json_name] = _walk_value(value, field, field_path, depth)
+            converted = _walk_value(value, field, field_path, depth)
+            if converted is not _OMIT:
+                out[field.json_name] = converted
     return out
 
 
@@ -353,13 +358,16 @@ def _to_double(value: object, path: _Path) -> float | str:
     return number
 
 
-def _to_enum(value: object, field: _Field, path: _Path) -> int | str:
+def _to_enum(value: object, field: _Field, path: _Path) -> object:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         _fail(path, f"expected an enum name or integer, got {_json_type(value)}")
-    if isinstance(value, str) and (value in field.enum_names or not _INT_RE.fullmatch(value)):
-        # ParseDict resolves known names; with ignore_unknown_fields it ignores unknown ones, like
-        # unknown fields (protobuf's behaviour, and what lets old receivers accept newer senders).
-        return value
+    if isinstance(value, str) and not _INT_RE.fullmatch(value):
+        if value in field.enum_names:
+            return value
+        # Unknown names are ignored like unknown fields, as ParseDict does with ignore_unknown_fields
+        # (and it lets old receivers accept newer senders). They are dropped here rather than passed
+        # on: upb's enum name lookup raises SystemError for a name with a lone surrogate.
+        return _OMIT
     number = _to_int(value, field, path)
     if field.enum_numbers is not None and number not in field.enum_numbers:
         _fail(path, f"unknown enum value {number}")

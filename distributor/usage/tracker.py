@@ -12,11 +12,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from overrides import Dimension, Scope, TenantLimits
 
 from distributor.config import CostAttributionConfig
 from distributor.traces import ReceivedTraces
-from distributor.wire import LazyResourceSpans, framed_size
+from distributor.wire import (
+    AttributeListScopeSpans,
+    AttributeMapScopeSpans,
+    LazyResourceSpans,
+    LazyScopeSpans,
+    framed_size,
+    framed_total,
+)
 
 MISSING = "__missing__"
 OVERFLOW = "__overflow__"
@@ -50,7 +58,19 @@ class _DimensionPlan:
         self.span_wanted = frozenset(k for keys in self.span_keys for k in keys)
         # A span whose encoding does not contain a key's UTF-8 bytes cannot carry that attribute,
         # whatever the varint framing: a C-speed `in` spares the ~1 us of reading the span object.
-        self.span_needles = tuple(sorted(k.encode("utf-8") for k in self.span_wanted))
+        self.span_needle_keys = tuple(sorted((k.encode("utf-8"), k) for k in self.span_wanted))
+        self.span_needles = tuple(needle for needle, _ in self.span_needle_keys)
+        # Per key: the labels it feeds at span level, with its rank there (lower = configured first).
+        self._span_lookups = tuple(
+            (
+                needle,
+                key,
+                tuple((i, keys.index(key)) for i, keys in enumerate(self.span_keys) if key in keys),
+                _key_length_final_bytes(len(needle)),
+            )
+            for needle, key in self.span_needle_keys
+        )
+        self._span_combining = any(len(keys) > 1 for keys in self.span_keys)
         names = sorted((*self.labels, "tenant", "tracker"))
         self._tenant_position = names.index("tenant")
         self._tracker_position = names.index("tracker")
@@ -75,7 +95,53 @@ class _DimensionPlan:
                         found[key] = value
         return tuple(next((found[k] for k in keys if k in found), MISSING) for keys in self.resource_keys)
 
-    def span_values(self, span: Any, resource_values: tuple[str, ...]) -> tuple[str, ...]:
+    def span_values(
+        self, raw: bytes, index: int, scope: _ScopeViews, resource_values: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        """Values for one span; returns `resource_values` itself when the span overrides none.
+
+        A key is read from the span's attribute map (one C lookup). A map keeps the last of repeated
+        keys while the spec wants the first non-empty; so if the key may occur twice as a key, the
+        entries are counted, and when any key repeats the attributes are read in order instead.
+        """
+        values: list[str] | None = None
+        ranks: list[int] = []
+        attributes = None
+        for needle, key, slots, key_length_bytes in self._span_lookups:
+            position = raw.find(needle)
+            if position < 0:
+                continue
+            if attributes is None:
+                attributes = scope.attribute_map(index)
+            if _may_repeat_as_key(raw, needle, position, key_length_bytes) and len(
+                attributes
+            ) != scope.attribute_count(index):
+                return self._span_values_in_order(scope.decoded[index], resource_values)
+            encoded = attributes.get(key)
+            if encoded is None:
+                continue
+            text = scope.texts.get(encoded)
+            if text is None:
+                text = scope.texts[encoded] = AnyValue.FromString(encoded).string_value  # "" if not a string
+            if not text:
+                continue
+            if values is None:
+                values = list(resource_values)
+                if self._span_combining:
+                    ranks = [len(self._span_lookups)] * len(resource_values)
+            if self._span_combining:
+                for label_index, rank in slots:
+                    if rank < ranks[label_index]:
+                        values[label_index], ranks[label_index] = text, rank
+            else:
+                for label_index, _ in slots:
+                    values[label_index] = text
+        if values is None:
+            return resource_values
+        result = tuple(values)
+        return resource_values if result == resource_values else result
+
+    def _span_values_in_order(self, span: Any, resource_values: tuple[str, ...]) -> tuple[str, ...]:
         found: dict[str, str] = {}
         wanted = self.span_wanted
         for kv in span.attributes:
@@ -84,12 +150,56 @@ class _DimensionPlan:
                 value = kv.value.string_value
                 if value:
                     found[key] = value
-        if not found:
-            return resource_values
-        return tuple(
-            next((found[k] for k in keys if k in found), inherited)
-            for keys, inherited in zip(self.span_keys, resource_values, strict=True)
-        )
+        values = list(resource_values)
+        for label_index, keys in enumerate(self.span_keys):
+            values[label_index] = next((found[k] for k in keys if k in found), values[label_index])
+        result = tuple(values)
+        return resource_values if result == resource_values else result
+
+
+def _key_length_final_bytes(length: int) -> bytes:
+    """Bytes that can end a varint of value `length`: the minimal form's last byte, and 0x00 (the last
+    byte of every longer, non-minimal form). Any key field of `length` bytes ends its length so."""
+    return bytes({length >> (7 * ((length.bit_length() - 1) // 7)) if length else 0, 0})
+
+
+def _may_repeat_as_key(raw: bytes, needle: bytes, first: int, key_length_bytes: bytes) -> bool:
+    """Whether `needle` occurs at least twice where a key could start (after its length varint).
+
+    Occurrences inside longer values (`team-3` for the key `team`) are preceded by another length
+    and so rule themselves out without decoding anything."""
+    candidates = 0
+    position = first
+    while position >= 0:
+        if position > 0 and raw[position - 1] in key_length_bytes:
+            candidates += 1
+            if candidates > 1:
+                return True
+        position = raw.find(needle, position + 1)
+    return False
+
+
+class _ScopeViews:
+    """Projections of one ScopeSpans' encoding, each decoded only if a span needs it."""
+
+    __slots__ = ("_counts", "_encoding", "_maps", "decoded", "texts")
+
+    def __init__(self, encoding: bytes, decoded: Any, texts: dict[bytes, str]) -> None:
+        self._encoding = encoding
+        self.decoded = decoded  # the validated decode's spans, in the same order
+        self._maps: Any = None
+        self._counts: Any = None
+        self.texts = texts  # encoded AnyValue -> its string value; values repeat across spans
+
+    def attribute_map(self, index: int) -> Any:
+        if self._maps is None:
+            self._maps = AttributeMapScopeSpans.FromString(self._encoding).spans
+        return self._maps[index].attributes
+
+    def attribute_count(self, index: int) -> int:
+        if self._counts is None:
+            self._counts = AttributeListScopeSpans.FromString(self._encoding).spans
+        return len(self._counts[index].attributes)
 
 
 class _Series:
@@ -162,52 +272,67 @@ class UsageTracker:
             if span_count == 0:
                 continue
             resource_values = plan.resource_values(batch.resource)
-            if not needles:
+            scopes = LazyResourceSpans.FromString(encoded).scope_spans if needles else ()
+            # A scope whose encoding lacks every key's bytes has no span that could carry one.
+            if not any(needle in scope for scope in scopes for needle in needles):
                 # Every span of the batch shares one series, so span bytes plus portions add up to
                 # the batch's encoded size exactly: no per-span work at all.
                 pending[resource_values] = pending.get(resource_values, 0) + len(encoded)
                 continue
-            self._attribute_spans(plan, batch, encoded, span_count, resource_values, pending)
+            self._attribute_spans(plan, batch, encoded, scopes, span_count, resource_values, pending)
         return pending
 
+    @staticmethod
     def _attribute_spans(
-        self,
         plan: _DimensionPlan,
         batch: Any,
         encoded: bytes,
+        scopes: Any,
         span_count: int,
         resource_values: tuple[str, ...],
         pending: dict[tuple[str, ...], int],
     ) -> None:
+        """Split one batch whose spans may carry their own values.
+
+        Only spans whose values differ from the resource's need their sizes summed per series; the
+        resource's series takes the exact remainder of the batch.
+        """
         needles = plan.span_needles
-        single_needle = needles[0] if len(needles) == 1 else None
-        span_bytes: dict[tuple[str, ...], int] = {}
-        span_counts: dict[tuple[str, ...], int] = {}
+        own_bytes: dict[tuple[str, ...], int] = {}
+        own_counts: dict[tuple[str, ...], int] = {}
+        texts: dict[bytes, str] = {}
+        all_span_bytes = 0
         first_values: tuple[str, ...] | None = None
-        lazy_batch = LazyResourceSpans.FromString(encoded)
-        for lazy_scope, scope in zip(lazy_batch.scope_spans, batch.scope_spans, strict=True):
-            decoded_spans = None
-            for index, raw in enumerate(lazy_scope.spans):
-                size = len(raw)
-                framed = size + 2 if size < 0x80 else framed_size(size)
-                if (raw.find(single_needle) >= 0) if single_needle is not None else _contains_any(raw, needles):
-                    if decoded_spans is None:
-                        decoded_spans = scope.spans
-                    values = plan.span_values(decoded_spans[index], resource_values)
-                else:
-                    values = resource_values
+        for scope_encoding, scope in zip(scopes, batch.scope_spans, strict=True):
+            spans = LazyScopeSpans.FromString(scope_encoding).spans
+            if not spans:
+                continue
+            all_span_bytes += framed_total(list(map(len, spans)))
+            if not any(needle in scope_encoding for needle in needles):
+                if first_values is None:
+                    first_values = resource_values
+                continue
+            views = _ScopeViews(scope_encoding, scope.spans, texts)
+            for index, raw in enumerate(spans):
+                values = plan.span_values(raw, index, views, resource_values)
                 if first_values is None:
                     first_values = values
-                span_bytes[values] = span_bytes.get(values, 0) + framed
-                span_counts[values] = span_counts.get(values, 0) + 1
-        assert first_values is not None
+                if values is not resource_values:
+                    own_bytes[values] = own_bytes.get(values, 0) + framed_size(len(raw))
+                    own_counts[values] = own_counts.get(values, 0) + 1
         # Resource, scopes and framing are shared: each span gets an even portion, and the first
         # span takes the rounding remainder so the batch total is exactly its encoded size.
-        shared = len(encoded) - sum(span_bytes.values())
+        shared = len(encoded) - all_span_bytes
         portion = _round_half_even(shared, span_count)
-        span_bytes[first_values] += shared - portion * span_count
-        for values, total in span_bytes.items():
-            pending[values] = pending.get(values, 0) + total + portion * span_counts[values]
+        remainder = len(encoded)
+        for values, size in own_bytes.items():
+            total = size + portion * own_counts[values]
+            if values == first_values:
+                total += shared - portion * span_count
+            pending[values] = pending.get(values, 0) + total
+            remainder -= total
+        if sum(own_counts.values()) < span_count:  # some spans kept the resource's values
+            pending[resource_values] = pending.get(resource_values, 0) + remainder
 
     def _apply(
         self, tenant: str, plan: _DimensionPlan, pending: dict[tuple[str, ...], int], max_cardinality: int
@@ -258,6 +383,3 @@ class UsageTracker:
             for tenant, usage in self._tenants.items()
         ]
 
-
-def _contains_any(raw: bytes, needles: tuple[bytes, ...]) -> bool:
-    return any(needle in raw for needle in needles)

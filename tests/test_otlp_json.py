@@ -1,0 +1,890 @@
+"""OTLP/JSON -> protobuf conversion of trace export requests."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import random
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    EntityRef,
+    InstrumentationScope,
+    KeyValue,
+    KeyValueList,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+from distributor.receivers.otlp_json import (
+    OtlpJsonError,
+    _reword_parse_error,
+    export_response_json,
+    otlp_json_to_protobuf,
+)
+
+BIG_U64 = 2**64 - 1  # fixed64 maximum, far above 2**53
+BIG_I64 = 2**63 - 1
+SPAN_PATH = "resourceSpans[0].scopeSpans[0].spans[0]"
+VALUE_PATH = f"{SPAN_PATH}.attributes[0].value"
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def kv(key: str, value: AnyValue) -> KeyValue:
+    return KeyValue(key=key, value=value)
+
+
+def every_any_value() -> list[KeyValue]:
+    nested_array = AnyValue(
+        array_value=ArrayValue(
+            values=[
+                AnyValue(int_value=1),
+                AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="deep"), AnyValue()])),
+                AnyValue(kvlist_value=KeyValueList(values=[kv("inner", AnyValue(bool_value=False))])),
+            ]
+        )
+    )
+    nested_kvlist = AnyValue(
+        kvlist_value=KeyValueList(
+            values=[
+                kv("list", AnyValue(array_value=ArrayValue(values=[AnyValue(double_value=-0.5)]))),
+                kv("map", AnyValue(kvlist_value=KeyValueList(values=[kv("x", AnyValue(int_value=-1))]))),
+                kv("empty", AnyValue(kvlist_value=KeyValueList())),
+            ]
+        )
+    )
+    return [
+        kv("str", AnyValue(string_value='h\u00e9llo \u2603 \U0001f600 "quoted" \\ \n')),
+        kv("empty.str", AnyValue(string_value="")),
+        kv("bool", AnyValue(bool_value=True)),
+        kv("int.big", AnyValue(int_value=BIG_I64)),
+        kv("int.min", AnyValue(int_value=-(2**63))),
+        kv("int.above.2**53", AnyValue(int_value=2**53 + 1)),
+        kv("int.zero", AnyValue(int_value=0)),
+        kv("double", AnyValue(double_value=3.141592653589793)),
+        kv("double.inf", AnyValue(double_value=float("-inf"))),
+        kv("double.tiny", AnyValue(double_value=5e-324)),
+        # b"\xfb\xff\xbf" is "+/+/" in base64: exercises the characters that differ in the URL-safe alphabet.
+        kv("bytes", AnyValue(bytes_value=b"\xfb\xff\xbf\x00\x01")),
+        kv("bytes.empty", AnyValue(bytes_value=b"")),
+        kv("array", nested_array),
+        kv("kvlist", nested_kvlist),
+        kv("unset", AnyValue()),
+    ]
+
+
+def make_span(seed: int, *, root: bool = False) -> Span:
+    rng = random.Random(seed)
+    # Ids with 0x00 and 0xff bytes catch sign, padding and alphabet mistakes.
+    trace_id = bytes([0xFF, 0x00]) + rng.randbytes(14)
+    span = Span(
+        trace_id=trace_id,
+        span_id=rng.randbytes(7) + b"\xff",
+        parent_span_id=b"" if root else b"\x00" + rng.randbytes(7),
+        trace_state="vendor=abc,other=1",
+        flags=0x301,
+        name=f"span-{seed}",
+        kind=Span.SPAN_KIND_SERVER if seed % 2 else Span.SPAN_KIND_CONSUMER,
+        start_time_unix_nano=1_700_000_000_123_456_789 + seed,
+        end_time_unix_nano=BIG_U64 - seed,
+        attributes=every_any_value(),
+        dropped_attributes_count=4_000_000_000,
+        events=[
+            Span.Event(
+                time_unix_nano=1_700_000_000_999_999_999,
+                name="exception",
+                attributes=[kv("exception.type", AnyValue(string_value="ValueError"))],
+                dropped_attributes_count=1,
+            ),
+            Span.Event(name="bare"),
+        ],
+        dropped_events_count=2,
+        links=[
+            Span.Link(
+                trace_id=rng.randbytes(16),
+                span_id=rng.randbytes(8),
+                trace_state="k=v",
+                attributes=[kv("link.attr", AnyValue(int_value=7))],
+                dropped_attributes_count=3,
+                flags=0x100,
+            ),
+            Span.Link(trace_id=rng.randbytes(16), span_id=rng.randbytes(8)),
+        ],
+        dropped_links_count=5,
+        status=Status(message="boom", code=Status.STATUS_CODE_ERROR),
+    )
+    return span
+
+
+def make_request() -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(
+                    attributes=[kv("service.name", AnyValue(string_value="checkout")), *every_any_value()],
+                    dropped_attributes_count=9,
+                    entity_refs=[
+                        EntityRef(
+                            schema_url="https://example.com/entity",
+                            type="service",
+                            id_keys=["service.name", "service.namespace"],
+                            description_keys=["service.version"],
+                        )
+                    ],
+                ),
+                scope_spans=[
+                    ScopeSpans(
+                        scope=InstrumentationScope(
+                            name="lib.a",
+                            version="1.2.3",
+                            attributes=[kv("scope.attr", AnyValue(string_value="x"))],
+                            dropped_attributes_count=1,
+                        ),
+                        spans=[make_span(1, root=True), make_span(2)],
+                        schema_url="https://opentelemetry.io/schemas/1.24.0",
+                    ),
+                    ScopeSpans(scope=InstrumentationScope(name="lib.b"), spans=[make_span(3)]),
+                    ScopeSpans(),  # an empty scope must survive too
+                ],
+                schema_url="https://opentelemetry.io/schemas/1.21.0",
+            ),
+            ResourceSpans(scope_spans=[ScopeSpans(spans=[make_span(4), Span(name="minimal")])]),
+        ]
+    )
+
+
+_ID_KEYS = {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
+
+
+def ids_to_hex(node: Any, *, upper: bool = False) -> Any:
+    """Rewrite base64 ids (as json_format emits them) into OTLP/JSON hex, in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                digits = base64.b64decode(value).hex()
+                node[key] = digits.upper() if upper else digits
+            else:
+                ids_to_hex(value, upper=upper)
+    elif isinstance(node, list):
+        for item in node:
+            ids_to_hex(item, upper=upper)
+    return node
+
+
+def to_otlp_json(message: ExportTraceServiceRequest, *, proto_names: bool = False) -> dict[str, Any]:
+    """OTLP/JSON as a dict: proto3 JSON, then hex ids and integer enums."""
+    as_dict: dict[str, Any] = json_format.MessageToDict(
+        message, preserving_proto_field_name=proto_names, use_integers_for_enums=True
+    )
+    return ids_to_hex(as_dict)  # type: ignore[no-any-return]
+
+
+def convert(document: Any) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(otlp_json_to_protobuf(json.dumps(document).encode()))
+    return request
+
+
+def first_span(request: ExportTraceServiceRequest) -> Span:
+    span: Span = request.resource_spans[0].scope_spans[0].spans[0]
+    return span
+
+
+def first_value(request: ExportTraceServiceRequest) -> AnyValue:
+    value: AnyValue = first_span(request).attributes[0].value
+    return value
+
+
+def one_span(**fields: Any) -> dict[str, Any]:
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [fields]}]}]}
+
+
+def one_value(value: Any) -> dict[str, Any]:
+    return one_span(attributes=[{"key": "k", "value": value}])
+
+
+def convert_error(document: Any) -> str:
+    body = document if isinstance(document, bytes) else json.dumps(document).encode()
+    with pytest.raises(OtlpJsonError) as caught:
+        otlp_json_to_protobuf(body)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 200, message
+    return message
+
+
+# --------------------------------------------------------------------------------------------------
+# equivalence with the protobuf path
+
+
+def test_rich_request_converts_to_identical_protobuf() -> None:
+    original = make_request()
+    body = json.dumps(to_otlp_json(original)).encode()
+
+    encoded = otlp_json_to_protobuf(body)
+
+    assert ExportTraceServiceRequest.FromString(encoded) == original
+    assert encoded == original.SerializeToString()
+
+
+def test_proto_field_names_give_identical_protobuf() -> None:
+    original = make_request()
+    snake = to_otlp_json(original, proto_names=True)
+    assert "resource_spans" in snake and "resourceSpans" not in snake
+
+    encoded = otlp_json_to_protobuf(json.dumps(snake).encode())
+
+    assert ExportTraceServiceRequest.FromString(encoded) == original
+    assert encoded == original.SerializeToString()
+
+
+def test_camel_and_snake_case_keys_give_identical_output_even_when_mixed() -> None:
+    original = make_request()
+    camel = to_otlp_json(original)
+    mixed = copy.deepcopy(camel)
+    # Snake case below camel case: every level must accept either spelling.
+    scope_spans = mixed["resourceSpans"][0].pop("scopeSpans")
+    mixed["resourceSpans"][0]["scope_spans"] = scope_spans
+    span = scope_spans[0]["spans"][1]
+    span["trace_id"] = span.pop("traceId")
+    span["parent_span_id"] = span.pop("parentSpanId")
+    span["start_time_unix_nano"] = span.pop("startTimeUnixNano")
+    link = span["links"][0]
+    link["span_id"] = link.pop("spanId")
+    link["dropped_attributes_count"] = link.pop("droppedAttributesCount")
+
+    expected = otlp_json_to_protobuf(json.dumps(camel).encode())
+    assert otlp_json_to_protobuf(json.dumps(mixed).encode()) == expected == original.SerializeToString()
+
+
+def test_spec_example_with_hand_written_json() -> None:
+    # The trace example from opentelemetry-proto (examples/trace.json), with upper-case hex ids.
+    body = b"""{
+      "resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "my.service"}}]},
+        "scopeSpans": [{
+          "scope": {
+            "name": "my.library",
+            "version": "1.0.0",
+            "attributes": [{"key": "my.scope.attribute", "value": {"stringValue": "some scope attribute"}}]
+          },
+          "spans": [{
+            "traceId": "5B8EFFF798038103D269B633813FC60C",
+            "spanId": "EEE19B7EC3C1B174",
+            "parentSpanId": "EEE19B7EC3C1B173",
+            "name": "I'm a server span",
+            "startTimeUnixNano": "1544712660000000000",
+            "endTimeUnixNano": 1544712661000000000,
+            "kind": 2,
+            "attributes": [
+              {"key": "my.span.attr", "value": {"stringValue": "some value"}},
+              {"key": "count", "value": {"intValue": "9007199254740993"}},
+              {"key": "ratio", "value": {"doubleValue": 0.25}},
+              {"key": "ok", "value": {"boolValue": true}},
+              {"key": "raw", "value": {"bytesValue": "AAEC/w=="}},
+              {"key": "tags", "value": {"arrayValue": {"values": [{"stringValue": "a"}, {"intValue": 2}]}}},
+              {"key": "obj", "value": {"kvlistValue": {"values": [{"key": "n", "value": {"intValue": -3}}]}}}
+            ],
+            "links": [{"traceId": "00000000000000000000000000000001", "spanId": "00000000000000ff"}],
+            "status": {"code": 2, "message": "failed"}
+          }]
+        }]
+      }]
+    }"""
+    expected = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=[kv("service.name", AnyValue(string_value="my.service"))]),
+                scope_spans=[
+                    ScopeSpans(
+                        scope=InstrumentationScope(
+                            name="my.library",
+                            version="1.0.0",
+                            attributes=[
+                                kv("my.scope.attribute", AnyValue(string_value="some scope attribute"))
+                            ],
+                        ),
+                        spans=[
+                            Span(
+                                trace_id=bytes.fromhex("5b8efff798038103d269b633813fc60c"),
+                                span_id=bytes.fromhex("eee19b7ec3c1b174"),
+                                parent_span_id=bytes.fromhex("eee19b7ec3c1b173"),
+                                name="I'm a server span",
+                                start_time_unix_nano=1544712660000000000,
+                                end_time_unix_nano=1544712661000000000,
+                                kind=Span.SPAN_KIND_SERVER,
+                                attributes=[
+                                    kv("my.span.attr", AnyValue(string_value="some value")),
+                                    kv("count", AnyValue(int_value=9007199254740993)),
+                                    kv("ratio", AnyValue(double_value=0.25)),
+                                    kv("ok", AnyValue(bool_value=True)),
+                                    kv("raw", AnyValue(bytes_value=b"\x00\x01\x02\xff")),
+                                    kv(
+                                        "tags",
+                                        AnyValue(
+                                            array_value=ArrayValue(
+                                                values=[AnyValue(string_value="a"), AnyValue(int_value=2)]
+                                            )
+                                        ),
+                                    ),
+                                    kv(
+                                        "obj",
+                                        AnyValue(
+                                            kvlist_value=KeyValueList(
+                                                values=[kv("n", AnyValue(int_value=-3))]
+                                            )
+                                        ),
+                                    ),
+                                ],
+                                links=[
+                                    Span.Link(
+                                        trace_id=b"\x00" * 15 + b"\x01",
+                                        span_id=b"\x00" * 7 + b"\xff",
+                                    )
+                                ],
+                                status=Status(code=Status.STATUS_CODE_ERROR, message="failed"),
+                            )
+                        ],
+                    )
+                ],
+            )
+        ]
+    )
+
+    encoded = otlp_json_to_protobuf(body)
+
+    assert ExportTraceServiceRequest.FromString(encoded) == expected
+    assert encoded == expected.SerializeToString()
+
+
+# --------------------------------------------------------------------------------------------------
+# ids
+
+
+def test_hex_trace_ids_become_raw_bytes() -> None:
+    request = convert(
+        one_span(
+            traceId="0af7651916cd43dd8448eb211c80319c",
+            spanId="b7ad6b7169203331",
+            parentSpanId="00f067aa0ba902b7",
+            links=[{"traceId": "4bf92f3577b34da6a3ce929d0e0e4736", "spanId": "00000000000000ff"}],
+        )
+    )
+    span = first_span(request)
+    assert span.trace_id == bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+    assert span.span_id == bytes.fromhex("b7ad6b7169203331")
+    assert span.parent_span_id == bytes.fromhex("00f067aa0ba902b7")
+    assert span.links[0].trace_id == bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
+    assert span.links[0].span_id == b"\x00" * 7 + b"\xff"
+
+
+def test_hex_ids_are_case_insensitive() -> None:
+    original = make_request()
+    # MessageToDict's defaults also give enum names instead of numbers here.
+    lower = ids_to_hex(json_format.MessageToDict(original))
+    upper = ids_to_hex(json_format.MessageToDict(original), upper=True)
+    assert json.dumps(lower) != json.dumps(upper)
+    assert convert(upper) == convert(lower) == original
+
+
+def test_empty_or_null_ids_mean_no_id() -> None:
+    links = [{"traceId": "", "spanId": ""}]
+    span = first_span(convert(one_span(traceId="", spanId=None, parentSpanId="", links=links)))
+    assert span == Span(links=[Span.Link()])
+
+
+def test_ids_are_not_read_as_base64() -> None:
+    # 16 hex digits are also valid base64 (12 bytes); they must still be read as 8 bytes of hex.
+    span = first_span(convert(one_span(spanId="0123456789abcdef")))
+    assert span.span_id == bytes.fromhex("0123456789abcdef")
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"traceId": "xyz"}, f'{SPAN_PATH}.traceId: invalid trace id "xyz" (expected 32 hex digits)'),
+        ({"traceId": "ab" * 15}, f'{SPAN_PATH}.traceId: invalid trace id "{"ab" * 15}" (expected 32 hex'),
+        ({"traceId": "a" * 31}, f"{SPAN_PATH}.traceId: invalid trace id"),
+        ({"traceId": "ab" * 17}, f"{SPAN_PATH}.traceId: invalid trace id"),
+        ({"traceId": "0g" * 16}, f"{SPAN_PATH}.traceId: invalid trace id"),
+        ({"traceId": "ab cd" + "0" * 27}, f"{SPAN_PATH}.traceId: invalid trace id"),
+        # Base64 of 16 bytes, as the plain proto3 JSON mapping would send it.
+        ({"traceId": "AAAAAAAAAAAAAAAAAAAAAA=="}, f"{SPAN_PATH}.traceId: invalid trace id"),
+        ({"traceId": 12}, f"{SPAN_PATH}.traceId: trace id must be a hex string, got number"),
+        ({"traceId": ["ab"]}, f"{SPAN_PATH}.traceId: trace id must be a hex string, got array"),
+        ({"spanId": "ab" * 16}, f"{SPAN_PATH}.spanId: invalid span id"),
+        ({"span_id": "abc"}, f'{SPAN_PATH}.span_id: invalid span id "abc" (expected 16 hex digits)'),
+        ({"parentSpanId": "0" * 15}, f"{SPAN_PATH}.parentSpanId: invalid parent span id"),
+        ({"links": [{}, {"traceId": "00"}]}, f"{SPAN_PATH}.links[1].traceId: invalid trace id"),
+        ({"links": [{"spanId": "zz" * 8}]}, f"{SPAN_PATH}.links[0].spanId: invalid span id"),
+    ],
+)
+def test_malformed_ids_are_rejected_with_their_path(fields: dict[str, Any], expected: str) -> None:
+    assert convert_error(one_span(**fields)).startswith(expected)
+
+
+def test_id_error_path_counts_resources_scopes_and_spans() -> None:
+    document = {
+        "resourceSpans": [
+            {},
+            {"scopeSpans": [{"spans": [{}]}, {"spans": [{}, {}, {}, {"traceId": "xyz"}]}]},
+        ]
+    }
+    assert convert_error(document) == (
+        'resourceSpans[1].scopeSpans[1].spans[3].traceId: invalid trace id "xyz" (expected 32 hex digits)'
+    )
+
+
+def test_same_field_in_both_spellings_is_rejected() -> None:
+    message = convert_error(one_span(traceId="ab" * 16, trace_id="ab" * 16))
+    assert message == f'{SPAN_PATH}: both "traceId" and "trace_id" given'
+    top = convert_error({"resourceSpans": [], "resource_spans": []})
+    assert top == 'request: both "resourceSpans" and "resource_spans" given'
+
+
+# --------------------------------------------------------------------------------------------------
+# other field encodings
+
+
+def test_int64_values_may_be_numbers_or_decimal_strings() -> None:
+    as_strings = convert(one_span(startTimeUnixNano=str(BIG_U64), flags="7", droppedLinksCount="3"))
+    as_numbers = convert(one_span(startTimeUnixNano=BIG_U64, flags=7, droppedLinksCount=3))
+    span = first_span(as_strings)
+    assert span.start_time_unix_nano == BIG_U64 and span.flags == 7 and span.dropped_links_count == 3
+    assert as_numbers == as_strings
+
+
+def test_int64_strings_above_2_pow_53_are_exact() -> None:
+    value = convert(one_value({"intValue": str(2**53 + 1)}))
+    assert first_value(value).int_value == 2**53 + 1
+
+
+@pytest.mark.parametrize("written", [1000, 1000.0, 1e3, "1000", "1e3", "1000.0", "+1000"])
+def test_integers_accept_the_proto3_json_spellings(written: Any) -> None:
+    value = convert(one_value({"intValue": written}))
+    assert first_value(value).int_value == 1000
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        (2, Span.SPAN_KIND_SERVER),
+        ("2", Span.SPAN_KIND_SERVER),
+        ("SPAN_KIND_SERVER", Span.SPAN_KIND_SERVER),
+        (5, Span.SPAN_KIND_CONSUMER),
+        ("SPAN_KIND_CONSUMER", Span.SPAN_KIND_CONSUMER),
+        # Open proto3 enum: an unknown number is kept, as the binary decoder keeps it.
+        (42, 42),
+    ],
+)
+def test_enums_accept_integers_and_names(written: Any, expected: int) -> None:
+    span = first_span(convert(one_span(kind=written)))
+    assert span.kind == expected
+
+
+def test_status_code_accepts_integers_and_names() -> None:
+    by_number = convert(one_span(status={"code": 1}))
+    by_name = convert(one_span(status={"code": "STATUS_CODE_OK"}))
+    assert by_number == by_name
+    assert first_span(by_name).status.code == Status.STATUS_CODE_OK
+
+
+# "\udc00" is there because upb's enum lookup raises SystemError for it if ParseDict ever sees it.
+@pytest.mark.parametrize("name", ["SPAN_KIND_FROM_THE_FUTURE", "span_kind_server", "\udc00"])
+def test_unknown_enum_names_are_ignored_like_unknown_fields(name: str) -> None:
+    request = convert(one_span(kind=name, name="n", status={"code": name, "message": "m"}))
+    assert first_span(request) == Span(name="n", status=Status(message="m"))
+
+
+@pytest.mark.parametrize("written", ["AAEC/w==", "AAEC/w", "AAEC_w==", "AAEC_w"])
+def test_bytes_values_stay_base64_in_either_alphabet(written: str) -> None:
+    assert first_value(convert(one_value({"bytesValue": written}))).bytes_value == b"\x00\x01\x02\xff"
+
+
+def test_double_values_accept_numbers_and_special_strings() -> None:
+    values = [
+        {"doubleValue": 1},
+        {"doubleValue": "2.5"},
+        {"doubleValue": "Infinity"},
+        {"doubleValue": "-Infinity"},
+        {"doubleValue": "NaN"},
+        {"doubleValue": -0.0},
+    ]
+    document = one_span(attributes=[{"key": str(i), "value": value} for i, value in enumerate(values)])
+    attributes = first_span(convert(document)).attributes
+    doubles = [attribute.value.double_value for attribute in attributes]
+    assert doubles[:4] == [1.0, 2.5, float("inf"), float("-inf")]
+    assert doubles[4] != doubles[4]  # NaN
+    assert str(doubles[5]) == "-0.0"
+
+
+def test_null_fields_are_treated_as_absent() -> None:
+    document = {
+        "resourceSpans": [
+            {
+                "resource": None,
+                "schemaUrl": None,
+                "scopeSpans": [{"scope": None, "spans": [{"name": None, "status": None, "events": None}]}],
+            }
+        ]
+    }
+    assert convert(document) == ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[Span()])])]
+    )
+
+
+def test_null_oneof_member_does_not_count_as_set() -> None:
+    value = convert(one_value({"stringValue": None, "intValue": 5}))
+    assert first_value(value) == AnyValue(int_value=5)
+
+
+def test_empty_object_is_an_empty_request() -> None:
+    assert otlp_json_to_protobuf(b"{}") == b""
+    assert otlp_json_to_protobuf(b' \n{"resourceSpans": []}\n ') == b""
+
+
+def test_utf8_byte_order_mark_is_tolerated() -> None:
+    assert (
+        otlp_json_to_protobuf(b'\xef\xbb\xbf{"resourceSpans": [{}]}')
+        == ExportTraceServiceRequest(resource_spans=[ResourceSpans()]).SerializeToString()
+    )
+
+
+def test_non_ascii_strings_survive() -> None:
+    body = '{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"caf\u00e9 \U0001f600 \\ud83d\\ude00"}]}]}]}'
+    request = ExportTraceServiceRequest.FromString(otlp_json_to_protobuf(body.encode()))
+    assert first_span(request).name == "caf\u00e9 \U0001f600 \U0001f600"
+
+
+# --------------------------------------------------------------------------------------------------
+# unknown fields
+
+
+def test_unknown_fields_are_ignored_at_every_level() -> None:
+    original = make_request()
+    document = to_otlp_json(original)
+    junk: dict[str, Any] = {
+        "futureField": {"nested": [1, "two", None, {"x": 0.5}]},
+        "[looks.like.an.extension]": 1,  # ParseDict alone rejects these even with ignore_unknown_fields
+        "lone": "\ud800",
+        "instrumentationLibrarySpans": [{"spans": [{"traceId": "not hex at all"}]}],
+    }
+    document.update(junk)
+    resource_spans = document["resourceSpans"][0]
+    resource_spans.update(junk)
+    resource_spans["resource"].update(junk)
+    resource_spans["scopeSpans"][0].update(junk)
+    resource_spans["scopeSpans"][0]["scope"].update(junk)
+    span = resource_spans["scopeSpans"][0]["spans"][0]
+    span.update(junk)
+    span["events"][0].update(junk)
+    span["links"][0].update(junk)
+    span["status"].update(junk)
+    span["attributes"][0].update(junk)
+    span["attributes"][0]["value"].update(junk)
+
+    assert otlp_json_to_protobuf(json.dumps(document).encode()) == original.SerializeToString()
+
+
+def test_legacy_instrumentation_library_spans_are_ignored() -> None:
+    document = {
+        "resourceSpans": [
+            {
+                "instrumentationLibrarySpans": [{"spans": [{"name": "old"}]}],
+                "scopeSpans": [{"spans": [{"name": "new"}]}],
+            }
+        ]
+    }
+    assert convert(document) == ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[Span(name="new")])])]
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# errors
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"\xff{}", "body is not valid UTF-8"),
+        (b'{"resourceSpans": [{"schemaUrl": "\xc3"}]}', "body is not valid UTF-8"),
+        # json.loads would accept UTF-16 on its own.
+        ('{"resourceSpans": []}'.encode("utf-16"), "body is not valid UTF-8"),
+        (b"", "body is not valid JSON: Expecting value (line 1, column 1)"),
+        (b"{", "body is not valid JSON"),
+        (b'{"resourceSpans": []} x', "body is not valid JSON: Extra data"),
+        (b'{"a": NaN}', 'body is not valid JSON: NaN is not a JSON value (proto3 JSON spells it "NaN")'),
+        (b'{"a": -Infinity}', "body is not valid JSON: -Infinity"),
+        (b'{"a": ' + b"9" * 5000 + b"}", "body is not valid JSON"),
+        (b"[" * 100_000, "body is nested too deeply to decode"),
+        (b"[]", "body must be a JSON object, got array"),
+        (b'"resourceSpans"', "body must be a JSON object, got string"),
+        (b"null", "body must be a JSON object, got null"),
+        (b"17", "body must be a JSON object, got number"),
+    ],
+)
+def test_undecodable_bodies_are_rejected(body: bytes, expected: str) -> None:
+    assert convert_error(body).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"resourceSpans": {}}, "resourceSpans: expected an array, got object"),
+        ({"resourceSpans": "x"}, "resourceSpans: expected an array, got string"),
+        ({"resourceSpans": [[]]}, "resourceSpans[0]: expected an object, got array"),
+        ({"resourceSpans": [None]}, "resourceSpans[0]: expected an object, got null"),
+        (
+            {"resourceSpans": [{"resource": "xyz"}]},
+            "resourceSpans[0].resource: expected an object, got string",
+        ),
+        (
+            {"resourceSpans": [{"scopeSpans": {}}]},
+            "resourceSpans[0].scopeSpans: expected an array, got object",
+        ),
+        (
+            {"resourceSpans": [{"scopeSpans": [{"spans": ["foo"]}]}]},
+            f"{SPAN_PATH}: expected an object, got string",
+        ),
+        (
+            {"resource_spans": [{"scope_spans": [{"spans": [1]}]}]},
+            "resource_spans[0].scope_spans[0].spans[0]",
+        ),
+        (one_span(name=5), f"{SPAN_PATH}.name: expected a string, got number"),
+        (one_span(status="ok"), f"{SPAN_PATH}.status: expected an object, got string"),
+        (one_span(status={"code": 1.5}), f"{SPAN_PATH}.status.code: expected an integer, got 1.5"),
+        (one_span(events={}), f"{SPAN_PATH}.events: expected an array, got object"),
+        (one_span(events=[{"name": []}]), f"{SPAN_PATH}.events[0].name: expected a string, got array"),
+        (one_span(attributes=[None]), f"{SPAN_PATH}.attributes[0]: expected an object, got null"),
+        (one_span(attributes=[{"key": 1}]), f"{SPAN_PATH}.attributes[0].key: expected a string, got number"),
+        (one_value("x"), f"{VALUE_PATH}: expected an object, got string"),
+        (one_value({"boolValue": "true"}), f"{VALUE_PATH}.boolValue: expected true or false"),
+        (one_value({"doubleValue": True}), f"{VALUE_PATH}.doubleValue: expected a number"),
+        (one_value({"doubleValue": "nan"}), f'{VALUE_PATH}.doubleValue: invalid number "nan"'),
+        (one_value({"intValue": 1.5}), f"{VALUE_PATH}.intValue: expected an integer, got 1.5"),
+        (one_value({"intValue": "1.5"}), f'{VALUE_PATH}.intValue: expected an integer, got "1.5"'),
+        (one_value({"intValue": "abc"}), f'{VALUE_PATH}.intValue: invalid integer "abc"'),
+        (one_value({"intValue": " 1"}), f"{VALUE_PATH}.intValue: invalid integer"),
+        (one_value({"intValue": ""}), f"{VALUE_PATH}.intValue: invalid integer"),
+        (one_value({"intValue": True}), f"{VALUE_PATH}.intValue: expected an integer, got boolean"),
+        (one_value({"bytesValue": "abcde"}), f'{VALUE_PATH}.bytesValue: invalid base64 "abcde"'),
+        (one_value({"bytesValue": "!!!!"}), f"{VALUE_PATH}.bytesValue: invalid base64"),
+        (one_value({"bytesValue": "QQ="}), f"{VALUE_PATH}.bytesValue: invalid base64"),
+        (one_value({"bytesValue": 5}), f"{VALUE_PATH}.bytesValue: expected a base64 string"),
+        (
+            one_value({"arrayValue": {"values": [{"intValue": 1}, {"kvlistValue": {"values": {}}}]}}),
+            f"{VALUE_PATH}.arrayValue.values[1].kvlistValue.values: expected an array",
+        ),
+        (
+            one_value({"stringValue": "a", "intValue": 1}),
+            f'{VALUE_PATH}: only one of "stringValue" and "intValue" may be set',
+        ),
+        (one_span(kind=[2]), f"{SPAN_PATH}.kind: expected an enum name or integer, got array"),
+        (one_span(kind=1.5), f"{SPAN_PATH}.kind: expected an integer, got 1.5"),
+        (one_span(kind=True), f"{SPAN_PATH}.kind: expected an enum name or integer, got boolean"),
+    ],
+)
+def test_wrong_types_are_rejected_with_their_path(document: Any, expected: str) -> None:
+    assert convert_error(document).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"flags": 2**32}, f"{SPAN_PATH}.flags: 4294967296 is out of range for fixed32 (0 to 4294967295)"),
+        ({"flags": -1}, f"{SPAN_PATH}.flags: -1 is out of range for fixed32"),
+        ({"startTimeUnixNano": "-1"}, f'{SPAN_PATH}.startTimeUnixNano: "-1" is out of range for fixed64'),
+        ({"endTimeUnixNano": str(2**64)}, f'{SPAN_PATH}.endTimeUnixNano: "{2**64}" is out of range'),
+        ({"endTimeUnixNano": 1e300}, f"{SPAN_PATH}.endTimeUnixNano: 1e+300 is out of range for fixed64"),
+        ({"endTimeUnixNano": "1e400"}, f'{SPAN_PATH}.endTimeUnixNano: "1e400" is out of range for fixed64'),
+        ({"endTimeUnixNano": "9" * 5000}, f"{SPAN_PATH}.endTimeUnixNano: "),
+        (
+            {"droppedAttributesCount": 2**32},
+            f"{SPAN_PATH}.droppedAttributesCount: 4294967296 is out of range",
+        ),
+        ({"kind": 2**31}, f"{SPAN_PATH}.kind: 2147483648 is out of range for int32"),
+        (
+            {"attributes": [{"key": "k", "value": {"intValue": str(2**63)}}]},
+            f'{VALUE_PATH}.intValue: "9223372036854775808" is out of range for int64',
+        ),
+        (
+            {"attributes": [{"key": "k", "value": {"intValue": -(2**63) - 1}}]},
+            f"{VALUE_PATH}.intValue: -9223372036854775809 is out of range for int64",
+        ),
+        (
+            {"attributes": [{"key": "k", "value": {"doubleValue": 10**400}}]},
+            f"{VALUE_PATH}.doubleValue: 1000",
+        ),
+    ],
+)
+def test_out_of_range_numbers_are_rejected(fields: dict[str, Any], expected: str) -> None:
+    message = convert_error(one_span(**fields))
+    assert message.startswith(expected)
+    assert "out of range" in message
+
+
+def test_double_overflowing_to_infinity_is_rejected() -> None:
+    # json.loads turns 1e400 into inf; proto3 JSON wants the string "Infinity" for that.
+    body = b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"events": [{"attributes": [{"key": "k",'
+    body += b' "value": {"doubleValue": 1e400}}]}]}]}]}]}'
+    assert convert_error(body) == (
+        f"{SPAN_PATH}.events[0].attributes[0].value.doubleValue: inf is out of range for double"
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "path"),
+    [
+        (one_span(name="\ud800"), f"{SPAN_PATH}.name"),
+        (one_span(traceState="ok \udfff"), f"{SPAN_PATH}.traceState"),
+        (one_span(attributes=[{"key": "\udc00k"}]), f"{SPAN_PATH}.attributes[0].key"),
+        (one_value({"stringValue": "x\ud83d"}), f"{VALUE_PATH}.stringValue"),
+        ({"resourceSpans": [{"schemaUrl": "\ud800\ud800"}]}, "resourceSpans[0].schemaUrl"),
+    ],
+)
+def test_lone_surrogates_are_rejected(document: Any, path: str) -> None:
+    # json.dumps writes them as \\ud800 escapes, which json.loads accepts.
+    body = json.dumps(document).encode()
+    assert b"\\ud" in body
+    assert convert_error(body) == f"{path}: string contains an unpaired UTF-16 surrogate"
+
+
+def test_lone_surrogate_in_bytes_value_is_rejected() -> None:
+    message = convert_error(one_value({"bytesValue": "\ud800"}))
+    assert message == f'{VALUE_PATH}.bytesValue: invalid base64 "\\ud800"'
+
+
+def nested_array(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"stringValue": "leaf"}
+    for _ in range(levels):
+        value = {"arrayValue": {"values": [value]}}
+    return one_value(value)
+
+
+def test_deepest_nesting_accepted_also_decodes_as_protobuf() -> None:
+    # Request > ResourceSpans > ScopeSpans > Span > KeyValue > AnyValue is 6 messages, and each array
+    # level adds 2: 47 levels reach the 100-message limit, which the binary decoder enforces too.
+    encoded = otlp_json_to_protobuf(json.dumps(nested_array(47)).encode())
+    assert ExportTraceServiceRequest.FromString(encoded).SerializeToString() == encoded
+
+
+def test_deeper_nesting_is_rejected() -> None:
+    message = convert_error(nested_array(48))
+    # The path is shortened in the middle to keep the message readable.
+    assert message.startswith(f"{SPAN_PATH}.attr")
+    assert message.endswith(".values[0].arrayValue: nested too deeply (more than 100 levels of messages)")
+    assert "..." in message
+
+
+def test_parse_errors_are_reworded_to_name_the_field() -> None:
+    # The walk catches these before ParseDict does; the rewording is the safety net.
+    def parse_error(document: dict[str, Any]) -> json_format.ParseError:
+        with pytest.raises(json_format.ParseError) as caught:
+            json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        return caught.value
+
+    with_path = _reword_parse_error(parse_error(one_span(flags=1.5)))
+    assert str(with_path) == f"{SPAN_PATH}.flags: Couldn't parse integer: 1.5"
+
+    # Some ParseDict errors only carry the field names, not the indices.
+    without_path = str(_reword_parse_error(parse_error(one_span(flags=2**32))))
+    assert without_path.startswith("resourceSpans.scopeSpans.spans.flags: ")
+    assert "out of range" in without_path.lower() and "\n" not in without_path
+
+    oneof = _reword_parse_error(parse_error(one_value({"stringValue": "a", "intValue": 1})))
+    assert str(oneof).startswith(f"{VALUE_PATH}: Message type")
+
+
+def test_random_corruption_raises_only_otlp_json_error() -> None:
+    rng = random.Random(20240501)
+    valid = to_otlp_json(make_request())
+    replacements: list[Any] = [
+        None, True, 0, -1, 1.5, 2**64, 1e308, "", "x", "\ud800", "NaN", "00", [], [None], [1], {}, {"a": 1},
+    ]  # fmt: skip
+
+    def locations(node: Any) -> list[tuple[Any, Any]]:
+        found: list[tuple[Any, Any]] = []
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+        for key, child in items:
+            found.append((node, key))
+            found.extend(locations(child))
+        return found
+
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(400):
+        document = copy.deepcopy(valid)
+        spots = locations(document)
+        for _ in range(rng.randint(1, 3)):
+            parent, key = rng.choice(spots)
+            parent[key] = copy.deepcopy(rng.choice(replacements))
+        body = json.dumps(document).encode()
+        if rng.random() < 0.1:
+            body = body[: rng.randrange(len(body))]
+        try:
+            encoded = otlp_json_to_protobuf(body)
+        except OtlpJsonError as err:
+            message = str(err)
+            assert message and "\n" not in message and len(message) < 200, message
+            message.encode("utf-8")  # must be loggable
+            outcomes["error"] += 1
+        else:
+            ExportTraceServiceRequest.FromString(encoded)
+            outcomes["ok"] += 1
+    assert outcomes["ok"] > 20 and outcomes["error"] > 20
+
+
+# --------------------------------------------------------------------------------------------------
+# responses
+
+
+def parse_response(body: bytes) -> ExportTraceServiceResponse:
+    response = ExportTraceServiceResponse()
+    json_format.Parse(body, response)
+    return response
+
+
+def test_export_response_is_empty_object_when_nothing_was_rejected() -> None:
+    assert export_response_json() == b"{}"
+    assert export_response_json(0, "") == b"{}"
+    assert parse_response(export_response_json()) == ExportTraceServiceResponse()
+
+
+def test_export_response_reports_rejected_spans_as_int64_string() -> None:
+    body = export_response_json(3, "no trace id")
+    assert body == b'{"partialSuccess":{"rejectedSpans":"3","errorMessage":"no trace id"}}'
+    assert parse_response(body) == ExportTraceServiceResponse(
+        partial_success=ExportTracePartialSuccess(rejected_spans=3, error_message="no trace id")
+    )
+
+
+def test_export_response_omits_default_values_like_proto3_json() -> None:
+    assert json.loads(export_response_json(2**62)) == {"partialSuccess": {"rejectedSpans": str(2**62)}}
+    # A message with nothing rejected is a warning, which OTLP allows.
+    assert export_response_json(0, "slow down") == b'{"partialSuccess":{"errorMessage":"slow down"}}'
+    for rejected, message in [(2**62, ""), (0, "slow down"), (5, "x")]:
+        expected = ExportTraceServiceResponse(
+            partial_success=ExportTracePartialSuccess(rejected_spans=rejected, error_message=message)
+        )
+        assert json.loads(export_response_json(rejected, message)) == json_format.MessageToDict(expected)
+
+
+def test_export_response_message_is_valid_utf8_even_with_lone_surrogates() -> None:
+    body = export_response_json(1, "bad name \ud800 \u00e9")
+    assert parse_response(body).partial_success.error_message == "bad name ? \u00e9"
+
+
+def test_export_response_rejects_negative_counts() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        export_response_json(-1)
