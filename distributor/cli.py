@@ -9,10 +9,9 @@ import signal
 import sys
 from pathlib import Path
 
-from overrides import ConfigError
-
 from distributor.config import load_config
 from distributor.service import Service
+from overrides import ConfigError
 
 log = logging.getLogger("distributor")
 
@@ -21,10 +20,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distributor", description="OpenTelemetry trace distributor with exact cost attribution"
     )
-    parser.add_argument("--config", "-config.file", dest="config", required=True, type=Path,
-                        help="the YAML configuration file")
-    parser.add_argument("--config.expand-env", "-config.expand-env", dest="expand_env", action="store_true",
-                        help="expand ${VAR} and ${VAR:-default} references in the configuration")
+    parser.add_argument(
+        "--config",
+        "-config.file",
+        dest="config",
+        required=True,
+        type=Path,
+        help="the YAML configuration file",
+    )
+    parser.add_argument(
+        "--config.expand-env",
+        "-config.expand-env",
+        dest="expand_env",
+        action="store_true",
+        help="expand ${VAR} and ${VAR:-default} references in the configuration",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -45,7 +55,9 @@ async def _serve(service: Service) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         config = load_config(args.config, expand_env=args.expand_env)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from overrides import OverridesProvider
-
 from distributor.metrics import DistributorMetrics
 from distributor.traces import ReceivedTraces
 from distributor.usage.tracker import UsageTracker
+from overrides import OverridesProvider
 
 # Forwarding to a tracing backend is not built yet: accepted spans end here, and are counted as such
 # so the loss is never silent.
@@ -14,7 +13,9 @@ NO_FORWARDER = "no_forwarder"
 
 
 class Distributor:
-    def __init__(self, overrides: OverridesProvider, tracker: UsageTracker, metrics: DistributorMetrics) -> None:
+    def __init__(
+        self, overrides: OverridesProvider, tracker: UsageTracker, metrics: DistributorMetrics
+    ) -> None:
         self.overrides = overrides
         self.tracker = tracker
         self.metrics = metrics

@@ -18,6 +18,7 @@ from distributor.usage.exposition import (
 from distributor.usage.tracker import UsageTracker
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 class ServerEndpoints:
@@ -50,7 +51,7 @@ class ServerEndpoints:
         return web.Response(status=503, text="not ready\n")
 
 
-def request_metrics_middleware(metrics: DistributorMetrics) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def request_metrics_middleware(metrics: DistributorMetrics) -> Middleware:
     """Counts and times every request by route template (not raw path, to bound cardinality)."""
 
     @web.middleware

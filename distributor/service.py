@@ -9,7 +9,6 @@ import socket
 import time
 
 from aiohttp import web
-from overrides import OverridesProvider
 
 from distributor.config import Config, Endpoint
 from distributor.metrics import DistributorMetrics
@@ -17,6 +16,7 @@ from distributor.pipeline import Distributor
 from distributor.receivers.otlp_http import OtlpHttpReceiver
 from distributor.server import ServerEndpoints, request_metrics_middleware
 from distributor.usage.tracker import Clock, UsageTracker
+from overrides import OverridesProvider
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,8 @@ class Service:
         self.otlp_http_address: tuple[str, int] | None = None
 
     def _app(self, routes: list[web.AbstractRouteDef], client_max_size: int = 1024**2) -> web.Application:
-        app = web.Application(
-            client_max_size=client_max_size, middlewares=[request_metrics_middleware(self.metrics)]
-        )
+        app = web.Application(client_max_size=client_max_size)
+        app.middlewares.append(request_metrics_middleware(self.metrics))  # type: ignore[arg-type]
         app.add_routes(routes)
         return app
 

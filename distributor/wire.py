@@ -31,9 +31,7 @@ def _build() -> dict[str, Any]:
         dependency=[common_pb2.DESCRIPTOR.name],
     )
 
-    def message(
-        name: str, fields: list[tuple[str, int, int, int, str | None]], parent: Any = None
-    ) -> Any:
+    def message(name: str, fields: list[tuple[str, int, int, int, str | None]], parent: Any = None) -> Any:
         proto = (file.message_type if parent is None else parent.nested_type).add(name=name)
         for field_name, number, kind, label, type_name in fields:
             field = proto.field.add(name=field_name, number=number, type=kind, label=label)

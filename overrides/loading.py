@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 from overrides.dimensions import DimensionError, parse_dimensions
 from overrides.model import WILDCARD_TENANT, CostAttributionOverrides, OverridesSnapshot, TenantOverrides
-from overrides.strict_yaml import ConfigError, Section, read_yaml
+from overrides.strict_yaml import ConfigError, Located, Section, read_yaml
 from overrides.tenant_ids import tenant_id_problem
 
 TENANT_KEYS = ("cost_attribution",)
@@ -32,7 +32,9 @@ def parse_tenant_overrides(section: Section) -> TenantOverrides:
     )
 
 
-def load_per_tenant_file(path: Path, defaults: TenantOverrides, expand_env: bool = False) -> OverridesSnapshot:
+def load_per_tenant_file(
+    path: Path, defaults: TenantOverrides, expand_env: bool = False
+) -> OverridesSnapshot:
     """Parse and validate the whole runtime file; raises ConfigError, never returns a partial result."""
     root, _ = read_yaml(path, expand_env=expand_env)
     file = str(path)

@@ -21,7 +21,9 @@ class CostAttributionOverrides:
     def merged_over(self, base: CostAttributionOverrides) -> CostAttributionOverrides:
         return CostAttributionOverrides(
             dimensions=self.dimensions if self.dimensions is not None else base.dimensions,
-            max_cardinality=self.max_cardinality if self.max_cardinality is not None else base.max_cardinality,
+            max_cardinality=self.max_cardinality
+            if self.max_cardinality is not None
+            else base.max_cardinality,
         )
 
 

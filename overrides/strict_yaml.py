@@ -157,9 +157,7 @@ def format_duration(seconds: float) -> str:
 class Section:
     """Typed, strict access to one YAML mapping: unknown keys are errors, every read names its key."""
 
-    def __init__(
-        self, node: Located | None, path: str, file: str, allowed: tuple[str, ...] | None
-    ) -> None:
+    def __init__(self, node: Located | None, path: str, file: str, allowed: tuple[str, ...] | None) -> None:
         self.file = file
         self.path = path
         self.line = node.line if node is not None else None

@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
-from overrides import TenantOverrides, parse_dimensions
-from overrides.model import CostAttributionOverrides
 
 from distributor.config import Config, CostAttributionConfig, Endpoint, OtlpHttpConfig, ServerConfig
 from distributor.service import Service
+from overrides import TenantOverrides, parse_dimensions
+from overrides.model import CostAttributionOverrides
 from tests.helpers import ManualClock, parse_usage
 
 StartService = Callable[..., Awaitable["RunningService"]]
@@ -23,8 +23,8 @@ class RunningService:
         self.session = session
         self.clock = clock
         assert service.server_address and service.otlp_http_address
-        self.server_url = "http://%s:%d" % service.server_address
-        self.traces_url = "http://%s:%d/v1/traces" % service.otlp_http_address
+        self.server_url = "http://{}:{}".format(*service.server_address)
+        self.traces_url = "http://{}:{}/v1/traces".format(*service.otlp_http_address)
 
     async def usage(self) -> dict[frozenset[tuple[str, str]], float]:
         async with self.session.get(self.server_url + "/usage_metrics") as response:
@@ -37,10 +37,16 @@ class RunningService:
             return await response.text()
 
 
-def make_config(dimensions: object = ("service.name",), multitenancy: bool = False, **changes: object) -> Config:
-    defaults = TenantOverrides(CostAttributionOverrides(dimensions=parse_dimensions(list(dimensions))
-                                                        if isinstance(dimensions, tuple) else
-                                                        parse_dimensions(dimensions)))
+def make_config(
+    dimensions: object = ("service.name",), multitenancy: bool = False, **changes: object
+) -> Config:
+    defaults = TenantOverrides(
+        CostAttributionOverrides(
+            dimensions=parse_dimensions(list(dimensions))
+            if isinstance(dimensions, tuple)
+            else parse_dimensions(dimensions)
+        )
+    )
     config = Config(
         multitenancy_enabled=multitenancy,
         server=ServerConfig("127.0.0.1", 0),

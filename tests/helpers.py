@@ -8,12 +8,12 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
-from overrides import TenantLimits, parse_dimensions
 from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.traces import ReceivedTraces
 from distributor.usage.exposition import render_counter
 from distributor.usage.tracker import UsageTracker
+from overrides import TenantLimits, parse_dimensions
 
 Labels = frozenset[tuple[str, str]]
 
@@ -50,12 +50,20 @@ def attributes(attrs: Mapping[str, object] | Iterable[tuple[str, object]]) -> li
     return [KeyValue(key=k, value=any_value(v)) for k, v in items]
 
 
-def span(attrs: Mapping[str, object] | Iterable[tuple[str, object]] = (), name: str = "op", pad: int = 0,
-         events: Iterable[Mapping[str, object]] = ()) -> Span:
+def span(
+    attrs: Mapping[str, object] | Iterable[tuple[str, object]] = (),
+    name: str = "op",
+    pad: int = 0,
+    events: Iterable[Mapping[str, object]] = (),
+) -> Span:
     """A span; `pad` adds that many bytes to its name, to reach a chosen encoded size."""
     result = Span(
-        trace_id=bytes(range(16)), span_id=bytes(range(8)), name=name + "x" * pad, kind=Span.SPAN_KIND_SERVER,
-        start_time_unix_nano=1_700_000_000_000_000_000, end_time_unix_nano=1_700_000_000_100_000_000,
+        trace_id=bytes(range(16)),
+        span_id=bytes(range(8)),
+        name=name + "x" * pad,
+        kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=1_700_000_000_000_000_000,
+        end_time_unix_nano=1_700_000_000_100_000_000,
         attributes=attributes(attrs),
     )
     for event_attrs in events:
@@ -63,8 +71,9 @@ def span(attrs: Mapping[str, object] | Iterable[tuple[str, object]] = (), name: 
     return result
 
 
-def batch(resource: Mapping[str, object] | Iterable[tuple[str, object]] = (),
-          *scopes: list[Span]) -> ResourceSpans:
+def batch(
+    resource: Mapping[str, object] | Iterable[tuple[str, object]] = (), *scopes: list[Span]
+) -> ResourceSpans:
     result = ResourceSpans()
     result.resource.attributes.extend(attributes(resource))
     for spans in scopes:

@@ -11,9 +11,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from overrides import ConfigError, Scope
 
 from distributor.config import load_config
+from overrides import ConfigError, Scope
 
 ISSUE_EXAMPLE = """\
 multitenancy_enabled: false
@@ -81,7 +81,10 @@ def test_per_tenant_entries_merge_over_defaults_and_the_wildcard_covers_the_rest
     snapshot = load_config(write(tmp_path, ISSUE_EXAMPLE)).load_overrides()
     acme = snapshot.for_tenant("acme")
     assert [(d.attribute, d.scope, d.label) for d in acme.dimensions] == [
-        ("team", Scope.SPAN, "team"), ("service.name", Scope.ANY, "service"), ("app", Scope.ANY, "service")]
+        ("team", Scope.SPAN, "team"),
+        ("service.name", Scope.ANY, "service"),
+        ("app", Scope.ANY, "service"),
+    ]
     assert acme.max_cardinality == 50
     beta = snapshot.for_tenant("beta")
     assert [d.label for d in beta.dimensions] == ["service_name"], "unset fields come from defaults"
@@ -98,45 +101,110 @@ def test_an_empty_file_means_all_defaults(tmp_path: Path) -> None:
 
 def test_durations_and_listen_addresses_in_their_accepted_forms(tmp_path: Path) -> None:
     text = ISSUE_EXAMPLE.replace("stale_duration: 15m", "stale_duration: 1h30m").replace(
-        "127.0.0.1:4318", "'[::1]:0'")
+        "127.0.0.1:4318", "'[::1]:0'"
+    )
     config = load_config(write(tmp_path, text))
     assert config.cost_attribution.stale_duration == 5400
     assert (config.otlp_http.endpoint.host, config.otlp_http.endpoint.port) == ("::1", 0)
 
 
 BAD_CONFIGS = [
-    ("unknown top-level key", ("multitenancy_enabled: false", "multitenancy: false"), "multitenancy",
-     "unknown key"),
-    ("unknown nested key", ("max_cardinality: 10000", "max_cardinalty: 10000"),
-     "distributor.usage.cost_attribution.max_cardinalty", "unknown key"),
-    ("wrong type", ("http_listen_port: 3200", "http_listen_port: http"), "server.http_listen_port",
-     "expected an integer"),
-    ("port out of range", ("http_listen_port: 3200", "http_listen_port: 70000"), "server.http_listen_port",
-     "at most 65535"),
-    ("boolean expected", ("enabled: true", "enabled: sometimes"), "distributor.usage.cost_attribution.enabled",
-     "expected true or false"),
-    ("bad duration", ("stale_duration: 15m", "stale_duration: 15 minutes"),
-     "distributor.usage.cost_attribution.stale_duration", "invalid duration"),
-    ("duration without unit", ("per_tenant_override_period: 10s", "per_tenant_override_period: 10"),
-     "overrides.per_tenant_override_period", "needs a unit"),
-    ("listen address without port", ("endpoint: 127.0.0.1:4318", "endpoint: 127.0.0.1"),
-     "distributor.receivers.otlp.protocols.http.endpoint", "expected host:port"),
-    ("listen port out of range", ("endpoint: 127.0.0.1:4318", "endpoint: 127.0.0.1:99999"),
-     "distributor.receivers.otlp.protocols.http.endpoint", "invalid port"),
-    ("unbracketed IPv6 listen address", ("endpoint: 127.0.0.1:4318", "endpoint: ::1:4318"),
-     "distributor.receivers.otlp.protocols.http.endpoint", "IPv6"),
-    ("label starting with __", ('{service.name: ""}', "{service.name: __name}"),
-     "overrides.defaults.cost_attribution.dimensions", "starts with '__'"),
-    ("label tenant", ('{service.name: ""}', "{service.name: tenant}"),
-     "overrides.defaults.cost_attribution.dimensions", "reserved"),
-    ("derived label tracker", ('{service.name: ""}', '{resource.tracker: ""}'),
-     "overrides.defaults.cost_attribution.dimensions", "'resource.tracker'"),
-    ("empty attribute", ('{service.name: ""}', '{"span.": ""}'),
-     "overrides.defaults.cost_attribution.dimensions", "empty"),
-    ("dimensions of the wrong type", ('{service.name: ""}', "42"),
-     "overrides.defaults.cost_attribution.dimensions", "mapping or a list"),
-    ("duplicate key", ("max_cardinality: 0", "max_cardinality: 0\n      max_cardinality: 1"),
-     "overrides.defaults.cost_attribution.max_cardinality", "duplicate key"),
+    (
+        "unknown top-level key",
+        ("multitenancy_enabled: false", "multitenancy: false"),
+        "multitenancy",
+        "unknown key",
+    ),
+    (
+        "unknown nested key",
+        ("max_cardinality: 10000", "max_cardinalty: 10000"),
+        "distributor.usage.cost_attribution.max_cardinalty",
+        "unknown key",
+    ),
+    (
+        "wrong type",
+        ("http_listen_port: 3200", "http_listen_port: http"),
+        "server.http_listen_port",
+        "expected an integer",
+    ),
+    (
+        "port out of range",
+        ("http_listen_port: 3200", "http_listen_port: 70000"),
+        "server.http_listen_port",
+        "at most 65535",
+    ),
+    (
+        "boolean expected",
+        ("enabled: true", "enabled: sometimes"),
+        "distributor.usage.cost_attribution.enabled",
+        "expected true or false",
+    ),
+    (
+        "bad duration",
+        ("stale_duration: 15m", "stale_duration: 15 minutes"),
+        "distributor.usage.cost_attribution.stale_duration",
+        "invalid duration",
+    ),
+    (
+        "duration without unit",
+        ("per_tenant_override_period: 10s", "per_tenant_override_period: 10"),
+        "overrides.per_tenant_override_period",
+        "needs a unit",
+    ),
+    (
+        "listen address without port",
+        ("endpoint: 127.0.0.1:4318", "endpoint: 127.0.0.1"),
+        "distributor.receivers.otlp.protocols.http.endpoint",
+        "expected host:port",
+    ),
+    (
+        "listen port out of range",
+        ("endpoint: 127.0.0.1:4318", "endpoint: 127.0.0.1:99999"),
+        "distributor.receivers.otlp.protocols.http.endpoint",
+        "invalid port",
+    ),
+    (
+        "unbracketed IPv6 listen address",
+        ("endpoint: 127.0.0.1:4318", "endpoint: ::1:4318"),
+        "distributor.receivers.otlp.protocols.http.endpoint",
+        "IPv6",
+    ),
+    (
+        "label starting with __",
+        ('{service.name: ""}', "{service.name: __name}"),
+        "overrides.defaults.cost_attribution.dimensions",
+        "starts with '__'",
+    ),
+    (
+        "label tenant",
+        ('{service.name: ""}', "{service.name: tenant}"),
+        "overrides.defaults.cost_attribution.dimensions",
+        "reserved",
+    ),
+    (
+        "derived label tracker",
+        ('{service.name: ""}', '{resource.tracker: ""}'),
+        "overrides.defaults.cost_attribution.dimensions",
+        "'resource.tracker'",
+    ),
+    (
+        "empty attribute",
+        ('{service.name: ""}', '{"span.": ""}'),
+        "overrides.defaults.cost_attribution.dimensions",
+        "empty",
+    ),
+    (
+        "dimensions of the wrong type",
+        ('{service.name: ""}', "42"),
+        "overrides.defaults.cost_attribution.dimensions",
+        "mapping or a list",
+    ),
+    (
+        "duplicate key",
+        ("max_cardinality: 0", "max_cardinality: 0\n      max_cardinality: 1"),
+        "overrides.defaults.cost_attribution.max_cardinality",
+        "duplicate key",
+    ),
     ("invalid YAML", ("server:", "server: [unclosed"), "", "invalid YAML"),
 ]
 
@@ -157,14 +225,30 @@ def test_bad_configuration_is_refused_naming_file_line_and_key(
 
 
 BAD_OVERRIDES = [
-    ("unknown key in a tenant", "overrides:\n  acme:\n    cost_attribution:\n      dimension: [a]\n",
-     "overrides.acme.cost_attribution.dimension", "unknown key"),
-    ("invalid tenant id", "overrides:\n  'bad/tenant':\n    cost_attribution: {}\n", "overrides.bad/tenant",
-     "outside"),
-    ("invalid label", "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {x: __y}\n",
-     "overrides.acme.cost_attribution.dimensions", "'__y'"),
-    ("negative max_cardinality", "overrides:\n  acme:\n    cost_attribution:\n      max_cardinality: -3\n",
-     "overrides.acme.cost_attribution.max_cardinality", "at least 0"),
+    (
+        "unknown key in a tenant",
+        "overrides:\n  acme:\n    cost_attribution:\n      dimension: [a]\n",
+        "overrides.acme.cost_attribution.dimension",
+        "unknown key",
+    ),
+    (
+        "invalid tenant id",
+        "overrides:\n  'bad/tenant':\n    cost_attribution: {}\n",
+        "overrides.bad/tenant",
+        "outside",
+    ),
+    (
+        "invalid label",
+        "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {x: __y}\n",
+        "overrides.acme.cost_attribution.dimensions",
+        "'__y'",
+    ),
+    (
+        "negative max_cardinality",
+        "overrides:\n  acme:\n    cost_attribution:\n      max_cardinality: -3\n",
+        "overrides.acme.cost_attribution.max_cardinality",
+        "at least 0",
+    ),
     ("unknown top-level key", "limits: {}\n", "limits", "unknown key"),
 ]
 
@@ -184,12 +268,14 @@ def test_bad_per_tenant_file_is_refused_naming_its_own_file(
 def test_missing_per_tenant_file_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, ISSUE_EXAMPLE)
     (tmp_path / "overrides.yaml").unlink()
-    with pytest.raises(ConfigError, match="overrides.yaml: cannot read"):
+    with pytest.raises(ConfigError, match=r"overrides\.yaml: cannot read"):
         load_config(path).load_overrides()
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "distributor", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "distributor", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_refuses_a_bad_config_with_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
@@ -201,7 +287,9 @@ def test_cli_refuses_a_bad_config_with_one_line_and_a_non_zero_exit(tmp_path: Pa
 
 
 def test_cli_refuses_a_bad_per_tenant_file(tmp_path: Path) -> None:
-    path = write(tmp_path, ISSUE_EXAMPLE, overrides="overrides:\n  acme:\n    cost_attribution:\n      x: 1\n")
+    path = write(
+        tmp_path, ISSUE_EXAMPLE, overrides="overrides:\n  acme:\n    cost_attribution:\n      x: 1\n"
+    )
     result = _run_cli("--config", str(path))
     assert result.returncode == 1 and "overrides.yaml" in result.stderr and "overrides.acme" in result.stderr
 
@@ -213,10 +301,12 @@ def test_cli_refuses_a_missing_config_file(tmp_path: Path) -> None:
 
 def test_cli_serves_until_sigterm_and_exits_zero(tmp_path: Path) -> None:
     config = ISSUE_EXAMPLE.replace("http_listen_port: 3200", "http_listen_port: 0").replace(
-        "127.0.0.1:4318", "127.0.0.1:0")
+        "127.0.0.1:4318", "127.0.0.1:0"
+    )
     path = write(tmp_path, config)
-    process = subprocess.Popen([sys.executable, "-m", "distributor", "--config", str(path)],
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distributor", "--config", str(path)], stderr=subprocess.PIPE, text=True
+    )
     try:
         assert process.stderr is not None
         ready_line = ""
@@ -240,15 +330,20 @@ def test_yaml_of_the_default_config_loads(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     config = load_config(root / "config" / "distributor.yaml")
     assert config.cost_attribution.enabled
-    assert [d.label for d in config.load_overrides().for_tenant("single-tenant").dimensions] == ["service_name"]
+    assert [d.label for d in config.load_overrides().for_tenant("single-tenant").dimensions] == [
+        "service_name"
+    ]
 
 
 def test_expand_env_substitutes_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT_FOR_TEST", "4999")
-    path = write(tmp_path, textwrap.dedent("""\
+    path = write(
+        tmp_path,
+        textwrap.dedent("""\
         server:
           http_listen_port: ${PORT_FOR_TEST}
           http_listen_address: ${UNSET_FOR_TEST:-127.0.0.2}
-        """))
+        """),
+    )
     config = load_config(path, expand_env=True)
     assert (config.server.http_listen_port, config.server.http_listen_address) == (4999, "127.0.0.2")

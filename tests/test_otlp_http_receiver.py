@@ -54,8 +54,9 @@ def sample_request() -> ExportTraceServiceRequest:
     )
 
 
-async def post(running: RunningService, body: bytes, headers: dict[str, str],
-               method: str = "POST") -> tuple[int, bytes, str]:
+async def post(
+    running: RunningService, body: bytes, headers: dict[str, str], method: str = "POST"
+) -> tuple[int, bytes, str]:
     async with running.session.request(method, running.traces_url, data=body, headers=headers) as response:
         return response.status, await response.read(), response.headers.get("Content-Type", "")
 
@@ -112,8 +113,11 @@ def _truncated() -> bytes:
 
 
 def _invalid_utf8() -> bytes:
-    return request(batch({"service.name": "api"}, [span(name="MARKER")])).SerializeToString().replace(
-        b"MARKER", b"\xff\xfeRKER")
+    return (
+        request(batch({"service.name": "api"}, [span(name="MARKER")]))
+        .SerializeToString()
+        .replace(b"MARKER", b"\xff\xfeRKER")
+    )
 
 
 def _malformed_span() -> bytes:
@@ -220,7 +224,9 @@ async def test_tenant_header_is_required_and_validated_with_multitenancy(
 async def test_tenant_ids_at_the_limits_are_accepted(start_service: StartService) -> None:
     running = await start_service(make_config(multitenancy=True))
     for tenant in ("t" * 150, "a-Z_0.9!*'()"):
-        got, _, _ = await post(running, sample_request().SerializeToString(), {**PROTOBUF, "X-Scope-OrgID": tenant})
+        got, _, _ = await post(
+            running, sample_request().SerializeToString(), {**PROTOBUF, "X-Scope-OrgID": tenant}
+        )
         assert got == 200
     tenants = {dict(series)["tenant"] for series in await running.usage()}
     assert tenants == {"t" * 150, "a-Z_0.9!*'()"}
@@ -255,7 +261,9 @@ async def test_process_metrics_count_spans_bytes_and_requests(start_service: Sta
     assert ("process_cpu_seconds_total", ()) in samples
 
 
-async def test_opentelemetry_sdk_http_exporter_bytes_show_up_in_usage_metrics(start_service: StartService) -> None:
+async def test_opentelemetry_sdk_http_exporter_bytes_show_up_in_usage_metrics(
+    start_service: StartService,
+) -> None:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource

@@ -15,8 +15,9 @@ PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 async def send(running: RunningService, service_name: str) -> int:
     rs = batch({"service.name": service_name}, [span(), span()])
-    async with running.session.post(running.traces_url, data=request(rs).SerializeToString(),
-                                    headers=PROTOBUF) as response:
+    async with running.session.post(
+        running.traces_url, data=request(rs).SerializeToString(), headers=PROTOBUF
+    ) as response:
         assert response.status == 200
     return rs.ByteSize()
 
@@ -39,7 +40,9 @@ async def test_usage_metrics_speaks_openmetrics_when_the_scraper_asks(start_serv
     running = await start_service()
     size = await send(running, 'quote" back\\slash\nnewline ünï')
     accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-    async with running.session.get(running.server_url + "/usage_metrics", headers={"Accept": accept}) as response:
+    async with running.session.get(
+        running.server_url + "/usage_metrics", headers={"Accept": accept}
+    ) as response:
         assert response.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
         text = await response.text()
     assert text.endswith("# EOF\n")
@@ -53,7 +56,9 @@ async def test_usage_metrics_speaks_openmetrics_when_the_scraper_asks(start_serv
 async def test_openmetrics_refused_with_q_zero_falls_back_to_text(start_service: StartService) -> None:
     running = await start_service()
     accept = "application/openmetrics-text;q=0,text/plain"
-    async with running.session.get(running.server_url + "/usage_metrics", headers={"Accept": accept}) as response:
+    async with running.session.get(
+        running.server_url + "/usage_metrics", headers={"Accept": accept}
+    ) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
 
 

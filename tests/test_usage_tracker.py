@@ -38,30 +38,49 @@ class Case:
 
 def _standard() -> Case:
     rs = batch({"service.name": "auth"}, [span(), span({"http.route": "/a"})], [span()])
-    return Case("standard: the whole batch goes to one series", {"service.name": ""}, request(rs),
-                {labels(service_name="auth"): rs.ByteSize()})
+    return Case(
+        "standard: the whole batch goes to one series",
+        {"service.name": ""},
+        request(rs),
+        {labels(service_name="auth"): rs.ByteSize()},
+    )
 
 
 def _split_batch() -> Case:
-    rs = batch({"service.name": "shop"}, [span({"service.name": "cart"}), span(), span({"service.name": "cart"})])
+    rs = batch(
+        {"service.name": "shop"}, [span({"service.name": "cart"}), span(), span({"service.name": "cart"})]
+    )
     expected = split_expectation(rs, ["cart", "shop", "cart"])
-    return Case("splitbatch: span values override the resource's, bytes split exactly", {"service.name": ""},
-                request(rs), {labels(service_name=k): v for k, v in expected.items()})
+    return Case(
+        "splitbatch: span values override the resource's, bytes split exactly",
+        {"service.name": ""},
+        request(rs),
+        {labels(service_name=k): v for k, v in expected.items()},
+    )
 
 
 def _missing() -> Case:
     rs = batch({"host.name": "h"}, [span(), span()])
-    return Case("missing: no value gives __missing__", {"service.name": ""}, request(rs),
-                {labels(service_name="__missing__"): rs.ByteSize()})
+    return Case(
+        "missing: no value gives __missing__",
+        {"service.name": ""},
+        request(rs),
+        {labels(service_name="__missing__"): rs.ByteSize()},
+    )
 
 
 def _max_cardinality() -> Case:
     batches = [batch({"service.name": f"svc-{i}"}, [span()]) for i in range(4)]
     sizes = [b.ByteSize() for b in batches]
     return Case(
-        "maxcardinality: series beyond the limit go to __overflow__", {"service.name": ""}, request(*batches),
-        {labels(service_name="svc-0"): sizes[0], labels(service_name="svc-1"): sizes[1],
-         labels(service_name="__overflow__"): sizes[2] + sizes[3]},
+        "maxcardinality: series beyond the limit go to __overflow__",
+        {"service.name": ""},
+        request(*batches),
+        {
+            labels(service_name="svc-0"): sizes[0],
+            labels(service_name="svc-1"): sizes[1],
+            labels(service_name="__overflow__"): sizes[2] + sizes[3],
+        },
         tracker_max_cardinality=2,
     )
 
@@ -70,7 +89,9 @@ def _per_tenant_max_cardinality() -> Case:
     batches = [batch({"service.name": f"svc-{i}"}, [span()]) for i in range(3)]
     sizes = [b.ByteSize() for b in batches]
     return Case(
-        "per-tenant max_cardinality overrides the tracker's", {"service.name": ""}, request(*batches),
+        "per-tenant max_cardinality overrides the tracker's",
+        {"service.name": ""},
+        request(*batches),
         {labels(service_name="svc-0"): sizes[0], labels(service_name="__overflow__"): sizes[1] + sizes[2]},
         max_cardinality=1,
     )
@@ -78,28 +99,43 @@ def _per_tenant_max_cardinality() -> Case:
 
 def _partially_missing() -> Case:
     rs = batch({"service.name": "api"}, [span()])
-    return Case("partially missing: only the absent dimension is __missing__",
-                {"service.name": "", "k8s.namespace.name": "namespace"}, request(rs),
-                {labels(service_name="api", namespace="__missing__"): rs.ByteSize()})
+    return Case(
+        "partially missing: only the absent dimension is __missing__",
+        {"service.name": "", "k8s.namespace.name": "namespace"},
+        request(rs),
+        {labels(service_name="api", namespace="__missing__"): rs.ByteSize()},
+    )
 
 
 def _resource_scoped() -> Case:
     rs = batch({"team": "core"}, [span({"team": "web"}), span()])
-    return Case("resource-scoped: resource.X ignores span attributes", {"resource.team": ""}, request(rs),
-                {labels(team="core"): rs.ByteSize()})
+    return Case(
+        "resource-scoped: resource.X ignores span attributes",
+        {"resource.team": ""},
+        request(rs),
+        {labels(team="core"): rs.ByteSize()},
+    )
 
 
 def _span_scoped() -> Case:
     rs = batch({"team": "core"}, [span({"team": "web"}), span()])
     expected = split_expectation(rs, ["web", "__missing__"])
-    return Case("span-scoped: span.X ignores resource attributes", {"span.team": ""}, request(rs),
-                {labels(team=k): v for k, v in expected.items()})
+    return Case(
+        "span-scoped: span.X ignores resource attributes",
+        {"span.team": ""},
+        request(rs),
+        {labels(team=k): v for k, v in expected.items()},
+    )
 
 
 def _rename() -> Case:
     rs = batch({"k8s.namespace.name": "prod"}, [span()])
-    return Case("rename: the mapped label replaces the attribute name", {"k8s.namespace.name": "namespace"},
-                request(rs), {labels(namespace="prod"): rs.ByteSize()})
+    return Case(
+        "rename: the mapped label replaces the attribute name",
+        {"k8s.namespace.name": "namespace"},
+        request(rs),
+        {labels(namespace="prod"): rs.ByteSize()},
+    )
 
 
 def _combine() -> Case:
@@ -109,36 +145,52 @@ def _combine() -> Case:
     split = split_expectation(span_app, ["from-span", "modern"])
     return Case(
         "combine: first configured attribute with a value wins per level, span over resource",
-        {"service.name": "service", "app": "service"}, request(only_app, both, span_app),
-        {labels(service="legacy"): only_app.ByteSize(),
-         labels(service="modern"): both.ByteSize() + split["modern"],
-         labels(service="from-span"): split["from-span"]},
+        {"service.name": "service", "app": "service"},
+        request(only_app, both, span_app),
+        {
+            labels(service="legacy"): only_app.ByteSize(),
+            labels(service="modern"): both.ByteSize() + split["modern"],
+            labels(service="from-span"): split["from-span"],
+        },
     )
 
 
 def _list_form() -> Case:
     rs = batch({"service.name": "auth", "deployment.environment": "prod"}, [span()])
-    return Case("list form: each entry derives its label", ["service.name", "deployment.environment"],
-                request(rs), {labels(service_name="auth", deployment_environment="prod"): rs.ByteSize()})
+    return Case(
+        "list form: each entry derives its label",
+        ["service.name", "deployment.environment"],
+        request(rs),
+        {labels(service_name="auth", deployment_environment="prod"): rs.ByteSize()},
+    )
 
 
 def _non_string_values() -> Case:
     ints = batch([("service.name", 42)], [span()])
     empty = batch([("service.name", "")], [span()])
-    repeated = batch([("service.name", ""), ("service.name", 7), ("service.name", "second"),
-                      ("service.name", "third")], [span()])
+    repeated = batch(
+        [("service.name", ""), ("service.name", 7), ("service.name", "second"), ("service.name", "third")],
+        [span()],
+    )
     return Case(
-        "non-string and empty values are absent; the first non-empty repeat wins", {"service.name": ""},
+        "non-string and empty values are absent; the first non-empty repeat wins",
+        {"service.name": ""},
         request(ints, empty, repeated),
-        {labels(service_name="__missing__"): ints.ByteSize() + empty.ByteSize(),
-         labels(service_name="second"): repeated.ByteSize()},
+        {
+            labels(service_name="__missing__"): ints.ByteSize() + empty.ByteSize(),
+            labels(service_name="second"): repeated.ByteSize(),
+        },
     )
 
 
 def _event_attributes() -> Case:
     rs = batch({"service.name": "api"}, [span(events=[{"service.name": "from-event"}])])
-    return Case("event attributes are ignored", {"service.name": ""}, request(rs),
-                {labels(service_name="api"): rs.ByteSize()})
+    return Case(
+        "event attributes are ignored",
+        {"service.name": ""},
+        request(rs),
+        {labels(service_name="api"): rs.ByteSize()},
+    )
 
 
 def _empty_batches_and_scopes() -> Case:
@@ -147,16 +199,22 @@ def _empty_batches_and_scopes() -> Case:
     mixed = batch({"service.name": "api"}, [], [span({"service.name": "worker"})], [])
     return Case(
         "batches and scopes without spans contribute nothing; empty scopes still count in their batch",
-        {"service.name": ""}, request(empty_batch, empty_scope, mixed),
+        {"service.name": ""},
+        request(empty_batch, empty_scope, mixed),
         {labels(service_name="worker"): mixed.ByteSize()},
     )
 
 
 def _large_scopes(pad: int, title: str) -> Case:
-    rs = batch({"service.name": "api"}, [span({"service.name": "a"}, pad=pad), span(pad=pad)],
-               [span({"service.name": "b"}, pad=pad), span(pad=3)])
+    rs = batch(
+        {"service.name": "api"},
+        [span({"service.name": "a"}, pad=pad), span(pad=pad)],
+        [span({"service.name": "b"}, pad=pad), span(pad=3)],
+    )
     expected = split_expectation(rs, ["a", "api", "b", "api"])
-    return Case(title, {"service.name": ""}, request(rs), {labels(service_name=k): v for k, v in expected.items()})
+    return Case(
+        title, {"service.name": ""}, request(rs), {labels(service_name=k): v for k, v in expected.items()}
+    )
 
 
 CASES = [
@@ -185,8 +243,9 @@ def test_tracker_case(case: Case) -> None:
     tracker.observe("single-tenant", received(case.request), limits(case.dimensions, case.max_cardinality))
     assert usage(tracker) == case.expected
     attributed = sum(case.expected.values())
-    assert attributed == sum(b.ByteSize() for b in case.request.resource_spans if any(
-        s.spans for s in b.scope_spans)), "every byte of every batch with spans is attributed"
+    assert attributed == sum(
+        b.ByteSize() for b in case.request.resource_spans if any(s.spans for s in b.scope_spans)
+    ), "every byte of every batch with spans is attributed"
 
 
 def test_random_batches_are_attributed_to_the_byte() -> None:
@@ -195,8 +254,13 @@ def test_random_batches_are_attributed_to_the_byte() -> None:
         batches = []
         for _ in range(rng.randint(1, 3)):
             scopes = [
-                [span({"team": rng.choice(["a", "b", "c"])} if rng.random() < 0.5 else {},
-                      pad=rng.choice([0, 50, 120, 300, 20_000])) for _ in range(rng.randint(0, 5))]
+                [
+                    span(
+                        {"team": rng.choice(["a", "b", "c"])} if rng.random() < 0.5 else {},
+                        pad=rng.choice([0, 50, 120, 300, 20_000]),
+                    )
+                    for _ in range(rng.randint(0, 5))
+                ]
                 for _ in range(rng.randint(1, 3))
             ]
             batches.append(batch({"team": "r"}, *scopes))
@@ -245,7 +309,10 @@ def test_changed_dimensions_apply_at_once_and_old_series_live_until_stale() -> N
     tracker.observe("t", received(request(rs)), limits(["service.name"]))
     clock.advance(600)
     tracker.observe("t", received(request(rs)), limits(["team"]))
-    assert usage(tracker) == {labels("t", service_name="api"): rs.ByteSize(), labels("t", team="core"): rs.ByteSize()}
+    assert usage(tracker) == {
+        labels("t", service_name="api"): rs.ByteSize(),
+        labels("t", team="core"): rs.ByteSize(),
+    }
     clock.advance(600)
     tracker.purge_stale()
     assert usage(tracker) == {labels("t", team="core"): rs.ByteSize()}
@@ -256,8 +323,10 @@ def test_tenants_are_tracked_separately() -> None:
     rs = batch({"service.name": "api"}, [span()])
     tracker.observe("a", received(request(rs)), limits(["service.name"]))
     tracker.observe("b", received(request(rs, rs)), limits(["service.name"]))
-    assert usage(tracker) == {labels("a", service_name="api"): rs.ByteSize(),
-                              labels("b", service_name="api"): 2 * rs.ByteSize()}
+    assert usage(tracker) == {
+        labels("a", service_name="api"): rs.ByteSize(),
+        labels("b", service_name="api"): 2 * rs.ByteSize(),
+    }
 
 
 def test_tenant_without_dimensions_and_disabled_tracker_record_nothing() -> None:
@@ -310,7 +379,9 @@ def test_a_repeat_with_a_non_minimal_varint_length_is_still_seen_as_a_repeat() -
     body = LazyTracesRequest(resource_spans=[lazy_batch.SerializeToString()]).SerializeToString()
     decoded = ExportTraceServiceRequest.FromString(body)
     assert [kv.value.string_value for kv in decoded.resource_spans[0].scope_spans[0].spans[0].attributes] == [
-        "first", "second"]
+        "first",
+        "second",
+    ]
     tracker = UsageTracker(CostAttributionConfig(enabled=True))
     tracker.observe("t", ReceivedTraces(request=decoded, protobuf=body), limits(["team"]))
     assert set(usage(tracker)) == {labels("t", team="first")}

@@ -30,8 +30,9 @@ def wants_openmetrics(accept: str | None) -> bool:
     return False
 
 
-def render_counter(series: Iterable[tuple[str, int]], openmetrics: bool, name: str = METRIC,
-                   help_text: str = HELP) -> bytes:
+def render_counter(
+    series: Iterable[tuple[str, int]], openmetrics: bool, name: str = METRIC, help_text: str = HELP
+) -> bytes:
     """One counter family; `series` yields (rendered label set, value)."""
     family = name if openmetrics else f"{name}_total"
     head = f"# HELP {family} {help_text}\n# TYPE {family} counter\n"

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from overrides import Dimension, Scope, TenantLimits
 
 from distributor.config import CostAttributionConfig
 from distributor.traces import ReceivedTraces
@@ -25,6 +24,7 @@ from distributor.wire import (
     framed_size,
     framed_total,
 )
+from overrides import Dimension, Scope, TenantLimits
 
 MISSING = "__missing__"
 OVERFLOW = "__overflow__"
@@ -382,4 +382,3 @@ class UsageTracker:
             TenantUsageStats(tenant, usage.active_series(), usage.overflow_bytes)
             for tenant, usage in self._tenants.items()
         ]
-
