@@ -50,22 +50,21 @@ class OverridesSnapshot:
     defaults: TenantOverrides
     per_tenant: Mapping[str, TenantOverrides] = field(default_factory=lambda: MappingProxyType({}))
     source: str | None = None  # the per-tenant file it was read from, if any
+    # Resolved once per snapshot, not per request: the receiver asks on every request.
+    _resolved: dict[str, TenantLimits] = field(init=False, repr=False, compare=False)
+    _default_limits: TenantLimits = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Resolving is done once per snapshot, not per request: the receiver asks on every request.
         resolved = {
             tenant: _resolve(entry.merged_over(self.defaults)) for tenant, entry in self.per_tenant.items()
         }
-        object.__setattr__(self, "_resolved", resolved)
+        object.__setattr__(self, "_resolved", resolved)  # frozen: set once, here
         object.__setattr__(self, "_default_limits", _resolve(self.defaults))
 
     def for_tenant(self, tenant: str) -> TenantLimits:
-        resolved: dict[str, TenantLimits] = self._resolved  # type: ignore[attr-defined]
-        limits = resolved.get(tenant)
+        limits = self._resolved.get(tenant)
         if limits is None:
-            limits = resolved.get(WILDCARD_TENANT)
-        if limits is None:
-            limits = self._default_limits  # type: ignore[attr-defined]
+            limits = self._resolved.get(WILDCARD_TENANT, self._default_limits)
         return limits
 
 
