@@ -12,12 +12,13 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from distributor.usage.tracker import UsageTracker
+from overrides.reload import RuntimeOverridesReloader
 
 
 class DistributorMetrics:
     """One registry per service instance, so several services can run in one process (tests)."""
 
-    def __init__(self, tracker: UsageTracker) -> None:
+    def __init__(self, tracker: UsageTracker, reloader: RuntimeOverridesReloader | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -53,10 +54,37 @@ class DistributorMetrics:
             registry=self.registry,
         )
         self.registry.register(_UsageTrackerCollector(tracker))
+        if reloader is not None:
+            self.registry.register(_RuntimeConfigCollector(reloader))
+
+
+class _RuntimeConfigCollector(Collector):
+    """Tempo's runtime-config metrics, so an alert can fire on a bad overrides edit."""
+
+    def __init__(self, reloader: RuntimeOverridesReloader) -> None:
+        self._reloader = reloader
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._reloader.status
+        yield GaugeMetricFamily(
+            "tempo_runtime_config_last_reload_successful",
+            "Whether the last runtime overrides reload attempt was successful",
+            value=1 if status.last_reload_successful else 0,
+        )
+        config_hash = GaugeMetricFamily(
+            "tempo_runtime_config_hash", "Hash of the runtime overrides file in force", labels=["sha256"]
+        )
+        config_hash.add_metric([status.sha256_in_force], 1)
+        yield config_hash
+        yield GaugeMetricFamily(
+            "tempo_runtime_config_last_success_timestamp_seconds",
+            "When the runtime overrides in force were loaded",
+            value=status.last_success_time,
+        )
 
 
 class _UsageTrackerCollector(Collector):
-    def __init__(self, tracker: UsageTracker) -> None:
+    def __init__(self, tracker: UsageTracker, reloader: RuntimeOverridesReloader | None = None) -> None:
         self._tracker = tracker
 
     def collect(self) -> Iterator[Metric]:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -16,7 +17,8 @@ from distributor.pipeline import Distributor
 from distributor.receivers.otlp_http import OtlpHttpReceiver
 from distributor.server import ServerEndpoints, request_metrics_middleware
 from distributor.usage.tracker import Clock, UsageTracker
-from overrides import OverridesProvider
+from overrides import OverridesProvider, OverridesSnapshot
+from overrides.reload import RuntimeOverridesReloader
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +28,26 @@ STALE_PURGE_INTERVAL_SECONDS = 60.0
 class Service:
     """The whole distributor. Raises ConfigError from the constructor if the overrides are invalid."""
 
-    def __init__(self, config: Config, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, config: Config, clock: Clock = time.monotonic, wall_clock: Callable[[], float] = time.time
+    ) -> None:
         self.config = config
-        self.overrides = OverridesProvider(config.load_overrides())
+        path = config.overrides.per_tenant_override_config
+        self.reloader: RuntimeOverridesReloader | None = None
+        if path is None:
+            self.overrides = OverridesProvider(OverridesSnapshot(defaults=config.overrides.defaults))
+        else:
+            self.reloader = RuntimeOverridesReloader.load_initial(
+                path, config.overrides.defaults, config.expand_env, wall_clock
+            )
+            self.overrides = self.reloader.provider
         self.tracker = UsageTracker(config.cost_attribution, clock)
-        self.metrics = DistributorMetrics(self.tracker)
+        self.metrics = DistributorMetrics(self.tracker, self.reloader)
         self.distributor = Distributor(self.overrides, self.tracker, self.metrics)
         self.endpoints = ServerEndpoints(self.tracker, self.metrics)
         self.otlp_http = OtlpHttpReceiver(config.otlp_http, self.distributor, config.multitenancy_enabled)
         self._runners: list[web.AppRunner] = []
-        self._purge_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.server_address: tuple[str, int] | None = None
         self.otlp_http_address: tuple[str, int] | None = None
 
@@ -70,7 +82,9 @@ class Service:
         except BaseException:
             await self.stop()
             raise
-        self._purge_task = asyncio.create_task(self._purge_stale_forever())
+        self._tasks.append(asyncio.create_task(self._purge_stale_forever()))
+        if self.reloader is not None:
+            self._tasks.append(asyncio.create_task(self._reload_overrides_forever()))
         self.endpoints.ready = True
         log.info(
             "distributor ready: server http://%s:%d, OTLP/HTTP http://%s:%d%s",
@@ -81,14 +95,23 @@ class Service:
 
     async def stop(self) -> None:
         self.endpoints.ready = False
-        if self._purge_task is not None:
-            self._purge_task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._purge_task
-            self._purge_task = None
+                await task
+        self._tasks.clear()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+
+    def reload_overrides(self) -> bool:
+        """Re-read the per-tenant file now (every period, on SIGHUP, and from tests)."""
+        return self.reloader.reload() if self.reloader is not None else False
+
+    async def _reload_overrides_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.overrides.per_tenant_override_period)
+            self.reload_overrides()
 
     async def _purge_stale_forever(self) -> None:
         while True:

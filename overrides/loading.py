@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 from overrides.dimensions import DimensionError, parse_dimensions
 from overrides.model import WILDCARD_TENANT, CostAttributionOverrides, OverridesSnapshot, TenantOverrides
-from overrides.strict_yaml import ConfigError, Located, Section, read_yaml
+from overrides.strict_yaml import ConfigError, Located, Section, decode_text, parse_yaml_text, read_bytes
 from overrides.tenant_ids import tenant_id_problem
 
 TENANT_KEYS = ("cost_attribution",)
@@ -36,8 +36,19 @@ def load_per_tenant_file(
     path: Path, defaults: TenantOverrides, expand_env: bool = False
 ) -> OverridesSnapshot:
     """Parse and validate the whole runtime file; raises ConfigError, never returns a partial result."""
-    root, _ = read_yaml(path, expand_env=expand_env)
-    file = str(path)
+    return parse_per_tenant_file(read_bytes(path), str(path), defaults, expand_env)
+
+
+def parse_per_tenant_file(
+    data: bytes, file: str, defaults: TenantOverrides, expand_env: bool = False
+) -> OverridesSnapshot:
+    """Validate the runtime file's content as a whole (the reloader hashes exactly these bytes)."""
+    text = decode_text(data, file, expand_env)
+    if not text.strip():
+        # Usually a file caught between truncate and write: applying it would drop every tenant's
+        # overrides at once, so an empty file is an error and `overrides: {}` says "none" explicitly.
+        raise ConfigError(file, None, "", "file is empty (write `overrides: {}` for no per-tenant overrides)")
+    root = parse_yaml_text(text, file)
     top = Section(root, "", file, ("overrides",))
     tenants = top.section("overrides", None)  # keys are tenant ids, checked below
     per_tenant: dict[str, TenantOverrides] = {}
@@ -59,4 +70,4 @@ def _plain(node: Located) -> object:
     return value
 
 
-__all__ = ["ConfigError", "load_per_tenant_file", "parse_tenant_overrides"]
+__all__ = ["ConfigError", "load_per_tenant_file", "parse_per_tenant_file", "parse_tenant_overrides"]

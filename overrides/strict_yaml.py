@@ -77,18 +77,25 @@ def _to_located(node: yaml.Node, path: str, file: str) -> Located:
     return Located(_constructor.construct_object(node), line, path)
 
 
-def read_yaml(path: Path, expand_env: bool = False) -> tuple[Located | None, str]:
-    """Read and compose a YAML file; returns its root (None for an empty file) and its text."""
-    file = str(path)
+def read_bytes(path: Path) -> bytes:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except OSError as err:
-        raise ConfigError(file, None, "", f"cannot read: {err.strerror or err}") from None
+        raise ConfigError(str(path), None, "", f"cannot read: {err.strerror or err}") from None
+
+
+def decode_text(data: bytes, file: str, expand_env: bool = False) -> str:
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(file, None, "", "not UTF-8 text") from None
-    if expand_env:
-        text = expand_env_vars(text)
-    return parse_yaml_text(text, file), text
+    return expand_env_vars(text) if expand_env else text
+
+
+def read_yaml(path: Path, expand_env: bool = False) -> tuple[Located | None, str]:
+    """Read and compose a YAML file; returns its root (None for an empty file) and its text."""
+    text = decode_text(read_bytes(path), str(path), expand_env)
+    return parse_yaml_text(text, str(path)), text
 
 
 def parse_yaml_text(text: str, file: str) -> Located | None:

@@ -1,0 +1,242 @@
+"""Hot reload of the per-tenant overrides file through the running service, with real files."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from distributor.config import load_config
+from tests.conftest import RunningService
+from tests.helpers import batch, labels, parse_usage, request, span
+
+StartService = Callable[..., Awaitable[RunningService]]
+
+MAIN = """\
+multitenancy_enabled: true
+server: {http_listen_port: 0}
+distributor:
+  receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
+  usage: {cost_attribution: {enabled: true}}
+overrides:
+  defaults: {cost_attribution: {dimensions: [service.name]}}
+  per_tenant_override_config: overrides.yaml
+"""
+BY_TEAM = "overrides:\n  acme:\n    cost_attribution:\n      dimensions: [team]\n"
+BY_NAMESPACE = (
+    "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {k8s.namespace.name: namespace}\n"
+)
+REQUEST = request(batch({"service.name": "api", "team": "core", "k8s.namespace.name": "prod"}, [span()]))
+SIZE = REQUEST.resource_spans[0].ByteSize()
+
+
+async def start(start_service: StartService, tmp_path: Path, overrides: str = BY_TEAM) -> RunningService:
+    (tmp_path / "overrides.yaml").write_text(overrides)
+    (tmp_path / "distributor.yaml").write_text(MAIN)
+    return await start_service(load_config(tmp_path / "distributor.yaml"))
+
+
+async def send(running: RunningService) -> None:
+    headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"}
+    async with running.session.post(
+        running.traces_url, data=REQUEST.SerializeToString(), headers=headers
+    ) as r:
+        assert r.status == 200
+
+
+async def reload_metrics(running: RunningService) -> tuple[float, str]:
+    samples = {
+        sample.name: sample
+        for family in text_string_to_metric_families(await running.metrics_text())
+        for sample in family.samples
+    }
+    return (
+        samples["tempo_runtime_config_last_reload_successful"].value,
+        samples["tempo_runtime_config_hash"].labels["sha256"],
+    )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def attributed_next(running: RunningService) -> set[frozenset[tuple[str, str]]]:
+    """The label sets the next request adds to (what the overrides in force say)."""
+    before = await running.usage()
+    await send(running)
+    after = await running.usage()
+    return {series for series, value in after.items() if value - before.get(series, 0) == SIZE}
+
+
+async def test_edit_in_place_applies_to_the_next_request(start_service: StartService, tmp_path: Path) -> None:
+    running = await start(start_service, tmp_path)
+    assert await attributed_next(running) == {labels("acme", team="core")}
+    (tmp_path / "overrides.yaml").write_text(BY_NAMESPACE)
+    assert running.service.reload_overrides()
+    assert await attributed_next(running) == {labels("acme", namespace="prod")}
+    assert await reload_metrics(running) == (1, sha256(tmp_path / "overrides.yaml"))
+    assert labels("acme", team="core") in await running.usage(), "old series stay until stale"
+
+
+async def test_replace_by_rename_applies(start_service: StartService, tmp_path: Path) -> None:
+    running = await start(start_service, tmp_path)
+    (tmp_path / "new.yaml").write_text(BY_NAMESPACE)
+    os.replace(tmp_path / "new.yaml", tmp_path / "overrides.yaml")
+    assert running.service.reload_overrides()
+    assert await attributed_next(running) == {labels("acme", namespace="prod")}
+
+
+def _truncate_mid_edit(path: Path) -> None:
+    path.write_text(BY_NAMESPACE[: BY_NAMESPACE.index("{k8s") + 5])
+
+
+def _truncate_to_empty(path: Path) -> None:
+    path.write_text("")
+
+
+def _delete(path: Path) -> None:
+    path.unlink()
+
+
+def _make_unreadable(path: Path) -> None:
+    path.unlink()
+    path.mkdir()  # as root, permissions do not stop a read; a directory in its place does
+
+
+def _invalid_yaml(path: Path) -> None:
+    path.write_text("overrides:\n  acme: [unclosed\n")
+
+
+def _invalid_label(path: Path) -> None:
+    path.write_text("overrides:\n  acme:\n    cost_attribution:\n      dimensions: {team: __team}\n")
+
+
+def _unknown_key(path: Path) -> None:
+    path.write_text("overrides:\n  acme:\n    cost_attribution:\n      dimension: [team]\n")
+
+
+BAD_EDITS = [
+    _truncate_mid_edit,
+    _truncate_to_empty,
+    _delete,
+    _make_unreadable,
+    _invalid_yaml,
+    _invalid_label,
+    _unknown_key,
+]
+
+
+@pytest.mark.parametrize("bad_edit", BAD_EDITS, ids=[f.__name__.strip("_") for f in BAD_EDITS])
+async def test_a_bad_edit_keeps_the_last_good_overrides_until_fixed(
+    start_service: StartService, tmp_path: Path, bad_edit: Callable[[Path], None]
+) -> None:
+    running = await start(start_service, tmp_path)
+    good_hash = sha256(tmp_path / "overrides.yaml")
+    bad_edit(tmp_path / "overrides.yaml")
+    assert not running.service.reload_overrides()
+    assert await attributed_next(running) == {labels("acme", team="core")}
+    assert await reload_metrics(running) == (0, good_hash)
+
+    path = tmp_path / "overrides.yaml"
+    if path.is_dir():
+        path.rmdir()
+    path.write_text(BY_NAMESPACE)
+    assert running.service.reload_overrides()
+    assert await attributed_next(running) == {labels("acme", namespace="prod")}
+    assert await reload_metrics(running) == (1, sha256(path))
+
+
+async def test_unchanged_content_is_a_no_op_and_each_distinct_error_is_logged_once(
+    start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start(start_service, tmp_path)
+    assert not running.service.reload_overrides(), "same content, nothing to apply"
+    caplog.set_level(logging.ERROR, logger="overrides.reload")
+    path = tmp_path / "overrides.yaml"
+    _invalid_label(path)
+    for _ in range(3):
+        running.service.reload_overrides()
+    _delete(path)
+    for _ in range(3):
+        running.service.reload_overrides()
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 2, errors
+    assert "overrides.yaml:4: overrides.acme.cost_attribution.dimensions" in errors[0]
+    assert "cannot read" in errors[1]
+
+
+async def test_lowering_max_cardinality_keeps_existing_series(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    running = await start(start_service, tmp_path, overrides="overrides: {}\n")
+    headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"}
+    for name in ("a", "b"):
+        body = request(batch({"service.name": name}, [span()])).SerializeToString()
+        async with running.session.post(running.traces_url, data=body, headers=headers) as response:
+            assert response.status == 200
+    (tmp_path / "overrides.yaml").write_text(
+        "overrides:\n  acme:\n    cost_attribution:\n      max_cardinality: 1\n"
+    )
+    assert running.service.reload_overrides()
+    for name in ("a", "c"):
+        body = request(batch({"service.name": name}, [span()])).SerializeToString()
+        async with running.session.post(running.traces_url, data=body, headers=headers) as response:
+            assert response.status == 200
+    names = {dict(series)["service_name"] for series in await running.usage()}
+    assert names == {"a", "b", "__overflow__"}
+
+
+def test_sighup_reloads_the_running_cli(tmp_path: Path) -> None:
+    (tmp_path / "overrides.yaml").write_text(BY_TEAM)
+    (tmp_path / "distributor.yaml").write_text(
+        MAIN.replace(
+            "per_tenant_override_config", "per_tenant_override_period: 1h\n  per_tenant_override_config"
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distributor", "--config", str(tmp_path / "distributor.yaml")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        line = next(line for line in process.stderr if "distributor ready" in line)
+        found = re.search(r"server (http://\S+), OTLP/HTTP (http://\S+)", line)
+        assert found
+        server, traces = found.group(1).rstrip(","), found.group(2)
+
+        def send_and_read() -> set[str]:
+            post = urllib.request.Request(
+                traces,
+                data=REQUEST.SerializeToString(),
+                method="POST",
+                headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"},
+            )
+            with urllib.request.urlopen(post, timeout=10) as response:
+                assert response.status == 200
+            with urllib.request.urlopen(server + "/usage_metrics", timeout=10) as response:
+                return {name for series in parse_usage(response.read().decode()) for name, _ in series}
+
+        assert "team" in send_and_read()
+        (tmp_path / "overrides.yaml").write_text(BY_NAMESPACE)
+        process.send_signal(signal.SIGHUP)
+        for event in process.stderr:
+            if "per-tenant overrides reloaded" in event:
+                break
+        assert "namespace" in send_and_read()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
