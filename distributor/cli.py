@@ -54,6 +54,11 @@ async def _serve(service: Service) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check-config"]:
+        from distributor.check_config import main as check_config
+
+        return check_config(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

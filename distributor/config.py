@@ -87,11 +87,13 @@ class Config:
         return load_per_tenant_file(path, self.overrides.defaults, expand_env=self.expand_env)
 
 
-def load_config(path: Path, expand_env: bool = False) -> Config:
-    """Read and validate a configuration file; raises ConfigError naming file, line and key."""
+def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError] | None = None) -> Config:
+    """Read and validate a configuration file; raises ConfigError naming file, line and key.
+
+    With `problems`, every problem after a successful YAML parse is collected there instead."""
     root, _ = read_yaml(path, expand_env=expand_env)
     file = str(path)
-    top = Section(root, "", file, ("multitenancy_enabled", "server", "distributor", "overrides"))
+    top = Section(root, "", file, ("multitenancy_enabled", "server", "distributor", "overrides"), problems)
 
     server_defaults, http_defaults, cost_defaults = ServerConfig(), OtlpHttpConfig(), CostAttributionConfig()
     server = top.section("server", ("http_listen_address", "http_listen_port"))
@@ -113,6 +115,7 @@ def load_config(path: Path, expand_env: bool = False) -> Config:
         endpoint = parse_endpoint(http.string("endpoint", str(http_defaults.endpoint)))
     except ValueError as err:
         http.fail("endpoint", str(err))
+        endpoint = http_defaults.endpoint
     otlp_http = OtlpHttpConfig(
         endpoint=endpoint,
         max_request_body_bytes=http.integer(
@@ -127,7 +130,7 @@ def load_config(path: Path, expand_env: bool = False) -> Config:
         max_cardinality=cost.integer("max_cardinality", cost_defaults.max_cardinality, minimum=1),
         stale_duration=cost.duration("stale_duration", cost_defaults.stale_duration),
     )
-    if cost_config.stale_duration <= 0:
+    if cost.has("stale_duration") and cost_config.stale_duration <= 0:
         cost.fail("stale_duration", "must be greater than 0")
 
     overrides = top.section(
@@ -137,11 +140,12 @@ def load_config(path: Path, expand_env: bool = False) -> Config:
     per_tenant_file = None
     if overrides.has("per_tenant_override_config"):
         relative = overrides.string("per_tenant_override_config", "")
-        if not relative:
+        if relative:
+            per_tenant_file = (path.parent / relative).resolve()
+        else:
             overrides.fail("per_tenant_override_config", "must be a file path")
-        per_tenant_file = (path.parent / relative).resolve()
     period = overrides.duration("per_tenant_override_period", OverridesConfig().per_tenant_override_period)
-    if period <= 0:
+    if overrides.has("per_tenant_override_period") and period <= 0:
         overrides.fail("per_tenant_override_period", "must be greater than 0")
 
     config = Config(

@@ -23,7 +23,7 @@ def parse_tenant_overrides(section: Section) -> TenantOverrides:
         try:
             dimensions = parse_dimensions(_plain(node))
         except DimensionError as err:
-            cost.fail("dimensions", str(err))
+            cost.fail("dimensions", str(err))  # when collecting problems: inherit instead
     max_cardinality = cost.integer("max_cardinality", -1)
     return TenantOverrides(
         cost_attribution=CostAttributionOverrides(
@@ -40,7 +40,11 @@ def load_per_tenant_file(
 
 
 def parse_per_tenant_file(
-    data: bytes, file: str, defaults: TenantOverrides, expand_env: bool = False
+    data: bytes,
+    file: str,
+    defaults: TenantOverrides,
+    expand_env: bool = False,
+    problems: list[ConfigError] | None = None,
 ) -> OverridesSnapshot:
     """Validate the runtime file's content as a whole (the reloader hashes exactly these bytes)."""
     text = decode_text(data, file, expand_env)
@@ -49,14 +53,15 @@ def parse_per_tenant_file(
         # overrides at once, so an empty file is an error and `overrides: {}` says "none" explicitly.
         raise ConfigError(file, None, "", "file is empty (write `overrides: {}` for no per-tenant overrides)")
     root = parse_yaml_text(text, file)
-    top = Section(root, "", file, ("overrides",))
+    top = Section(root, "", file, ("overrides",), problems)
     tenants = top.section("overrides", None)  # keys are tenant ids, checked below
     per_tenant: dict[str, TenantOverrides] = {}
     for tenant, entry in tenants.items():
         problem = None if tenant == WILDCARD_TENANT else tenant_id_problem(tenant)
         if problem:
             tenants.fail_at(entry, problem)
-        per_tenant[tenant] = parse_tenant_overrides(Section(entry, entry.path, file, TENANT_KEYS))
+            continue
+        per_tenant[tenant] = parse_tenant_overrides(Section(entry, entry.path, file, TENANT_KEYS, problems))
     return OverridesSnapshot(defaults=defaults, per_tenant=MappingProxyType(per_tenant), source=file)
 
 

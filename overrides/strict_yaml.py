@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 
@@ -162,29 +162,47 @@ def format_duration(seconds: float) -> str:
 
 
 class Section:
-    """Typed, strict access to one YAML mapping: unknown keys are errors, every read names its key."""
+    """Typed, strict access to one YAML mapping: unknown keys are errors, every read names its key.
 
-    def __init__(self, node: Located | None, path: str, file: str, allowed: tuple[str, ...] | None) -> None:
+    Without `problems` the first error raises ConfigError (what the service does). With a list, every
+    error is recorded there and reading goes on with the default, so a checker can report them all.
+    """
+
+    def __init__(
+        self,
+        node: Located | None,
+        path: str,
+        file: str,
+        allowed: tuple[str, ...] | None,
+        problems: list[ConfigError] | None = None,
+    ) -> None:
         self.file = file
         self.path = path
+        self.problems = problems
         self.line = node.line if node is not None else None
-        if node is None or node.value is None:
-            self._items: dict[str, Located] = {}
-        elif isinstance(node.value, dict):
-            self._items = node.value
-        else:
-            self.fail_at(node, f"expected a mapping, got {_type_name(node.value)}")
-        for key, child in self._items.items():
+        self._items: dict[str, Located] = {}
+        if node is not None and node.value is not None:
+            if isinstance(node.value, dict):
+                self._items = node.value
+            else:
+                self.fail_at(node, f"expected a mapping, got {_type_name(node.value)}")
+        for key, child in list(self._items.items()):
             if allowed is not None and key not in allowed:
                 self.fail_at(child, f"unknown key (allowed: {', '.join(allowed)})")
+                del self._items[key]
 
-    def fail_at(self, node: Located, problem: str) -> NoReturn:
-        raise ConfigError(self.file, node.line, node.path or self.path, problem)
+    def fail_at(self, node: Located, problem: str) -> None:
+        self._report(ConfigError(self.file, node.line, node.path or self.path, problem))
 
-    def fail(self, key: str, problem: str) -> NoReturn:
+    def fail(self, key: str, problem: str) -> None:
         node = self._items.get(key)
         path = f"{self.path}.{key}" if self.path else key
-        raise ConfigError(self.file, node.line if node else self.line, path, problem)
+        self._report(ConfigError(self.file, node.line if node else self.line, path, problem))
+
+    def _report(self, error: ConfigError) -> None:
+        if self.problems is None:
+            raise error
+        self.problems.append(error)
 
     def has(self, key: str) -> bool:
         return key in self._items and self._items[key].value is not None
@@ -195,7 +213,7 @@ class Section:
     def section(self, key: str, allowed: tuple[str, ...] | None) -> Section:
         """A nested mapping; `allowed=None` accepts any key (e.g. tenant ids)."""
         path = f"{self.path}.{key}" if self.path else key
-        return Section(self._items.get(key), path, self.file, allowed)
+        return Section(self._items.get(key), path, self.file, allowed, self.problems)
 
     def items(self) -> Iterator[tuple[str, Located]]:
         return iter(self._items.items())
@@ -206,6 +224,7 @@ class Section:
         value = self._items[key].value
         if not isinstance(value, bool):
             self.fail(key, f"expected true or false, got {value!r}")
+            return default
         return value
 
     def integer(self, key: str, default: int, minimum: int | None = 0, maximum: int | None = None) -> int:
@@ -214,11 +233,13 @@ class Section:
         value = self._items[key].value
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(key, f"expected an integer, got {value!r}")
-        if minimum is not None and value < minimum:
+        elif minimum is not None and value < minimum:
             self.fail(key, f"must be at least {minimum}, got {value}")
-        if maximum is not None and value > maximum:
+        elif maximum is not None and value > maximum:
             self.fail(key, f"must be at most {maximum}, got {value}")
-        return value
+        else:
+            return value
+        return default
 
     def string(self, key: str, default: str) -> str:
         if not self.has(key):
@@ -226,6 +247,7 @@ class Section:
         value = self._items[key].value
         if not isinstance(value, str):
             self.fail(key, f"expected a string, got {value!r}")
+            return default
         return value
 
     def duration(self, key: str, default: float) -> float:
@@ -234,14 +256,16 @@ class Section:
         value = self._items[key].value
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             self.fail(key, f"expected a duration such as 90s, 15m or 1h30m, got {value!r}")
-        if isinstance(value, int):
-            if value != 0:
-                self.fail(key, f"a duration needs a unit (e.g. {value}s), got {value}")
-            return 0.0
-        try:
-            return parse_duration(value)
-        except ValueError as err:
-            self.fail(key, str(err))
+        elif isinstance(value, int):
+            if value == 0:
+                return 0.0
+            self.fail(key, f"a duration needs a unit (e.g. {value}s), got {value}")
+        else:
+            try:
+                return parse_duration(value)
+            except ValueError as err:
+                self.fail(key, str(err))
+        return default
 
 
 def _type_name(value: object) -> str:

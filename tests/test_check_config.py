@@ -1,0 +1,134 @@
+"""`distributor check-config`: every problem reported with file:line and key, exit 0/1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from distributor.check_config import check_files
+
+GOOD_CONFIG = """\
+distributor:
+  usage:
+    cost_attribution: {enabled: true}
+overrides:
+  defaults:
+    cost_attribution: {dimensions: [service.name]}
+  per_tenant_override_config: overrides.yaml
+"""
+GOOD_OVERRIDES = "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {team: owner}\n"
+
+BAD_CONFIG = """\
+server:
+  http_listen_port: http
+  http_listen_address: 127.0.0.1
+distributor:
+  receivers:
+    otlp:
+      protocols:
+        http:
+          endpoint: localhost
+  usage:
+    cost_attribution:
+      stale_duration: soon
+      colour: blue
+overrides:
+  defaults:
+    cost_attribution: {dimensions: {service.name: tenant}}
+  per_tenant_override_config: overrides.yaml
+"""
+BAD_OVERRIDES = """\
+overrides:
+  acme:
+    cost_attribution:
+      dimensions: {team: __owner}
+      max_cardinality: many
+  "bad/tenant":
+    cost_attribution: {}
+  beta:
+    limits: {}
+"""
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "distributor", "check-config", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def write(directory: Path, config: str, overrides: str) -> Path:
+    (directory / "overrides.yaml").write_text(overrides)
+    (directory / "distributor.yaml").write_text(config)
+    return directory / "distributor.yaml"
+
+
+def test_good_files_pass_with_exit_zero(tmp_path: Path) -> None:
+    result = run("--config", str(write(tmp_path, GOOD_CONFIG, GOOD_OVERRIDES)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == "" and result.stderr.startswith("OK: ") and "overrides.yaml" in result.stderr
+
+
+def test_every_problem_in_both_files_is_reported_with_line_and_key(tmp_path: Path) -> None:
+    result = run("--config", str(write(tmp_path, BAD_CONFIG, BAD_OVERRIDES)))
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    config, overrides = tmp_path / "distributor.yaml", tmp_path / "overrides.yaml"
+    assert lines == [
+        f"{config}:2: server.http_listen_port: expected an integer, got 'http'",
+        f"{config}:9: distributor.receivers.otlp.protocols.http.endpoint: invalid listen address 'localhost' "
+        "(expected host:port)",
+        f"{config}:12: distributor.usage.cost_attribution.stale_duration: invalid duration 'soon' "
+        "(expected e.g. 90s, 15m, 1h30m)",
+        f"{config}:13: distributor.usage.cost_attribution.colour: unknown key "
+        "(allowed: enabled, max_cardinality, stale_duration)",
+        f"{config}:16: overrides.defaults.cost_attribution.dimensions: dimension 'service.name': "
+        "label 'tenant' is reserved by the usage tracker",
+        f"{overrides}:4: overrides.acme.cost_attribution.dimensions: dimension 'team': "
+        "label '__owner' starts with '__', which Prometheus reserves",
+        f"{overrides}:5: overrides.acme.cost_attribution.max_cardinality: expected an integer, got 'many'",
+        f"{overrides}:6: overrides.bad/tenant: tenant id 'bad/tenant' contains characters outside "
+        "a-zA-Z0-9!-_.*'()",
+        f"{overrides}:9: overrides.beta.limits: unknown key (allowed: cost_attribution)",
+    ]
+    assert result.stderr.strip() == f"9 problems in {config}, {overrides}"
+
+
+def test_an_overrides_file_can_be_checked_alone_or_instead_of_the_named_one(tmp_path: Path) -> None:
+    config = write(tmp_path, GOOD_CONFIG, GOOD_OVERRIDES)
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(BAD_OVERRIDES)
+    problems, checked = check_files(None, candidate)
+    assert len(problems) == 4 and checked == [candidate]
+    problems, checked = check_files(config, candidate)
+    assert len(problems) == 4 and checked == [config, candidate]
+
+
+def test_yaml_errors_and_missing_files_are_problems_too(tmp_path: Path) -> None:
+    config = write(tmp_path, "server: [unclosed\n", "")
+    problems, _ = check_files(config, None)
+    assert [str(p) for p in problems] == [
+        f"{config}:2: invalid YAML: expected ',' or ']', but got '<stream end>'"
+    ]
+    problems, _ = check_files(None, tmp_path / "overrides.yaml")
+    assert "file is empty" in str(problems[0])
+    problems, _ = check_files(tmp_path / "missing.yaml", None)
+    assert "missing.yaml: cannot read" in str(problems[0])
+
+
+def test_check_config_agrees_with_the_service_on_the_shipped_files() -> None:
+    root = Path(__file__).resolve().parent.parent
+    for config, overrides in (
+        (root / "config" / "distributor.yaml", None),
+        (root / "config" / "distributor.yaml", root / "examples" / "overrides.yaml"),
+    ):
+        problems, _ = check_files(config, overrides)
+        assert problems == []
+
+
+def test_without_any_file_it_explains_its_usage() -> None:
+    result = run()
+    assert result.returncode == 2 and "give --config, --overrides, or both" in result.stderr
