@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from types import MappingProxyType
+from typing import Any
 
 from overrides.dimensions import Dimension
 
@@ -31,9 +33,6 @@ class CostAttributionOverrides:
 class TenantOverrides:
     cost_attribution: CostAttributionOverrides = field(default_factory=CostAttributionOverrides)
 
-    def merged_over(self, base: TenantOverrides) -> TenantOverrides:
-        return TenantOverrides(cost_attribution=self.cost_attribution.merged_over(base.cost_attribution))
-
 
 @dataclass(frozen=True, slots=True)
 class TenantLimits:
@@ -43,31 +42,69 @@ class TenantLimits:
     max_cardinality: int  # 0 = use the tracker's setting
 
 
+class Source(Enum):
+    """Where an effective value came from, highest precedence first."""
+
+    USER_CONFIGURABLE = "user_configurable"
+    RUNTIME_FILE = "runtime_file"
+    WILDCARD = "wildcard"
+    DEFAULTS = "defaults"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedLimits:
+    limits: TenantLimits
+    sources: Mapping[str, Source]  # "cost_attribution.dimensions" -> where it came from
+
+
 @dataclass(frozen=True)
 class OverridesSnapshot:
-    """One immutable, fully validated set of overrides; swapped as a whole, never edited in place."""
+    """One immutable, fully validated set of overrides; swapped as a whole, never edited in place.
+
+    Each field resolves on its own: the tenant's user-configurable value, else its entry in the
+    runtime file, else the runtime file's "*" entry, else the defaults.
+    """
 
     defaults: TenantOverrides
     per_tenant: Mapping[str, TenantOverrides] = field(default_factory=lambda: MappingProxyType({}))
     source: str | None = None  # the per-tenant file it was read from, if any
+    user: Mapping[str, TenantOverrides] = field(default_factory=lambda: MappingProxyType({}))
     # Resolved once per snapshot, not per request: the receiver asks on every request.
-    _resolved: dict[str, TenantLimits] = field(init=False, repr=False, compare=False)
-    _default_limits: TenantLimits = field(init=False, repr=False, compare=False)
+    _resolved: dict[str, ResolvedLimits] = field(init=False, repr=False, compare=False)
+    _unlisted: ResolvedLimits = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        resolved = {
-            tenant: _resolve(entry.merged_over(self.defaults)) for tenant, entry in self.per_tenant.items()
-        }
+        resolved = {tenant: self._resolve(tenant) for tenant in self.tenants()}
         object.__setattr__(self, "_resolved", resolved)  # frozen: set once, here
-        object.__setattr__(self, "_default_limits", _resolve(self.defaults))
+        object.__setattr__(self, "_unlisted", self._resolve(None))
+
+    def tenants(self) -> list[str]:
+        """Tenants with overrides of their own (the "*" entry is not a tenant)."""
+        return sorted((set(self.per_tenant) | set(self.user)) - {WILDCARD_TENANT})
 
     def for_tenant(self, tenant: str) -> TenantLimits:
-        limits = self._resolved.get(tenant)
-        if limits is None:
-            limits = self._resolved.get(WILDCARD_TENANT, self._default_limits)
-        return limits
+        return self._resolved.get(tenant, self._unlisted).limits
 
+    def explain(self, tenant: str) -> ResolvedLimits:
+        return self._resolved.get(tenant, self._unlisted)
 
-def _resolve(entry: TenantOverrides) -> TenantLimits:
-    cost = entry.cost_attribution
-    return TenantLimits(dimensions=cost.dimensions or (), max_cardinality=cost.max_cardinality or 0)
+    def _resolve(self, tenant: str | None) -> ResolvedLimits:
+        layers: list[tuple[Source, TenantOverrides | None]] = [
+            (Source.USER_CONFIGURABLE, self.user.get(tenant) if tenant else None),
+            (Source.RUNTIME_FILE, self.per_tenant.get(tenant) if tenant else None),
+            (Source.WILDCARD, self.per_tenant.get(WILDCARD_TENANT)),
+        ]
+        sources: dict[str, Source] = {}
+
+        def pick(name: str, default: object) -> Any:
+            for source, layer in layers:
+                value = getattr(layer.cost_attribution, name) if layer is not None else None
+                if value is not None:
+                    sources[f"cost_attribution.{name}"] = source
+                    return value
+            sources[f"cost_attribution.{name}"] = Source.DEFAULTS
+            value = getattr(self.defaults.cost_attribution, name)
+            return default if value is None else value
+
+        limits = TenantLimits(dimensions=pick("dimensions", ()), max_cardinality=pick("max_cardinality", 0))
+        return ResolvedLimits(limits, MappingProxyType(sources))

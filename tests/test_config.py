@@ -77,7 +77,7 @@ def test_the_documented_example_loads_with_its_values(tmp_path: Path) -> None:
     assert config.overrides.per_tenant_override_period == 10
 
 
-def test_per_tenant_entries_merge_over_defaults_and_the_wildcard_covers_the_rest(tmp_path: Path) -> None:
+def test_each_field_resolves_tenant_entry_then_wildcard_then_defaults(tmp_path: Path) -> None:
     snapshot = load_config(write(tmp_path, ISSUE_EXAMPLE)).load_overrides()
     acme = snapshot.for_tenant("acme")
     assert [(d.attribute, d.scope, d.label) for d in acme.dimensions] == [
@@ -87,7 +87,7 @@ def test_per_tenant_entries_merge_over_defaults_and_the_wildcard_covers_the_rest
     ]
     assert acme.max_cardinality == 50
     beta = snapshot.for_tenant("beta")
-    assert [d.label for d in beta.dimensions] == ["service_name"], "unset fields come from defaults"
+    assert [d.label for d in beta.dimensions] == ["service_name", "k8s_namespace_name"], "unset: from *"
     assert beta.max_cardinality == 5
     other = snapshot.for_tenant("anyone-else")
     assert [d.label for d in other.dimensions] == ["service_name", "k8s_namespace_name"]

@@ -240,3 +240,31 @@ def test_sighup_reloads_the_running_cli(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_status_overrides_lists_tenants_and_explains_each_value(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    import yaml
+
+    running = await start(start_service, tmp_path)
+    async with running.session.get(running.server_url + "/status/overrides") as response:
+        assert yaml.safe_load(await response.text()) == {"tenants": ["acme"]}
+    async with running.session.get(running.server_url + "/status/overrides/acme") as response:
+        assert yaml.safe_load(await response.text()) == {
+            "tenant": "acme",
+            "cost_attribution": {
+                "dimensions": {"value": {"team": "team"}, "source": "runtime_file"},
+                "max_cardinality": {"value": 0, "source": "defaults"},
+            },
+        }
+    async with running.session.get(running.server_url + "/status/overrides/someone") as response:
+        described = yaml.safe_load(await response.text())
+        assert described["cost_attribution"]["dimensions"] == {
+            "value": {"service.name": "service_name"},
+            "source": "defaults",
+        }
+    async with running.session.get(running.server_url + "/status/overrides/bad*tenant'") as response:
+        assert response.status == 200  # those characters are allowed
+    async with running.session.get(running.server_url + "/status/overrides/t%20x") as response:
+        assert response.status == 400

@@ -1,0 +1,75 @@
+"""Each field resolves on its own: user-configurable > runtime file entry > "*" > defaults."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import pytest
+
+from overrides import CostAttributionOverrides, OverridesSnapshot, TenantOverrides, parse_dimensions
+from overrides.model import Source
+from overrides.status import describe_tenant
+
+
+def layer(dimensions: list[str] | None = None, max_cardinality: int | None = None) -> TenantOverrides:
+    return TenantOverrides(
+        CostAttributionOverrides(
+            dimensions=parse_dimensions(dimensions) if dimensions is not None else None,
+            max_cardinality=max_cardinality,
+        )
+    )
+
+
+SNAPSHOT = OverridesSnapshot(
+    defaults=layer(["service.name"], 0),
+    per_tenant=MappingProxyType(
+        {
+            "*": layer(max_cardinality=7),
+            "file-dims": layer(["team"]),
+            "file-both": layer(["team"], 3),
+            "both": layer(["team"], 3),
+        }
+    ),
+    user=MappingProxyType({"user-only": layer(["app"]), "both": layer(["app"])}),
+)
+
+# tenant, expected dimensions' labels, their source, expected max_cardinality, its source
+TABLE = [
+    ("unlisted", ["service_name"], Source.DEFAULTS, 7, Source.WILDCARD),
+    ("file-dims", ["team"], Source.RUNTIME_FILE, 7, Source.WILDCARD),
+    ("file-both", ["team"], Source.RUNTIME_FILE, 3, Source.RUNTIME_FILE),
+    ("user-only", ["app"], Source.USER_CONFIGURABLE, 7, Source.WILDCARD),
+    ("both", ["app"], Source.USER_CONFIGURABLE, 3, Source.RUNTIME_FILE),
+]
+
+
+@pytest.mark.parametrize(
+    ("tenant", "labels", "labels_from", "cardinality", "cardinality_from"),
+    TABLE,
+    ids=[row[0] for row in TABLE],
+)
+def test_precedence_table(
+    tenant: str, labels: list[str], labels_from: Source, cardinality: int, cardinality_from: Source
+) -> None:
+    resolved = SNAPSHOT.explain(tenant)
+    assert [d.label for d in resolved.limits.dimensions] == labels
+    assert resolved.limits.max_cardinality == cardinality
+    assert resolved.sources == {
+        "cost_attribution.dimensions": labels_from,
+        "cost_attribution.max_cardinality": cardinality_from,
+    }
+    assert SNAPSHOT.for_tenant(tenant) == resolved.limits
+
+
+def test_tenants_with_overrides_exclude_the_wildcard() -> None:
+    assert SNAPSHOT.tenants() == ["both", "file-both", "file-dims", "user-only"]
+
+
+def test_describe_tenant_shows_values_and_sources() -> None:
+    assert describe_tenant(SNAPSHOT, "both") == {
+        "tenant": "both",
+        "cost_attribution": {
+            "dimensions": {"value": {"app": "app"}, "source": "user_configurable"},
+            "max_cardinality": {"value": 3, "source": "runtime_file"},
+        },
+    }
