@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from overrides import OverridesSnapshot, TenantOverrides, load_per_tenant_file, parse_tenant_overrides
-from overrides.strict_yaml import ConfigError, Section, read_yaml
+from overrides.status import dimensions_as_config
+from overrides.strict_yaml import ConfigError, Section, format_duration, read_yaml
 
 MIB = 1024 * 1024
 
@@ -164,4 +166,68 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
     return config
 
 
-__all__ = ["Config", "ConfigError", "Endpoint", "load_config", "parse_endpoint"]
+def config_as_data(config: Config) -> dict[str, Any]:
+    """The configuration in the YAML shape it is written in (what /status/config shows)."""
+    cost_defaults = config.overrides.defaults.cost_attribution
+    per_tenant = config.overrides.per_tenant_override_config
+    return {
+        "multitenancy_enabled": config.multitenancy_enabled,
+        "server": {
+            "http_listen_address": config.server.http_listen_address,
+            "http_listen_port": config.server.http_listen_port,
+        },
+        "distributor": {
+            "receivers": {
+                "otlp": {
+                    "protocols": {
+                        "http": {
+                            "endpoint": str(config.otlp_http.endpoint),
+                            "max_request_body_bytes": config.otlp_http.max_request_body_bytes,
+                        }
+                    }
+                }
+            },
+            "usage": {
+                "cost_attribution": {
+                    "enabled": config.cost_attribution.enabled,
+                    "max_cardinality": config.cost_attribution.max_cardinality,
+                    "stale_duration": format_duration(config.cost_attribution.stale_duration),
+                }
+            },
+        },
+        "overrides": {
+            "defaults": {
+                "cost_attribution": {
+                    "dimensions": dimensions_as_config(cost_defaults.dimensions or ()),
+                    "max_cardinality": cost_defaults.max_cardinality or 0,
+                }
+            },
+            "per_tenant_override_config": str(per_tenant) if per_tenant is not None else None,
+            "per_tenant_override_period": format_duration(config.overrides.per_tenant_override_period),
+        },
+    }
+
+
+def differences(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Only what differs from the defaults, keeping the nesting."""
+    result: dict[str, Any] = {}
+    for key, value in values.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict) and value and default:
+            nested = differences(value, default)
+            if nested:
+                result[key] = nested
+        elif value != default:
+            result[key] = value
+    return result
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Endpoint",
+    "config_as_data",
+    "differences",
+    "load_config",
+    "parse_endpoint",
+]

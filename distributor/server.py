@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from distributor.config import Config, config_as_data, differences
 from distributor.metrics import DistributorMetrics
 from distributor.usage.exposition import (
     OPENMETRICS_CONTENT_TYPE,
@@ -18,6 +20,7 @@ from distributor.usage.exposition import (
 )
 from distributor.usage.tracker import UsageTracker
 from overrides import OverridesProvider, tenant_id_problem
+from overrides.reload import RuntimeOverridesReloader
 from overrides.status import describe_tenant
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,11 +29,18 @@ Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 class ServerEndpoints:
     def __init__(
-        self, tracker: UsageTracker, metrics: DistributorMetrics, overrides: OverridesProvider
+        self,
+        config: Config,
+        tracker: UsageTracker,
+        metrics: DistributorMetrics,
+        overrides: OverridesProvider,
+        reloader: RuntimeOverridesReloader | None,
     ) -> None:
+        self.config = config
         self.tracker = tracker
         self.metrics = metrics
         self.overrides = overrides
+        self.reloader = reloader
         self.ready = False
 
     def routes(self) -> list[web.AbstractRouteDef]:
@@ -38,9 +48,35 @@ class ServerEndpoints:
             web.get("/usage_metrics", self.usage_metrics),
             web.get("/metrics", self.process_metrics),
             web.get("/ready", self.readiness),
+            web.get("/status/config", self.status_config),
+            web.get("/status/runtime_config", self.runtime_config),
             web.get("/status/overrides", self.overrides_tenants),
             web.get("/status/overrides/{tenant}", self.overrides_of_tenant),
         ]
+
+    async def status_config(self, request: web.Request) -> web.Response:
+        mode = request.query.get("mode", "")
+        if mode not in ("", "defaults", "diff"):
+            return web.Response(status=400, text=f"unknown mode {mode!r}: use defaults or diff\n")
+        defaults = config_as_data(Config())
+        if mode == "defaults":
+            return yaml_response(defaults)
+        current = config_as_data(self.config)
+        return yaml_response(differences(current, defaults) if mode == "diff" else current)
+
+    async def runtime_config(self, request: web.Request) -> web.Response:
+        if self.reloader is None:
+            return web.Response(status=404, text="no overrides.per_tenant_override_config is configured\n")
+        status = self.reloader.status
+        reloaded = datetime.fromtimestamp(status.last_success_time, UTC).isoformat()
+        header = (
+            f"# {self.reloader.path}\n# sha256: {status.sha256_in_force}\n"
+            f"# last successful reload: {reloaded}\n"
+        )
+        if not status.last_reload_successful:
+            header += f"# the last reload failed, this is still in force: {status.last_error}\n"
+        body = header + status.content_in_force.decode("utf-8", "replace")
+        return web.Response(text=body, content_type="text/yaml", charset="utf-8")
 
     async def overrides_tenants(self, request: web.Request) -> web.Response:
         return yaml_response({"tenants": self.overrides.snapshot.tenants()})

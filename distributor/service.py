@@ -44,7 +44,7 @@ class Service:
         self.tracker = UsageTracker(config.cost_attribution, clock)
         self.metrics = DistributorMetrics(self.tracker, self.reloader)
         self.distributor = Distributor(self.overrides, self.tracker, self.metrics)
-        self.endpoints = ServerEndpoints(self.tracker, self.metrics, self.overrides)
+        self.endpoints = ServerEndpoints(config, self.tracker, self.metrics, self.overrides, self.reloader)
         self.otlp_http = OtlpHttpReceiver(config.otlp_http, self.distributor, config.multitenancy_enabled)
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -28,6 +28,7 @@ class ReloadStatus:
     last_reload_successful: bool
     last_success_time: float  # wall-clock seconds
     last_error: str | None
+    content_in_force: bytes
 
 
 class RuntimeOverridesReloader:
@@ -45,6 +46,7 @@ class RuntimeOverridesReloader:
         self.expand_env = expand_env
         self._wall_clock = wall_clock
         self._hash_in_force = ""
+        self._content_in_force = b""
         self._hash_last_seen = ""
         self._successful = True
         self._success_time = 0.0
@@ -63,12 +65,19 @@ class RuntimeOverridesReloader:
         snapshot = parse_per_tenant_file(data, str(path), defaults, expand_env)
         reloader = cls(OverridesProvider(snapshot), path, defaults, expand_env, wall_clock)
         reloader._hash_in_force = reloader._hash_last_seen = hashlib.sha256(data).hexdigest()
+        reloader._content_in_force = data
         reloader._success_time = wall_clock()
         return reloader
 
     @property
     def status(self) -> ReloadStatus:
-        return ReloadStatus(self._hash_in_force, self._successful, self._success_time, self._last_error)
+        return ReloadStatus(
+            self._hash_in_force,
+            self._successful,
+            self._success_time,
+            self._last_error,
+            self._content_in_force,
+        )
 
     def reload(self) -> bool:
         """Re-read the file; True when a new snapshot was put in force. Never raises for a bad file."""
@@ -87,6 +96,7 @@ class RuntimeOverridesReloader:
             return False
         self.provider.replace(snapshot)
         self._hash_in_force = self._hash_last_seen = content_hash
+        self._content_in_force = data
         self._successful = True
         self._success_time = self._wall_clock()
         self._last_error = None

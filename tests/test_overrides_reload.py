@@ -268,3 +268,54 @@ async def test_status_overrides_lists_tenants_and_explains_each_value(
         assert response.status == 200  # those characters are allowed
     async with running.session.get(running.server_url + "/status/overrides/t%20x") as response:
         assert response.status == 400
+
+
+async def test_status_runtime_config_shows_the_file_in_force_with_hash_and_time(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    running = await start(start_service, tmp_path)
+    path = tmp_path / "overrides.yaml"
+    good_hash = sha256(path)
+    _invalid_label(path)
+    running.service.reload_overrides()
+    async with running.session.get(running.server_url + "/status/runtime_config") as response:
+        text = await response.text()
+    assert f"# sha256: {good_hash}\n" in text
+    assert "# last successful reload: " in text and "the last reload failed" in text
+    assert text.endswith(BY_TEAM), "the content in force, not the broken file"
+
+
+async def test_status_config_shows_effective_defaults_and_diff(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    import yaml
+
+    running = await start(start_service, tmp_path)
+
+    async def get(query: str) -> tuple[int, object]:
+        async with running.session.get(running.server_url + "/status/config" + query) as response:
+            return response.status, yaml.safe_load(await response.text())
+
+    status, effective = await get("")
+    assert status == 200 and isinstance(effective, dict)
+    assert effective["multitenancy_enabled"] is True
+    assert effective["distributor"]["usage"]["cost_attribution"]["stale_duration"] == "15m0s"
+    assert effective["overrides"]["per_tenant_override_config"] == str(tmp_path / "overrides.yaml")
+    status, defaults = await get("?mode=defaults")
+    assert isinstance(defaults, dict) and defaults["server"]["http_listen_port"] == 3200
+    assert defaults["distributor"]["usage"]["cost_attribution"]["enabled"] is False
+    status, diff = await get("?mode=diff")
+    assert diff == {
+        "multitenancy_enabled": True,
+        "server": {"http_listen_port": 0},
+        "distributor": {
+            "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
+            "usage": {"cost_attribution": {"enabled": True}},
+        },
+        "overrides": {
+            "defaults": {"cost_attribution": {"dimensions": {"service.name": "service_name"}}},
+            "per_tenant_override_config": str(tmp_path / "overrides.yaml"),
+        },
+    }
+    status, _ = await get("?mode=everything")
+    assert status == 400
