@@ -65,10 +65,19 @@ class CostAttributionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UserConfigurableOverridesConfig:
+    enabled: bool = False
+    storage_path: Path = Path("data/user-overrides")  # relative paths: relative to the config file
+
+
+@dataclass(frozen=True, slots=True)
 class OverridesConfig:
     defaults: TenantOverrides = field(default_factory=TenantOverrides)
     per_tenant_override_config: Path | None = None
     per_tenant_override_period: float = 10.0
+    user_configurable_overrides: UserConfigurableOverridesConfig = field(
+        default_factory=UserConfigurableOverridesConfig
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +145,13 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
         cost.fail("stale_duration", "must be greater than 0")
 
     overrides = top.section(
-        "overrides", ("defaults", "per_tenant_override_config", "per_tenant_override_period")
+        "overrides",
+        (
+            "defaults",
+            "per_tenant_override_config",
+            "per_tenant_override_period",
+            "user_configurable_overrides",
+        ),
     )
     tenant_defaults = parse_tenant_overrides(overrides.section("defaults", ("cost_attribution",)))
     per_tenant_file = None
@@ -149,6 +164,12 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
     period = overrides.duration("per_tenant_override_period", OverridesConfig().per_tenant_override_period)
     if overrides.has("per_tenant_override_period") and period <= 0:
         overrides.fail("per_tenant_override_period", "must be greater than 0")
+    user = overrides.section("user_configurable_overrides", ("enabled", "storage_path"))
+    user_defaults = UserConfigurableOverridesConfig()
+    storage = user.string("storage_path", str(user_defaults.storage_path)) or str(user_defaults.storage_path)
+    user_config = UserConfigurableOverridesConfig(
+        enabled=user.boolean("enabled", False), storage_path=(path.parent / storage).resolve()
+    )
 
     config = Config(
         multitenancy_enabled=top.boolean("multitenancy_enabled", False),
@@ -159,6 +180,7 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
             defaults=tenant_defaults,
             per_tenant_override_config=per_tenant_file,
             per_tenant_override_period=period,
+            user_configurable_overrides=user_config,
         ),
         source=path,
         expand_env=expand_env,
@@ -204,6 +226,10 @@ def config_as_data(config: Config) -> dict[str, Any]:
             },
             "per_tenant_override_config": str(per_tenant) if per_tenant is not None else None,
             "per_tenant_override_period": format_duration(config.overrides.per_tenant_override_period),
+            "user_configurable_overrides": {
+                "enabled": config.overrides.user_configurable_overrides.enabled,
+                "storage_path": str(config.overrides.user_configurable_overrides.storage_path),
+            },
         },
     }
 

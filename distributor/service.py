@@ -17,8 +17,10 @@ from distributor.pipeline import Distributor
 from distributor.receivers.otlp_http import OtlpHttpReceiver
 from distributor.server import ServerEndpoints, request_metrics_middleware
 from distributor.usage.tracker import Clock, UsageTracker
+from distributor.user_overrides_api import UserOverridesApi
 from overrides import OverridesProvider, OverridesSnapshot
 from overrides.reload import RuntimeOverridesReloader
+from overrides.user_configurable import UserConfigurableOverrides
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,17 @@ class Service:
                 path, config.overrides.defaults, config.expand_env, wall_clock
             )
             self.overrides = self.reloader.provider
+        self.user_overrides: UserConfigurableOverrides | None = None
+        user_config = config.overrides.user_configurable_overrides
+        if user_config.enabled:
+            self.user_overrides = UserConfigurableOverrides(user_config.storage_path, self.overrides)
+            self.user_overrides.load_all()
         self.tracker = UsageTracker(config.cost_attribution, clock)
         self.metrics = DistributorMetrics(self.tracker, self.reloader)
         self.distributor = Distributor(self.overrides, self.tracker, self.metrics)
         self.endpoints = ServerEndpoints(config, self.tracker, self.metrics, self.overrides, self.reloader)
         self.otlp_http = OtlpHttpReceiver(config.otlp_http, self.distributor, config.multitenancy_enabled)
+        self.user_overrides_api = UserOverridesApi(self.user_overrides, config.multitenancy_enabled)
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.server_address: tuple[str, int] | None = None
@@ -76,14 +84,13 @@ class Service:
             self.otlp_http_address = await self._listen(
                 receiver_app, self.config.otlp_http.endpoint, auto_decompress=False
             )
-            self.server_address = await self._listen(
-                self._app(self.endpoints.routes()), self.config.server.endpoint
-            )
+            server_routes = self.endpoints.routes() + self.user_overrides_api.routes()
+            self.server_address = await self._listen(self._app(server_routes), self.config.server.endpoint)
         except BaseException:
             await self.stop()
             raise
         self._tasks.append(asyncio.create_task(self._purge_stale_forever()))
-        if self.reloader is not None:
+        if self.reloader is not None or self.user_overrides is not None:
             self._tasks.append(asyncio.create_task(self._reload_overrides_forever()))
         self.endpoints.ready = True
         log.info(
@@ -105,8 +112,12 @@ class Service:
         self._runners.clear()
 
     def reload_overrides(self) -> bool:
-        """Re-read the per-tenant file now (every period, on SIGHUP, and from tests)."""
-        return self.reloader.reload() if self.reloader is not None else False
+        """Re-read the per-tenant file and the user-configurable directory now (every period, on
+        SIGHUP, and from tests); True when anything new was put in force."""
+        changed = self.reloader.reload() if self.reloader is not None else False
+        if self.user_overrides is not None:
+            changed = self.user_overrides.load_all() or changed
+        return changed
 
     async def _reload_overrides_forever(self) -> None:
         while True:

@@ -7,6 +7,7 @@ visible through `status` (exported as tempo_runtime_config_* metrics).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -94,7 +95,8 @@ class RuntimeOverridesReloader:
         except ConfigError as err:
             self._fail(str(err), content_hash)
             return False
-        self.provider.replace(snapshot)
+        # The file is one layer; what tenants set through the API stays as it is.
+        self.provider.replace(dataclasses.replace(snapshot, user=self.provider.snapshot.user))
         self._hash_in_force = self._hash_last_seen = content_hash
         self._content_in_force = data
         self._successful = True

@@ -315,6 +315,7 @@ async def test_status_config_shows_effective_defaults_and_diff(
         "overrides": {
             "defaults": {"cost_attribution": {"dimensions": {"service.name": "service_name"}}},
             "per_tenant_override_config": str(tmp_path / "overrides.yaml"),
+            "user_configurable_overrides": {"storage_path": str(tmp_path / "data" / "user-overrides")},
         },
     }
     status, _ = await get("?mode=everything")

@@ -1,0 +1,61 @@
+"""GET/POST/PATCH/DELETE /api/overrides: a tenant's own cost-attribution dimensions. Thin handlers."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from distributor.tenancy import ORG_ID_HEADER, TenantError, resolve_tenant
+from overrides.user_configurable import StoredOverrides, UserConfigurableOverrides, UserOverridesError
+
+PATH = "/api/overrides"
+
+
+class UserOverridesApi:
+    def __init__(self, store: UserConfigurableOverrides | None, multitenancy_enabled: bool) -> None:
+        self.store = store
+        self.multitenancy_enabled = multitenancy_enabled
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [web.route("*", PATH, self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.store is None:
+            return _error(
+                404, "user-configurable overrides are disabled (overrides.user_configurable_overrides)"
+            )
+        try:
+            tenant = resolve_tenant(request.headers.get(ORG_ID_HEADER), self.multitenancy_enabled)
+            if_match = request.headers.get("If-Match")
+            if request.method == "GET":
+                stored = self.store.get(tenant)
+                if stored is None:
+                    return _error(404, f"tenant {tenant!r} has no user-configurable overrides")
+                return _document(stored)
+            if request.method == "DELETE":
+                self.store.delete(tenant, if_match)
+                return web.Response(status=204)
+            if request.method not in ("POST", "PATCH"):
+                return _error(
+                    405, f"method {request.method} not allowed", {"Allow": "GET, POST, PATCH, DELETE"}
+                )
+            try:
+                body = json.loads(await request.read())
+            except ValueError as err:
+                return _error(400, f"the body is not JSON: {err}")
+            if request.method == "POST":
+                return _document(self.store.set(tenant, body, if_match))
+            return _document(self.store.patch(tenant, body, if_match))
+        except TenantError as err:
+            return _error(err.status, str(err))
+        except UserOverridesError as err:
+            return _error(err.status, err.message)
+
+
+def _document(stored: StoredOverrides) -> web.Response:
+    return web.json_response(stored.document, headers={"ETag": stored.etag})
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)

@@ -1,0 +1,228 @@
+"""User-configurable overrides: what a tenant sets for itself through /api/overrides.
+
+Like Tempo's user-configurable overrides API: a tenant may set only `cost_attribution.dimensions`;
+every write needs the current ETag (optimistic concurrency, so two clients cannot lose each other's
+update). Each tenant's document is one JSON file under a directory, replaced atomically (temp file,
+fsync, rename) under an flock, so replicas that mount the same directory share it safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from overrides.dimensions import DimensionError, parse_dimensions
+from overrides.model import CostAttributionOverrides, TenantOverrides
+from overrides.provider import OverridesProvider
+from overrides.tenant_ids import tenant_id_problem
+
+log = logging.getLogger(__name__)
+
+MAX_USER_DIMENSIONS = 10
+_SUFFIX = ".json"
+
+
+class UserOverridesError(Exception):
+    """A request the API refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredOverrides:
+    document: dict[str, Any]
+    etag: str  # quoted, as sent in the ETag header
+
+
+def validate_document(document: object) -> TenantOverrides:
+    """The only shape accepted: {"cost_attribution": {"dimensions": <map or list>}}."""
+    if not isinstance(document, dict):
+        raise UserOverridesError(400, "the body must be a JSON object")
+    for key in document:
+        if key != "cost_attribution":
+            raise UserOverridesError(
+                400, f"{key}: unknown or not user-configurable (allowed: cost_attribution)"
+            )
+    cost = document.get("cost_attribution") or {}
+    if not isinstance(cost, dict):
+        raise UserOverridesError(400, "cost_attribution: must be an object")
+    for key in cost:
+        if key == "max_cardinality":
+            raise UserOverridesError(400, "cost_attribution.max_cardinality: only the operator can set this")
+        if key != "dimensions":
+            raise UserOverridesError(400, f"cost_attribution.{key}: unknown key (allowed: dimensions)")
+    raw = cost.get("dimensions")
+    try:
+        dimensions = parse_dimensions(raw) if raw is not None else None
+    except DimensionError as err:
+        raise UserOverridesError(400, f"cost_attribution.dimensions: {err}") from None
+    if dimensions is not None and len(dimensions) > MAX_USER_DIMENSIONS:
+        raise UserOverridesError(
+            400, f"cost_attribution.dimensions: {len(dimensions)} dimensions, at most {MAX_USER_DIMENSIONS}"
+        )
+    return TenantOverrides(CostAttributionOverrides(dimensions=dimensions))
+
+
+def merge_patch(target: object, patch: object) -> object:
+    """RFC 7386 JSON merge patch: objects merge recursively, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _etag(content: bytes) -> str:
+    return '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+
+
+class UserConfigurableOverrides:
+    def __init__(self, directory: Path, provider: OverridesProvider) -> None:
+        self.directory = directory
+        self.provider = provider
+        self._loaded: dict[str, bytes] = {}
+
+    def _path(self, tenant: str) -> Path:
+        return self.directory / f"{tenant}{_SUFFIX}"
+
+    @contextlib.contextmanager
+    def _locked(self, tenant: str) -> Iterator[None]:
+        """Serialises read-check-write for one tenant across processes sharing the directory."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / f".{tenant}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self, tenant: str) -> StoredOverrides | None:
+        try:
+            content = self._path(tenant).read_bytes()
+        except FileNotFoundError:
+            return None
+        return StoredOverrides(json.loads(content), _etag(content))
+
+    def get(self, tenant: str) -> StoredOverrides | None:
+        _check_tenant(tenant)
+        return self._read(tenant)
+
+    def set(self, tenant: str, document: object, if_match: str | None) -> StoredOverrides:
+        """POST: replace the tenant's document."""
+        _check_tenant(tenant)
+        validate_document(document)
+        with self._locked(tenant):
+            _check_precondition(self._read(tenant), if_match)
+            return self._write(tenant, document)
+
+    def patch(self, tenant: str, patch: object, if_match: str | None) -> StoredOverrides:
+        """PATCH: a JSON merge patch over the current document (or over {} when there is none)."""
+        _check_tenant(tenant)
+        if not isinstance(patch, dict):
+            raise UserOverridesError(400, "the body must be a JSON object (a JSON merge patch)")
+        with self._locked(tenant):
+            current = self._read(tenant)
+            _check_precondition(current, if_match)
+            document = merge_patch(current.document if current else {}, patch)
+            validate_document(document)
+            return self._write(tenant, document)
+
+    def delete(self, tenant: str, if_match: str | None) -> None:
+        _check_tenant(tenant)
+        with self._locked(tenant):
+            current = self._read(tenant)
+            if current is None:
+                raise UserOverridesError(404, f"tenant {tenant!r} has no user-configurable overrides")
+            _check_precondition(current, if_match)
+            self._path(tenant).unlink()
+            _fsync_directory(self.directory)
+        self.load_all()
+
+    def _write(self, tenant: str, document: object) -> StoredOverrides:
+        content = json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{tenant}.", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self._path(tenant))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        _fsync_directory(self.directory)
+        self.load_all()
+        return StoredOverrides(json.loads(content), _etag(content))
+
+    def load_all(self) -> bool:
+        """Read every tenant's file and put them in force if anything changed; True when it did.
+
+        Run at start-up, after each write, and every reload period so replicas see each other's writes.
+        A file that does not validate (edited by hand) is skipped and logged, never half-applied.
+        """
+        contents: dict[str, bytes] = {}
+        if self.directory.is_dir():
+            for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
+                tenant = path.name[: -len(_SUFFIX)]
+                if tenant_id_problem(tenant) is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        contents[tenant] = path.read_bytes()
+        if contents == self._loaded:
+            return False
+        user: dict[str, TenantOverrides] = {}
+        for tenant, content in contents.items():
+            try:
+                user[tenant] = validate_document(json.loads(content))
+            except (ValueError, UserOverridesError) as err:
+                log.error("ignoring user-configurable overrides of tenant %s: %s", tenant, err)
+        self._loaded = contents
+        snapshot = self.provider.snapshot
+        self.provider.replace(dataclasses.replace(snapshot, user=MappingProxyType(user)))
+        return True
+
+
+def _check_tenant(tenant: str) -> None:
+    problem = tenant_id_problem(tenant)
+    if problem is not None:
+        raise UserOverridesError(400, problem)
+
+
+def _check_precondition(current: StoredOverrides | None, if_match: str | None) -> None:
+    if current is None:
+        if if_match is not None and if_match.strip() != "":
+            raise UserOverridesError(412, "If-Match was given but the tenant has no overrides yet")
+        return
+    if if_match is None:
+        raise UserOverridesError(
+            428, "If-Match with the current ETag is required to change existing overrides"
+        )
+    candidates = [tag.strip() for tag in if_match.split(",")]
+    if "*" not in candidates and current.etag not in candidates:
+        raise UserOverridesError(412, "the overrides changed since they were read (ETag mismatch)")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
