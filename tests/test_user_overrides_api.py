@@ -1,0 +1,196 @@
+"""/api/overrides through the running service: ETags, races, validation, durability, replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from distributor.config import load_config
+from tests.conftest import RunningService, make_config
+from tests.helpers import batch, request, span
+
+StartService = Callable[..., Awaitable[RunningService]]
+
+MAIN = """\
+multitenancy_enabled: true
+server: {http_listen_port: 0}
+distributor:
+  receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
+  usage: {cost_attribution: {enabled: true}}
+overrides:
+  defaults: {cost_attribution: {dimensions: [service.name]}}
+  per_tenant_override_config: overrides.yaml
+  user_configurable_overrides: {enabled: true, storage_path: user-overrides}
+"""
+FILE = "overrides:\n  acme:\n    cost_attribution:\n      dimensions: [team]\n"
+TRACES = request(
+    batch({"service.name": "api", "team": "core", "k8s.namespace.name": "prod", "app": "shop"}, [span()])
+)
+ACME = {"X-Scope-OrgID": "acme"}
+
+
+async def start(start_service: StartService, directory: Path) -> RunningService:
+    (directory / "overrides.yaml").write_text(FILE)
+    (directory / "distributor.yaml").write_text(MAIN)
+    return await start_service(load_config(directory / "distributor.yaml"))
+
+
+async def call(
+    running: RunningService, method: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any, str | None]:
+    async with running.session.request(
+        method, running.server_url + "/api/overrides", json=body, headers={**ACME, **(headers or {})}
+    ) as response:
+        payload = await response.json() if response.status != 204 else None
+        return response.status, payload, response.headers.get("ETag")
+
+
+async def attributed_labels(running: RunningService) -> set[str]:
+    """The label names the next request from acme is attributed under."""
+    before = await running.usage()
+    async with running.session.post(
+        running.traces_url,
+        data=TRACES.SerializeToString(),
+        headers={**ACME, "Content-Type": "application/x-protobuf"},
+    ) as response:
+        assert response.status == 200
+    after = await running.usage()
+    [series] = [s for s, v in after.items() if v != before.get(s)]
+    return {name for name, _ in series} - {"tenant", "tracker"}
+
+
+NAMESPACE = {"cost_attribution": {"dimensions": {"k8s.namespace.name": "namespace"}}}
+
+
+async def test_set_read_and_use_own_dimensions_over_the_runtime_file(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    running = await start(start_service, tmp_path)
+    assert await attributed_labels(running) == {"team"}
+    status, _, _ = await call(running, "GET")
+    assert status == 404
+    status, document, etag = await call(running, "POST", NAMESPACE)
+    assert (status, document) == (200, NAMESPACE) and etag
+    assert await call(running, "GET") == (200, NAMESPACE, etag)
+    assert await attributed_labels(running) == {"namespace"}, "user-configurable > runtime file"
+    async with running.session.get(running.server_url + "/status/overrides/acme") as response:
+        text = await response.text()
+    assert "source: user_configurable" in text
+
+
+async def test_changes_need_the_current_etag(start_service: StartService, tmp_path: Path) -> None:
+    running = await start(start_service, tmp_path)
+    _, _, etag = await call(running, "POST", NAMESPACE)
+    other = {"cost_attribution": {"dimensions": ["app"]}}
+    assert (await call(running, "POST", other))[0] == 428
+    assert (await call(running, "POST", other, {"If-Match": '"stale"'}))[0] == 412
+    assert (await call(running, "DELETE"))[0] == 428
+    assert (await call(running, "GET"))[1] == NAMESPACE, "refused writes change nothing"
+    status, _, new_etag = await call(running, "POST", other, {"If-Match": etag or ""})
+    assert status == 200 and new_etag != etag
+    assert await attributed_labels(running) == {"app"}
+
+
+async def test_a_lost_update_race_between_two_clients_is_caught(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    running = await start(start_service, tmp_path)
+    await call(running, "POST", {"cost_attribution": {"dimensions": {"service.name": ""}}})
+    _, _, seen_by_a = await call(running, "GET")
+    _, _, seen_by_b = await call(running, "GET")
+    assert seen_by_a == seen_by_b
+    patch_a = {"cost_attribution": {"dimensions": {"team": ""}}}
+    patch_b = {"cost_attribution": {"dimensions": {"app": ""}}}
+    assert (await call(running, "PATCH", patch_a, {"If-Match": seen_by_a or ""}))[0] == 200
+    assert (await call(running, "PATCH", patch_b, {"If-Match": seen_by_b or ""}))[0] == 412, "B must re-read"
+    _, _, fresh = await call(running, "GET")
+    status, document, _ = await call(running, "PATCH", patch_b, {"If-Match": fresh or ""})
+    assert status == 200
+    assert document == {"cost_attribution": {"dimensions": {"service.name": "", "team": "", "app": ""}}}
+
+
+async def test_patch_is_a_json_merge_patch(start_service: StartService, tmp_path: Path) -> None:
+    running = await start(start_service, tmp_path)
+    status, document, _ = await call(
+        running, "PATCH", {"cost_attribution": {"dimensions": {"team": "owner"}}}
+    )
+    assert status == 200, "PATCH creates when nothing exists"
+    _, _, etag = await call(running, "GET")
+    status, document, _ = await call(
+        running,
+        "PATCH",
+        {"cost_attribution": {"dimensions": {"team": None, "app": "service"}}},
+        {"If-Match": etag or ""},
+    )
+    assert document == {"cost_attribution": {"dimensions": {"app": "service"}}}
+
+
+async def test_delete_falls_back_to_the_runtime_file(start_service: StartService, tmp_path: Path) -> None:
+    running = await start(start_service, tmp_path)
+    _, _, etag = await call(running, "POST", NAMESPACE)
+    assert (await call(running, "DELETE", headers={"If-Match": etag or ""}))[0] == 204
+    assert (await call(running, "GET"))[0] == 404
+    assert (await call(running, "DELETE", headers={"If-Match": etag or ""}))[0] == 404
+    assert await attributed_labels(running) == {"team"}
+
+
+INVALID = [
+    ({"cost_attribution": {"max_cardinality": 5}}, "only the operator"),
+    ({"cost_attribution": {"dimensions": [f"attr{i}" for i in range(11)]}}, "at most 10"),
+    ({"cost_attribution": {"dimensions": {"team": "__team"}}}, "starts with '__'"),
+    ({"cost_attribution": {"dimensions": {"team": "tenant"}}}, "reserved"),
+    ({"ingestion": {}}, "unknown or not user-configurable"),
+    ({"cost_attribution": {"dims": []}}, "unknown key"),
+    ([1, 2], "JSON object"),
+]
+
+
+async def test_invalid_documents_are_refused_with_the_reason_and_change_nothing(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    running = await start(start_service, tmp_path)
+    _, _, etag = await call(running, "POST", NAMESPACE)
+    for document, reason in INVALID:
+        for method in ("POST", "PATCH"):
+            status, payload, _ = await call(running, method, document, {"If-Match": etag or ""})
+            assert status == 400 and reason in payload["error"], (method, document, payload)
+    async with running.session.post(
+        running.server_url + "/api/overrides", data=b"{not json", headers={**ACME, "If-Match": etag or ""}
+    ) as response:
+        assert response.status == 400
+    assert await call(running, "GET") == (200, NAMESPACE, etag)
+    async with running.session.get(running.server_url + "/api/overrides") as response:
+        assert response.status == 401, "the tenant header is required with multitenancy"
+
+
+async def test_overrides_survive_a_restart_and_are_written_atomically(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    first = await start(start_service, tmp_path)
+    _, _, etag = await call(first, "POST", NAMESPACE)
+    await first.service.stop()
+    assert sorted(
+        p.name for p in (tmp_path / "user-overrides").iterdir() if not p.name.endswith(".lock")
+    ) == ["acme.json"], "no temporary files are left behind"
+    second = await start_service(load_config(tmp_path / "distributor.yaml"))
+    assert await call(second, "GET") == (200, NAMESPACE, etag)
+    assert await attributed_labels(second) == {"namespace"}
+
+
+async def test_replicas_sharing_the_directory_see_each_others_writes(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    replica_a = await start(start_service, tmp_path)
+    replica_b = await start_service(load_config(tmp_path / "distributor.yaml"))
+    _, _, etag = await call(replica_a, "POST", NAMESPACE)
+    assert (await call(replica_b, "GET"))[2] == etag, "reads go to the shared directory"
+    assert replica_b.service.reload_overrides(), "the periodic poll picks the write up"
+    assert await attributed_labels(replica_b) == {"namespace"}
+    assert (await call(replica_b, "POST", NAMESPACE, {"If-Match": '"stale"'}))[0] == 412
+
+
+async def test_the_api_is_disabled_unless_configured(start_service: StartService) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    assert (await call(running, "GET"))[0] == 404
+    assert (await call(running, "POST", NAMESPACE))[0] == 404
