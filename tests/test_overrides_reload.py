@@ -320,3 +320,21 @@ async def test_status_config_shows_effective_defaults_and_diff(
     }
     status, _ = await get("?mode=everything")
     assert status == 400
+
+
+async def test_expand_env_applies_to_the_overrides_file_too(
+    start_service: StartService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OWNER_LABEL", "owner")
+    (tmp_path / "overrides.yaml").write_text(
+        "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {team: ${OWNER_LABEL}}\n"
+    )
+    (tmp_path / "distributor.yaml").write_text(MAIN)
+    running = await start_service(load_config(tmp_path / "distributor.yaml", expand_env=True))
+    assert await attributed_next(running) == {labels("acme", owner="core")}
+    monkeypatch.setenv("OWNER_LABEL", "squad")
+    (tmp_path / "overrides.yaml").write_text(
+        "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {team: ${OWNER_LABEL}}  # edited\n"
+    )
+    assert running.service.reload_overrides()
+    assert await attributed_next(running) == {labels("acme", squad="core")}
