@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -134,3 +140,51 @@ def split_expectation(rs: ResourceSpans, series_of_span: list[str]) -> dict[str,
         extra = shared - portion * len(spans) if index == 0 else 0
         expected[name] = expected.get(name, 0) + size + portion + extra
     return expected
+
+
+def multitenant_config(user_configurable: bool = False) -> str:
+    """A service config on ephemeral ports with `overrides.yaml` beside it as the per-tenant file."""
+    text = """\
+multitenancy_enabled: true
+server: {http_listen_port: 0}
+distributor:
+  receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
+  usage: {cost_attribution: {enabled: true}}
+overrides:
+  defaults: {cost_attribution: {dimensions: [service.name]}}
+  per_tenant_override_config: overrides.yaml
+"""
+    if user_configurable:
+        text += "  user_configurable_overrides: {enabled: true, storage_path: user-overrides}\n"
+    return text
+
+
+@dataclass
+class RunningCli:
+    process: subprocess.Popen[str]
+    server_url: str
+    traces_url: str
+
+    def next_log_line_containing(self, text: str) -> str:
+        assert self.process.stderr is not None
+        return next(line for line in self.process.stderr if text in line)
+
+
+@contextlib.contextmanager
+def running_cli(config: Path) -> Iterator[RunningCli]:
+    """`python -m distributor --config FILE` as a real process, until it logs that it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        cli = RunningCli(process, "", "")
+        found = re.search(
+            r"server (http://\S+), OTLP/HTTP (http://\S+)", cli.next_log_line_containing("ready")
+        )
+        assert found, "the ready line names both listeners"
+        cli.server_url, cli.traces_url = found.group(1), found.group(2)
+        yield cli
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

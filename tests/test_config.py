@@ -14,6 +14,7 @@ import pytest
 
 from distributor.config import load_config
 from overrides import ConfigError, Scope
+from tests.helpers import running_cli
 
 ISSUE_EXAMPLE = """\
 multitenancy_enabled: false
@@ -303,27 +304,11 @@ def test_cli_serves_until_sigterm_and_exits_zero(tmp_path: Path) -> None:
     config = ISSUE_EXAMPLE.replace("http_listen_port: 3200", "http_listen_port: 0").replace(
         "127.0.0.1:4318", "127.0.0.1:0"
     )
-    path = write(tmp_path, config)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "distributor", "--config", str(path)], stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stderr is not None
-        ready_line = ""
-        for line in process.stderr:
-            if "distributor ready" in line:
-                ready_line = line
-                break
-        match = re.search(r"server http://127\.0\.0\.1:(\d+)", ready_line)
-        assert match, ready_line
-        with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/ready", timeout=10) as response:
+    with running_cli(write(tmp_path, config)) as cli:
+        with urllib.request.urlopen(cli.server_url + "/ready", timeout=10) as response:
             assert response.status == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        cli.process.send_signal(signal.SIGTERM)
+        assert cli.process.wait(timeout=30) == 0
 
 
 def test_yaml_of_the_default_config_loads(tmp_path: Path) -> None:

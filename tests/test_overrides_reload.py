@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,20 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.config import load_config
 from tests.conftest import RunningService
-from tests.helpers import batch, labels, parse_usage, request, span
+from tests.helpers import batch, labels, multitenant_config, parse_usage, request, running_cli, span
 
 StartService = Callable[..., Awaitable[RunningService]]
 
-MAIN = """\
-multitenancy_enabled: true
-server: {http_listen_port: 0}
-distributor:
-  receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
-  usage: {cost_attribution: {enabled: true}}
-overrides:
-  defaults: {cost_attribution: {dimensions: [service.name]}}
-  per_tenant_override_config: overrides.yaml
-"""
+MAIN = multitenant_config()
 BY_TEAM = "overrides:\n  acme:\n    cost_attribution:\n      dimensions: [team]\n"
 BY_NAMESPACE = (
     "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {k8s.namespace.name: namespace}\n"
@@ -198,48 +186,28 @@ async def test_lowering_max_cardinality_keeps_existing_series(
 
 def test_sighup_reloads_the_running_cli(tmp_path: Path) -> None:
     (tmp_path / "overrides.yaml").write_text(BY_TEAM)
-    (tmp_path / "distributor.yaml").write_text(
-        MAIN.replace(
-            "per_tenant_override_config", "per_tenant_override_period: 1h\n  per_tenant_override_config"
-        )
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "distributor", "--config", str(tmp_path / "distributor.yaml")],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        line = next(line for line in process.stderr if "distributor ready" in line)
-        found = re.search(r"server (http://\S+), OTLP/HTTP (http://\S+)", line)
-        assert found
-        server, traces = found.group(1).rstrip(","), found.group(2)
+    (tmp_path / "distributor.yaml").write_text(MAIN + "  per_tenant_override_period: 1h\n")
+    with running_cli(tmp_path / "distributor.yaml") as cli:
 
         def send_and_read() -> set[str]:
             post = urllib.request.Request(
-                traces,
+                cli.traces_url,
                 data=REQUEST.SerializeToString(),
                 method="POST",
                 headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"},
             )
             with urllib.request.urlopen(post, timeout=10) as response:
                 assert response.status == 200
-            with urllib.request.urlopen(server + "/usage_metrics", timeout=10) as response:
+            with urllib.request.urlopen(cli.server_url + "/usage_metrics", timeout=10) as response:
                 return {name for series in parse_usage(response.read().decode()) for name, _ in series}
 
         assert "team" in send_and_read()
         (tmp_path / "overrides.yaml").write_text(BY_NAMESPACE)
-        process.send_signal(signal.SIGHUP)
-        for event in process.stderr:
-            if "per-tenant overrides reloaded" in event:
-                break
+        cli.process.send_signal(signal.SIGHUP)
+        cli.next_log_line_containing("per-tenant overrides reloaded")
         assert "namespace" in send_and_read()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        cli.process.send_signal(signal.SIGTERM)
+        assert cli.process.wait(timeout=30) == 0
 
 
 async def test_status_overrides_lists_tenants_and_explains_each_value(

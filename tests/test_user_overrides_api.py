@@ -8,21 +8,11 @@ from typing import Any
 
 from distributor.config import load_config
 from tests.conftest import RunningService, make_config
-from tests.helpers import batch, request, span
+from tests.helpers import batch, multitenant_config, request, span
 
 StartService = Callable[..., Awaitable[RunningService]]
 
-MAIN = """\
-multitenancy_enabled: true
-server: {http_listen_port: 0}
-distributor:
-  receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
-  usage: {cost_attribution: {enabled: true}}
-overrides:
-  defaults: {cost_attribution: {dimensions: [service.name]}}
-  per_tenant_override_config: overrides.yaml
-  user_configurable_overrides: {enabled: true, storage_path: user-overrides}
-"""
+MAIN = multitenant_config(user_configurable=True)
 FILE = "overrides:\n  acme:\n    cost_attribution:\n      dimensions: [team]\n"
 TRACES = request(
     batch({"service.name": "api", "team": "core", "k8s.namespace.name": "prod", "app": "shop"}, [span()])
