@@ -58,6 +58,12 @@ class OtlpHttpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OtlpGrpcConfig:
+    endpoint: Endpoint = Endpoint("127.0.0.1", 4317)
+    max_recv_msg_size_bytes: int = 4 * MIB
+
+
+@dataclass(frozen=True, slots=True)
 class CostAttributionConfig:
     enabled: bool = False
     max_cardinality: int = 10_000
@@ -85,6 +91,7 @@ class Config:
     multitenancy_enabled: bool = False
     server: ServerConfig = field(default_factory=ServerConfig)
     otlp_http: OtlpHttpConfig = field(default_factory=OtlpHttpConfig)
+    otlp_grpc: OtlpGrpcConfig | None = None  # enabled when listed, or when no protocols are listed
     cost_attribution: CostAttributionConfig = field(default_factory=CostAttributionConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
     source: Path | None = None
@@ -120,7 +127,8 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
 
     distributor = top.section("distributor", ("receivers", "usage"))
     receivers = distributor.section("receivers", ("otlp",))
-    protocols = receivers.section("otlp", ("protocols",)).section("protocols", ("http",))
+    otlp = receivers.section("otlp", ("protocols",))
+    protocols = otlp.section("protocols", ("http", "grpc"))
     http = protocols.section("http", ("endpoint", "max_request_body_bytes"))
     try:
         endpoint = parse_endpoint(http.string("endpoint", str(http_defaults.endpoint)))
@@ -133,6 +141,23 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
             "max_request_body_bytes", http_defaults.max_request_body_bytes, minimum=1
         ),
     )
+
+    # As in the Collector, listing protocols enables just those; listing none enables both defaults.
+    otlp_grpc: OtlpGrpcConfig | None = None
+    if protocols.node("grpc") is not None or otlp.node("protocols") is None:
+        grpc = protocols.section("grpc", ("endpoint", "max_recv_msg_size_bytes"))
+        grpc_defaults = OtlpGrpcConfig()
+        try:
+            grpc_endpoint = parse_endpoint(grpc.string("endpoint", str(grpc_defaults.endpoint)))
+        except ValueError as err:
+            grpc.fail("endpoint", str(err))
+            grpc_endpoint = grpc_defaults.endpoint
+        otlp_grpc = OtlpGrpcConfig(
+            endpoint=grpc_endpoint,
+            max_recv_msg_size_bytes=grpc.integer(
+                "max_recv_msg_size_bytes", grpc_defaults.max_recv_msg_size_bytes, minimum=1
+            ),
+        )
 
     usage = distributor.section("usage", ("cost_attribution",))
     cost = usage.section("cost_attribution", ("enabled", "max_cardinality", "stale_duration"))
@@ -175,6 +200,7 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
         multitenancy_enabled=top.boolean("multitenancy_enabled", False),
         server=server_config,
         otlp_http=otlp_http,
+        otlp_grpc=otlp_grpc,
         cost_attribution=cost_config,
         overrides=OverridesConfig(
             defaults=tenant_defaults,
@@ -205,7 +231,17 @@ def config_as_data(config: Config) -> dict[str, Any]:
                         "http": {
                             "endpoint": str(config.otlp_http.endpoint),
                             "max_request_body_bytes": config.otlp_http.max_request_body_bytes,
-                        }
+                        },
+                        **(
+                            {
+                                "grpc": {
+                                    "endpoint": str(config.otlp_grpc.endpoint),
+                                    "max_recv_msg_size_bytes": config.otlp_grpc.max_recv_msg_size_bytes,
+                                }
+                            }
+                            if config.otlp_grpc is not None
+                            else {}
+                        ),
                     }
                 }
             },

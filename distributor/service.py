@@ -14,6 +14,7 @@ from aiohttp import web
 from distributor.config import Config, Endpoint
 from distributor.metrics import DistributorMetrics
 from distributor.pipeline import Distributor
+from distributor.receivers.otlp_grpc import OtlpGrpcReceiver
 from distributor.receivers.otlp_http import OtlpHttpReceiver
 from distributor.server import ServerEndpoints, request_metrics_middleware
 from distributor.usage.tracker import Clock, UsageTracker
@@ -53,6 +54,12 @@ class Service:
         self.distributor = Distributor(self.overrides, self.tracker, self.metrics)
         self.endpoints = ServerEndpoints(config, self.tracker, self.metrics, self.overrides, self.reloader)
         self.otlp_http = OtlpHttpReceiver(config.otlp_http, self.distributor, config.multitenancy_enabled)
+        self.otlp_grpc = (
+            OtlpGrpcReceiver(config.otlp_grpc, self.distributor, config.multitenancy_enabled)
+            if config.otlp_grpc is not None
+            else None
+        )
+        self.otlp_grpc_address: tuple[str, int] | None = None
         self.user_overrides_api = UserOverridesApi(self.user_overrides, config.multitenancy_enabled)
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -84,6 +91,9 @@ class Service:
             self.otlp_http_address = await self._listen(
                 receiver_app, self.config.otlp_http.endpoint, auto_decompress=False
             )
+            if self.otlp_grpc is not None:
+                self.otlp_grpc_address = await self.otlp_grpc.start()
+                log.info("OTLP/gRPC listening on %s:%d", *self.otlp_grpc_address)
             server_routes = self.endpoints.routes() + self.user_overrides_api.routes()
             self.server_address = await self._listen(self._app(server_routes), self.config.server.endpoint)
         except BaseException:
@@ -107,6 +117,8 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.otlp_grpc is not None:
+            await self.otlp_grpc.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

@@ -6,7 +6,14 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
-from distributor.config import Config, CostAttributionConfig, Endpoint, OtlpHttpConfig, ServerConfig
+from distributor.config import (
+    Config,
+    CostAttributionConfig,
+    Endpoint,
+    OtlpGrpcConfig,
+    OtlpHttpConfig,
+    ServerConfig,
+)
 from distributor.service import Service
 from overrides import TenantOverrides, parse_dimensions
 from overrides.model import CostAttributionOverrides
@@ -25,6 +32,7 @@ class RunningService:
         assert service.server_address and service.otlp_http_address
         self.server_url = "http://{}:{}".format(*service.server_address)
         self.traces_url = "http://{}:{}/v1/traces".format(*service.otlp_http_address)
+        self.grpc_target = "{}:{}".format(*service.otlp_grpc_address) if service.otlp_grpc_address else ""
 
     async def usage(self) -> dict[frozenset[tuple[str, str]], float]:
         async with self.session.get(self.server_url + "/usage_metrics") as response:
@@ -51,6 +59,7 @@ def make_config(
         multitenancy_enabled=multitenancy,
         server=ServerConfig("127.0.0.1", 0),
         otlp_http=OtlpHttpConfig(endpoint=Endpoint("127.0.0.1", 0)),
+        otlp_grpc=OtlpGrpcConfig(endpoint=Endpoint("127.0.0.1", 0)),
         cost_attribution=CostAttributionConfig(enabled=True),
     )
     config = replace(config, overrides=replace(config.overrides, defaults=defaults))

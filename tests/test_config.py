@@ -332,3 +332,37 @@ def test_expand_env_substitutes_variables(tmp_path: Path, monkeypatch: pytest.Mo
     )
     config = load_config(path, expand_env=True)
     assert (config.server.http_listen_port, config.server.http_listen_address) == (4999, "127.0.0.2")
+
+
+def test_listed_protocols_are_enabled_and_none_listed_means_both(tmp_path: Path) -> None:
+    only_http = load_config(write(tmp_path, ISSUE_EXAMPLE))
+    assert only_http.otlp_grpc is None
+    bare_grpc = load_config(
+        write(tmp_path, ISSUE_EXAMPLE.replace("        http:\n", "        grpc:\n        http:\n"))
+    )
+    assert bare_grpc.otlp_grpc is not None and str(bare_grpc.otlp_grpc.endpoint) == "127.0.0.1:4317"
+    assert bare_grpc.otlp_grpc.max_recv_msg_size_bytes == 4 * 1024 * 1024
+    tuned = load_config(
+        write(
+            tmp_path,
+            ISSUE_EXAMPLE.replace(
+                "        http:\n",
+                "        grpc: {endpoint: '0.0.0.0:14317', max_recv_msg_size_bytes: 1024}\n        http:\n",
+            ),
+        )
+    )
+    assert tuned.otlp_grpc is not None and (
+        tuned.otlp_grpc.endpoint.port,
+        tuned.otlp_grpc.max_recv_msg_size_bytes,
+    ) == (14317, 1024)
+    nothing_listed = load_config(
+        write(tmp_path, "distributor: {usage: {cost_attribution: {enabled: true}}}\n")
+    )
+    assert nothing_listed.otlp_grpc is not None and nothing_listed.otlp_http.endpoint.port == 4318
+    with pytest.raises(ConfigError, match=r"protocols\.grpc\.endpoint: invalid port"):
+        load_config(
+            write(
+                tmp_path,
+                ISSUE_EXAMPLE.replace("        http:\n", "        grpc: {endpoint: ':x'}\n        http:\n"),
+            )
+        )

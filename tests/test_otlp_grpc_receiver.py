@@ -1,0 +1,123 @@
+"""OTLP/gRPC TraceService/Export through the running service: the SDK exporter, gzip, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from distributor.config import Endpoint, OtlpGrpcConfig
+from tests.conftest import RunningService, make_config
+from tests.helpers import batch, labels, request, span
+from tests.test_otlp_http_receiver import assert_nothing_recorded, sample_request
+
+StartService = Callable[..., Awaitable[RunningService]]
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+async def export(
+    running: RunningService,
+    body: bytes,
+    tenant: str | None = None,
+    compression: grpc.Compression | None = None,
+) -> grpc.StatusCode:
+    """A raw Export call, so tests can send bytes no client library would."""
+    async with grpc.aio.insecure_channel(running.grpc_target) as channel:
+        call = channel.unary_unary(EXPORT)  # no serializers: bytes in, bytes out
+        metadata = (("x-scope-orgid", tenant),) if tenant is not None else None
+        try:
+            response = await call(body, metadata=metadata, compression=compression, timeout=10)
+        except grpc.aio.AioRpcError as err:
+            return err.code()
+        assert response == b""
+        return grpc.StatusCode.OK
+
+
+def without_tenant(
+    series: dict[frozenset[tuple[str, str]], float],
+) -> dict[frozenset[tuple[str, str]], float]:
+    return {frozenset(kv for kv in key if kv[0] != "tenant"): value for key, value in series.items()}
+
+
+async def test_sdk_grpc_and_http_exporters_give_identical_series(start_service: StartService) -> None:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    running = await start_service(make_config(multitenancy=True))
+    recorded = InMemorySpanExporter()
+    for service in ("checkout", "payments"):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(recorded))
+        tracer = provider.get_tracer("test")
+        for i in range(4):
+            with tracer.start_as_current_span(f"op-{i}", attributes={"team": "core" if i % 2 else ""}):
+                pass
+    spans = recorded.get_finished_spans()
+
+    grpc_exporter = GrpcExporter(
+        endpoint=running.grpc_target, insecure=True, headers={"x-scope-orgid": "grpc"}
+    )
+    http_exporter = HttpExporter(endpoint=running.traces_url, headers={"X-Scope-OrgID": "http"})
+    results = await asyncio.gather(
+        asyncio.to_thread(grpc_exporter.export, spans), asyncio.to_thread(http_exporter.export, spans)
+    )
+    assert results == [SpanExportResult.SUCCESS, SpanExportResult.SUCCESS]
+    grpc_exporter.shutdown()
+    by_tenant: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+    for series, value in (await running.usage()).items():
+        by_tenant.setdefault(dict(series)["tenant"], {})[series] = value
+    assert set(by_tenant) == {"grpc", "http"}
+    assert without_tenant(by_tenant["grpc"]) == without_tenant(by_tenant["http"])
+    assert len(by_tenant["grpc"]) == 2
+
+
+async def test_gzip_compressed_export_is_accounted_like_plain(start_service: StartService) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    body = sample_request().SerializeToString()
+    assert await export(running, body, "plain") == grpc.StatusCode.OK
+    assert await export(running, body, "gzip", compression=grpc.Compression.Gzip) == grpc.StatusCode.OK
+    by_tenant: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+    for series, value in (await running.usage()).items():
+        by_tenant.setdefault(dict(series)["tenant"], {})[series] = value
+    assert without_tenant(by_tenant["plain"]) == without_tenant(by_tenant["gzip"])
+
+
+BAD = [
+    ("garbage bytes", b"\xff\xff\xff\xff", "t", grpc.StatusCode.INVALID_ARGUMENT),
+    ("truncated request", sample_request().SerializeToString()[:-5], "t", grpc.StatusCode.INVALID_ARGUMENT),
+    ("missing tenant", sample_request().SerializeToString(), None, grpc.StatusCode.UNAUTHENTICATED),
+    ("invalid tenant", sample_request().SerializeToString(), "a/b", grpc.StatusCode.INVALID_ARGUMENT),
+    (
+        "oversize message",
+        request(batch({"service.name": "x"}, [span(pad=70_000)])).SerializeToString(),
+        "t",
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "tenant", "code"), BAD, ids=[row[0] for row in BAD])
+async def test_bad_grpc_input_gets_its_status_and_records_nothing(
+    start_service: StartService, name: str, body: bytes, tenant: str | None, code: grpc.StatusCode
+) -> None:
+    config = make_config(multitenancy=True)
+    config = replace(
+        config, otlp_grpc=OtlpGrpcConfig(Endpoint("127.0.0.1", 0), max_recv_msg_size_bytes=65_536)
+    )
+    running = await start_service(config)
+    assert await export(running, body, tenant) == code
+    await assert_nothing_recorded(running)
+
+
+async def test_grpc_series_match_the_spec_arithmetic(start_service: StartService) -> None:
+    running = await start_service()
+    rs = batch({"service.name": "auth-service"}, [span(), span()])
+    assert await export(running, request(rs).SerializeToString()) == grpc.StatusCode.OK
+    assert await running.usage() == {labels(service_name="auth-service"): rs.ByteSize()}
