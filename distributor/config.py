@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overrides import OverridesSnapshot, TenantOverrides, load_per_tenant_file, parse_tenant_overrides
+from overrides import TenantOverrides, parse_tenant_overrides
 from overrides.status import dimensions_as_config
 from overrides.strict_yaml import ConfigError, Section, format_duration, read_yaml
 
@@ -96,13 +96,6 @@ class Config:
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
     source: Path | None = None
     expand_env: bool = False
-
-    def load_overrides(self) -> OverridesSnapshot:
-        """The defaults plus the per-tenant file, validated as a whole (raises ConfigError)."""
-        path = self.overrides.per_tenant_override_config
-        if path is None:
-            return OverridesSnapshot(defaults=self.overrides.defaults)
-        return load_per_tenant_file(path, self.overrides.defaults, expand_env=self.expand_env)
 
 
 def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError] | None = None) -> Config:

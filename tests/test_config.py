@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from distributor.config import load_config
-from overrides import ConfigError, Scope
+from distributor.config import Config, load_config
+from distributor.service import Service
+from overrides import ConfigError, OverridesSnapshot, Scope
 from tests.helpers import running_cli
 
 ISSUE_EXAMPLE = """\
@@ -60,6 +61,11 @@ overrides:
 """
 
 
+def overrides_in_force(config: Config) -> OverridesSnapshot:
+    """What the service puts in force at start-up (raises ConfigError as it would)."""
+    return Service(config).overrides.snapshot
+
+
 def write(directory: Path, config: str, overrides: str = OVERRIDES) -> Path:
     (directory / "overrides.yaml").write_text(overrides)
     path = directory / "distributor.yaml"
@@ -79,7 +85,7 @@ def test_the_documented_example_loads_with_its_values(tmp_path: Path) -> None:
 
 
 def test_each_field_resolves_tenant_entry_then_wildcard_then_defaults(tmp_path: Path) -> None:
-    snapshot = load_config(write(tmp_path, ISSUE_EXAMPLE)).load_overrides()
+    snapshot = overrides_in_force(load_config(write(tmp_path, ISSUE_EXAMPLE)))
     acme = snapshot.for_tenant("acme")
     assert [(d.attribute, d.scope, d.label) for d in acme.dimensions] == [
         ("team", Scope.SPAN, "team"),
@@ -97,7 +103,7 @@ def test_each_field_resolves_tenant_entry_then_wildcard_then_defaults(tmp_path: 
 def test_an_empty_file_means_all_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""))
     assert config.server.endpoint.port == 3200 and config.overrides.per_tenant_override_config is None
-    assert config.load_overrides().for_tenant("x").dimensions == ()
+    assert overrides_in_force(config).for_tenant("x").dimensions == ()
 
 
 def test_durations_and_listen_addresses_in_their_accepted_forms(tmp_path: Path) -> None:
@@ -217,7 +223,7 @@ def test_bad_configuration_is_refused_naming_file_line_and_key(
     assert edit[0] in ISSUE_EXAMPLE
     path = write(tmp_path, ISSUE_EXAMPLE.replace(edit[0], edit[1], 1))
     with pytest.raises(ConfigError) as caught:
-        load_config(path).load_overrides()
+        overrides_in_force(load_config(path))
     message = str(caught.value)
     assert message.startswith(f"{path}:"), message
     assert re.match(rf"{re.escape(str(path))}:\d+: ", message), "the line is named"
@@ -260,7 +266,7 @@ def test_bad_per_tenant_file_is_refused_naming_its_own_file(
 ) -> None:
     config = load_config(write(tmp_path, ISSUE_EXAMPLE, overrides=text))
     with pytest.raises(ConfigError) as caught:
-        config.load_overrides()
+        overrides_in_force(config)
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'overrides.yaml'}:"), message
     assert key in message and problem in message, message
@@ -270,7 +276,7 @@ def test_missing_per_tenant_file_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, ISSUE_EXAMPLE)
     (tmp_path / "overrides.yaml").unlink()
     with pytest.raises(ConfigError, match=r"overrides\.yaml: cannot read"):
-        load_config(path).load_overrides()
+        overrides_in_force(load_config(path))
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -315,7 +321,7 @@ def test_yaml_of_the_default_config_loads(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     config = load_config(root / "config" / "distributor.yaml")
     assert config.cost_attribution.enabled
-    assert [d.label for d in config.load_overrides().for_tenant("single-tenant").dimensions] == [
+    assert [d.label for d in overrides_in_force(config).for_tenant("single-tenant").dimensions] == [
         "service_name"
     ]
 
