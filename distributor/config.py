@@ -123,13 +123,8 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
     otlp = receivers.section("otlp", ("protocols",))
     protocols = otlp.section("protocols", ("http", "grpc"))
     http = protocols.section("http", ("endpoint", "max_request_body_bytes"))
-    try:
-        endpoint = parse_endpoint(http.string("endpoint", str(http_defaults.endpoint)))
-    except ValueError as err:
-        http.fail("endpoint", str(err))
-        endpoint = http_defaults.endpoint
     otlp_http = OtlpHttpConfig(
-        endpoint=endpoint,
+        endpoint=_endpoint(http, http_defaults.endpoint),
         max_request_body_bytes=http.integer(
             "max_request_body_bytes", http_defaults.max_request_body_bytes, minimum=1
         ),
@@ -140,13 +135,8 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
     if protocols.node("grpc") is not None or otlp.node("protocols") is None:
         grpc = protocols.section("grpc", ("endpoint", "max_recv_msg_size_bytes"))
         grpc_defaults = OtlpGrpcConfig()
-        try:
-            grpc_endpoint = parse_endpoint(grpc.string("endpoint", str(grpc_defaults.endpoint)))
-        except ValueError as err:
-            grpc.fail("endpoint", str(err))
-            grpc_endpoint = grpc_defaults.endpoint
         otlp_grpc = OtlpGrpcConfig(
-            endpoint=grpc_endpoint,
+            endpoint=_endpoint(grpc, grpc_defaults.endpoint),
             max_recv_msg_size_bytes=grpc.integer(
                 "max_recv_msg_size_bytes", grpc_defaults.max_recv_msg_size_bytes, minimum=1
             ),
@@ -205,6 +195,15 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
         expand_env=expand_env,
     )
     return config
+
+
+def _endpoint(section: Section, default: Endpoint) -> Endpoint:
+    """A receiver's `endpoint` key; when collecting problems, a bad one is reported and the default kept."""
+    try:
+        return parse_endpoint(section.string("endpoint", str(default)))
+    except ValueError as err:
+        section.fail("endpoint", str(err))
+        return default
 
 
 def config_as_data(config: Config) -> dict[str, Any]:

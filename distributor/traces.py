@@ -15,12 +15,15 @@ class ReceivedTraces:
 
     request: Any  # ExportTraceServiceRequest
     protobuf: bytes
+    batch_span_counts: list[int] = field(init=False)  # per ResourceSpans, in request order
     span_count: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.span_count = sum(
-            len(scope.spans) for batch in self.request.resource_spans for scope in batch.scope_spans
-        )
+        # Counted once here: the tracker and the metrics both need them, and each count reads upb objects.
+        self.batch_span_counts = [
+            sum(len(scope.spans) for scope in batch.scope_spans) for batch in self.request.resource_spans
+        ]
+        self.span_count = sum(self.batch_span_counts)
 
     @cached_property
     def resource_spans_encodings(self) -> list[bytes]:

@@ -267,8 +267,8 @@ class UsageTracker:
         pending: dict[tuple[str, ...], int] = {}
         encodings = traces.resource_spans_encodings
         needles = plan.span_needles
-        for batch, encoded in zip(traces.request.resource_spans, encodings, strict=True):
-            span_count = sum(len(scope.spans) for scope in batch.scope_spans)
+        batches = zip(traces.request.resource_spans, encodings, traces.batch_span_counts, strict=True)
+        for batch, encoded, span_count in batches:
             if span_count == 0:
                 continue
             resource_values = plan.resource_values(batch.resource)
