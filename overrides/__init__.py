@@ -1,7 +1,7 @@
 """Per-tenant limits: model, loading, validation and the swappable set in force."""
 
 from overrides.dimensions import Dimension, DimensionError, Scope, parse_dimensions, sanitize_label
-from overrides.loading import load_per_tenant_file, parse_tenant_overrides
+from overrides.loading import parse_per_tenant_file, parse_tenant_overrides
 from overrides.model import (
     WILDCARD_TENANT,
     CostAttributionOverrides,
@@ -24,9 +24,9 @@ __all__ = [
     "Scope",
     "TenantLimits",
     "TenantOverrides",
-    "load_per_tenant_file",
     "parse_dimensions",
     "parse_duration",
+    "parse_per_tenant_file",
     "parse_tenant_overrides",
     "sanitize_label",
     "tenant_id_problem",

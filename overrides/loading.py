@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import MappingProxyType
 
 from overrides.dimensions import DimensionError, parse_dimensions
 from overrides.model import WILDCARD_TENANT, CostAttributionOverrides, OverridesSnapshot, TenantOverrides
-from overrides.strict_yaml import ConfigError, Located, Section, decode_text, parse_yaml_text, read_bytes
+from overrides.strict_yaml import ConfigError, Located, Section, decode_text, parse_yaml_text
 from overrides.tenant_ids import tenant_id_problem
 
 TENANT_KEYS = ("cost_attribution",)
@@ -30,13 +29,6 @@ def parse_tenant_overrides(section: Section) -> TenantOverrides:
             dimensions=dimensions, max_cardinality=None if max_cardinality < 0 else max_cardinality
         )
     )
-
-
-def load_per_tenant_file(
-    path: Path, defaults: TenantOverrides, expand_env: bool = False
-) -> OverridesSnapshot:
-    """Parse and validate the whole runtime file; raises ConfigError, never returns a partial result."""
-    return parse_per_tenant_file(read_bytes(path), str(path), defaults, expand_env)
 
 
 def parse_per_tenant_file(
@@ -75,4 +67,4 @@ def _plain(node: Located) -> object:
     return value
 
 
-__all__ = ["ConfigError", "load_per_tenant_file", "parse_per_tenant_file", "parse_tenant_overrides"]
+__all__ = ["ConfigError", "parse_per_tenant_file", "parse_tenant_overrides"]
