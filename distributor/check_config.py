@@ -22,6 +22,7 @@ def check_files(
     problems: list[ConfigError] = []
     checked: list[Path] = []
     defaults = TenantOverrides()
+    forwarder_names: list[str] | None = None  # an overrides file checked alone: names unchecked
     if config_path is not None:
         checked.append(config_path)
         try:
@@ -30,13 +31,19 @@ def check_files(
             problems.append(err)
         else:
             defaults = config.overrides.defaults
+            forwarder_names = [forwarder.name for forwarder in config.forwarders]
             if overrides_path is None:
                 overrides_path = config.overrides.per_tenant_override_config
     if overrides_path is not None:
         checked.append(overrides_path)
         try:
             parse_per_tenant_file(
-                read_bytes(overrides_path), str(overrides_path), defaults, expand_env, problems
+                read_bytes(overrides_path),
+                str(overrides_path),
+                defaults,
+                expand_env,
+                problems,
+                forwarder_names,
             )
         except ConfigError as err:
             problems.append(err)

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from types import MappingProxyType
 
 from overrides.dimensions import DimensionError, parse_dimensions
-from overrides.model import WILDCARD_TENANT, CostAttributionOverrides, OverridesSnapshot, TenantOverrides
+from overrides.model import (
+    WILDCARD_TENANT,
+    CostAttributionOverrides,
+    IngestionOverrides,
+    OverridesSnapshot,
+    TenantOverrides,
+)
 from overrides.strict_yaml import ConfigError, Located, Section, decode_text, parse_yaml_text
 from overrides.tenant_ids import tenant_id_problem
 
-TENANT_KEYS = ("cost_attribution",)
+TENANT_KEYS = ("cost_attribution", "ingestion", "forwarders")
 COST_ATTRIBUTION_KEYS = ("dimensions", "max_cardinality")
+INGESTION_KEYS = ("rate_limit_bytes", "burst_size_bytes", "max_attribute_bytes")
 
 
-def parse_tenant_overrides(section: Section) -> TenantOverrides:
-    """One tenant's block (or `defaults`): only the fields written are set, the rest inherit."""
+def parse_tenant_overrides(
+    section: Section, forwarder_names: Collection[str] | None = None
+) -> TenantOverrides:
+    """One tenant's block (or `defaults`): only the fields written are set, the rest inherit.
+
+    `forwarder_names` are the forwarders the service has configured; a name outside them is an error
+    (None: not checked, for callers that validate an overrides file on its own)."""
     cost = section.section("cost_attribution", COST_ATTRIBUTION_KEYS)
     dimensions = None
     node = cost.node("dimensions")
@@ -24,11 +37,39 @@ def parse_tenant_overrides(section: Section) -> TenantOverrides:
         except DimensionError as err:
             cost.fail("dimensions", str(err))  # when collecting problems: inherit instead
     max_cardinality = cost.integer("max_cardinality", -1)
+    ingestion = section.section("ingestion", INGESTION_KEYS)
+    ingestion_values = {key: ingestion.integer(key, -1) for key in INGESTION_KEYS}
     return TenantOverrides(
         cost_attribution=CostAttributionOverrides(
             dimensions=dimensions, max_cardinality=None if max_cardinality < 0 else max_cardinality
-        )
+        ),
+        ingestion=IngestionOverrides(
+            **{key: None if value < 0 else value for key, value in ingestion_values.items()}
+        ),
+        forwarders=_forwarders(section, forwarder_names),
     )
+
+
+def _forwarders(section: Section, known: Collection[str] | None) -> tuple[str, ...] | None:
+    node = section.node("forwarders")
+    if node is None or node.value is None:
+        return None
+    if not isinstance(node.value, list):
+        section.fail("forwarders", "expected a list of forwarder names")
+        return None
+    names: list[str] = []
+    for item in node.value:
+        name = item.value
+        if not isinstance(name, str) or not name:
+            section.fail_at(item, f"expected a forwarder name, got {name!r}")
+        elif known is not None and name not in known:
+            listed = ", ".join(sorted(known)) or "none are configured"
+            section.fail_at(item, f"unknown forwarder {name!r} (distributor.forwarders: {listed})")
+        elif name in names:
+            section.fail_at(item, f"forwarder {name!r} is listed twice")
+        else:
+            names.append(name)
+    return tuple(names)
 
 
 def parse_per_tenant_file(
@@ -37,6 +78,7 @@ def parse_per_tenant_file(
     defaults: TenantOverrides,
     expand_env: bool = False,
     problems: list[ConfigError] | None = None,
+    forwarder_names: Collection[str] | None = None,
 ) -> OverridesSnapshot:
     """Validate the runtime file's content as a whole (the reloader hashes exactly these bytes)."""
     text = decode_text(data, file, expand_env)
@@ -53,7 +95,9 @@ def parse_per_tenant_file(
         if problem:
             tenants.fail_at(entry, problem)
             continue
-        per_tenant[tenant] = parse_tenant_overrides(Section(entry, entry.path, file, TENANT_KEYS, problems))
+        per_tenant[tenant] = parse_tenant_overrides(
+            Section(entry, entry.path, file, TENANT_KEYS, problems), forwarder_names
+        )
     return OverridesSnapshot(defaults=defaults, per_tenant=MappingProxyType(per_tenant), source=file)
 
 

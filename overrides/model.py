@@ -30,8 +30,25 @@ class CostAttributionOverrides:
 
 
 @dataclass(frozen=True, slots=True)
+class IngestionOverrides:
+    """A layer of ingestion limits; None means "not set here, inherit"."""
+
+    rate_limit_bytes: int | None = None
+    burst_size_bytes: int | None = None
+    max_attribute_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TenantOverrides:
     cost_attribution: CostAttributionOverrides = field(default_factory=CostAttributionOverrides)
+    ingestion: IngestionOverrides = field(default_factory=IngestionOverrides)
+    forwarders: tuple[str, ...] | None = None  # names of distributor.forwarders entries
+
+
+# Tempo's defaults: 15 MB/s with a 20 MB burst per tenant, attributes cut at 2048 bytes.
+DEFAULT_RATE_LIMIT_BYTES = 15_000_000
+DEFAULT_BURST_SIZE_BYTES = 20_000_000
+DEFAULT_MAX_ATTRIBUTE_BYTES = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +57,10 @@ class TenantLimits:
 
     dimensions: tuple[Dimension, ...]
     max_cardinality: int  # 0 = use the tracker's setting
+    rate_limit_bytes: int = DEFAULT_RATE_LIMIT_BYTES  # 0 = no rate limit
+    burst_size_bytes: int = DEFAULT_BURST_SIZE_BYTES
+    max_attribute_bytes: int = DEFAULT_MAX_ATTRIBUTE_BYTES  # 0 = never truncate
+    forwarders: tuple[str, ...] = ()
 
 
 class Source(Enum):
@@ -97,14 +118,27 @@ class OverridesSnapshot:
         sources: dict[str, Source] = {}
 
         def pick(name: str, default: object) -> Any:
+            """`name` is "section.field", or "field" for a top-level one."""
+            section, _, leaf = name.rpartition(".")
+
+            def read(layer: TenantOverrides) -> Any:
+                return getattr(getattr(layer, section) if section else layer, leaf)
+
             for source, layer in layers:
-                value = getattr(layer.cost_attribution, name) if layer is not None else None
+                value = read(layer) if layer is not None else None
                 if value is not None:
-                    sources[f"cost_attribution.{name}"] = source
+                    sources[name] = source
                     return value
-            sources[f"cost_attribution.{name}"] = Source.DEFAULTS
-            value = getattr(self.defaults.cost_attribution, name)
+            sources[name] = Source.DEFAULTS
+            value = read(self.defaults)
             return default if value is None else value
 
-        limits = TenantLimits(dimensions=pick("dimensions", ()), max_cardinality=pick("max_cardinality", 0))
+        limits = TenantLimits(
+            dimensions=pick("cost_attribution.dimensions", ()),
+            max_cardinality=pick("cost_attribution.max_cardinality", 0),
+            rate_limit_bytes=pick("ingestion.rate_limit_bytes", DEFAULT_RATE_LIMIT_BYTES),
+            burst_size_bytes=pick("ingestion.burst_size_bytes", DEFAULT_BURST_SIZE_BYTES),
+            max_attribute_bytes=pick("ingestion.max_attribute_bytes", DEFAULT_MAX_ATTRIBUTE_BYTES),
+            forwarders=pick("forwarders", ()),
+        )
         return ResolvedLimits(limits, MappingProxyType(sources))

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +40,10 @@ class RuntimeOverridesReloader:
         defaults: TenantOverrides,
         expand_env: bool = False,
         wall_clock: Callable[[], float] = time.time,
+        forwarder_names: Collection[str] | None = None,
     ) -> None:
         self.provider = provider
+        self.forwarder_names = forwarder_names
         self.path = path
         self.defaults = defaults
         self.expand_env = expand_env
@@ -60,11 +62,12 @@ class RuntimeOverridesReloader:
         defaults: TenantOverrides,
         expand_env: bool = False,
         wall_clock: Callable[[], float] = time.time,
+        forwarder_names: Collection[str] | None = None,
     ) -> RuntimeOverridesReloader:
         """Read the file at start-up; here an invalid file is fatal (raises ConfigError)."""
         data = read_bytes(path)
-        snapshot = parse_per_tenant_file(data, str(path), defaults, expand_env)
-        reloader = cls(OverridesProvider(snapshot), path, defaults, expand_env, wall_clock)
+        snapshot = parse_per_tenant_file(data, str(path), defaults, expand_env, None, forwarder_names)
+        reloader = cls(OverridesProvider(snapshot), path, defaults, expand_env, wall_clock, forwarder_names)
         reloader._hash_in_force = reloader._hash_last_seen = hashlib.sha256(data).hexdigest()
         reloader._content_in_force = data
         reloader._success_time = wall_clock()
@@ -91,7 +94,9 @@ class RuntimeOverridesReloader:
         if content_hash == self._hash_last_seen:
             return False  # unchanged since the last attempt, good or bad: nothing new to say or apply
         try:
-            snapshot = parse_per_tenant_file(data, str(self.path), self.defaults, self.expand_env)
+            snapshot = parse_per_tenant_file(
+                data, str(self.path), self.defaults, self.expand_env, None, self.forwarder_names
+            )
         except ConfigError as err:
             self._fail(str(err), content_hash)
             return False

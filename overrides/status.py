@@ -16,12 +16,21 @@ def dimensions_as_config(dimensions: tuple[Dimension, ...]) -> dict[str, str]:
 def describe_tenant(snapshot: OverridesSnapshot, tenant: str) -> dict[str, Any]:
     """A tenant's effective values and, for each, which layer it came from."""
     resolved = snapshot.explain(tenant)
+    limits = resolved.limits
     values = {
-        "cost_attribution.dimensions": dimensions_as_config(resolved.limits.dimensions),
-        "cost_attribution.max_cardinality": resolved.limits.max_cardinality,
+        "cost_attribution.dimensions": dimensions_as_config(limits.dimensions),
+        "cost_attribution.max_cardinality": limits.max_cardinality,
+        "ingestion.rate_limit_bytes": limits.rate_limit_bytes,
+        "ingestion.burst_size_bytes": limits.burst_size_bytes,
+        "ingestion.max_attribute_bytes": limits.max_attribute_bytes,
+        "forwarders": list(limits.forwarders),
     }
-    cost_attribution = {
-        name.split(".", 1)[1]: {"value": value, "source": resolved.sources[name].value}
-        for name, value in values.items()
-    }
-    return {"tenant": tenant, "cost_attribution": cost_attribution}
+    described: dict[str, Any] = {"tenant": tenant}
+    for name, value in values.items():
+        section, _, leaf = name.rpartition(".")
+        entry = {"value": value, "source": resolved.sources[name].value}
+        if section:
+            described.setdefault(section, {})[leaf] = entry
+        else:
+            described[leaf] = entry
+    return described

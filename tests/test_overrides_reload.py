@@ -225,6 +225,12 @@ async def test_status_overrides_lists_tenants_and_explains_each_value(
                 "dimensions": {"value": {"team": "team"}, "source": "runtime_file"},
                 "max_cardinality": {"value": 0, "source": "defaults"},
             },
+            "ingestion": {
+                "rate_limit_bytes": {"value": 15_000_000, "source": "defaults"},
+                "burst_size_bytes": {"value": 20_000_000, "source": "defaults"},
+                "max_attribute_bytes": {"value": 2048, "source": "defaults"},
+            },
+            "forwarders": {"value": [], "source": "defaults"},
         }
     async with running.session.get(running.server_url + "/status/overrides/someone") as response:
         described = yaml.safe_load(await response.text())
