@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from distributor.config import Config, config_as_data, differences
 from distributor.metrics import DistributorMetrics
 from distributor.usage.exposition import (
+    DISCARDED_HELP,
+    DISCARDED_METRIC,
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
     render_counter,
@@ -90,7 +92,9 @@ class ServerEndpoints:
 
     async def usage_metrics(self, request: web.Request) -> web.Response:
         openmetrics = wants_openmetrics(request.headers.get("Accept"))
-        body = render_counter(self.tracker.series(), openmetrics)
+        body = render_counter(self.tracker.series(), openmetrics, last=False) + render_counter(
+            self.tracker.discarded_series(), openmetrics, DISCARDED_METRIC, DISCARDED_HELP
+        )
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         return web.Response(body=body, headers={"Content-Type": content_type})
 

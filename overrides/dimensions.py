@@ -25,7 +25,8 @@ class Dimension:
     label: str  # sanitized output label
 
 
-RESERVED_LABELS = ("tenant", "tracker")
+# `reason` labels the discarded-bytes family (issue 4), so no dimension may take it either.
+RESERVED_LABELS = ("tenant", "tracker", "reason")
 
 
 class DimensionError(ValueError):

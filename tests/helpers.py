@@ -101,13 +101,20 @@ def limits(dimensions: object, max_cardinality: int = 0) -> TenantLimits:
     return TenantLimits(parse_dimensions(dimensions), max_cardinality)
 
 
-def parse_usage(text: str) -> dict[Labels, float]:
-    """Usage series as prometheus_client's parser reads them: {labels: bytes}."""
+def parse_usage(text: str, family_name: str = "tempo_usage_tracker_bytes_received") -> dict[Labels, float]:
+    """One family of usage series as prometheus_client's parser reads them: {labels: bytes}."""
     series: dict[Labels, float] = {}
     for family in text_string_to_metric_families(text):
+        if family.name != family_name:
+            continue
         for sample in family.samples:
             series[frozenset(sample.labels.items())] = sample.value
     return series
+
+
+def parse_discarded(text: str) -> dict[Labels, float]:
+    """The discarded-bytes series (labels include `reason`)."""
+    return parse_usage(text, "tempo_usage_tracker_bytes_discarded")
 
 
 def usage(tracker: UsageTracker) -> dict[Labels, float]:

@@ -33,6 +33,9 @@ async def test_usage_metrics_is_prometheus_text_with_only_usage_series(start_ser
         "# TYPE tempo_usage_tracker_bytes_received_total counter",
         'tempo_usage_tracker_bytes_received_total{service_name="auth-service",tenant="single-tenant",'
         f'tracker="cost-attribution"}} {size}',
+        "# HELP tempo_usage_tracker_bytes_discarded_total bytes total refused or lost after decoding with "
+        "these attributes, by reason",
+        "# TYPE tempo_usage_tracker_bytes_discarded_total counter",
     ]
 
 
@@ -46,7 +49,8 @@ async def test_usage_metrics_speaks_openmetrics_when_the_scraper_asks(start_serv
         assert response.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
         text = await response.text()
     assert text.endswith("# EOF\n")
-    [family] = list(parse_openmetrics(text))
+    family, discarded = list(parse_openmetrics(text))
+    assert (discarded.name, discarded.samples) == ("tempo_usage_tracker_bytes_discarded", [])
     assert (family.name, family.type) == ("tempo_usage_tracker_bytes_received", "counter")
     [sample] = family.samples
     assert sample.labels["service_name"] == 'quote" back\\slash\nnewline ünï'

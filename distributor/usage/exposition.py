@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 METRIC = "tempo_usage_tracker_bytes_received"
 HELP = "bytes total received with these attributes"
+DISCARDED_METRIC = "tempo_usage_tracker_bytes_discarded"
+DISCARDED_HELP = "bytes total refused or lost after decoding with these attributes, by reason"
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -31,12 +33,17 @@ def wants_openmetrics(accept: str | None) -> bool:
 
 
 def render_counter(
-    series: Iterable[tuple[str, int]], openmetrics: bool, name: str = METRIC, help_text: str = HELP
+    series: Iterable[tuple[str, int]],
+    openmetrics: bool,
+    name: str = METRIC,
+    help_text: str = HELP,
+    last: bool = True,
 ) -> bytes:
-    """One counter family; `series` yields (rendered label set, value)."""
+    """One counter family; `series` yields (rendered label set, value). OpenMetrics ends the whole
+    exposition with `# EOF`, so only the `last` family writes it."""
     family = name if openmetrics else f"{name}_total"
     head = f"# HELP {family} {help_text}\n# TYPE {family} counter\n"
     sample = f"{name}_total{{"
     body = "".join([f"{sample}{labels}}} {value}\n" for labels, value in series])
-    tail = "# EOF\n" if openmetrics else ""
+    tail = "# EOF\n" if openmetrics and last else ""
     return (head + body + tail).encode("utf-8")

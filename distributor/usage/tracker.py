@@ -83,6 +83,12 @@ class _DimensionPlan:
         rendered.insert(self._tracker_position, TRACKER_NAME)
         return ",".join(f'{name}="{value}"' for name, value in zip(self._names, rendered, strict=True))
 
+    def render_discarded(self, tenant: str, values: tuple[str, ...], reason: str) -> str:
+        """A discarded-bytes series: the same labels plus `reason` (rare, so no precomputed order)."""
+        labels = {**dict(zip(self.labels, values, strict=True)), "tenant": tenant, "tracker": TRACKER_NAME}
+        labels["reason"] = reason
+        return ",".join(f'{name}="{escape_label_value(labels[name])}"' for name in sorted(labels))
+
     def resource_values(self, resource: Any) -> tuple[str, ...]:
         found: dict[str, str] = {}
         wanted = self.resource_wanted
@@ -238,11 +244,23 @@ def _round_half_even(numerator: int, denominator: int) -> int:
     return quotient
 
 
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """One request's bytes per series, computed once: recorded as received when the request is
+    accepted, or as discarded (by reason) when it is refused or later lost."""
+
+    plan: _DimensionPlan
+    pending: dict[tuple[str, ...], int]
+    max_cardinality: int
+
+
 class UsageTracker:
     def __init__(self, config: CostAttributionConfig, clock: Clock = time.monotonic) -> None:
         self.config = config
         self._clock = clock
         self._tenants: dict[str, _TenantUsage] = {}
+        # Discarded bytes live apart, with the same cardinality limit and staleness per tenant.
+        self._discarded: dict[str, _TenantUsage] = {}
         self._plans: dict[tuple[Dimension, ...], _DimensionPlan] = {}
 
     @property
@@ -256,12 +274,27 @@ class UsageTracker:
         return plan
 
     def observe(self, tenant: str, traces: ReceivedTraces, limits: TenantLimits) -> None:
-        """Attribute every span's bytes of one validated request to its series."""
+        """Attribute every span's bytes of one validated request to its series, as received."""
+        attribution = self.attribute(traces, limits)
+        if attribution is not None:
+            self.record_received(tenant, attribution)
+
+    def attribute(self, traces: ReceivedTraces, limits: TenantLimits) -> Attribution | None:
+        """The request's bytes per label values; None when the tenant is not tracked."""
         if not self.config.enabled or not limits.dimensions or traces.span_count == 0:
-            return
+            return None
         plan = self._plan(limits.dimensions)
-        pending = self._attribute(plan, traces)
-        self._apply(tenant, plan, pending, limits.max_cardinality or self.config.max_cardinality)
+        return Attribution(
+            plan, self._attribute(plan, traces), limits.max_cardinality or self.config.max_cardinality
+        )
+
+    def record_received(self, tenant: str, attribution: Attribution) -> None:
+        plan = attribution.plan
+        self._apply(self._tenants, tenant, plan.render, attribution)
+
+    def record_discarded(self, tenant: str, attribution: Attribution, reason: str) -> None:
+        render = attribution.plan.render_discarded
+        self._apply(self._discarded, tenant, lambda t, values: render(t, values, reason), attribution)
 
     def _attribute(self, plan: _DimensionPlan, traces: ReceivedTraces) -> dict[tuple[str, ...], int]:
         pending: dict[tuple[str, ...], int] = {}
@@ -335,19 +368,24 @@ class UsageTracker:
             pending[resource_values] = pending.get(resource_values, 0) + remainder
 
     def _apply(
-        self, tenant: str, plan: _DimensionPlan, pending: dict[tuple[str, ...], int], max_cardinality: int
+        self,
+        tenants: dict[str, _TenantUsage],
+        tenant: str,
+        render: Callable[[str, tuple[str, ...]], str],
+        attribution: Attribution,
     ) -> None:
-        usage = self._tenants.get(tenant)
+        usage = tenants.get(tenant)
         if usage is None:
-            usage = self._tenants[tenant] = _TenantUsage()
+            usage = tenants[tenant] = _TenantUsage()
         now = self._clock()
         series = usage.series
-        for values, total in pending.items():
-            key = plan.render(tenant, values)
+        max_cardinality = attribution.max_cardinality
+        for values, total in attribution.pending.items():
+            key = render(tenant, values)
             entry = series.get(key)
             if entry is None:
                 if usage.active_series() >= max_cardinality:
-                    key = plan.render(tenant, (OVERFLOW,) * len(values))
+                    key = render(tenant, (OVERFLOW,) * len(values))
                     usage.overflow_keys.add(key)
                     usage.overflow_bytes += total
                     entry = series.get(key)
@@ -360,20 +398,27 @@ class UsageTracker:
         """Delete series not updated for stale_duration; returns how many were deleted."""
         cutoff = self._clock() - self.config.stale_duration
         deleted = 0
-        for tenant in list(self._tenants):
-            usage = self._tenants[tenant]
-            stale = [key for key, entry in usage.series.items() if entry.updated < cutoff]
-            for key in stale:
-                del usage.series[key]
-                usage.overflow_keys.discard(key)
-            deleted += len(stale)
-            if not usage.series:
-                del self._tenants[tenant]
+        for tenants in (self._tenants, self._discarded):
+            for tenant in list(tenants):
+                usage = tenants[tenant]
+                stale = [key for key, entry in usage.series.items() if entry.updated < cutoff]
+                for key in stale:
+                    del usage.series[key]
+                    usage.overflow_keys.discard(key)
+                deleted += len(stale)
+                if not usage.series:
+                    del tenants[tenant]
         return deleted
 
     def series(self) -> Iterator[tuple[str, int]]:
-        """(rendered label set, bytes) for every live series."""
+        """(rendered label set, bytes) for every live received-bytes series."""
         for usage in self._tenants.values():
+            for key, entry in usage.series.items():
+                yield key, entry.total
+
+    def discarded_series(self) -> Iterator[tuple[str, int]]:
+        """(rendered label set including `reason`, bytes) for every live discarded-bytes series."""
+        for usage in self._discarded.values():
             for key, entry in usage.series.items():
                 yield key, entry.total
 
