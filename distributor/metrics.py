@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -13,6 +13,73 @@ from prometheus_client.registry import Collector
 
 from distributor.usage.tracker import UsageTracker
 from overrides.reload import RuntimeOverridesReloader
+
+
+class ForwarderMetrics:
+    """Per forwarder: what was sent, what failed and why, retries, drops, and send latency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, help_text: str, labels: list[str]) -> Counter:
+            return Counter(f"tempo_distributor_forwarder_{name}", help_text, labels, registry=registry)
+
+        self.sent_requests = counter("sent_requests_total", "Requests delivered", ["forwarder", "tenant"])
+        self.sent_spans = counter("sent_spans_total", "Spans delivered", ["forwarder", "tenant"])
+        self.sent_bytes = counter(
+            "sent_bytes_total", "Protobuf bytes delivered (before compression)", ["forwarder", "tenant"]
+        )
+        self.send_failures = counter(
+            "send_failures_total", "Failed delivery attempts, by reason", ["forwarder", "reason"]
+        )
+        self.retries = counter("retries_total", "Delivery attempts scheduled again", ["forwarder", "reason"])
+        self.dropped_requests = counter(
+            "dropped_requests_total", "Requests given up on, by reason", ["forwarder", "tenant", "reason"]
+        )
+        self.dropped_spans = counter(
+            "dropped_spans_total", "Spans given up on, by reason", ["forwarder", "tenant", "reason"]
+        )
+        self.rejected_spans = counter(
+            "partially_rejected_spans_total",
+            "Spans a backend reported rejecting in an OTLP partial success",
+            ["forwarder", "tenant"],
+        )
+        self.send_duration = Histogram(
+            "tempo_distributor_forwarder_send_duration_seconds",
+            "Time (in seconds) one delivery attempt took",
+            ["forwarder", "outcome"],
+            registry=registry,
+        )
+
+
+class QueueView:
+    """What the queue gauges read from a forwarder (kept apart to avoid an import cycle)."""
+
+    def __init__(self, name: str, capacity: int, lengths: Callable[[], Iterable[tuple[str, int]]]) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.lengths = lengths
+
+
+class _ForwarderQueueCollector(Collector):
+    def __init__(self, views: list[QueueView]) -> None:
+        self._views = views
+
+    def collect(self) -> Iterator[Metric]:
+        length = GaugeMetricFamily(
+            "tempo_distributor_forwarder_queue_length",
+            "Requests waiting in a tenant's queue of a forwarder",
+            labels=["forwarder", "tenant"],
+        )
+        capacity = GaugeMetricFamily(
+            "tempo_distributor_forwarder_queue_capacity",
+            "Requests each tenant's queue of a forwarder holds (queue_size)",
+            labels=["forwarder"],
+        )
+        for view in self._views:
+            capacity.add_metric([view.name], view.capacity)
+            for tenant, waiting in view.lengths():
+                length.add_metric([view.name, tenant], waiting)
+        yield length
+        yield capacity
 
 
 class DistributorMetrics:
@@ -43,10 +110,19 @@ class DistributorMetrics:
         )
         self.discarded_spans = Counter(
             "tempo_discarded_spans_total",
-            "The total number of spans accepted by a receiver but not passed on, by reason",
+            "The total number of spans decoded but refused, or accepted but not delivered, by reason",
             ["tenant", "reason"],
             registry=self.registry,
         )
+        self.attributes_truncated = Counter(
+            "tempo_distributor_attributes_truncated_total",
+            "The total number of attribute keys or values truncated per tenant and scope",
+            ["tenant", "scope"],
+            registry=self.registry,
+        )
+        self.forwarders = ForwarderMetrics(self.registry)
+        self._queue_views: list[QueueView] = []
+        self.registry.register(_ForwarderQueueCollector(self._queue_views))
         self.request_duration = Histogram(
             "tempo_request_duration_seconds",
             "Time (in seconds) spent serving HTTP requests",
@@ -56,6 +132,9 @@ class DistributorMetrics:
         self.registry.register(_UsageTrackerCollector(tracker))
         if reloader is not None:
             self.registry.register(_RuntimeConfigCollector(reloader))
+
+    def watch_queues(self, view: QueueView) -> None:
+        self._queue_views.append(view)
 
 
 class _RuntimeConfigCollector(Collector):

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from aiohttp import web
 
 from distributor.config import Config, Endpoint
-from distributor.metrics import DistributorMetrics
+from distributor.forwarding.clients import create_client
+from distributor.forwarding.forwarder import Forwarder
+from distributor.limits import IngestionRateLimiter
+from distributor.metrics import DistributorMetrics, QueueView
 from distributor.pipeline import Distributor
 from distributor.receivers.otlp_grpc import OtlpGrpcReceiver
 from distributor.receivers.otlp_http import OtlpHttpReceiver
@@ -41,7 +44,11 @@ class Service:
             self.overrides = OverridesProvider(OverridesSnapshot(defaults=config.overrides.defaults))
         else:
             self.reloader = RuntimeOverridesReloader.load_initial(
-                path, config.overrides.defaults, config.expand_env, wall_clock
+                path,
+                config.overrides.defaults,
+                config.expand_env,
+                wall_clock,
+                [forwarder.name for forwarder in config.forwarders],
             )
             self.overrides = self.reloader.provider
         self.user_overrides: UserConfigurableOverrides | None = None
@@ -51,7 +58,22 @@ class Service:
             self.user_overrides.load_all()
         self.tracker = UsageTracker(config.cost_attribution, clock)
         self.metrics = DistributorMetrics(self.tracker, self.reloader)
-        self.distributor = Distributor(self.overrides, self.tracker, self.metrics)
+        self.rate_limiter = IngestionRateLimiter(clock)
+        self.forwarders: dict[str, Forwarder] = {}
+        self.distributor = Distributor(
+            self.overrides, self.tracker, self.metrics, self.rate_limiter, self.forwarders
+        )
+        for forwarder_config in config.forwarders:
+            forwarder = Forwarder(
+                forwarder_config,
+                create_client(forwarder_config),
+                self.metrics.forwarders,
+                self.distributor.forward_dropped,
+            )
+            self.forwarders[forwarder.name] = forwarder
+            self.metrics.watch_queues(
+                QueueView(forwarder.name, forwarder_config.queue_size, forwarder.queue_lengths)
+            )
         self.endpoints = ServerEndpoints(config, self.tracker, self.metrics, self.overrides, self.reloader)
         self.otlp_http = OtlpHttpReceiver(config.otlp_http, self.distributor, config.multitenancy_enabled)
         self.otlp_grpc = (
@@ -61,7 +83,8 @@ class Service:
         )
         self.otlp_grpc_address: tuple[str, int] | None = None
         self.user_overrides_api = UserOverridesApi(self.user_overrides, config.multitenancy_enabled)
-        self._runners: list[web.AppRunner] = []
+        self._server_runner: web.AppRunner | None = None
+        self._receiver_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.server_address: tuple[str, int] | None = None
         self.otlp_http_address: tuple[str, int] | None = None
@@ -74,28 +97,41 @@ class Service:
 
     async def _listen(
         self, app: web.Application, endpoint: Endpoint, auto_decompress: bool = True
-    ) -> tuple[str, int]:
+    ) -> tuple[web.AppRunner, tuple[str, int]]:
         sock = socket.create_server((endpoint.host, endpoint.port), backlog=1024)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=auto_decompress)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            auto_decompress=auto_decompress,
+            shutdown_timeout=self.config.server.graceful_shutdown_timeout,  # for requests in flight
+        )
         await runner.setup()
-        self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        try:
+            await web.SockSite(runner, sock).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         host, port = sock.getsockname()[:2]
-        return str(host), int(port)
+        return runner, (str(host), int(port))
 
     async def start(self) -> None:
         try:
+            for forwarder in self.forwarders.values():
+                await forwarder.start()
+            server_routes = self.endpoints.routes() + self.user_overrides_api.routes()
+            self._server_runner, self.server_address = await self._listen(
+                self._app(server_routes), self.config.server.endpoint
+            )
             receiver_app = self._app(self.otlp_http.routes(), self.config.otlp_http.max_request_body_bytes)
             # The receiver inflates gzip itself: it must count compressed ingress bytes and stop a
             # gzip bomb at max_request_body_bytes, which aiohttp's automatic inflation would not.
-            self.otlp_http_address = await self._listen(
+            self._receiver_runner, self.otlp_http_address = await self._listen(
                 receiver_app, self.config.otlp_http.endpoint, auto_decompress=False
             )
             if self.otlp_grpc is not None:
                 self.otlp_grpc_address = await self.otlp_grpc.start()
                 log.info("OTLP/gRPC listening on %s:%d", *self.otlp_grpc_address)
-            server_routes = self.endpoints.routes() + self.user_overrides_api.routes()
-            self.server_address = await self._listen(self._app(server_routes), self.config.server.endpoint)
         except BaseException:
             await self.stop()
             raise
@@ -111,17 +147,34 @@ class Service:
         )
 
     async def stop(self) -> None:
+        """Graceful shutdown within server.graceful_shutdown_timeout: /ready answers 503, the receivers
+        stop taking requests and finish those in flight, the forwarders deliver what they hold; what
+        is still undelivered at the deadline is counted and logged. The server port (/metrics) closes
+        last."""
         self.endpoints.ready = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.server.graceful_shutdown_timeout
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
         if self.otlp_grpc is not None:
-            await self.otlp_grpc.stop()
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        self._runners.clear()
+            await self.otlp_grpc.stop(max(0.0, deadline - loop.time()))
+        if self._receiver_runner is not None:
+            await self._receiver_runner.cleanup()
+            self._receiver_runner = None
+        pending = sum(forwarder.pending() for forwarder in self.forwarders.values())
+        if pending:
+            log.info("delivering %d queued requests before exit", pending)
+        undelivered = 0
+        for forwarder in self.forwarders.values():
+            undelivered += await forwarder.drain(deadline - loop.time())
+        if pending and not undelivered:
+            log.info("all queued requests delivered")
+        if self._server_runner is not None:
+            await self._server_runner.cleanup()
+            self._server_runner = None
 
     def reload_overrides(self) -> bool:
         """Re-read the per-tenant file and the user-configurable directory now (every period, on
@@ -139,6 +192,7 @@ class Service:
     async def _purge_stale_forever(self) -> None:
         while True:
             await asyncio.sleep(STALE_PURGE_INTERVAL_SECONDS)
+            self.rate_limiter.forget_full_buckets()
             deleted = self.tracker.purge_stale()
             if deleted:
                 log.debug("purged %d stale usage series", deleted)

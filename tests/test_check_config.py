@@ -92,7 +92,8 @@ def test_every_problem_in_both_files_is_reported_with_line_and_key(tmp_path: Pat
         f"{overrides}:5: overrides.acme.cost_attribution.max_cardinality: expected an integer, got 'many'",
         f"{overrides}:6: overrides.bad/tenant: tenant id 'bad/tenant' contains characters outside "
         "a-zA-Z0-9!-_.*'()",
-        f"{overrides}:9: overrides.beta.limits: unknown key (allowed: cost_attribution, ingestion, forwarders)",
+        f"{overrides}:9: overrides.beta.limits: unknown key "
+        "(allowed: cost_attribution, ingestion, forwarders)",
     ]
     assert result.stderr.strip() == f"9 problems in {config}, {overrides}"
 

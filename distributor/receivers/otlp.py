@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import zlib
 from enum import Enum
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from distributor.pipeline import PushRefused, Refusal
 from distributor.receivers.otlp_json import OtlpJsonError, export_response_json, otlp_json_to_protobuf
 from distributor.traces import ReceivedTraces
-from distributor.wire import Status
+from distributor.wire import RETRY_INFO_TYPE_URL, RetryInfo, Status
 
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
 JSON_CONTENT_TYPE = "application/json"
@@ -24,6 +26,7 @@ INVALID_ARGUMENT = 3
 RESOURCE_EXHAUSTED = 8
 UNIMPLEMENTED = 12
 INTERNAL = 13
+UNAVAILABLE = 14
 UNAUTHENTICATED = 16
 
 
@@ -104,7 +107,32 @@ def encode_success(encoding: Encoding) -> bytes:
     return export_response_json() if encoding is Encoding.JSON else b""
 
 
-def encode_status(encoding: Encoding, code: int, message: str) -> bytes:
+def encode_status(encoding: Encoding, code: int, message: str, retry_after: float | None = None) -> bytes:
     if encoding is Encoding.JSON:
         return json.dumps({"code": code, "message": message}).encode("utf-8")
-    return bytes(Status(code=code, message=message).SerializeToString())
+    return bytes(status_message(code, message, retry_after).SerializeToString())
+
+
+def retry_info(seconds: float) -> bytes:
+    info = RetryInfo()
+    info.retry_delay.FromNanoseconds(round(seconds * 1e9))
+    return bytes(info.SerializeToString())
+
+
+def status_message(code: int, message: str, retry_after: float | None = None) -> Any:
+    """google.rpc.Status, carrying a google.rpc.RetryInfo detail when the client should wait."""
+    status = Status(code=code, message=message)
+    if retry_after is not None:
+        detail = status.details.add()
+        detail.type_url = RETRY_INFO_TYPE_URL  # set by hand: Any.Pack would use our own type name
+        detail.value = retry_info(retry_after)
+    return status
+
+
+def refusal_answer(refused: PushRefused) -> tuple[int, int]:
+    """(HTTP status, google.rpc.Code) for a pipeline refusal; both say whether an exporter retries."""
+    if refused.refusal is Refusal.RATE_LIMITED:
+        return 429, RESOURCE_EXHAUSTED
+    if refused.refusal is Refusal.LARGER_THAN_BURST:
+        return 413, RESOURCE_EXHAUSTED  # no retry can help: 413 and no RetryInfo tell exporters so
+    return 503, UNAVAILABLE

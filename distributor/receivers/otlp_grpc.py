@@ -9,14 +9,22 @@ import logging
 import grpc
 
 from distributor.config import OtlpGrpcConfig
-from distributor.pipeline import Distributor
-from distributor.receivers.otlp import Encoding, ReceiveError, decode_traces
+from distributor.pipeline import Distributor, PushRefused
+from distributor.receivers.otlp import (
+    Encoding,
+    ReceiveError,
+    decode_traces,
+    refusal_answer,
+    retry_info,
+    status_message,
+)
 from distributor.tenancy import ORG_ID_HEADER, TenantError, resolve_tenant
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
 ORG_ID_METADATA = ORG_ID_HEADER.lower()  # gRPC metadata keys are lowercase
 log = logging.getLogger(__name__)
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}  # google.rpc.Code -> grpc's
 
 
 class OtlpGrpcReceiver:
@@ -58,6 +66,16 @@ class OtlpGrpcReceiver:
             await context.abort(code, str(err))
         except ReceiveError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
-        # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
-        self.distributor.push(tenant, traces, ingress_bytes=len(request))
+        try:
+            # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
+            self.distributor.push(tenant, traces, ingress_bytes=len(request))
+        except PushRefused as refused:
+            _, code = refusal_answer(refused)
+            trailing: list[tuple[str, bytes]] = []
+            if refused.retry_after is not None:
+                # The OTel SDK exporters read this trailer; others read the Status details.
+                trailing.append(("google.rpc.retryinfo-bin", retry_info(refused.retry_after)))
+            status = status_message(code, refused.message, refused.retry_after)
+            trailing.append(("grpc-status-details-bin", status.SerializeToString()))
+            await context.abort(_GRPC_CODES[code], refused.message, tuple(trailing))
         return b""  # an empty ExportTraceServiceResponse: full success

@@ -7,7 +7,8 @@ import logging
 from aiohttp import web
 
 from distributor.config import OtlpHttpConfig
-from distributor.pipeline import Distributor
+from distributor.limits import retry_after_header
+from distributor.pipeline import Distributor, PushRefused
 from distributor.receivers.otlp import (
     INTERNAL,
     UNAUTHENTICATED,
@@ -20,6 +21,7 @@ from distributor.receivers.otlp import (
     encode_success,
     gunzip,
     parse_content_type,
+    refusal_answer,
 )
 from distributor.tenancy import ORG_ID_HEADER, TenantError, resolve_tenant
 
@@ -54,6 +56,12 @@ class OtlpHttpReceiver:
             self.distributor.push(tenant, traces, ingress_bytes=len(body))
         except ReceiveError as err:
             return self._error(encoding, err.status, err.code, err.message)
+        except PushRefused as refused:
+            status, code = refusal_answer(refused)
+            response = self._error(encoding, status, code, refused.message, refused.retry_after)
+            if refused.retry_after is not None:
+                response.headers["Retry-After"] = retry_after_header(refused.retry_after)
+            return response
         except Exception:  # a bug must still answer with a Status, and be visible in the log
             log.exception("unexpected error handling %s", TRACES_PATH)
             return self._error(encoding, 500, INTERNAL, "internal error")
@@ -69,11 +77,13 @@ class OtlpHttpReceiver:
             raise ReceiveError(413, f"request body is larger than the limit of {limit} bytes") from None
 
     @staticmethod
-    def _error(encoding: Encoding, status: int, code: int, message: str) -> web.Response:
+    def _error(
+        encoding: Encoding, status: int, code: int, message: str, retry_after: float | None = None
+    ) -> web.Response:
         headers = {"Allow": "POST"} if status == 405 else None
         return web.Response(
             status=status,
-            body=encode_status(encoding, code, message),
+            body=encode_status(encoding, code, message, retry_after),
             content_type=encoding.value,
             headers=headers,
         )

@@ -1,0 +1,1 @@
+"""Forwarding accepted traces to tracing backends: per-tenant queues, workers, retries, OTLP clients."""

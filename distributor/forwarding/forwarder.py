@@ -1,0 +1,194 @@
+"""One configured forwarder: a bounded queue and a set of workers per tenant, like Tempo's forwarder
+queues, so one tenant's backlog (a slow or failing backend for its traffic) never blocks another's.
+
+Nothing is lost silently. A request is only accepted when every forwarder of its tenant has room
+(checked by the pipeline before anything is accounted), and every request that later leaves a queue
+without delivery goes through `on_drop` with a reason, which counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from distributor.config import ForwarderConfig
+from distributor.forwarding.clients import ExportClient
+from distributor.forwarding.retry import Backoff, ExportFailure
+from distributor.metrics import ForwarderMetrics
+from distributor.usage.tracker import Attribution, Clock
+
+log = logging.getLogger(__name__)
+
+# Drop reasons, as counted in tempo_discarded_spans_total and the discarded-bytes series.
+REJECTED = "forward_rejected"  # a permanent failure (HTTP 4xx but 429, INVALID_ARGUMENT...)
+RETRIES_EXHAUSTED = "forward_retries_exhausted"  # retry.max_elapsed_time passed, or retries disabled
+SHUTDOWN = "forward_undelivered_at_shutdown"  # graceful_shutdown_timeout passed first
+
+
+@dataclass(slots=True)
+class ForwardItem:
+    tenant: str
+    payload: bytes  # an encoded ExportTraceServiceRequest
+    span_count: int
+    attribution: Attribution | None  # to attribute the bytes if the item is dropped
+
+
+DropHandler = Callable[[ForwardItem, str], None]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class _TenantQueue:
+    def __init__(self, size: int) -> None:
+        self.queue: asyncio.Queue[ForwardItem] = asyncio.Queue(maxsize=size)
+        self.workers: list[asyncio.Task[None]] = []
+        self.in_flight: set[int] = set()  # ids of items a worker holds
+
+
+class Forwarder:
+    def __init__(
+        self,
+        config: ForwarderConfig,
+        client: ExportClient,
+        metrics: ForwarderMetrics,
+        on_drop: DropHandler,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.client = client
+        self.metrics = metrics
+        self._on_drop = on_drop
+        self._clock = clock
+        self._sleep = sleep
+        self._backoff = backoff or Backoff(config.retry)
+        self._tenants: dict[str, _TenantQueue] = {}
+        self._held: dict[int, ForwardItem] = {}  # what workers are delivering, by id
+
+    async def start(self) -> None:
+        await self.client.start()
+
+    def has_room(self, tenant: str) -> bool:
+        queue = self._tenants.get(tenant)
+        return queue is None or not queue.queue.full()
+
+    def enqueue(self, item: ForwardItem) -> None:
+        """Queue for delivery; the caller checked `has_room` (nothing awaits in between)."""
+        tenant_queue = self._tenants.get(item.tenant)
+        if tenant_queue is None:
+            tenant_queue = self._tenants[item.tenant] = _TenantQueue(self.config.queue_size)
+            tenant_queue.workers = [
+                asyncio.create_task(self._work(tenant_queue), name=f"forwarder-{self.name}-{item.tenant}")
+                for _ in range(self.config.workers)
+            ]
+        tenant_queue.queue.put_nowait(item)
+
+    def queue_lengths(self) -> Iterator[tuple[str, int]]:
+        """(tenant, requests waiting) for every tenant with a queue."""
+        for tenant, tenant_queue in self._tenants.items():
+            yield tenant, tenant_queue.queue.qsize()
+
+    def pending(self) -> int:
+        """Requests not yet delivered or dropped: queued plus in the workers' hands."""
+        return sum(q.queue.qsize() for q in self._tenants.values()) + len(self._held)
+
+    async def _work(self, tenant_queue: _TenantQueue) -> None:
+        while True:
+            item = await tenant_queue.queue.get()
+            self._held[id(item)] = item
+            try:
+                await self._deliver(item)
+            finally:
+                self._held.pop(id(item), None)
+                tenant_queue.queue.task_done()
+
+    async def _deliver(self, item: ForwardItem) -> None:
+        retry = self.config.retry
+        first_attempt = self._clock()
+        attempt = 0
+        while True:
+            started = self._clock()
+            try:
+                rejected = await self.client.export(item.tenant, item.payload)
+            except ExportFailure as failure:
+                self.metrics.send_duration.labels(self.name, "failure").observe(self._clock() - started)
+                self.metrics.send_failures.labels(self.name, failure.reason).inc()
+                if not failure.retryable:
+                    log.warning(
+                        "forwarder %s: backend refused %d spans of tenant %s for good (%s), dropped",
+                        self.name, item.span_count, item.tenant, failure,
+                    )  # fmt: skip
+                    self._drop(item, REJECTED)
+                    return
+                delay = self._backoff.delay(attempt, failure.retry_after)
+                elapsed = self._clock() - first_attempt
+                if not retry.enabled or (
+                    retry.max_elapsed_time > 0 and elapsed + delay > retry.max_elapsed_time
+                ):
+                    log.warning(
+                        "forwarder %s: giving up on %d spans of tenant %s after %d attempts over %.1fs "
+                        "(last: %s), dropped",
+                        self.name, item.span_count, item.tenant, attempt + 1, elapsed, failure,
+                    )  # fmt: skip
+                    self._drop(item, RETRIES_EXHAUSTED)
+                    return
+                self.metrics.retries.labels(self.name, failure.reason).inc()
+                attempt += 1
+                await self._sleep(delay)
+                continue
+            self.metrics.send_duration.labels(self.name, "success").observe(self._clock() - started)
+            self.metrics.sent_requests.labels(self.name, item.tenant).inc()
+            self.metrics.sent_spans.labels(self.name, item.tenant).inc(item.span_count - rejected)
+            self.metrics.sent_bytes.labels(self.name, item.tenant).inc(len(item.payload))
+            if rejected:
+                # The backend names no spans, so no bytes can be attributed: counted, and logged.
+                self.metrics.rejected_spans.labels(self.name, item.tenant).inc(rejected)
+                log.warning(
+                    "forwarder %s: backend rejected %d of %d spans of tenant %s (partial success)",
+                    self.name, rejected, item.span_count, item.tenant,
+                )  # fmt: skip
+            return
+
+    def _drop(self, item: ForwardItem, reason: str) -> None:
+        self.metrics.dropped_requests.labels(self.name, item.tenant, reason).inc()
+        self.metrics.dropped_spans.labels(self.name, item.tenant, reason).inc(item.span_count)
+        self._on_drop(item, reason)
+
+    async def drain(self, timeout: float) -> int:
+        """Deliver what is queued for up to `timeout` seconds, then stop the workers; whatever is still
+        undelivered is dropped (counted and logged). Returns the requests dropped."""
+        waits = [tenant_queue.queue.join() for tenant_queue in self._tenants.values()]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), max(0.0, timeout))
+        undelivered: list[ForwardItem] = list(self._held.values())
+        for tenant_queue in self._tenants.values():
+            for worker in tenant_queue.workers:
+                worker.cancel()
+            while not tenant_queue.queue.empty():
+                undelivered.append(tenant_queue.queue.get_nowait())
+        for tenant_queue in self._tenants.values():
+            for worker in tenant_queue.workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+        self._tenants.clear()
+        self._held.clear()
+        if undelivered:
+            by_tenant: dict[str, int] = {}
+            for item in undelivered:
+                by_tenant[item.tenant] = by_tenant.get(item.tenant, 0) + item.span_count
+                self._drop(item, SHUTDOWN)
+            log.error(
+                "forwarder %s: shutdown timeout reached with %d requests (%d spans) undelivered: %s",
+                self.name,
+                len(undelivered),
+                sum(by_tenant.values()),
+                ", ".join(f"tenant {tenant}: {spans} spans" for tenant, spans in sorted(by_tenant.items())),
+            )
+        await self.client.close()
+        return len(undelivered)
