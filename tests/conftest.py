@@ -10,6 +10,7 @@ from distributor.config import (
     Config,
     CostAttributionConfig,
     Endpoint,
+    ForwarderConfig,
     OtlpGrpcConfig,
     OtlpHttpConfig,
     ServerConfig,
@@ -64,6 +65,17 @@ def make_config(
     )
     config = replace(config, overrides=replace(config.overrides, defaults=defaults))
     return replace(config, **changes)  # type: ignore[arg-type]
+
+
+def with_forwarders(config: Config, *forwarders: ForwarderConfig, **ingestion: int) -> Config:
+    """The config with these forwarders, every tenant forwarding to all of them by default, and any
+    ingestion defaults given (rate_limit_bytes=..., max_attribute_bytes=...)."""
+    defaults = replace(
+        config.overrides.defaults,
+        forwarders=tuple(forwarder.name for forwarder in forwarders),
+        ingestion=replace(config.overrides.defaults.ingestion, **ingestion),
+    )
+    return replace(config, forwarders=forwarders, overrides=replace(config.overrides, defaults=defaults))
 
 
 @pytest.fixture

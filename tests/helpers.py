@@ -171,6 +171,7 @@ class RunningCli:
     process: subprocess.Popen[str]
     server_url: str
     traces_url: str
+    grpc_target: str = ""  # host:port, when the OTLP/gRPC receiver is enabled
 
     def next_log_line_containing(self, text: str) -> str:
         assert self.process.stderr is not None
@@ -185,9 +186,13 @@ def running_cli(config: Path) -> Iterator[RunningCli]:
     )
     try:
         cli = RunningCli(process, "", "")
-        found = re.search(
-            r"server (http://\S+), OTLP/HTTP (http://\S+)", cli.next_log_line_containing("ready")
-        )
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "OTLP/gRPC listening on" in line:
+                cli.grpc_target = line.rsplit(" ", 1)[1].strip()
+            if "distributor ready" in line:
+                break
+        found = re.search(r"server (http://\S+), OTLP/HTTP (http://\S+)", line)
         assert found, "the ready line names both listeners"
         cli.server_url, cli.traces_url = found.group(1), found.group(2)
         yield cli
