@@ -70,15 +70,18 @@ def _candidates(traces: ReceivedTraces, max_bytes: int) -> list[_Path]:
 
     An attribute's key or value is a substring of every encoding that contains it, so a message
     encoded in at most `max_bytes` bytes cannot hold one. Only lengths of already-split encodings
-    are compared; nothing is decoded into objects. On a 100-span request (~30 kB, spans of ~300
-    bytes, limit 2048) with nothing to truncate this whole function takes ~2.5 us (timeit), plus
-    ~2 us for the lazy request split when `resource_spans_encodings` is not yet cached.
+    are compared; nothing is decoded into objects. Measured with timeit on a 100-span request (one
+    ScopeSpans, 25.6 kB, limit 2048) with nothing to truncate: ~15 us for truncate_attributes as a
+    whole, ~19 us when `resource_spans_encodings` is not cached yet, against ~37 us for a full
+    ExportTraceServiceRequest.FromString of it on the same machine. Most of the 15 us is reading
+    each span's encoding out of the lazy message as a new bytes object (~85 ns per span).
     """
     paths: list[_Path] = []
     for b, batch in enumerate(traces.resource_spans_encodings):
         if len(batch) <= max_bytes:
             continue
-        scopes = LazyResourceSpans.FromString(batch).scope_spans
+        # Each element read from a repeated bytes field is a new bytes object (a copy): read them once.
+        scopes = list(LazyResourceSpans.FromString(batch).scope_spans)
         # Whatever is not a ScopeSpans body (the resource, schema_url, framing) bounds the resource's
         # size; this holds even if the resource field were split across the encoding.
         if len(batch) - sum(map(len, scopes)) > max_bytes:
@@ -86,11 +89,10 @@ def _candidates(traces: ReceivedTraces, max_bytes: int) -> list[_Path]:
         for s, scope in enumerate(scopes):
             if len(scope) <= max_bytes:
                 continue
-            # Each element read from a repeated bytes field is a new bytes object (~60 ns): read once.
             sizes = list(map(len, LazyScopeSpans.FromString(scope).spans))
             if len(scope) - sum(sizes) > max_bytes:  # the same bound, for the InstrumentationScope
                 paths.append((b, s))
-            if max(sizes, default=0) > max_bytes:  # the usual answer is no: skip the Python loop
+            if sizes and max(sizes) > max_bytes:  # the usual answer is no: skip the Python loop
                 paths.extend((b, s, k) for k, size in enumerate(sizes) if size > max_bytes)
     return paths
 

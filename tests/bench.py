@@ -4,6 +4,8 @@
 (b) the receiver's accounting path (validating decode + observe), resource-level dimensions
 (c) the same with a span-level dimension present on every span
 (d) end to end: a load-generator process POSTing to a running server process over loopback
+(f) end to end with one forwarder (otlpgrpc) to a local sink process, ingest over HTTP and over gRPC,
+    each against the same ingest without a forwarder: the cost of forwarding
 (e) one /usage_metrics render of 100,000 series vs prometheus_client.generate_latest over the same
 and memory per usage series. Rounds of a/b/c are interleaved and the median taken, because this
 machine is shared and noisy: compare the ratios, not one absolute time.
@@ -130,71 +132,205 @@ def measure_decode_paths() -> dict[str, float]:
 # (d) ---------------------------------------------------------------------------------------------
 
 
-def _load_generator(url: str, requests: int, concurrency: int) -> None:
-    """Runs in its own process: POST the payloads as fast as the server answers."""
+EXPORT_PATH = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def _load_generator(target: str, requests: int, concurrency: int) -> None:
+    """Runs in its own process: send the payloads as fast as the server answers, over OTLP/HTTP when
+    `target` is a URL, else over OTLP/gRPC to host:port."""
     import aiohttp
+    import grpc
 
     payloads = make_payloads(span_team=False)
 
     async def run() -> None:
         connector = aiohttp.TCPConnector(limit=concurrency)
+        channel = grpc.aio.insecure_channel(target) if not target.startswith("http") else None
+        export = channel.unary_unary(EXPORT_PATH) if channel is not None else None
         async with aiohttp.ClientSession(connector=connector) as session:
             queue = list(range(requests))
+
+            async def send(body: bytes) -> None:
+                if export is not None:
+                    await export(body)
+                    return
+                async with session.post(
+                    target, data=body, headers={"Content-Type": "application/x-protobuf"}
+                ) as response:
+                    assert response.status == 200, response.status
+                    await response.read()
 
             async def worker() -> None:
                 while queue:
                     index = queue.pop()
-                    async with session.post(
-                        url,
-                        data=payloads[index % len(payloads)],
-                        headers={"Content-Type": "application/x-protobuf"},
-                    ) as response:
-                        assert response.status == 200, response.status
-                        await response.read()
+                    await send(payloads[index % len(payloads)])
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))  # warm-up connections
             queue.extend(range(requests))
             started = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
+        if channel is not None:
+            await channel.close()
         print(json.dumps({"spans_per_second": requests * SPANS_PER_REQUEST / elapsed}))
 
     asyncio.run(run())
 
 
-def measure_end_to_end(requests: int = 200, concurrency: int = 4) -> float:
+def _sink() -> None:
+    """Runs in its own process: an OTLP/gRPC backend that takes every request and counts its bytes,
+    answering GET /count on HTTP so the benchmark can check nothing forwarded was lost."""
+    import grpc
+    from aiohttp import web
+
+    received = {"requests": 0, "bytes": 0}
+
+    async def export(body: bytes, context: object) -> bytes:
+        received["requests"] += 1
+        received["bytes"] += len(body)
+        return b""
+
+    async def count(request: web.Request) -> web.Response:
+        return web.json_response(received)
+
+    async def otlp_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A minimal HTTP/1.1 keep-alive OTLP receiver: the sink must cost the shared CPU little, or
+        the figure would measure the sink rather than the forwarder."""
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                body = await reader.readexactly(length)
+                received["requests"] += 1
+                received["bytes"] += len(body)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n"
+                )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def run() -> None:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        handler = grpc.unary_unary_rpc_method_handler(export)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(EXPORT_PATH.split("/")[1], {"Export": handler}),)
+        )
+        grpc_port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        app = web.Application()
+        app.router.add_get("/count", count)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        http_port = runner.addresses[0][1]
+        otlp_server = await asyncio.start_server(otlp_http, "127.0.0.1", 0)
+        otlp_port = otlp_server.sockets[0].getsockname()[1]
+        print(
+            json.dumps(
+                {
+                    "grpc": f"127.0.0.1:{grpc_port}",
+                    "http": f"http://127.0.0.1:{http_port}",
+                    "otlphttp": f"http://127.0.0.1:{otlp_port}",
+                }
+            )
+        )
+        sys.stdout.flush()
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+def _start_sink() -> tuple[subprocess.Popen[str], dict[str, str]]:
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench", "--sink"], stdout=subprocess.PIPE, text=True
+    )
+    assert sink.stdout is not None
+    return sink, json.loads(sink.stdout.readline())
+
+
+def _sink_count(sink_http: str) -> dict[str, int]:
+    import urllib.request
+
+    with urllib.request.urlopen(sink_http + "/count", timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def measure_end_to_end(
+    requests: int = 200,
+    concurrency: int = 4,
+    ingest: str = "http",
+    forward_to: str | None = None,
+    sink_http: str = "",
+) -> float:
+    """Spans/s through a server process; with `forward_to` (a sink's OTLP/gRPC host:port or OTLP/HTTP
+    URL) every request is also forwarded, and the run only ends once the sink has the last of them."""
+    forwarding = ""
+    if forward_to is not None:
+        backend = "otlphttp" if forward_to.startswith("http") else "otlpgrpc"
+        forwarding = (
+            "  forwarders:\n"
+            f"    - {{name: sink, backend: {backend}, queue_size: 1000, workers: 4,\n"
+            f"       {backend}: {{endpoint: '{forward_to}', tls: {{insecure: true}}}}}}\n"
+        )
     with tempfile.TemporaryDirectory() as directory:
         config = Path(directory) / "bench.yaml"
         config.write_text(
             "server: {http_listen_port: 0}\n"
-            "distributor:\n  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
+            "distributor:\n"
+            "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'},\n"
+            "    grpc: {endpoint: '127.0.0.1:0', max_recv_msg_size_bytes: 67108864}}}}\n"
             "  usage: {cost_attribution: {enabled: true}}\n"
-            "overrides: {defaults: {cost_attribution: {dimensions: {service.name: ''}}}}\n"
+            f"{forwarding}"
+            "overrides:\n  defaults:\n    cost_attribution: {dimensions: {service.name: ''}}\n"
+            "    ingestion: {rate_limit_bytes: 0}\n"  # the benchmark measures throughput, not limits
+            f"    forwarders: {'[sink]' if forward_to else '[]'}\n"
         )
         server = subprocess.Popen(
             [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
         )
         try:
             assert server.stderr is not None
-            url = None
+            url = grpc_target = None
             for line in server.stderr:
+                found = re.search(r"OTLP/gRPC listening on (\S+)", line)
+                if found:
+                    grpc_target = found.group(1)
                 found = re.search(r"OTLP/HTTP (http://\S+/v1/traces)", line)
                 if found:
                     url = found.group(1)
                     break
-            if url is None:
+            if url is None or grpc_target is None:
                 raise RuntimeError("the server did not start")
+            before = _sink_count(sink_http)["requests"] if forward_to else 0
+            started = time.perf_counter()
             result = subprocess.run(
-                [sys.executable, "-m", "tests.bench", "--loadgen", url, str(requests), str(concurrency)],
+                [
+                    sys.executable, "-m", "tests.bench", "--loadgen",
+                    url if ingest == "http" else grpc_target, str(requests), str(concurrency),
+                ],
                 capture_output=True,
                 text=True,
                 check=True,
                 timeout=600,
-            )
-            return float(json.loads(result.stdout.strip().splitlines()[-1])["spans_per_second"])
+            )  # fmt: skip
+            spans_per_second = float(json.loads(result.stdout.strip().splitlines()[-1])["spans_per_second"])
+            if forward_to is None:
+                return spans_per_second
+            # Forwarding is asynchronous: count the time until the sink has the last request (warm-up
+            # and measured rounds each send `requests`), so a backlog in the queues cannot flatter it.
+            loadgen_seconds = time.perf_counter() - started
+            while _sink_count(sink_http)["requests"] < before + 2 * requests:
+                if time.perf_counter() - started > 120:
+                    raise RuntimeError("forwarded requests did not all reach the sink")
+                time.sleep(0.002)
+            backlog_seconds = time.perf_counter() - started - loadgen_seconds
+            measured = requests * SPANS_PER_REQUEST / spans_per_second
+            return requests * SPANS_PER_REQUEST / (measured + backlog_seconds)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            if server.poll() is None:
+                server.terminate()
+                server.wait(timeout=120)
 
 
 # (e) ---------------------------------------------------------------------------------------------
@@ -272,6 +408,24 @@ def main() -> None:
     ]
     d = measure_end_to_end()
     rows.append(("(d) end to end over loopback", d))
+    sink, sink_addresses = _start_sink()
+    sink_http = sink_addresses["http"]
+    try:
+        forwarding: dict[str, tuple[float, float]] = {}
+        for ingest, backend in (("http", "otlphttp"), ("http", "otlpgrpc"), ("grpc", "otlpgrpc")):
+            without = measure_end_to_end(ingest=ingest)
+            sink_target = sink_addresses["otlphttp" if backend == "otlphttp" else "grpc"]
+            forwarded = measure_end_to_end(ingest=ingest, forward_to=sink_target, sink_http=sink_http)
+            forwarding[f"{ingest}->{backend}"] = (without, forwarded)
+            rows.append((f"(f) {ingest} ingest, no forwarder", without))
+            rows.append((f"(f) {ingest} ingest, forwarded over {backend}", forwarded))
+        delivered = _sink_count(sink_http)
+    finally:
+        sink.terminate()
+        sink.wait(timeout=30)
+    # Each forwarded run sends 200 warm-up + 200 measured requests; the sink must have all of them.
+    expected_requests = len(forwarding) * 2 * 200
+    lost = expected_requests - delivered["requests"]
     for name, spans_per_second in rows:
         print(f"{name:52s} {spans_per_second:12,.0f} spans/s {spans_per_second * mb_per_span:8.1f} MB/s")
     scrape = measure_scrape()
@@ -280,25 +434,33 @@ def main() -> None:
         f"prometheus_client.generate_latest {scrape['theirs_s'] * 1e3:.1f} ms"
     )
     print(f"memory per usage series: {scrape['bytes_per_series']:.0f} bytes")
+    print(f"forwarded requests delivered to the sink: {delivered['requests']} of {expected_requests}")
     print()
-    checks = [
+    checks: list[tuple[str, float, float]] = [
         ("b/a", b / a, 2.0),
         ("c/a", c / a, 1.0),
         ("d/a", d / a, 0.5),
         ("e generate_latest/ours", scrape["theirs_s"] / scrape["ours_s"], 5.0),
     ]
+    for path, (without, forwarded) in forwarding.items():
+        print(f"(f) {path}: forwarded/a {forwarded / a:.2f}, no-forwarder/a {without / a:.2f}")
+        checks.append((f"f {path} fwd/no", forwarded / without, 0.75))
     for name, ratio, target in checks:
         print(f"{name:24s} {ratio:6.2f}  target >= {target:<4}  {'met' if ratio >= target else 'NOT met'}")
     per_series = scrape["bytes_per_series"]
     verdict = "met" if per_series <= 500 else "NOT met"
     print(f"{'bytes per series':24s} {per_series:6.0f}  target <= 500   {verdict}")
+    print(f"{'forwarded requests lost':24s} {lost:6d}  target == 0     {'met' if lost == 0 else 'NOT met'}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--loadgen", nargs=3, metavar=("URL", "REQUESTS", "CONCURRENCY"))
+    parser.add_argument("--loadgen", nargs=3, metavar=("TARGET", "REQUESTS", "CONCURRENCY"))
+    parser.add_argument("--sink", action="store_true")
     args = parser.parse_args()
     if args.loadgen:
         _load_generator(args.loadgen[0], int(args.loadgen[1]), int(args.loadgen[2]))
+    elif args.sink:
+        _sink()
     else:
         main()

@@ -234,9 +234,9 @@ class Tripwire:
 
 
 def test_small_messages_are_skipped_from_their_encoded_sizes_alone() -> None:
-    # The request is above the limit, but no resource, scope or span within it is.
-    req = request(*(batch({"service.name": f"svc-{b}"}, [span(pad=20) for _ in range(20)]) for b in range(5)))
+    # Each batch and its scope are above the limit, but no resource, scope or span within them is.
+    req = request(*(batch({"service.name": f"svc-{b}"}, [span(pad=20) for _ in range(40)]) for b in range(3)))
+    assert all(rs.scope_spans[0].ByteSize() > 2048 for rs in req.resource_spans)
     traces = received(req)
-    assert len(traces.protobuf) > 2048
     traces.request = Tripwire()
     assert truncate_attributes(traces, 2048) is None
