@@ -125,6 +125,8 @@ def test_check_config_agrees_with_the_service_on_the_shipped_files() -> None:
     for config, overrides in (
         (root / "config" / "distributor.yaml", None),
         (root / "config" / "distributor.yaml", root / "examples" / "overrides.yaml"),
+        (root / "examples" / "forwarding.yaml", None),
+        (root / "examples" / "backend.yaml", None),
     ):
         problems, _ = check_files(config, overrides)
         assert problems == []
