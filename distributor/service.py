@@ -7,7 +7,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -159,19 +159,31 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        # New requests are refused from here on (gRPC: UNAVAILABLE; HTTP: the listener closes and
+        # requests on open connections get 503); those already being handled are finished first.
+        # Not runner.cleanup() at once: aiohttp then drops the rest of a body still arriving.
+        stopping: list[Awaitable[None]] = []
         if self.otlp_grpc is not None:
-            await self.otlp_grpc.stop(max(0.0, deadline - loop.time()))
+            stopping.append(self.otlp_grpc.stop(max(0.0, deadline - loop.time())))
+        if self._receiver_runner is not None:
+            for site in list(self._receiver_runner.sites):
+                await site.stop()
+            stopping.append(self.otlp_http.drain(deadline - loop.time()))
+        await asyncio.gather(*stopping)
         if self._receiver_runner is not None:
             await self._receiver_runner.cleanup()
             self._receiver_runner = None
         pending = sum(forwarder.pending() for forwarder in self.forwarders.values())
         if pending:
             log.info("delivering %d queued requests before exit", pending)
-        undelivered = 0
+        dropped_before = sum(forwarder.dropped_requests for forwarder in self.forwarders.values())
         for forwarder in self.forwarders.values():
-            undelivered += await forwarder.drain(deadline - loop.time())
-        if pending and not undelivered:
+            await forwarder.drain(deadline - loop.time())
+        dropped = sum(forwarder.dropped_requests for forwarder in self.forwarders.values()) - dropped_before
+        if pending and not dropped:
             log.info("all queued requests delivered")
+        elif pending:
+            log.warning("%d of %d queued requests were not delivered (see above)", dropped, pending)
         if self._server_runner is not None:
             await self._server_runner.cleanup()
             self._server_runner = None

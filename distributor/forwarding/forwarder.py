@@ -69,6 +69,7 @@ class Forwarder:
         self._backoff = backoff or Backoff(config.retry)
         self._tenants: dict[str, _TenantQueue] = {}
         self._held: dict[int, ForwardItem] = {}  # what workers are delivering, by id
+        self.dropped_requests = 0  # for any reason, since start
 
     async def start(self) -> None:
         await self.client.start()
@@ -155,6 +156,7 @@ class Forwarder:
             return
 
     def _drop(self, item: ForwardItem, reason: str) -> None:
+        self.dropped_requests += 1
         self.metrics.dropped_requests.labels(self.name, item.tenant, reason).inc()
         self.metrics.dropped_spans.labels(self.name, item.tenant, reason).inc(item.span_count)
         self._on_drop(item, reason)
@@ -179,16 +181,21 @@ class Forwarder:
         self._tenants.clear()
         self._held.clear()
         if undelivered:
-            by_tenant: dict[str, int] = {}
+            by_tenant: dict[str, list[int]] = {}  # tenant -> [requests, spans]
             for item in undelivered:
-                by_tenant[item.tenant] = by_tenant.get(item.tenant, 0) + item.span_count
+                counts = by_tenant.setdefault(item.tenant, [0, 0])
+                counts[0] += 1
+                counts[1] += item.span_count
                 self._drop(item, SHUTDOWN)
             log.error(
                 "forwarder %s: shutdown timeout reached with %d requests (%d spans) undelivered: %s",
                 self.name,
                 len(undelivered),
-                sum(by_tenant.values()),
-                ", ".join(f"tenant {tenant}: {spans} spans" for tenant, spans in sorted(by_tenant.items())),
+                sum(spans for _, spans in by_tenant.values()),
+                ", ".join(
+                    f"tenant {tenant}: {requests} requests, {spans} spans"
+                    for tenant, (requests, spans) in sorted(by_tenant.items())
+                ),
             )
         await self.client.close()
         return len(undelivered)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
@@ -12,6 +14,7 @@ from distributor.pipeline import Distributor, PushRefused
 from distributor.receivers.otlp import (
     INTERNAL,
     UNAUTHENTICATED,
+    UNAVAILABLE,
     UNIMPLEMENTED,
     Encoding,
     ReceiveError,
@@ -34,11 +37,37 @@ class OtlpHttpReceiver:
         self.config = config
         self.distributor = distributor
         self.multitenancy_enabled = multitenancy_enabled
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new requests (503, so exporters retry elsewhere or later) and wait up to `timeout`
+        for those already being handled, uploads still arriving included, to be answered."""
+        self.draining = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout))
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.route("*", TRACES_PATH, self.handle_traces)]
 
     async def handle_traces(self, request: web.Request) -> web.Response:
+        if self.draining:
+            response = self._error(Encoding.PROTOBUF, 503, UNAVAILABLE, "shutting down: retry", 1.0)
+            response.headers["Retry-After"] = "1"
+            response.force_close()  # keep-alive connections must not bring more requests
+            return response
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._handle_traces(request)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _handle_traces(self, request: web.Request) -> web.Response:
         encoding = Encoding.PROTOBUF  # errors found before the content type is known answer in protobuf
         try:
             if request.method != "POST":
