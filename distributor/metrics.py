@@ -163,7 +163,7 @@ class _RuntimeConfigCollector(Collector):
 
 
 class _UsageTrackerCollector(Collector):
-    def __init__(self, tracker: UsageTracker, reloader: RuntimeOverridesReloader | None = None) -> None:
+    def __init__(self, tracker: UsageTracker) -> None:
         self._tracker = tracker
 
     def collect(self) -> Iterator[Metric]:

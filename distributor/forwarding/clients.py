@@ -64,7 +64,7 @@ def rejected_spans(response: bytes) -> int:
         return 0  # a success whose body is not OTLP (some proxies): nothing was reported rejected
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
     """Retry-After as delay-seconds or an HTTP date (RFC 9110); None if absent or unreadable."""
     if not value:
         return None
@@ -77,7 +77,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _status_message(body: bytes, content_type: str) -> str:

@@ -161,9 +161,9 @@ class Forwarder:
         self.metrics.dropped_spans.labels(self.name, item.tenant, reason).inc(item.span_count)
         self._on_drop(item, reason)
 
-    async def drain(self, timeout: float) -> int:
+    async def drain(self, timeout: float) -> None:
         """Deliver what is queued for up to `timeout` seconds, then stop the workers; whatever is still
-        undelivered is dropped (counted and logged). Returns the requests dropped."""
+        undelivered is dropped (counted in `dropped_requests` and the metrics, and logged)."""
         waits = [tenant_queue.queue.join() for tenant_queue in self._tenants.values()]
         if waits:
             with contextlib.suppress(TimeoutError):
@@ -198,4 +198,3 @@ class Forwarder:
                 ),
             )
         await self.client.close()
-        return len(undelivered)
