@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distributor.usage.attribution_config import (
+    UsageAttributionConfig,
+    parse_usage_attribution,
+    usage_attribution_as_data,
+)
 from overrides import TenantOverrides, parse_tenant_overrides
 from overrides.model import DEFAULT_BURST_SIZE_BYTES, DEFAULT_MAX_ATTRIBUTE_BYTES, DEFAULT_RATE_LIMIT_BYTES
 from overrides.status import dimensions_as_config
@@ -139,6 +144,7 @@ class Config:
     forwarders: tuple[ForwarderConfig, ...] = ()
     cost_attribution: CostAttributionConfig = field(default_factory=CostAttributionConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
+    usage_attribution: UsageAttributionConfig = field(default_factory=UsageAttributionConfig)
     source: Path | None = None
     expand_env: bool = False
 
@@ -149,7 +155,13 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
     With `problems`, every problem after a successful YAML parse is collected there instead."""
     root, _ = read_yaml(path, expand_env=expand_env)
     file = str(path)
-    top = Section(root, "", file, ("multitenancy_enabled", "server", "distributor", "overrides"), problems)
+    top = Section(
+        root,
+        "",
+        file,
+        ("multitenancy_enabled", "server", "distributor", "overrides", "usage_attribution"),
+        problems,
+    )
 
     server_defaults, http_defaults, cost_defaults = ServerConfig(), OtlpHttpConfig(), CostAttributionConfig()
     server = top.section("server", ("http_listen_address", "http_listen_port", "graceful_shutdown_timeout"))
@@ -244,6 +256,7 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
             per_tenant_override_period=period,
             user_configurable_overrides=user_config,
         ),
+        usage_attribution=parse_usage_attribution(top, path),
         source=path,
         expand_env=expand_env,
     )
@@ -438,6 +451,7 @@ def config_as_data(config: Config) -> dict[str, Any]:
                 "storage_path": str(config.overrides.user_configurable_overrides.storage_path),
             },
         },
+        "usage_attribution": usage_attribution_as_data(config.usage_attribution),
     }
 
 

@@ -17,6 +17,7 @@ from distributor.limits import IngestionRateLimiter
 from distributor.metrics import DistributorMetrics
 from distributor.traces import ReceivedTraces
 from distributor.truncation import truncate_attributes
+from distributor.usage.ledger import UsageLedger
 from distributor.usage.tracker import Attribution, UsageTracker
 from overrides import OverridesProvider, TenantLimits
 
@@ -49,12 +50,14 @@ class Distributor:
         metrics: DistributorMetrics,
         rate_limiter: IngestionRateLimiter,
         forwarders: Mapping[str, Forwarder],
+        ledger: UsageLedger | None = None,
     ) -> None:
         self.overrides = overrides
         self.tracker = tracker
         self.metrics = metrics
         self.rate_limiter = rate_limiter
         self.forwarders = forwarders
+        self.ledger = ledger
 
     def push(self, tenant: str, traces: ReceivedTraces, ingress_bytes: int) -> None:
         """Account and queue one validated request, or raise PushRefused having changed nothing but
@@ -82,8 +85,13 @@ class Distributor:
                 retry_after=1.0,
             )
         attribution = self.tracker.attribute(traces, limits)
+        ledger = self.ledger
         if attribution is not None:
-            self.tracker.record_received(tenant, attribution)
+            overflowed = self.tracker.record_received(tenant, attribution)
+            if ledger is not None:
+                ledger.record(tenant, attribution.labels, attribution.pending, attribution.spans, overflowed)
+        elif ledger is not None:  # not tracked (no dimensions): the ledger still bills the tenant
+            ledger.record_total(tenant, traces.attributable_bytes, traces.span_count)
         metrics.spans_received.labels(tenant).inc(traces.span_count)
         metrics.bytes_received.labels(tenant).inc(size)
         if not forwarders:

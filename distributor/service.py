@@ -20,7 +20,11 @@ from distributor.pipeline import Distributor
 from distributor.receivers.otlp_grpc import OtlpGrpcReceiver
 from distributor.receivers.otlp_http import OtlpHttpReceiver
 from distributor.server import ServerEndpoints, request_metrics_middleware
+from distributor.usage.attribution_api import UsageAttributionApi
+from distributor.usage.ledger import LedgerMetrics, UsageLedger
+from distributor.usage.ledger_sqlite import SqliteLedgerStore
 from distributor.usage.tracker import Clock, UsageTracker
+from distributor.usage_attribution_http import UsageAttributionHttp
 from distributor.user_overrides_api import UserOverridesApi
 from overrides import OverridesProvider, OverridesSnapshot
 from overrides.reload import RuntimeOverridesReloader
@@ -60,8 +64,22 @@ class Service:
         self.metrics = DistributorMetrics(self.tracker, self.reloader)
         self.rate_limiter = IngestionRateLimiter(clock)
         self.forwarders: dict[str, Forwarder] = {}
+        self.ledger: UsageLedger | None = None
+        attribution_api: UsageAttributionApi | None = None
+        attribution = config.usage_attribution
+        if attribution.enabled:
+            self.ledger = UsageLedger(
+                SqliteLedgerStore(attribution.ledger.sqlite_path),
+                LedgerMetrics(self.metrics.registry),
+                attribution.ledger.flush_period,
+                attribution.ledger.retention_months,
+                merge_after=attribution.api.cursor_ttl,
+                wall_clock=wall_clock,
+            )
+            attribution_api = UsageAttributionApi(attribution, self.ledger, self.org_tags, clock, wall_clock)
+        self.attribution_http = UsageAttributionHttp(attribution_api)
         self.distributor = Distributor(
-            self.overrides, self.tracker, self.metrics, self.rate_limiter, self.forwarders
+            self.overrides, self.tracker, self.metrics, self.rate_limiter, self.forwarders, self.ledger
         )
         for forwarder_config in config.forwarders:
             forwarder = Forwarder(
@@ -119,7 +137,9 @@ class Service:
         try:
             for forwarder in self.forwarders.values():
                 await forwarder.start()
-            server_routes = self.endpoints.routes() + self.user_overrides_api.routes()
+            server_routes = (
+                self.endpoints.routes() + self.user_overrides_api.routes() + self.attribution_http.routes()
+            )
             self._server_runner, self.server_address = await self._listen(
                 self._app(server_routes), self.config.server.endpoint
             )
@@ -135,6 +155,8 @@ class Service:
         except BaseException:
             await self.stop()
             raise
+        if self.ledger is not None:
+            self.ledger.start()
         self._tasks.append(asyncio.create_task(self._purge_stale_forever()))
         if self.reloader is not None or self.user_overrides is not None:
             self._tasks.append(asyncio.create_task(self._reload_overrides_forever()))
@@ -187,6 +209,16 @@ class Service:
         if self._server_runner is not None:
             await self._server_runner.cleanup()
             self._server_runner = None
+        if self.ledger is not None:
+            # Last: the periodic flush went on during the drain; this writes what the final requests added.
+            await self.ledger.close()
+            self.ledger = None
+
+    def org_tags(self, tenant: str) -> tuple[str, ...]:
+        """A tenant's usage attribution tags: its cost-attribution output labels, sorted."""
+        if not self.tracker.enabled:
+            return ()
+        return self.tracker.labels_for(self.overrides.for_tenant(tenant).dimensions)
 
     def reload_overrides(self) -> bool:
         """Re-read the per-tenant file and the user-configurable directory now (every period, on

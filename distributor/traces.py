@@ -29,3 +29,12 @@ class ReceivedTraces:
     def resource_spans_encodings(self) -> list[bytes]:
         """Each ResourceSpans exactly as encoded, in request order (aligned with request.resource_spans)."""
         return list(LazyTracesRequest.FromString(self.protobuf).resource_spans)
+
+    @property
+    def attributable_bytes(self) -> int:
+        """What the usage tracker attributes: every ResourceSpans that has spans, as encoded."""
+        return sum(
+            len(encoded)
+            for encoded, spans in zip(self.resource_spans_encodings, self.batch_span_counts, strict=True)
+            if spans
+        )

@@ -291,6 +291,8 @@ async def test_status_config_shows_effective_defaults_and_diff(
             "per_tenant_override_config": str(tmp_path / "overrides.yaml"),
             "user_configurable_overrides": {"storage_path": str(tmp_path / "data" / "user-overrides")},
         },
+        # Relative paths are resolved against the config file, so they differ from the bare default.
+        "usage_attribution": {"ledger": {"sqlite": {"path": str(tmp_path / "data" / "ledger.db")}}},
     }
     status, _ = await get("?mode=everything")
     assert status == 400

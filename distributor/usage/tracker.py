@@ -252,6 +252,12 @@ class Attribution:
     plan: _DimensionPlan
     pending: dict[tuple[str, ...], int]
     max_cardinality: int
+    # Spans per series (same keys as `pending`): the ledger's estimated_ingested_spans_usage.
+    spans: dict[tuple[str, ...], int]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.plan.labels
 
 
 class UsageTracker:
@@ -266,6 +272,10 @@ class UsageTracker:
     @property
     def enabled(self) -> bool:
         return self.config.enabled
+
+    def labels_for(self, dimensions: tuple[Dimension, ...]) -> tuple[str, ...]:
+        """The output labels these dimensions give, sorted (an org's attribution tags)."""
+        return self._plan(dimensions).labels if dimensions else ()
 
     def _plan(self, dimensions: tuple[Dimension, ...]) -> _DimensionPlan:
         plan = self._plans.get(dimensions)
@@ -284,19 +294,25 @@ class UsageTracker:
         if not self.config.enabled or not limits.dimensions or traces.span_count == 0:
             return None
         plan = self._plan(limits.dimensions)
-        return Attribution(
-            plan, self._attribute(plan, traces), limits.max_cardinality or self.config.max_cardinality
-        )
+        spans: dict[tuple[str, ...], int] = {}
+        pending = self._attribute(plan, traces, spans)
+        return Attribution(plan, pending, limits.max_cardinality or self.config.max_cardinality, spans)
 
-    def record_received(self, tenant: str, attribution: Attribution) -> None:
+    def record_received(
+        self, tenant: str, attribution: Attribution
+    ) -> dict[tuple[str, ...], tuple[str, ...]]:
+        """Count the request as received. Returns the series that went to `__overflow__` (label values
+        as attributed -> as recorded), usually none, so the ledger records exactly what the tracker does."""
         plan = attribution.plan
-        self._apply(self._tenants, tenant, plan.render, attribution)
+        return self._apply(self._tenants, tenant, plan.render, attribution)
 
     def record_discarded(self, tenant: str, attribution: Attribution, reason: str) -> None:
         render = attribution.plan.render_discarded
         self._apply(self._discarded, tenant, lambda t, values: render(t, values, reason), attribution)
 
-    def _attribute(self, plan: _DimensionPlan, traces: ReceivedTraces) -> dict[tuple[str, ...], int]:
+    def _attribute(
+        self, plan: _DimensionPlan, traces: ReceivedTraces, spans: dict[tuple[str, ...], int]
+    ) -> dict[tuple[str, ...], int]:
         pending: dict[tuple[str, ...], int] = {}
         encodings = traces.resource_spans_encodings
         needles = plan.span_needles
@@ -311,8 +327,9 @@ class UsageTracker:
                 # Every span of the batch shares one series, so span bytes plus portions add up to
                 # the batch's encoded size exactly: no per-span work at all.
                 pending[resource_values] = pending.get(resource_values, 0) + len(encoded)
+                spans[resource_values] = spans.get(resource_values, 0) + span_count
                 continue
-            self._attribute_spans(plan, batch, encoded, scopes, span_count, resource_values, pending)
+            self._attribute_spans(plan, batch, encoded, scopes, span_count, resource_values, pending, spans)
         return pending
 
     @staticmethod
@@ -324,6 +341,7 @@ class UsageTracker:
         span_count: int,
         resource_values: tuple[str, ...],
         pending: dict[tuple[str, ...], int],
+        span_counts: dict[tuple[str, ...], int],
     ) -> None:
         """Split one batch whose spans may carry their own values.
 
@@ -363,9 +381,12 @@ class UsageTracker:
             if values == first_values:
                 total += shared - portion * span_count
             pending[values] = pending.get(values, 0) + total
+            span_counts[values] = span_counts.get(values, 0) + own_counts[values]
             remainder -= total
-        if sum(own_counts.values()) < span_count:  # some spans kept the resource's values
+        own_spans = sum(own_counts.values())
+        if own_spans < span_count:  # some spans kept the resource's values
             pending[resource_values] = pending.get(resource_values, 0) + remainder
+            span_counts[resource_values] = span_counts.get(resource_values, 0) + span_count - own_spans
 
     def _apply(
         self,
@@ -373,19 +394,21 @@ class UsageTracker:
         tenant: str,
         render: Callable[[str, tuple[str, ...]], str],
         attribution: Attribution,
-    ) -> None:
+    ) -> dict[tuple[str, ...], tuple[str, ...]]:
         usage = tenants.get(tenant)
         if usage is None:
             usage = tenants[tenant] = _TenantUsage()
         now = self._clock()
         series = usage.series
         max_cardinality = attribution.max_cardinality
+        overflowed: dict[tuple[str, ...], tuple[str, ...]] = {}
         for values, total in attribution.pending.items():
             key = render(tenant, values)
             entry = series.get(key)
             if entry is None:
                 if usage.active_series() >= max_cardinality:
-                    key = render(tenant, (OVERFLOW,) * len(values))
+                    overflowed[values] = (OVERFLOW,) * len(values)
+                    key = render(tenant, overflowed[values])
                     usage.overflow_keys.add(key)
                     usage.overflow_bytes += total
                     entry = series.get(key)
@@ -393,6 +416,7 @@ class UsageTracker:
                     entry = series[key] = _Series(now)
             entry.total += total
             entry.updated = now
+        return overflowed
 
     def purge_stale(self) -> int:
         """Delete series not updated for stale_duration; returns how many were deleted."""

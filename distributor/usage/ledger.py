@@ -1,0 +1,303 @@
+"""The durable usage ledger: what each tenant used per UTC hour and label values, for chargeback.
+
+Fed by the same attribution as the tracker (same labels, `__missing__`, `__overflow__`), so the bytes a
+tenant's hour holds equal the increase of its `tempo_usage_tracker_bytes_received_total` series over
+that hour. Usage is summed in memory on the event loop (a few dict operations per request) and written
+to a `LedgerStore` in one batch every `flush_period` and on graceful shutdown, off the event loop.
+
+Every flush gets a sequence number; the store keeps recent flushes apart (see `LedgerStore`), so a
+reader can ask for "the ledger as of flush N" and page through a consistent snapshot while usage
+keeps arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+log = logging.getLogger(__name__)
+
+HOUR = 3600
+# The two usage types traces give (Datadog's names); distinct hosts and sessions come later.
+BYTES_USAGE = "ingested_spans_bytes_usage"
+SPANS_USAGE = "estimated_ingested_spans_usage"
+USAGE_TYPES = (BYTES_USAGE, SPANS_USAGE)
+
+Tags = tuple[tuple[str, str], ...]  # (label, value) pairs, sorted by label
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What one flush adds to one series in one hour."""
+
+    tenant: str
+    hour: int  # epoch seconds, UTC, a multiple of 3600
+    tags: Tags
+    spans_bytes: int
+    spans: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    seq: int  # the last flush included; 0 when nothing was ever flushed
+    flushed_at: float  # wall-clock time of that flush
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    period: int  # the hour or month start, epoch seconds UTC
+    tenant: str
+    tags: Tags
+    spans_bytes: int
+    spans: int
+
+    def value(self, usage_type: str) -> int:
+        return self.spans_bytes if usage_type == BYTES_USAGE else self.spans
+
+
+class LedgerStore(Protocol):
+    """Where the ledger lives (SQLite embedded; PostgreSQL for many replicas next).
+
+    Implementations are called from one writer thread and one reader thread at a time."""
+
+    def write(self, entries: Sequence[LedgerEntry], flushed_at: float) -> int:
+        """Add one flush atomically (hourly and monthly); returns its sequence number."""
+        ...
+
+    def snapshot(self) -> Snapshot: ...
+
+    def oldest_snapshot(self) -> int:
+        """The oldest sequence number a reader can still ask for (older flushes were merged)."""
+        ...
+
+    def hourly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
+        """Usage per (hour, tenant, tags) for start <= hour < end, as of flush `seq`; no zero rows."""
+        ...
+
+    def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
+        """Usage per (month, tenant, tags) for months starting in [start, end), as of flush `seq`."""
+        ...
+
+    def tenants(self) -> list[str]:
+        """Every tenant the ledger holds usage for."""
+        ...
+
+    def maintain(self, merge_before: float, keep_from_hour: int, keep_from_month: int) -> None:
+        """Merge flushes older than `merge_before` (wall clock) and delete usage before the retention."""
+        ...
+
+    def secret(self) -> bytes:
+        """A random key made once per ledger, shared by every replica that uses it (signs cursors)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def hour_of(timestamp: float) -> int:
+    return int(timestamp // HOUR) * HOUR
+
+
+def month_of(timestamp: float) -> int:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return calendar.timegm((moment.year, moment.month, 1, 0, 0, 0))
+
+
+def add_months(month: int, count: int) -> int:
+    moment = datetime.fromtimestamp(month, UTC)
+    index = moment.year * 12 + moment.month - 1 + count
+    return calendar.timegm((index // 12, index % 12 + 1, 1, 0, 0, 0))
+
+
+class LedgerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.flushes = Counter(
+            "tempo_usage_ledger_flushes_total",
+            "Usage ledger flushes, by result (a failed flush keeps its usage for the next one)",
+            ["result"],
+            registry=registry,
+        )
+        self.flushed_entries = Counter(
+            "tempo_usage_ledger_flushed_entries_total",
+            "Series-hours written to the usage ledger",
+            registry=registry,
+        )
+        self.pending_entries = Gauge(
+            "tempo_usage_ledger_pending_entries",
+            "Series-hours summed in memory, waiting for the next flush",
+            registry=registry,
+        )
+        self.last_flush = Gauge(
+            "tempo_usage_ledger_last_successful_flush_timestamp_seconds",
+            "Wall-clock time of the last successful flush",
+            registry=registry,
+        )
+        self.unrecorded_bytes = Counter(
+            "tempo_usage_ledger_unrecorded_bytes_total",
+            "Accepted bytes the ledger could not store (the final flush at shutdown failed)",
+            ["tenant"],
+            registry=registry,
+        )
+        self.unrecorded_spans = Counter(
+            "tempo_usage_ledger_unrecorded_spans_total",
+            "Accepted spans the ledger could not store (the final flush at shutdown failed)",
+            ["tenant"],
+            registry=registry,
+        )
+
+
+# (tenant, hour, labels, values) -> [bytes, spans]
+_PendingKey = tuple[str, int, tuple[str, ...], tuple[str, ...]]
+
+
+class UsageLedger:
+    def __init__(
+        self,
+        store: LedgerStore,
+        metrics: LedgerMetrics,
+        flush_period: float,
+        retention_months: int,
+        merge_after: float,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.flush_period = flush_period
+        self.retention_months = retention_months
+        self.merge_after = merge_after
+        self._wall_clock = wall_clock
+        self._pending: dict[_PendingKey, list[int]] = {}
+        # One writer thread (SQLite allows one writer) and one reader thread, each with its connection.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="ledger-reader")
+        self._flush_lock = asyncio.Lock()
+        self._last_maintenance = float("-inf")
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the hot path (event loop) --------------------------------------------------------------------
+
+    def record(
+        self,
+        tenant: str,
+        labels: tuple[str, ...],
+        bytes_by_values: dict[tuple[str, ...], int],
+        spans_by_values: dict[tuple[str, ...], int],
+        overflowed: dict[tuple[str, ...], tuple[str, ...]],
+    ) -> None:
+        """One accepted request's usage, attributed as the tracker recorded it."""
+        hour = int(self._wall_clock() // HOUR) * HOUR
+        pending = self._pending
+        for values, size in bytes_by_values.items():
+            spans = spans_by_values[values]
+            if overflowed:
+                values = overflowed.get(values, values)
+            key = (tenant, hour, labels, values)
+            entry = pending.get(key)
+            if entry is None:
+                pending[key] = [size, spans]
+            else:
+                entry[0] += size
+                entry[1] += spans
+
+    def record_total(self, tenant: str, size: int, spans: int) -> None:
+        """Usage of a tenant without cost-attribution dimensions: one series with no tags."""
+        self.record(tenant, (), {(): size}, {(): spans}, {})
+
+    # -- flushing ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_period)
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write what was summed since the last flush; True when it is stored (or there was nothing).
+        On failure the usage goes back into memory and the next flush tries again."""
+        async with self._flush_lock:
+            batch, self._pending = self._pending, {}
+            now = self._wall_clock()
+            try:
+                if batch:
+                    await self._in_writer(lambda: self.store.write(_entries(batch), now))
+                    self.metrics.flushed_entries.inc(len(batch))
+                if now - self._last_maintenance >= min(60.0, self.merge_after):
+                    self._last_maintenance = now
+                    await self._in_writer(lambda: self._maintain(now))
+            except Exception:
+                log.exception(
+                    "usage ledger flush failed; %d series-hours kept for the next flush", len(batch)
+                )
+                self.metrics.flushes.labels("failure").inc()
+                for key, (size, spans) in batch.items():
+                    entry = self._pending.setdefault(key, [0, 0])
+                    entry[0] += size
+                    entry[1] += spans
+                self.metrics.pending_entries.set(len(self._pending))
+                return False
+            self.metrics.flushes.labels("success").inc()
+            self.metrics.last_flush.set(now)
+            self.metrics.pending_entries.set(len(self._pending))
+            return True
+
+    def _maintain(self, now: float) -> None:
+        keep_from_month = add_months(month_of(now), -self.retention_months)
+        self.store.maintain(now - self.merge_after, keep_from_month, keep_from_month)
+
+    async def close(self) -> None:
+        """Stop the periodic flush, flush what is left (graceful shutdown), release the store."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if not await self.flush():
+            lost_bytes: dict[str, int] = {}
+            lost_spans: dict[str, int] = {}
+            for (tenant, *_), (size, spans) in self._pending.items():
+                lost_bytes[tenant] = lost_bytes.get(tenant, 0) + size
+                lost_spans[tenant] = lost_spans.get(tenant, 0) + spans
+            for tenant, size in sorted(lost_bytes.items()):
+                self.metrics.unrecorded_bytes.labels(tenant).inc(size)
+                self.metrics.unrecorded_spans.labels(tenant).inc(lost_spans[tenant])
+                log.error(
+                    "usage ledger: %d bytes and %d spans of tenant %s were not stored",
+                    size,
+                    lost_spans[tenant],
+                    tenant,
+                )
+            self._pending.clear()
+        await self._in_writer(self.store.close)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    async def read(self, query: Callable[[LedgerStore], T]) -> T:
+        """Run a read against the store on the reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._reader, query, self.store)
+
+    async def _in_writer(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer, work)
+
+    def pending_usage(self) -> int:
+        return len(self._pending)
+
+
+def _entries(batch: dict[_PendingKey, list[int]]) -> list[LedgerEntry]:
+    return [
+        LedgerEntry(tenant, hour, tuple(zip(labels, values, strict=True)), size, spans)
+        for (tenant, hour, labels, values), (size, spans) in batch.items()
+    ]

@@ -1,0 +1,236 @@
+"""The embedded ledger store: one SQLite file in WAL mode.
+
+Tables (periods are epoch seconds, UTC):
+- `series(id, tenant, tags)`: each distinct label set once; rows below refer to it by id, so grouping
+  and scanning work on integers.
+- `hourly(hour, tenant, series, bytes, spans, seq)` and `monthly(month, ...)`: what each flush `seq`
+  added; clustered on (period, tenant, series, seq), so a month of one org is one range scan.
+- `flushes(seq, at)`: when each flush happened. `meta`: the merge horizon and the cursor secret.
+
+Flushes older than the cursor lifetime are merged into one row per (period, series), carrying the
+newest merged `seq`: reading "as of flush S" (`seq <= S`) stays exact for every S at or after the
+horizon, so a paginated answer never changes under its reader.
+
+With several replicas on one PostgreSQL ledger, flush numbers will need commit order (not just a
+sequence); that backend comes next and keeps this interface.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+from distributor.usage.ledger import LedgerEntry, Snapshot, Tags, UsageRow, month_of
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS flushes (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, tags TEXT NOT NULL, UNIQUE (tenant, tags)
+);
+CREATE TABLE IF NOT EXISTS hourly (
+    hour INTEGER NOT NULL, tenant TEXT NOT NULL, series INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, spans INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (hour, tenant, series, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hourly_by_seq ON hourly (seq);
+CREATE TABLE IF NOT EXISTS monthly (
+    month INTEGER NOT NULL, tenant TEXT NOT NULL, series INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, spans INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (month, tenant, series, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS monthly_by_seq ON monthly (seq);
+"""
+
+_TABLES = (("hourly", "hour"), ("monthly", "month"))
+
+
+def encode_tags(tags: Tags) -> str:
+    return json.dumps(dict(tags), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class SqliteLedgerStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        setup = self._connect()
+        try:
+            # WAL: readers never block the writer; synchronous=NORMAL: a committed flush survives a
+            # process crash (only an OS crash can lose the last one).
+            setup.execute("PRAGMA journal_mode=WAL")
+            setup.executescript(SCHEMA)
+            setup.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('cursor_secret', ?)", (secrets.token_bytes(32),)
+            )
+            setup.execute("INSERT OR IGNORE INTO meta VALUES ('merged_through', 0)")
+            setup.commit()
+        finally:
+            setup.close()
+        # Each used from one thread only (the ledger's writer and reader threads).
+        self._write: sqlite3.Connection | None = None
+        self._read: sqlite3.Connection | None = None
+        self._series_ids: dict[tuple[str, str], int] = {}
+        self._series: dict[int, tuple[str, Tags]] = {}
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    @property
+    def _writer(self) -> sqlite3.Connection:
+        if self._write is None:
+            self._write = self._connect()
+        return self._write
+
+    @property
+    def _reader(self) -> sqlite3.Connection:
+        if self._read is None:
+            self._read = self._connect()
+        return self._read
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def write(self, entries: Sequence[LedgerEntry], flushed_at: float) -> int:
+        db = self._writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = db.execute("INSERT INTO flushes (at) VALUES (?)", (flushed_at,))
+            seq = cursor.lastrowid
+            assert seq is not None
+            hourly: dict[tuple[int, str, int], list[int]] = {}
+            monthly: dict[tuple[int, str, int], list[int]] = {}
+            months: dict[int, int] = {}
+            for entry in entries:
+                series = self._series_id(db, entry.tenant, entry.tags)
+                month = months.get(entry.hour)
+                if month is None:
+                    month = months[entry.hour] = month_of(entry.hour)
+                for rows, period in ((hourly, entry.hour), (monthly, month)):
+                    row = rows.setdefault((period, entry.tenant, series), [0, 0])
+                    row[0] += entry.spans_bytes
+                    row[1] += entry.spans
+            for (table, _), rows in zip(_TABLES, (hourly, monthly), strict=True):
+                db.executemany(
+                    f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
+                    [(p, t, s, size, spans, seq) for (p, t, s), (size, spans) in rows.items()],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._series_ids.clear()  # ids made in the rolled-back transaction are gone
+            raise
+        return seq
+
+    def _series_id(self, db: sqlite3.Connection, tenant: str, tags: Tags) -> int:
+        key = (tenant, encode_tags(tags))
+        series = self._series_ids.get(key)
+        if series is None:
+            db.execute("INSERT OR IGNORE INTO series (tenant, tags) VALUES (?, ?)", key)
+            row = db.execute("SELECT id FROM series WHERE tenant = ? AND tags = ?", key).fetchone()
+            series = self._series_ids[key] = int(row[0])
+        return series
+
+    def maintain(self, merge_before: float, keep_from_hour: int, keep_from_month: int) -> None:
+        db = self._writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            merged_through = int(
+                db.execute("SELECT value FROM meta WHERE key = 'merged_through'").fetchone()[0]
+            )
+            horizon_row = db.execute("SELECT MAX(seq) FROM flushes WHERE at < ?", (merge_before,)).fetchone()
+            horizon = int(horizon_row[0] or 0)
+            if horizon > merged_through:
+                for table, period in _TABLES:
+                    self._merge(db, table, period, merged_through, horizon)
+                db.execute("DELETE FROM flushes WHERE seq < ?", (horizon,))
+                db.execute("UPDATE meta SET value = ? WHERE key = 'merged_through'", (horizon,))
+            db.execute("DELETE FROM hourly WHERE hour < ?", (keep_from_hour,))
+            db.execute("DELETE FROM monthly WHERE month < ?", (keep_from_month,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _merge(db: sqlite3.Connection, table: str, period: str, after: int, through: int) -> None:
+        """One row per (period, series) for everything up to flush `through`; only series that some
+        flush since the last merge touched can have more than one such row."""
+        db.execute("DROP TABLE IF EXISTS temp.merged")
+        db.execute(
+            f"""CREATE TEMP TABLE merged AS
+            SELECT {period} AS period, tenant, series, SUM(bytes) AS bytes, SUM(spans) AS spans,
+                   MAX(seq) AS seq
+            FROM {table}
+            WHERE seq <= :through AND ({period}, tenant, series) IN (
+                SELECT {period}, tenant, series FROM {table} WHERE seq > :after AND seq <= :through)
+            GROUP BY {period}, tenant, series HAVING COUNT(*) > 1""",
+            {"after": after, "through": through},
+        )
+        db.execute(
+            f"""DELETE FROM {table} WHERE seq <= :through
+            AND ({period}, tenant, series) IN (SELECT period, tenant, series FROM temp.merged)""",
+            {"through": through},
+        )
+        db.execute(f"INSERT INTO {table} SELECT period, tenant, series, bytes, spans, seq FROM temp.merged")
+        db.execute("DROP TABLE temp.merged")
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        row = self._reader.execute("SELECT seq, at FROM flushes ORDER BY seq DESC LIMIT 1").fetchone()
+        return Snapshot(0, 0.0) if row is None else Snapshot(int(row[0]), float(row[1]))
+
+    def oldest_snapshot(self) -> int:
+        row = self._reader.execute("SELECT value FROM meta WHERE key = 'merged_through'").fetchone()
+        return int(row[0])
+
+    def secret(self) -> bytes:
+        row = self._reader.execute("SELECT value FROM meta WHERE key = 'cursor_secret'").fetchone()
+        return bytes(row[0])
+
+    def tenants(self) -> list[str]:
+        return [row[0] for row in self._reader.execute("SELECT DISTINCT tenant FROM series ORDER BY tenant")]
+
+    def hourly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
+        return self._rows("hourly", "hour", tenants, start, end, seq)
+
+    def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
+        return self._rows("monthly", "month", tenants, start, end, seq)
+
+    def _rows(
+        self, table: str, period: str, tenants: Collection[str], start: int, end: int, seq: int
+    ) -> list[UsageRow]:
+        if not tenants:
+            return []
+        db = self._reader
+        marks = ",".join("?" * len(tenants))
+        found = db.execute(
+            f"""SELECT {period}, series, SUM(bytes), SUM(spans) FROM {table}
+            WHERE {period} >= ? AND {period} < ? AND tenant IN ({marks}) AND seq <= ?
+            GROUP BY {period}, tenant, series""",
+            (start, end, *tenants, seq),
+        ).fetchall()
+        series = self._series
+        missing = sorted({row[1] for row in found if row[1] not in series})
+        for chunk in range(0, len(missing), 500):
+            ids = missing[chunk : chunk + 500]
+            for series_id, tenant, tags in db.execute(
+                f"SELECT id, tenant, tags FROM series WHERE id IN ({','.join('?' * len(ids))})", ids
+            ):
+                series[series_id] = (tenant, tuple(sorted(json.loads(tags).items())))
+        rows = []
+        for when, series_id, size, spans in found:
+            if size or spans:
+                tenant, tags = series[series_id]
+                rows.append(UsageRow(when, tenant, tags, size, spans))
+        return rows
+
+    def close(self) -> None:
+        for connection in (self._write, self._read):
+            if connection is not None:
+                connection.close()
+        self._write = self._read = None
