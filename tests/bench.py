@@ -7,6 +7,9 @@
 (f) end to end with one forwarder (otlpgrpc) to a local sink process, ingest over HTTP and over gRPC,
     each against the same ingest without a forwarder: the cost of forwarding
 (e) one /usage_metrics render of 100,000 series vs prometheus_client.generate_latest over the same
+(g) the usage ledger's cost: the accounting path with and without recording into the ledger, and end
+    to end (HTTP ingest, ledger flushing every second) with and without the ledger
+(h) the monthly Usage Attribution API over a ledger of 12 months x 100 tenants x 1,000 tag sets
 and memory per usage series. Rounds of a/b/c are interleaved and the median taken, because this
 machine is shared and noisy: compare the ratios, not one absolute time.
 """
@@ -27,6 +30,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -36,6 +40,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from distributor.config import CostAttributionConfig
 from distributor.receivers.otlp import Encoding, decode_traces
 from distributor.usage.exposition import render_counter
+from distributor.usage.ledger import LedgerEntry, LedgerMetrics, UsageLedger, add_months, month_of
+from distributor.usage.ledger_sqlite import SqliteLedgerStore
 from distributor.usage.tracker import UsageTracker
 from overrides import TenantLimits, parse_dimensions
 
@@ -105,11 +111,34 @@ def measure_decode_paths() -> dict[str, float]:
     resource_dims = TenantLimits(parse_dimensions({"service.name": "", "k8s.namespace.name": "namespace"}), 0)
     resource_scoped = TenantLimits(parse_dimensions({"resource.service.name": ""}), 0)
     span_dims = TenantLimits(parse_dimensions({"service.name": "", "team": ""}), 0)
-    trackers = [UsageTracker(config) for _ in range(3)]
+    trackers = [UsageTracker(config) for _ in range(5)]
+    ledger_directory = tempfile.TemporaryDirectory()
+    ledger = UsageLedger(
+        SqliteLedgerStore(Path(ledger_directory.name) / "ledger.db"),
+        LedgerMetrics(CollectorRegistry()),
+        flush_period=10.0,
+        retention_months=15,
+        merge_after=3600.0,
+    )
 
     def path(tracker: UsageTracker, limits: TenantLimits) -> Callable[[bytes], None]:
         def run(body: bytes) -> None:
             tracker.observe("bench", decode_traces(body, Encoding.PROTOBUF), limits)
+
+        return run
+
+    def recorded_path(
+        tracker: UsageTracker, limits: TenantLimits, into_ledger: bool
+    ) -> Callable[[bytes], None]:
+        """What the pipeline does per accepted request, with or without the ledger's share."""
+
+        def run(body: bytes) -> None:
+            traces = decode_traces(body, Encoding.PROTOBUF)
+            attribution = tracker.attribute(traces, limits)
+            assert attribution is not None
+            overflowed = tracker.record_received("bench", attribution)
+            if into_ledger:
+                ledger.record("bench", attribution.labels, attribution.pending, attribution.spans, overflowed)
 
         return run
 
@@ -118,6 +147,8 @@ def measure_decode_paths() -> dict[str, float]:
         "b": (path(trackers[0], resource_dims), plain),
         "b_resource_scoped": (path(trackers[1], resource_scoped), plain),
         "c": (path(trackers[2], span_dims), with_team),
+        "g_without": (recorded_path(trackers[3], span_dims, False), with_team),
+        "g_ledger": (recorded_path(trackers[4], span_dims, True), with_team),
     }
     samples: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(ROUNDS):
@@ -127,6 +158,7 @@ def measure_decode_paths() -> dict[str, float]:
     result = {name: spans / statistics.median(times) for name, times in samples.items()}
     result["payload_mb"] = mb
     result["bytes_per_span"] = sum(len(p) for p in plain) / spans
+    ledger_directory.cleanup()
     return result
 
 
@@ -270,6 +302,7 @@ def measure_end_to_end(
     forward_to: str | None = None,
     sink_http: str = "",
     cpu_per_request: list[float] | None = None,
+    ledger: bool = False,
 ) -> float:
     """Spans/s through a server process; with `forward_to` (a sink's OTLP/gRPC host:port or OTLP/HTTP
     URL) every request is also forwarded, and the run only ends once the sink has the last of them.
@@ -298,6 +331,12 @@ def measure_end_to_end(
             "    ingestion: {rate_limit_bytes: 0}\n"  # the benchmark measures throughput, not limits
             f"    forwarders: {'[sink]' if forward_to else '[]'}\n"
         )
+        if ledger:  # flushing every second, so each run includes several flushes
+            with config.open("a") as file:
+                file.write(
+                    "usage_attribution:\n  enabled: true\n"
+                    "  ledger: {sqlite: {path: ledger.db}, flush_period: 1s}\n"
+                )
         server = subprocess.Popen(
             [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
         )
@@ -405,6 +444,120 @@ def measure_scrape() -> dict[str, float]:
     }
 
 
+# (h) ---------------------------------------------------------------------------------------------
+
+LEDGER_MONTHS, LEDGER_TENANTS, LEDGER_TAG_SETS = 12, 100, 1000
+
+
+def build_ledger(path: Path, now: float) -> None:
+    """12 months x 100 tenants x 1,000 tag sets (service_name x team), one flush per month."""
+    store = SqliteLedgerStore(path)
+    rng = random.Random(7)
+    for back in range(LEDGER_MONTHS):
+        hour = add_months(month_of(now), -back) + 3600
+        entries = [
+            LedgerEntry(
+                f"t{tenant:03d}",
+                hour,
+                (("service_name", f"svc-{tag_set % 100}"), ("team", f"team-{tag_set // 100}")),
+                rng.randrange(1, 10**9),
+                rng.randrange(1, 10**6),
+            )
+            for tenant in range(LEDGER_TENANTS)
+            for tag_set in range(LEDGER_TAG_SETS)
+        ]
+        store.write(entries, now)
+    store.close()
+
+
+def measure_monthly_api(repeats: int = 5) -> dict[str, float]:
+    """Median seconds per GET /api/v1/usage/monthly-attribution through a running service (HTTP
+    included): one org's month broken down by its tags (1,000 records, page 1 and page 2 of 500), the
+    parent of all 100 orgs broken down (100,000 records, page 1 of 500), and the parent without breakdown.
+    First pages are measured cold (the result computed from the ledger); a next page reads the result
+    its first page computed."""
+    import aiohttp
+
+    from distributor.config import load_config
+    from distributor.service import Service
+
+    now = time.time()
+    month = datetime.fromtimestamp(month_of(now), UTC).strftime("%Y-%m")
+    with tempfile.TemporaryDirectory() as directory:
+        started = time.perf_counter()
+        build_ledger(Path(directory) / "ledger.db", now)
+        build_seconds = time.perf_counter() - started
+        orgs = "".join(f"    t{t:03d}: {{parent: holding}}\n" for t in range(LEDGER_TENANTS))
+        config = Path(directory) / "api.yaml"
+        config.write_text(
+            "server: {http_listen_port: 0}\n"
+            "distributor:\n  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
+            "  usage: {cost_attribution: {enabled: true}}\n"
+            "overrides: {defaults: {cost_attribution: {dimensions: {service.name: '', team: ''}}}}\n"
+            "usage_attribution:\n  enabled: true\n  ledger: {sqlite: {path: ledger.db}}\n"
+            "  api: {page_size: 500, rate_limit: {requests: 0}}\n"
+            f"  orgs:\n{orgs}"
+            "  keys:\n"
+            "    - {api_key: org-api, app_key: org-app, org: t042}\n"
+            "    - {api_key: parent-api, app_key: parent-app, org: holding}\n"
+        )
+
+        async def run() -> dict[str, float]:
+            service = Service(load_config(config))
+            await service.start()
+            assert service.server_address is not None
+            url = "http://{}:{}/api/v1/usage/monthly-attribution".format(*service.server_address)
+            results: dict[str, float] = {}
+            try:
+                async with aiohttp.ClientSession() as session:
+
+                    async def timed(key: str, params: dict[str, str]) -> tuple[float, dict[str, object]]:
+                        headers = {"DD-API-KEY": f"{key}-api", "DD-APPLICATION-KEY": f"{key}-app"}
+                        began = time.perf_counter()
+                        async with session.get(url, params=params, headers=headers) as response:
+                            assert response.status == 200, await response.text()
+                            body = await response.json()
+                        return time.perf_counter() - began, body
+
+                    query = {"start_month": month, "end_month": month, "fields": "*"}
+                    cases = {
+                        "org_page1": ("org", {**query, "tag_breakdown_keys": "service_name,team"}),
+                        "parent_page1": ("parent", {**query, "tag_breakdown_keys": "service_name,team"}),
+                        "parent_no_breakdown": ("parent", query),
+                    }
+                    api = service.attribution_http.api
+                    assert api is not None
+                    for name, (key, params) in cases.items():
+                        samples = []
+                        for _ in range(repeats):
+                            api._results.clear()  # cold: a first page computes the whole result
+                            seconds, body = await timed(key, params)
+                            samples.append(seconds)
+                        results[name] = statistics.median(samples)
+                        results[name + "_records"] = len(body["usage"])  # type: ignore[arg-type]
+                        if name == "org_page1":
+                            cursor = body["metadata"]["pagination"]["next_record_id"]  # type: ignore[index]
+                            page2 = []
+                            for _ in range(repeats):
+                                seconds, _ = await timed(key, {**params, "next_record_id": cursor})
+                                page2.append(seconds)
+                            results["org_page2"] = statistics.median(page2)
+                        if name == "parent_page1":
+                            cursor = body["metadata"]["pagination"]["next_record_id"]  # type: ignore[index]
+                            page2 = []
+                            for _ in range(repeats):
+                                seconds, _ = await timed(key, {**params, "next_record_id": cursor})
+                                page2.append(seconds)
+                            results["parent_page2"] = statistics.median(page2)
+            finally:
+                await service.stop()
+            return results
+
+        results = asyncio.run(run())
+        results["build_s"] = build_seconds
+        return results
+
+
 def main() -> None:
     print(
         f"benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}; medians of interleaved rounds"
@@ -423,6 +576,17 @@ def main() -> None:
     ]
     d = measure_end_to_end()
     rows.append(("(d) end to end over loopback", d))
+    rows.append(("(g) accounting path, span-level dim, no ledger", decode["g_without"]))
+    rows.append(("(g) same, recorded into the ledger", decode["g_ledger"]))
+    ledger_runs: tuple[list[float], list[float]] = ([], [])
+    ledger_cpu: tuple[list[float], list[float]] = ([], [])
+    for _ in range(FORWARDING_ROUNDS):
+        for index, enabled in enumerate((False, True)):
+            ledger_runs[index].append(measure_end_to_end(cpu_per_request=ledger_cpu[index], ledger=enabled))
+    without_ledger, with_ledger = (statistics.median(runs) for runs in ledger_runs)
+    cpu_without_ledger, cpu_with_ledger = (statistics.median(cpu) for cpu in ledger_cpu)
+    rows.append(("(g) end to end, no ledger", without_ledger))
+    rows.append(("(g) end to end, ledger flushing every 1s", with_ledger))
     sink, sink_addresses = _start_sink()
     sink_http = sink_addresses["http"]
     try:
@@ -473,6 +637,27 @@ def main() -> None:
     )
     print(f"memory per usage series: {scrape['bytes_per_series']:.0f} bytes")
     print(f"forwarded requests delivered to the sink: {delivered['requests']} of {expected_requests}")
+    print(
+        f"(g) server CPU per request {cpu_without_ledger * 1e3:.2f} ms without the ledger, "
+        f"{cpu_with_ledger * 1e3:.2f} ms with it"
+    )
+    monthly = measure_monthly_api()
+    print(
+        f"(h) ledger of {LEDGER_MONTHS} months x {LEDGER_TENANTS} tenants x {LEDGER_TAG_SETS} tag sets "
+        f"built in {monthly['build_s']:.1f} s; GET monthly-attribution, one month, medians:"
+    )
+    print(
+        f"    one org by 2 tags ({monthly['org_page1_records']:.0f} of 1,000 records): page 1 "
+        f"{monthly['org_page1'] * 1e3:.0f} ms, page 2 {monthly['org_page2'] * 1e3:.0f} ms"
+    )
+    print(
+        f"    parent of 100 orgs by 2 tags ({monthly['parent_page1_records']:.0f} of 100,000 records): "
+        f"page 1 {monthly['parent_page1'] * 1e3:.0f} ms, page 2 {monthly['parent_page2'] * 1e3:.0f} ms"
+    )
+    print(
+        f"    parent of 100 orgs, no breakdown ({monthly['parent_no_breakdown_records']:.0f} records): "
+        f"{monthly['parent_no_breakdown'] * 1e3:.0f} ms"
+    )
     print()
     checks: list[tuple[str, float, float]] = [
         ("b/a", b / a, 2.0),
@@ -489,12 +674,20 @@ def main() -> None:
         checks.append((f"f {path} fwd/no", forwarded / without, 0.75))
         # The same question asked of CPU: the throughput a CPU-bound server keeps when forwarding.
         checks.append((f"f {path} by CPU", cpu_without / cpu_forwarded, 0.75))
+    checks.append(("g ledger/no, in process", decode["g_ledger"] / decode["g_without"], 0.9))
+    checks.append(("g ledger/no, end to end", with_ledger / without_ledger, 0.9))
+    checks.append(("g ledger/no, by CPU", cpu_without_ledger / cpu_with_ledger, 0.9))
     for name, ratio, target in checks:
         print(f"{name:24s} {ratio:6.2f}  target >= {target:<4}  {'met' if ratio >= target else 'NOT met'}")
     per_series = scrape["bytes_per_series"]
     verdict = "met" if per_series <= 500 else "NOT met"
     print(f"{'bytes per series':24s} {per_series:6.0f}  target <= 500   {verdict}")
     print(f"{'forwarded requests lost':24s} {lost:6d}  target == 0     {'met' if lost == 0 else 'NOT met'}")
+    for name in ("org_page1", "org_page2", "parent_page1", "parent_page2"):
+        ms = monthly[name] * 1e3
+        print(
+            f"{'h monthly ' + name + ' ms':24s} {ms:6.0f}  target < 200    {'met' if ms < 200 else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cachetools import TTLCache
+
 from distributor.usage.attribution_config import USAGE_READ, ApiKeyConfig, UsageAttributionConfig
 from distributor.usage.ledger import (
     BYTES_USAGE,
@@ -62,6 +64,7 @@ MONTHLY_FIELDS = tuple(f for pair in zip(USAGE_TYPES, PERCENTAGE_FIELDS, strict=
 RATE_LIMIT_NAME = "usage_attribution"
 FORBIDDEN = "Forbidden"
 CSV_CONTENT_TYPE = "text/csv"
+RESULT_CACHE_RECORDS = 500_000
 
 
 class ApiError(Exception):
@@ -453,33 +456,51 @@ def _group(
     org_tags: Callable[[str], tuple[str, ...]],
 ) -> list[_Record]:
     """One record per (period, org, values of the breakdown keys); an org whose attribution tags lack
-    a requested key gets its total with tags null, as Datadog does."""
-    applies: dict[str, bool] = {}
-    projections: dict[Tags, tuple[str, ...]] = {}
-    records: dict[_RecordKey, _Record] = {}
-    for row in rows:
-        tenant = row.tenant
-        if breakdown is None:
-            values: tuple[str, ...] | None = ()
-        else:
+    a requested key gets its total with tags null, as Datadog does. Per row this is two dict lookups
+    and an addition: a parent org's month can be 100,000 rows."""
+    sums: dict[tuple[int, str, tuple[str, ...] | None], list[int]] = {}
+    if breakdown is None:
+        for period, tenant, _, size, spans in rows:
+            entry = sums.get((period, tenant, ()))
+            if entry is None:
+                sums[period, tenant, ()] = [size, spans]
+            else:
+                entry[0] += size
+                entry[1] += spans
+    else:
+        applies: dict[str, bool] = {}
+        projections: dict[Tags, tuple[str, ...]] = {}  # tag sets repeat across orgs: computed once each
+        wanted = set(breakdown)
+        for period, tenant, tags, size, spans in rows:
             usable = applies.get(tenant)
             if usable is None:
-                usable = applies[tenant] = set(breakdown) <= set(org_tags(tenant))
+                usable = applies[tenant] = wanted <= set(org_tags(tenant))
+            values: tuple[str, ...] | None = None
             if usable:
-                values = projections.get(row.tags)
+                values = projections.get(tags)
                 if values is None:
-                    present = dict(row.tags)
+                    present = dict(tags)
                     # Usage recorded under an older dimension set may lack a label: it was missing.
-                    values = projections[row.tags] = tuple(present.get(k, MISSING) for k in breakdown)
+                    values = projections[tags] = tuple(present.get(k, MISSING) for k in breakdown)
+            entry = sums.get((period, tenant, values))
+            if entry is None:
+                sums[period, tenant, values] = [size, spans]
             else:
-                values = None
-        key = (row.period, tenant, values)
-        record = records.get(key)
-        if record is None:
-            record = records[key] = _Record(row.period, orgs.org(tenant), values)
-        record.spans_bytes += row.spans_bytes
-        record.spans += row.spans
-    return list(records.values())
+                entry[0] += size
+                entry[1] += spans
+    org_of = {tenant: orgs.org(tenant) for tenant in {key[1] for key in sums}}
+    return [
+        _Record(period, org_of[tenant], values, size, spans)
+        for (period, tenant, values), (size, spans) in sums.items()
+        if size or spans
+    ]
+
+
+@dataclass(slots=True)
+class _Result:
+    records: list[_Record]  # sorted: the order of the pages
+    totals: dict[tuple[int, str], tuple[int, int]]  # (period, org) -> bytes, spans: for percentages
+    aggregates: list[dict[str, Any]]
 
 
 def _tags_document(
@@ -518,6 +539,14 @@ class UsageAttributionApi:
         )
         self._wall_clock = wall_clock
         self._codec: CursorCodec | None = None
+        # Bounded by records held (a parent org's month by tags can be 100,000); entries live as long
+        # as their cursors.
+        self._results: TTLCache[tuple[str, int, int], _Result] = TTLCache(
+            maxsize=RESULT_CACHE_RECORDS,
+            ttl=config.api.cursor_ttl,
+            timer=clock,
+            getsizeof=lambda result: len(result.records) + 1,
+        )
 
     async def _cursors(self) -> CursorCodec:
         if self._codec is None:
@@ -599,7 +628,11 @@ class UsageAttributionApi:
         position = await self._position(
             bound_to, query.cursor, query.end or hour_of(self._wall_clock()) + HOUR
         )
-        records = await self.ledger.read(lambda store: self._hourly_records(store, key, query, position))
+        result = await self._result(
+            (bound_to, position.seq, position.end),
+            lambda store: _Result(self._hourly_records(store, key, query, position), {}, []),
+        )
+        records = result.records
         page_size = self.config.api.page_size
         page = records[position.offset : position.offset + page_size]
         next_offset = position.offset + len(page)
@@ -653,9 +686,11 @@ class UsageAttributionApi:
         position = await self._position(
             bound_to, query.cursor, query.end or add_months(month_of(self._wall_clock()), 1)
         )
-        records, org_totals = await self.ledger.read(
-            lambda store: self._monthly_records(store, key, query, position)
+        result = await self._result(
+            (bound_to, position.seq, position.end),
+            lambda store: self._monthly_records(store, key, query, position),
         )
+        records, org_totals, aggregates = result.records, result.totals, result.aggregates
         updated_at = await self._updated_at()
 
         def values(record: _Record) -> dict[str, float]:
@@ -664,14 +699,6 @@ class UsageAttributionApi:
                 result[name] = _field_value(record, name, org_totals)
             return result
 
-        aggregates = [
-            {
-                "agg_type": "sum",
-                "field": name,
-                "value": math.fsum(_field_value(r, name, org_totals) for r in records),
-            }
-            for name in query.fields
-        ]
         if csv_wanted:
             return ApiAnswer(
                 200, self._csv(query, records, values), content_type=CSV_CONTENT_TYPE + "; charset=utf-8"
@@ -706,7 +733,7 @@ class UsageAttributionApi:
 
     def _monthly_records(
         self, store: LedgerStore, key: ApiKeyConfig, query: MonthlyQuery, position: Cursor
-    ) -> tuple[list[_Record], dict[tuple[int, str], tuple[int, int]]]:
+    ) -> _Result:
         tenants = self.orgs.visible(key.org, query.include_descendants, store.tenants())
         rows = store.monthly(tenants, query.start, position.end, position.seq)
         records = _group(rows, query.breakdown, self.orgs, self.org_tags)
@@ -714,11 +741,45 @@ class UsageAttributionApi:
         for record in records:
             size, spans = totals.get((record.period, record.org.org_id), (0, 0))
             totals[record.period, record.org.org_id] = (size + record.spans_bytes, spans + record.spans)
+        # One total order: the value, then the month, then who (ascending whatever the direction), so
+        # equal values never shuffle between pages. Percentages order like usage within an org-month,
+        # but not across orgs, so they are sorted by their own value.
+        sign = -1 if query.descending else 1
         sort_field = query.sort_field
-        # Ties keep one fixed order whatever the direction, so pages never shuffle equal records.
-        records.sort(key=_identity)
-        records.sort(key=lambda r: (_field_value(r, sort_field, totals), r.period), reverse=query.descending)
-        return records, totals
+        if sort_field == BYTES_USAGE:
+            records.sort(
+                key=lambda r: (sign * r.spans_bytes, sign * r.period, r.org.name, r.org.org_id, r.tags or ())
+            )
+        elif sort_field in USAGE_TYPES:
+            records.sort(
+                key=lambda r: (sign * r.spans, sign * r.period, r.org.name, r.org.org_id, r.tags or ())
+            )
+        else:
+            records.sort(
+                key=lambda r: (sign * _field_value(r, sort_field, totals), sign * r.period, *_identity(r))
+            )
+        aggregates: list[dict[str, Any]] = []
+        for name in query.fields:
+            if name == BYTES_USAGE:
+                value = float(sum(r.spans_bytes for r in records))
+            elif name in USAGE_TYPES:
+                value = float(sum(r.spans for r in records))
+            else:  # each org-month's percentages add up to 100 (when it has any usage of that type)
+                index = 0 if name.removesuffix("_percentage") + "_usage" == BYTES_USAGE else 1
+                value = 100.0 * sum(1 for total in totals.values() if total[index])
+            aggregates.append({"agg_type": "sum", "field": name, "value": value})
+        return _Result(records, totals, aggregates)
+
+    async def _result(
+        self, cache_key: tuple[str, int, int], compute: Callable[[LedgerStore], _Result]
+    ) -> _Result:
+        """Every record of one answer as of one snapshot: computed once (on the reader thread), then
+        each further page is a slice. The snapshot never changes, so neither does the result."""
+        result = self._results.get(cache_key)
+        if result is None:
+            result = await self.ledger.read(compute)
+            self._results[cache_key] = result
+        return result
 
     def _csv(
         self, query: MonthlyQuery, records: list[_Record], values: Callable[[_Record], dict[str, float]]

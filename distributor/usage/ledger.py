@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -54,16 +54,15 @@ class Snapshot:
     flushed_at: float  # wall-clock time of that flush
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
+class UsageRow(NamedTuple):
+    """Usage of one series in one period, as stored; a series may have several rows per period
+    (flushes not merged yet), which readers add up. A tuple: a month of a parent org is 100,000 rows."""
+
     period: int  # the hour or month start, epoch seconds UTC
     tenant: str
     tags: Tags
     spans_bytes: int
     spans: int
-
-    def value(self, usage_type: str) -> int:
-        return self.spans_bytes if usage_type == BYTES_USAGE else self.spans
 
 
 class LedgerStore(Protocol):
@@ -82,11 +81,11 @@ class LedgerStore(Protocol):
         ...
 
     def hourly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
-        """Usage per (hour, tenant, tags) for start <= hour < end, as of flush `seq`; no zero rows."""
+        """Usage rows of hours start <= hour < end, as of flush `seq`."""
         ...
 
     def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
-        """Usage per (month, tenant, tags) for months starting in [start, end), as of flush `seq`."""
+        """Usage rows of months starting in [start, end), as of flush `seq`."""
         ...
 
     def tenants(self) -> list[str]:
