@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
@@ -26,7 +27,7 @@ from distributor.usage.ledger_sqlite import SqliteLedgerStore
 from distributor.usage.tracker import Clock, UsageTracker
 from distributor.usage_attribution_http import UsageAttributionHttp
 from distributor.user_overrides_api import UserOverridesApi
-from overrides import OverridesProvider, OverridesSnapshot
+from overrides import ConfigError, OverridesProvider, OverridesSnapshot
 from overrides.reload import RuntimeOverridesReloader
 from overrides.user_configurable import UserConfigurableOverrides
 
@@ -68,8 +69,17 @@ class Service:
         attribution_api: UsageAttributionApi | None = None
         attribution = config.usage_attribution
         if attribution.enabled:
+            try:
+                store = SqliteLedgerStore(attribution.ledger.sqlite_path)
+            except (OSError, sqlite3.Error) as err:
+                raise ConfigError(
+                    str(config.source or ""),
+                    None,
+                    "usage_attribution.ledger.sqlite.path",
+                    f"cannot open the ledger {attribution.ledger.sqlite_path}: {err}",
+                ) from err
             self.ledger = UsageLedger(
-                SqliteLedgerStore(attribution.ledger.sqlite_path),
+                store,
                 LedgerMetrics(self.metrics.registry),
                 attribution.ledger.flush_period,
                 attribution.ledger.retention_months,
