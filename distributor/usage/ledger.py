@@ -182,6 +182,8 @@ class UsageLedger:
         self._flush_lock = asyncio.Lock()
         self._last_maintenance = float("-inf")
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        metrics.pending_entries.set_function(lambda: len(self._pending))
 
     # -- the hot path (event loop) --------------------------------------------------------------------
 
@@ -218,8 +220,11 @@ class UsageLedger:
         self._task = asyncio.create_task(self._flush_forever())
 
     async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_period)
+        # Stopped by an event, never cancelled: a flush cut off mid-way could lose its batch.
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.flush_period)
+                return
             await self.flush()
 
     async def flush(self) -> bool:
@@ -232,9 +237,6 @@ class UsageLedger:
                 if batch:
                     await self._in_writer(lambda: self.store.write(_entries(batch), now))
                     self.metrics.flushed_entries.inc(len(batch))
-                if now - self._last_maintenance >= min(60.0, self.merge_after):
-                    self._last_maintenance = now
-                    await self._in_writer(lambda: self._maintain(now))
             except Exception:
                 log.exception(
                     "usage ledger flush failed; %d series-hours kept for the next flush", len(batch)
@@ -244,11 +246,16 @@ class UsageLedger:
                     entry = self._pending.setdefault(key, [0, 0])
                     entry[0] += size
                     entry[1] += spans
-                self.metrics.pending_entries.set(len(self._pending))
                 return False
             self.metrics.flushes.labels("success").inc()
             self.metrics.last_flush.set(now)
-            self.metrics.pending_entries.set(len(self._pending))
+            # Apart from the write: the batch is stored by now, whatever happens to the maintenance.
+            if now - self._last_maintenance >= min(60.0, self.merge_after):
+                self._last_maintenance = now
+                try:
+                    await self._in_writer(lambda: self._maintain(now))
+                except Exception:
+                    log.exception("usage ledger maintenance (merging old flushes, retention) failed")
             return True
 
     def _maintain(self, now: float) -> None:
@@ -258,9 +265,8 @@ class UsageLedger:
     async def close(self) -> None:
         """Stop the periodic flush, flush what is left (graceful shutdown), release the store."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            await self._task  # finishes a flush under way
             self._task = None
         if not await self.flush():
             lost_bytes: dict[str, int] = {}

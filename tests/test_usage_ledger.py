@@ -1,0 +1,1007 @@
+"""The usage ledger: the SQLite store (snapshots as of a flush, merging, retention), what the pipeline
+records into it (the tracker's attribution, overflow, refusals), durability across failed flushes,
+graceful stops, SIGTERM and SIGKILL, its metrics, and the usage_attribution settings (keys are secrets).
+
+Semantics: ../shared/specs/usage-attribution-api.md ("Ledger"). Clocks are manual wherever the service
+runs in process; only the real CLI (running_cli) uses the wall clock, and its queries start hours back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from distributor.config import CostAttributionConfig, load_config
+from distributor.usage.ledger import (
+    BYTES_USAGE,
+    HOUR,
+    SPANS_USAGE,
+    LedgerEntry,
+    LedgerMetrics,
+    Snapshot,
+    UsageLedger,
+    UsageRow,
+    add_months,
+    hour_of,
+    month_of,
+)
+from distributor.usage.ledger_sqlite import SqliteLedgerStore
+from distributor.usage.tracker import MISSING, OVERFLOW, UsageTracker
+from overrides import ConfigError
+from tests.attribution_support import (
+    KEYS,
+    START,
+    RunningAttribution,
+    attribution_service,
+    spans_request,
+    write_config,
+)
+from tests.helpers import RunningCli, batch, limits, parse_discarded, received, request, running_cli, span
+
+T = TypeVar("T")
+H10 = hour_of(START)  # 2026-11-22 10:00 UTC
+NOV = month_of(START)
+HOURLY_PATH = "/api/v1/usage/hourly-attribution"
+MONTHLY_PATH = "/api/v1/usage/monthly-attribution"
+Tags = tuple[tuple[str, str], ...]
+Usage = dict[tuple[int, str, Tags], tuple[int, int]]
+
+
+def utc(year: int, month: int, day: int = 1, hour: int = 0) -> int:
+    return int(datetime(year, month, day, hour, tzinfo=UTC).timestamp())
+
+
+def team(name: str) -> Tags:
+    return (("team", name),)
+
+
+def entry(tenant: str, hour: int, size: int, spans: int, tags: Tags = ()) -> LedgerEntry:
+    return LedgerEntry(tenant, hour, tags, size, spans)
+
+
+def as_usage(rows: list[UsageRow]) -> Usage:
+    """{(period, tenant, tags): (bytes, spans)}, rows of one series and period added up (a store may
+    return several: flushes not merged yet), series that used nothing left out."""
+    usage: Usage = {}
+    for row in rows:
+        key = (row.period, row.tenant, row.tags)
+        size, spans = usage.get(key, (0, 0))
+        usage[key] = (size + row.spans_bytes, spans + row.spans)
+    return {key: totals for key, totals in usage.items() if totals != (0, 0)}
+
+
+def row_counts(path: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {
+            table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("hourly", "monthly", "flushes")
+        }
+
+
+def execute(path: Path, statement: str) -> None:
+    """One statement on the ledger file through a connection of the test's own."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(statement)
+        db.commit()
+
+
+# A write that fails inside its transaction, after the series rows were inserted: what a full disk does.
+FAIL_WRITES = "CREATE TRIGGER disk_full BEFORE INSERT ON hourly BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+ALLOW_WRITES = "DROP TRIGGER disk_full"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteLedgerStore]:
+    opened = SqliteLedgerStore(tmp_path / "ledger.db")
+    yield opened
+    opened.close()
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: float = 10.0) -> T:
+    """Poll a real process or timer until `probe` gives something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {result!r}")
+        await asyncio.sleep(0.02)
+
+
+# --- 1. The SQLite store --------------------------------------------------------------------------------
+
+
+def test_a_read_as_of_a_flush_sees_that_flush_and_earlier_ones_only(store: SqliteLedgerStore) -> None:
+    assert store.snapshot() == Snapshot(0, 0.0)
+    first = store.write(
+        [
+            entry("acme", H10, 100, 2, team("a")),
+            entry("acme", H10, 1, 1, team("a")),  # the same series and hour twice in one flush: summed
+            entry("acme", H10 + HOUR, 50, 1, team("a")),
+            entry("acme", H10, 0, 0, team("idle")),  # nothing used
+            entry("globex", H10, 7, 1),
+        ],
+        flushed_at=1000.0,
+    )
+    second = store.write([entry("acme", H10, 10, 1, team("a")), entry("acme", H10, 5, 1, team("b"))], 1001.0)
+    assert (first, second) == (1, 2)
+    assert store.snapshot() == Snapshot(2, 1001.0)
+    assert store.oldest_snapshot() == 0
+    assert store.tenants() == ["acme", "globex"]
+
+    def hourly(
+        seq: int, tenants: tuple[str, ...] = ("acme",), start: int = H10, end: int = H10 + 2 * HOUR
+    ) -> Usage:
+        return as_usage(store.hourly(tenants, start, end, seq))
+
+    as_of_first = {(H10, "acme", team("a")): (101, 3), (H10 + HOUR, "acme", team("a")): (50, 1)}
+    assert hourly(1) == as_of_first
+    assert hourly(2) == {
+        (H10, "acme", team("a")): (111, 4),
+        (H10, "acme", team("b")): (5, 1),
+        (H10 + HOUR, "acme", team("a")): (50, 1),
+    }
+    assert hourly(0) == {}
+    assert hourly(2, end=H10 + HOUR) == {(H10, "acme", team("a")): (111, 4), (H10, "acme", team("b")): (5, 1)}
+    assert hourly(2, start=H10 + HOUR) == {(H10 + HOUR, "acme", team("a")): (50, 1)}
+    assert hourly(1, tenants=("acme", "globex")) == {**as_of_first, (H10, "globex", ()): (7, 1)}
+    assert hourly(2, tenants=()) == {}
+
+    dec = add_months(NOV, 1)
+    assert as_usage(store.monthly(["acme"], NOV, dec, 1)) == {(NOV, "acme", team("a")): (151, 4)}
+    assert as_usage(store.monthly(["acme"], NOV, dec, 2)) == {
+        (NOV, "acme", team("a")): (161, 5),
+        (NOV, "acme", team("b")): (5, 1),
+    }
+    assert as_usage(store.monthly(["acme"], dec, add_months(dec, 1), 2)) == {}
+
+
+def test_merging_old_flushes_shrinks_the_file_and_changes_no_read_at_or_after_the_horizon(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    store = SqliteLedgerStore(path)
+    tenants = ["acme", "globex"]
+
+    def reads(seq: int) -> tuple[Usage, Usage]:
+        return (
+            as_usage(store.hourly(tenants, H10, H10 + 2 * HOUR, seq)),
+            as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), seq)),
+        )
+
+    flushes = [
+        [entry("acme", H10, 100, 2, team("a")), entry("acme", H10, 10, 1, team("b"))],
+        [entry("acme", H10, 20, 1, team("a")), entry("acme", H10 + HOUR, 5, 1, team("a"))],
+        [entry("acme", H10, 30, 1, team("a")), entry("globex", H10, 7, 1)],
+        [entry("acme", H10 + HOUR, 6, 1, team("a")), entry("acme", H10, 1, 1, team("b"))],
+        [entry("acme", H10, 40, 1, team("a"))],
+    ]
+    for index, entries in enumerate(flushes):
+        store.write(entries, 1000.0 + index)
+    before = {seq: reads(seq) for seq in range(1, 6)}
+    assert row_counts(path) == {"hourly": 9, "monthly": 8, "flushes": 5}
+
+    store.maintain(merge_before=1003.5, keep_from_hour=0, keep_from_month=0)  # flushes 1 to 4 are older
+    assert store.oldest_snapshot() == 4
+    assert store.snapshot() == Snapshot(5, 1004.0)
+    # One row per (period, series) up to flush 4: hourly (10:00 a, 10:00 b, 11:00 a, globex) + flush 5.
+    assert row_counts(path) == {"hourly": 5, "monthly": 4, "flushes": 2}
+    assert {seq: reads(seq) for seq in (4, 5)} == {seq: before[seq] for seq in (4, 5)}
+
+    # A second merge folds the first one's rows together with the newer flushes.
+    store.write([entry("acme", H10, 3, 1, team("a"))], 1005.0)
+    store.write([entry("acme", H10, 4, 1, team("b"))], 1006.0)
+    before.update({seq: reads(seq) for seq in (6, 7)})
+    store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)
+    assert store.oldest_snapshot() == 7
+    assert row_counts(path) == {"hourly": 4, "monthly": 3, "flushes": 1}
+    assert reads(7) == before[7]
+    store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)  # nothing new: no change
+    assert row_counts(path) == {"hourly": 4, "monthly": 3, "flushes": 1}
+
+    # Flush numbers go on after the merged ones, and the merged ledger is what a new process reads.
+    assert store.write([entry("acme", H10, 2, 1, team("a"))], 2001.0) == 8
+    store.close()
+    reopened = SqliteLedgerStore(path)
+    try:
+        hourly, monthly = reopened_reads = (
+            as_usage(reopened.hourly(tenants, H10, H10 + 2 * HOUR, 8)),
+            as_usage(reopened.monthly(tenants, NOV, add_months(NOV, 1), 8)),
+        )
+        assert reopened.oldest_snapshot() == 7
+        assert hourly[H10, "acme", team("a")] == (100 + 20 + 30 + 40 + 3 + 2, 7)
+        assert hourly[H10, "acme", team("b")] == (10 + 1 + 4, 3)
+        assert monthly[NOV, "acme", team("a")] == (100 + 20 + 5 + 30 + 6 + 40 + 3 + 2, 9)
+        assert reopened_reads != before[7]
+    finally:
+        reopened.close()
+
+
+def test_retention_deletes_hours_and_months_before_their_starts(store: SqliteLedgerStore) -> None:
+    jan_23, feb_09, feb_10 = utc(2025, 1, 31, 23), utc(2025, 2, 1, 9), utc(2025, 2, 1, 10)
+    store.write(
+        [
+            entry("acme", jan_23, 1, 1),
+            entry("acme", feb_09, 2, 1),
+            entry("acme", feb_10, 4, 1),
+            entry("acme", H10, 8, 1),
+        ],
+        1000.0,
+    )
+    store.maintain(merge_before=0.0, keep_from_hour=feb_10, keep_from_month=utc(2025, 2))
+    hours = as_usage(store.hourly(["acme"], 0, H10 + HOUR, 1))
+    months = as_usage(store.monthly(["acme"], 0, H10 + HOUR, 1))
+    assert hours == {(feb_10, "acme", ()): (4, 1), (H10, "acme", ()): (8, 1)}
+    assert months == {
+        (utc(2025, 2), "acme", ()): (6, 2),
+        (NOV, "acme", ()): (8, 1),
+    }  # hours and months are pruned each by its own start
+    assert store.oldest_snapshot() == 0  # no flush is older than merge_before: nothing merged
+
+
+async def test_a_flush_prunes_usage_older_than_retention_months(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    seeded = SqliteLedgerStore(path)
+    july_last, august_first = utc(2025, 7, 31, 23), utc(2025, 8, 1, 0)
+    seeded.write([entry("acme", july_last, 1, 1), entry("acme", august_first, 2, 1)], START - 10 * HOUR)
+    seeded.close()
+    ledger = UsageLedger(
+        SqliteLedgerStore(path), LedgerMetrics(CollectorRegistry()), 3600.0, 15, 3600.0, lambda: START
+    )
+    try:
+        assert await ledger.flush()  # November 2026 keeps 15 months back: from August 2025
+        hours = await ledger.read(lambda s: as_usage(s.hourly(["acme"], 0, H10, s.snapshot().seq)))
+        assert hours == {(august_first, "acme", ()): (2, 1)}
+        months = await ledger.read(lambda s: as_usage(s.monthly(["acme"], 0, NOV, s.snapshot().seq)))
+        assert months == {(august_first, "acme", ()): (2, 1)}
+    finally:
+        await ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("moment", "hour", "month"),
+    [
+        (utc(2026, 12, 31, 23) + 3599.999, utc(2026, 12, 31, 23), utc(2026, 12)),
+        (utc(2027, 1, 1, 0), utc(2027, 1, 1, 0), utc(2027, 1)),
+        (utc(2024, 2, 29, 12) + 1, utc(2024, 2, 29, 12), utc(2024, 2)),
+    ],
+)
+def test_hour_and_month_of_a_moment(moment: float, hour: int, month: int) -> None:
+    assert (hour_of(moment), month_of(moment)) == (hour, month)
+
+
+@pytest.mark.parametrize(
+    ("month", "count", "expected"),
+    [
+        (utc(2026, 12), 1, utc(2027, 1)),
+        (utc(2027, 1), -1, utc(2026, 12)),
+        (utc(2026, 11), -15, utc(2025, 8)),
+        (utc(2026, 1), -13, utc(2024, 12)),
+        (utc(2026, 12), 13, utc(2028, 1)),
+        (utc(2026, 1), -12, utc(2025, 1)),
+        (utc(2026, 5), 0, utc(2026, 5)),
+    ],
+)
+def test_add_months_across_year_boundaries(month: int, count: int, expected: int) -> None:
+    assert add_months(month, count) == expected
+
+
+def test_one_flush_across_new_year_lands_in_two_months(store: SqliteLedgerStore) -> None:
+    store.write([entry("acme", utc(2026, 12, 31, 23), 3, 1), entry("acme", utc(2027, 1, 1, 0), 5, 2)], 1.0)
+    months = as_usage(store.monthly(["acme"], utc(2026, 12), utc(2027, 2), 1))
+    assert months == {(utc(2026, 12), "acme", ()): (3, 1), (utc(2027, 1), "acme", ()): (5, 2)}
+    assert as_usage(store.monthly(["acme"], utc(2026, 12), utc(2027, 1), 1)) == {
+        (utc(2026, 12), "acme", ()): (3, 1)
+    }
+
+
+def test_the_cursor_secret_is_stable_per_ledger_file_and_differs_between_files(tmp_path: Path) -> None:
+    first = SqliteLedgerStore(tmp_path / "one.db")
+    secret = first.secret()
+    first.close()
+    again, other = SqliteLedgerStore(tmp_path / "one.db"), SqliteLedgerStore(tmp_path / "two.db")
+    try:
+        assert len(secret) >= 16
+        assert again.secret() == secret
+        assert other.secret() != secret
+    finally:
+        again.close()
+        other.close()
+
+
+def flush_metrics(registry: CollectorRegistry) -> dict[str, float | None]:
+    return {
+        "success": registry.get_sample_value("tempo_usage_ledger_flushes_total", {"result": "success"}),
+        "failure": registry.get_sample_value("tempo_usage_ledger_flushes_total", {"result": "failure"}),
+        "pending": registry.get_sample_value("tempo_usage_ledger_pending_entries"),
+        "last": registry.get_sample_value("tempo_usage_ledger_last_successful_flush_timestamp_seconds"),
+    }
+
+
+async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exactly_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    registry = CollectorRegistry()
+    now = [START]
+    ledger = UsageLedger(SqliteLedgerStore(path), LedgerMetrics(registry), 3600.0, 15, 3600.0, lambda: now[0])
+    try:
+        ledger.record("acme", ("team",), {("a",): 100, ("b",): 30}, {("a",): 2, ("b",): 1}, {})
+        execute(path, FAIL_WRITES)
+        assert not await ledger.flush()
+        assert ledger.pending_usage() == 2
+        assert flush_metrics(registry) == {"success": None, "failure": 1.0, "pending": 2.0, "last": 0.0}
+        assert row_counts(path) == {"hourly": 0, "monthly": 0, "flushes": 0}
+
+        ledger.record("acme", ("team",), {("a",): 5, ("c",): 7}, {("a",): 1, ("c",): 1}, {})
+        now[0] += HOUR
+        ledger.record_total("plain", 11, 1)
+        execute(path, ALLOW_WRITES)
+        assert await ledger.flush()
+        assert ledger.pending_usage() == 0
+        assert flush_metrics(registry) == {
+            "success": 1.0,
+            "failure": 1.0,
+            "pending": 0.0,
+            "last": START + HOUR,
+        }
+        snapshot, hourly = await ledger.read(
+            lambda s: (s.snapshot(), as_usage(s.hourly(["acme", "plain"], H10, H10 + 2 * HOUR, 99)))
+        )
+        assert snapshot.seq == 1  # the failed attempt left no flush behind
+        assert hourly == {
+            (H10, "acme", team("a")): (105, 3),
+            (H10, "acme", team("b")): (30, 1),
+            (H10, "acme", team("c")): (7, 1),
+            (H10 + HOUR, "plain", ()): (11, 1),
+        }
+    finally:
+        await ledger.close()
+
+
+async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteLedgerStore(tmp_path / "ledger.db")
+
+    def locked(*args: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "maintain", locked)
+    ledger = UsageLedger(store, LedgerMetrics(CollectorRegistry()), 3600.0, 15, 3600.0, lambda: START)
+    try:
+        ledger.record_total("acme", 100, 2)
+        await ledger.flush()  # the first flush also runs maintenance, which fails here
+        await ledger.flush()
+        stored = await ledger.read(lambda s: as_usage(s.hourly(["acme"], H10, H10 + HOUR, s.snapshot().seq)))
+        assert stored == {(H10, "acme", ()): (100, 2)}
+    finally:
+        await ledger.close()
+
+
+# --- 2. What the pipeline records: the tracker's attribution ---------------------------------------------
+
+
+MIXED = batch(
+    {"service.name": "shop", "team": "core"},
+    [span({"team": "web"}), span(), span({"service.name": "cart", "team": "web"})],
+    [span({"service.name": "cart"})],
+)
+SPAN_LEVEL_REQUESTS = {
+    "resource only": request(batch({"service.name": "shop", "team": "core"}, [span(), span()])),
+    "span values override the resource's": request(MIXED),
+    "batches without spans, empty scopes": request(
+        batch({"service.name": "idle"}),
+        batch({"service.name": "auth"}, [], [span({"team": "sec"}), span()], []),
+        batch({"team": "web"}, [span({"service.name": "cart"})]),
+    ),
+    "repeated keys, read in order": request(
+        batch({"service.name": "shop"}, [span([("team", ""), ("team", "first"), ("team", "x")]), span()])
+    ),
+}
+DIMENSION_SETS = {
+    "any scope": {"service.name": "", "team": ""},
+    "span scope": {"service.name": "", "span.team": "team"},
+    "resource and span scope, combined": {
+        "resource.service.name": "svc",
+        "span.service.name": "svc",
+        "team": "",
+    },
+}
+
+
+@pytest.mark.parametrize("dimensions", DIMENSION_SETS.values(), ids=DIMENSION_SETS.keys())
+@pytest.mark.parametrize("req", SPAN_LEVEL_REQUESTS.values(), ids=SPAN_LEVEL_REQUESTS.keys())
+def test_attribution_counts_every_span_once_under_the_series_of_its_bytes(
+    dimensions: dict[str, str], req: ExportTraceServiceRequest
+) -> None:
+    traces = received(req)
+    attribution = UsageTracker(CostAttributionConfig(enabled=True)).attribute(traces, limits(dimensions))
+    assert attribution is not None
+    assert attribution.spans.keys() == attribution.pending.keys()
+    assert sum(attribution.spans.values()) == traces.span_count
+    assert all(count > 0 for count in attribution.spans.values())
+    assert sum(attribution.pending.values()) == traces.attributable_bytes
+
+
+def test_attribution_spans_follow_span_level_values() -> None:
+    attribution = UsageTracker(CostAttributionConfig(enabled=True)).attribute(
+        received(request(MIXED)), limits({"service.name": "", "team": ""})
+    )
+    assert attribution is not None and attribution.labels == ("service_name", "team")
+    assert attribution.spans == {
+        ("shop", "web"): 1,
+        ("shop", "core"): 1,
+        ("cart", "web"): 1,
+        ("cart", "core"): 1,
+    }
+    repeated = UsageTracker(CostAttributionConfig(enabled=True)).attribute(
+        received(SPAN_LEVEL_REQUESTS["repeated keys, read in order"]),
+        limits({"service.name": "", "team": ""}),
+    )
+    assert repeated is not None and repeated.spans == {("shop", "first"): 1, ("shop", MISSING): 1}
+
+
+async def hourly_records(
+    session: aiohttp.ClientSession, server_url: str, key: str, **params: str
+) -> list[dict[str, Any]]:
+    """Every record of one hourly-attribution answer (one page), as the raw API gives it."""
+    headers = {"DD-API-KEY": f"{key}-api", "DD-APPLICATION-KEY": f"{key}-app"}
+    async with session.get(server_url + HOURLY_PATH, params=params, headers=headers) as response:
+        body = await response.json()
+        assert response.status == 200, body
+    assert body["metadata"]["pagination"]["next_record_id"] is None
+    records: list[dict[str, Any]] = body["usage"]
+    return records
+
+
+async def billed_by_tags(
+    running: RunningAttribution, key: str, usage_type: str, labels: str = "service_name,team"
+) -> dict[tuple[str, ...], float]:
+    """The ledger through the API: usage of hour 10 by the values of `labels`."""
+    records = await hourly_records(
+        running.session,
+        running.server_url,
+        key,
+        start_hr="2026-11-22T10",
+        end_hr="2026-11-22T11",
+        usage_type=usage_type,
+        tag_breakdown_keys=labels,
+    )
+    billed: dict[tuple[str, ...], float] = {}
+    for record in records:
+        values = tuple(record["tags"][label][0] for label in labels.split(","))
+        billed[values] = billed.get(values, 0) + record["total_usage_sum"]
+    return billed
+
+
+async def tracked_by_tags(
+    running: RunningAttribution, tenant: str, labels: tuple[str, ...] = ("service_name", "team")
+) -> dict[tuple[str, ...], float]:
+    """/usage_metrics received bytes of one tenant by the values of `labels`."""
+    return {
+        tuple(dict(series)[label] for label in labels): value
+        for series, value in (await running.usage()).items()
+        if ("tenant", tenant) in series
+    }
+
+
+async def test_ledger_bytes_and_spans_per_tag_set_equal_usage_metrics_with_span_level_values(
+    tmp_path: Path,
+) -> None:
+    async with attribution_service(write_config(tmp_path)) as running:
+        await running.send("acme", request(MIXED).SerializeToString())
+        await running.send(
+            "acme", SPAN_LEVEL_REQUESTS["batches without spans, empty scopes"].SerializeToString()
+        )
+        await running.send("acme", spans_request("shop", 3, team="core"))
+        await running.flush()
+
+        tracked = await tracked_by_tags(running, "acme")
+        assert len(tracked) == 6
+        assert await billed_by_tags(running, "acme", BYTES_USAGE) == tracked
+        assert await billed_by_tags(running, "acme", SPANS_USAGE) == {
+            ("shop", "web"): 1,
+            ("shop", "core"): 1 + 3,
+            ("cart", "web"): 1 + 1,  # the last batch has no service.name: its span names one
+            ("cart", "core"): 1,
+            ("auth", "sec"): 1,
+            ("auth", MISSING): 1,
+        }
+
+
+async def test_overflow_series_are_billed_under_the_same_tags_as_usage_metrics(tmp_path: Path) -> None:
+    async with attribution_service(write_config(tmp_path, max_cardinality=2)) as running:
+        await running.send("acme", spans_request("svc-a", 1, team="x"))
+        await running.send("acme", spans_request("svc-b", 2, team="y"))
+        await running.send("acme", spans_request("svc-c", 3, team="x"))  # a third series: over the limit
+        both = request(
+            batch({"service.name": "svc-a", "team": "x"}, [span()]),  # an existing series stays itself
+            batch({"service.name": "svc-d", "team": "z"}, [span(), span()]),
+            batch({"service.name": "svc-e"}, [span()]),
+        )
+        await running.send("acme", both.SerializeToString())
+        await running.send("acme", spans_request("svc-c", 1, team="x"))
+        await running.flush()
+
+        tracked = await tracked_by_tags(running, "acme")
+        assert tracked.keys() == {("svc-a", "x"), ("svc-b", "y"), (OVERFLOW, OVERFLOW)}
+        assert await billed_by_tags(running, "acme", BYTES_USAGE) == tracked
+        assert await billed_by_tags(running, "acme", SPANS_USAGE) == {
+            ("svc-a", "x"): 2,
+            ("svc-b", "y"): 2,
+            (OVERFLOW, OVERFLOW): 3 + 2 + 1 + 1,
+        }
+        assert await billed_by_tags(running, "acme", BYTES_USAGE, "team") == {
+            ("x",): tracked["svc-a", "x"],
+            ("y",): tracked["svc-b", "y"],
+            (OVERFLOW,): tracked[OVERFLOW, OVERFLOW],
+        }
+
+
+async def test_a_tenant_without_dimensions_is_billed_with_no_tags_and_has_no_usage_metrics_series(
+    tmp_path: Path,
+) -> None:
+    keys = [*KEYS, {"api_key": "plain-api", "app_key": "plain-app", "org": "plain"}]
+    async with attribution_service(write_config(tmp_path, keys=keys)) as running:
+        two_spans = batch({"service.name": "batch", "team": "etl"}, [span(), span()])
+        idle = batch({"service.name": "idle"})  # no spans: nothing to bill
+        one_span = batch({"service.name": "cron"}, [span(pad=50)])
+        await running.send("plain", request(two_spans, idle, one_span).SerializeToString())
+        await running.flush()
+
+        assert not [series for series in await running.usage() if ("tenant", "plain") in series]
+        for usage_type, expected in (
+            (BYTES_USAGE, two_spans.ByteSize() + one_span.ByteSize()),
+            (SPANS_USAGE, 3),
+        ):
+            records = await hourly_records(
+                running.session, running.server_url, "plain", start_hr="2026-11-22T10", usage_type=usage_type
+            )
+            assert [(r["tags"], r["tag_config_source"], r["total_usage_sum"]) for r in records] == [
+                ({}, "plain:::", expected)
+            ]
+        stored = await running.service.ledger.read(  # type: ignore[union-attr]
+            lambda s: as_usage(s.hourly(["plain"], H10, H10 + HOUR, s.snapshot().seq))
+        )
+        assert stored == {(H10, "plain", ()): (two_spans.ByteSize() + one_span.ByteSize(), 3)}
+
+
+async def test_refused_requests_are_not_billed(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    body = spans_request("checkout", 2, team="payments")
+    overrides = yaml.safe_load((tmp_path / "overrides.yaml").read_text())
+    ingestion = {"rate_limit_bytes": len(body), "burst_size_bytes": len(body) * 3 // 2}
+    overrides["overrides"]["acme"] = {"ingestion": ingestion}
+    (tmp_path / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    async with attribution_service(config) as running:
+        headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"}
+
+        async def status(data: bytes) -> int:
+            async with running.session.post(running.traces_url, data=data, headers=headers) as response:
+                return response.status
+
+        await running.send("acme", body)
+        assert await status(body) == 429  # the bucket (manual clock) holds half a request
+        assert await status(spans_request("checkout", 9, team="payments", pad=100)) == 413  # over the burst
+        await running.flush()
+
+        tracked = await tracked_by_tags(running, "acme")
+        accepted = received(ExportTraceServiceRequest.FromString(body)).attributable_bytes
+        assert tracked == {("checkout", "payments"): accepted}
+        assert await billed_by_tags(running, "acme", BYTES_USAGE) == tracked
+        assert await billed_by_tags(running, "acme", SPANS_USAGE) == {("checkout", "payments"): 2}
+        async with running.session.get(running.server_url + "/usage_metrics") as response:
+            discarded = parse_discarded(await response.text())
+        reasons = {dict(series)["reason"] for series in discarded if ("tenant", "acme") in series}
+        assert reasons == {"rate_limited"}  # refusals are counted as discarded, never billed
+
+
+# --- 3. Restarts and the flush timer ---------------------------------------------------------------------
+
+
+async def test_usage_over_several_hours_and_two_months_survives_a_restart(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    start = utc(2026, 11, 30, 22) + 1800
+    expected_hours: dict[str, tuple[float, int]] = {}
+    async with attribution_service(config, wall_start=start) as running:
+        # 22:30 and 23:30 in November, 00:30 and 01:30 in December
+        for step, spans in enumerate((1, 2, 3, 4)):
+            before = await running.tenant_usage("acme")
+            await running.send("acme", spans_request("checkout", spans, team="payments", pad=step))
+            hour = datetime.fromtimestamp(hour_of(running.wall()), UTC).isoformat()
+            expected_hours[hour] = (await running.tenant_usage("acme") - before, spans)
+            if step == 1:
+                await running.flush()  # November by hand; December only by the graceful stop
+            running.wall.advance(HOUR)
+    assert list(expected_hours) == [
+        "2026-11-30T22:00:00+00:00",
+        "2026-11-30T23:00:00+00:00",
+        "2026-12-01T00:00:00+00:00",
+        "2026-12-01T01:00:00+00:00",
+    ]
+
+    async with attribution_service(config, wall_start=start + 4 * HOUR) as restarted:
+        found: dict[str, list[float]] = {}
+        for usage_type in (BYTES_USAGE, SPANS_USAGE):
+            records = await hourly_records(
+                restarted.session,
+                restarted.server_url,
+                "acme",
+                start_hr="2026-11-30T20",
+                end_hr="2026-12-01T03",
+                usage_type=usage_type,
+            )
+            for record in records:
+                found.setdefault(record["hour"], []).append(record["total_usage_sum"])
+        assert found == {hour: [size, spans] for hour, (size, spans) in expected_hours.items()}
+
+        status, body, _ = await restarted.get(
+            MONTHLY_PATH,
+            {"start_month": "2026-11", "end_month": "2026-12", "fields": "*", "sort_direction": "asc"},
+            key="acme",
+        )
+        assert status == 200, body
+        months = {r["month"]: r["values"] for r in body["usage"]}
+        sizes = [size for size, _ in expected_hours.values()]
+        assert months == {
+            "2026-11-01T00:00:00+00:00": {
+                BYTES_USAGE: sizes[0] + sizes[1],
+                "ingested_spans_bytes_percentage": 100.0,
+                SPANS_USAGE: 3,
+                "estimated_ingested_spans_percentage": 100.0,
+            },
+            "2026-12-01T00:00:00+00:00": {
+                BYTES_USAGE: sizes[2] + sizes[3],
+                "ingested_spans_bytes_percentage": 100.0,
+                SPANS_USAGE: 7,
+                "estimated_ingested_spans_percentage": 100.0,
+            },
+        }
+
+
+def file_usage(path: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """What the ledger file holds, read by a connection of the test's own: {(tenant, tags): totals}."""
+    if not path.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute(
+            "SELECT s.tenant, s.tags, SUM(h.bytes), SUM(h.spans) FROM hourly h "
+            "JOIN series s ON s.id = h.series GROUP BY s.tenant, s.tags"
+        ).fetchall()
+    return {(tenant, tags): (size, spans) for tenant, tags, size, spans in rows}
+
+
+async def test_the_flush_period_timer_flushes_a_running_service(tmp_path: Path) -> None:
+    async with attribution_service(write_config(tmp_path, flush_period="100ms")) as running:
+        await running.send("acme", spans_request("checkout", 2, team="payments"))
+        sent = int(await running.tenant_usage("acme"))
+
+        async def stored() -> dict[tuple[str, str], tuple[int, int]]:
+            return file_usage(tmp_path / "data" / "ledger.db")
+
+        found = await eventually(stored, "the periodic flush", timeout=5.0)
+        assert found == {("acme", '{"service_name":"checkout","team":"payments"}'): (sent, 2)}
+        assert running.service.ledger is not None and running.service.ledger.pending_usage() == 0
+
+
+# --- 4. The real CLI: SIGKILL and SIGTERM -----------------------------------------------------------------
+
+
+async def post_traces(session: aiohttp.ClientSession, cli: RunningCli, tenant: str, body: bytes) -> None:
+    headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": tenant}
+    async with session.post(cli.traces_url, data=body, headers=headers) as response:
+        assert response.status == 200, await response.text()
+
+
+async def cli_billed(session: aiohttp.ClientSession, cli: RunningCli, usage_type: str) -> dict[str, float]:
+    """acme's usage per team over the last hours (the CLI runs on the wall clock)."""
+    start = (datetime.now(UTC) - timedelta(hours=3)).strftime("%Y-%m-%dT%H")
+    records = await hourly_records(
+        session, cli.server_url, "acme", start_hr=start, usage_type=usage_type, tag_breakdown_keys="team"
+    )
+    billed: dict[str, float] = {}
+    for record in records:
+        billed[record["tags"]["team"][0]] = (
+            billed.get(record["tags"]["team"][0], 0) + record["total_usage_sum"]
+        )
+    return billed
+
+
+async def cli_tracked(session: aiohttp.ClientSession, cli: RunningCli) -> dict[str, float]:
+    async with session.get(cli.server_url + "/usage_metrics") as response:
+        text = await response.text()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "tempo_usage_tracker_bytes_received":
+            for sample in family.samples:
+                if sample.labels["tenant"] == "acme":
+                    totals[sample.labels["team"]] = totals.get(sample.labels["team"], 0) + sample.value
+    return totals
+
+
+def stop_gracefully(cli: RunningCli) -> None:
+    cli.process.send_signal(signal.SIGTERM)
+    assert cli.process.wait(timeout=30) == 0
+
+
+async def test_a_hard_kill_loses_at_most_the_usage_recorded_after_the_last_flush(tmp_path: Path) -> None:
+    config = write_config(tmp_path, flush_period="200ms")
+    second = spans_request("search", 2, team="discovery")
+    second_size = ExportTraceServiceRequest.FromString(second).resource_spans[0].ByteSize()
+    async with aiohttp.ClientSession() as session:
+        with running_cli(config) as cli:
+            await post_traces(session, cli, "acme", spans_request("checkout", 3, team="payments"))
+            flushed = await cli_tracked(session, cli)
+
+            async def stored() -> bool:
+                return await cli_billed(session, cli, BYTES_USAGE) == flushed
+
+            await eventually(stored, "a periodic flush to store the first batch")
+            await post_traces(session, cli, "acme", second)
+            cli.process.kill()
+            cli.process.wait(timeout=10)
+
+        with running_cli(config) as again:
+            billed = await cli_billed(session, again, BYTES_USAGE)
+            spans = await cli_billed(session, again, SPANS_USAGE)
+            assert billed["payments"] == flushed["payments"]
+            assert billed.keys() <= {"payments", "discovery"}
+            assert billed.get("discovery", 0) in (0, second_size)  # all of the last batch, or none of it
+            assert spans["payments"] == 3 and spans.get("discovery", 0) == (2 if "discovery" in billed else 0)
+            stop_gracefully(again)
+
+
+async def test_sigterm_stores_all_usage_before_the_process_exits(tmp_path: Path) -> None:
+    config = write_config(tmp_path, flush_period="1h")  # no periodic flush comes: only the shutdown's
+    async with aiohttp.ClientSession() as session:
+        with running_cli(config) as cli:
+            await post_traces(session, cli, "acme", spans_request("checkout", 3, team="payments"))
+            await post_traces(session, cli, "acme", spans_request("search", 2, team="discovery"))
+            tracked = await cli_tracked(session, cli)
+            stop_gracefully(cli)
+
+        with running_cli(config) as again:
+            assert await cli_billed(session, again, BYTES_USAGE) == tracked
+            assert await cli_billed(session, again, SPANS_USAGE) == {"payments": 3, "discovery": 2}
+            stop_gracefully(again)
+
+
+# --- 5. Metrics ------------------------------------------------------------------------------------------
+
+
+async def ledger_metrics(running: RunningAttribution) -> dict[str, float]:
+    async with running.session.get(running.server_url + "/metrics") as response:
+        text = await response.text()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return {
+        "success": samples.get(("tempo_usage_ledger_flushes_total", (("result", "success"),)), 0.0),
+        "failure": samples.get(("tempo_usage_ledger_flushes_total", (("result", "failure"),)), 0.0),
+        "pending": samples[("tempo_usage_ledger_pending_entries", ())],
+        "last": samples[("tempo_usage_ledger_last_successful_flush_timestamp_seconds", ())],
+        "entries": samples.get(("tempo_usage_ledger_flushed_entries_total", ()), 0.0),
+    }
+
+
+async def test_ledger_metrics_count_flushes_by_result_pending_entries_and_the_last_success(
+    tmp_path: Path,
+) -> None:
+    async with attribution_service(write_config(tmp_path)) as running:
+        assert await ledger_metrics(running) == {
+            "success": 0,
+            "failure": 0,
+            "pending": 0,
+            "last": 0,
+            "entries": 0,
+        }
+        await running.send("acme", spans_request("checkout", 1, team="payments"))
+        await running.send("acme", spans_request("search", 1, team="discovery"))
+        running.wall.advance(HOUR)
+        await running.send("acme", spans_request("checkout", 1, team="payments"))  # 3 series-hours
+        await running.flush()
+        assert await ledger_metrics(running) == {
+            "success": 1,
+            "failure": 0,
+            "pending": 0,
+            "last": START + HOUR,
+            "entries": 3,
+        }
+
+        execute(tmp_path / "data" / "ledger.db", FAIL_WRITES)
+        running.wall.advance(60)
+        await running.send("globex", spans_request("api", 1, env="prod"))
+        assert running.service.ledger is not None and not await running.service.ledger.flush()
+        assert await ledger_metrics(running) == {
+            "success": 1,
+            "failure": 1,
+            "pending": 1,
+            "last": START + HOUR,
+            "entries": 3,
+        }
+
+        execute(tmp_path / "data" / "ledger.db", ALLOW_WRITES)
+        running.wall.advance(60)
+        await running.flush()
+        assert await ledger_metrics(running) == {
+            "success": 2,
+            "failure": 1,
+            "pending": 0,
+            "last": START + HOUR + 120,
+            "entries": 4,
+        }
+
+
+async def test_pending_entries_counts_series_hours_recorded_since_the_last_flush(tmp_path: Path) -> None:
+    async with attribution_service(write_config(tmp_path)) as running:
+        await running.send("acme", spans_request("checkout", 1, team="payments"))
+        await running.send("acme", spans_request("search", 1, team="discovery"))
+        assert (await ledger_metrics(running))["pending"] == 2
+
+
+# --- 6. Keys are secrets ----------------------------------------------------------------------------------
+
+SECRET_API, SECRET_APP = "k3y-api-5d1f0b7e", "k3y-app-9c2e44a0"
+
+
+async def test_keys_never_appear_in_status_config_or_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    keys = [{"api_key": SECRET_API, "app_key": SECRET_APP, "org": "acme"}]
+    config = write_config(tmp_path, keys=keys)
+    assert SECRET_API not in repr(load_config(config)) and SECRET_APP not in repr(load_config(config))
+    async with attribution_service(config) as running:
+        await running.send("acme", spans_request("checkout", 1, team="payments"))
+        await running.flush()
+        params = {"start_hr": "2026-11-22T10", "usage_type": BYTES_USAGE}
+        answers = [
+            await running.get(
+                HOURLY_PATH, params, key="", **{"DD-API-KEY": SECRET_API, "DD-APPLICATION-KEY": key}
+            )
+            for key in (SECRET_APP, SECRET_API, SECRET_APP + "x")
+        ]
+        assert [status for status, _, _ in answers] == [200, 403, 403]
+        texts = []
+        for mode in ("", "diff"):
+            async with running.session.get(
+                running.server_url + "/status/config", params={"mode": mode}
+            ) as response:
+                assert response.status == 200
+                texts.append(await response.text())
+    for text in texts:
+        assert yaml.safe_load(text)["usage_attribution"]["keys"] == [
+            {"api_key": "<secret>", "app_key": "<secret>", "org": "acme", "scopes": ["usage_read"]}
+        ]
+    logged = caplog.text + "".join(repr(record.args) for record in caplog.records)
+    assert caplog.records, "the run logs something (start and stop)"
+    for secret in (SECRET_API, SECRET_APP):
+        assert all(secret not in text for text in texts)
+        assert secret not in logged
+
+
+# --- 7. Configuration -------------------------------------------------------------------------------------
+
+
+def document(tmp_path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(write_config(tmp_path).read_text())
+    return loaded
+
+
+def set_ledger(doc: dict[str, Any], **values: Any) -> None:
+    doc["usage_attribution"]["ledger"].update(values)
+
+
+INVALID = {
+    "unknown key": (
+        lambda d: set_ledger(d, flush_interval="1s"),
+        "usage_attribution.ledger.flush_interval",
+    ),
+    "unknown section key": (
+        lambda d: d["usage_attribution"].update(ledgers={}),
+        "usage_attribution.ledgers",
+    ),
+    "backend postgres": (lambda d: set_ledger(d, backend="postgres"), "usage_attribution.ledger.backend"),
+    "flush_period 0": (lambda d: set_ledger(d, flush_period=0), "usage_attribution.ledger.flush_period"),
+    "flush_period 0s": (lambda d: set_ledger(d, flush_period="0s"), "usage_attribution.ledger.flush_period"),
+    "retention_months 0": (
+        lambda d: set_ledger(d, retention_months=0),
+        "usage_attribution.ledger.retention_months",
+    ),
+    "page_size 0": (
+        lambda d: d["usage_attribution"]["api"].update(page_size=0),
+        "usage_attribution.api.page_size",
+    ),
+    "key without api_key": (
+        lambda d: d["usage_attribution"].update(keys=[{"app_key": "x-app", "org": "acme"}]),
+        "usage_attribution.keys[0].api_key",
+    ),
+    "key with an invalid org id": (
+        lambda d: d["usage_attribution"].update(keys=[{"api_key": "a", "app_key": "b", "org": "ac/me"}]),
+        "usage_attribution.keys[0].org",
+    ),
+    "org that is its own parent": (
+        lambda d: d["usage_attribution"]["orgs"]["acme"].update(parent="acme"),
+        "usage_attribution.orgs.acme.parent",
+    ),
+    "parent cycle": (
+        lambda d: d["usage_attribution"].update(orgs={"a": {"parent": "b"}, "b": {"parent": "a"}}),
+        "usage_attribution.orgs.a.parent",
+    ),
+    "duplicate public_id": (
+        lambda d: d["usage_attribution"]["orgs"]["globex"].update(public_id="acme0001"),
+        "usage_attribution.orgs.globex.public_id",
+    ),
+    "duplicate key pair": (
+        lambda d: d["usage_attribution"]["keys"].append(
+            {"api_key": "acme-api", "app_key": "acme-app", "org": "globex"}
+        ),
+        f"usage_attribution.keys[{len(KEYS)}].api_key",
+    ),
+}
+
+
+def test_the_support_configuration_is_valid(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    assert config.usage_attribution.enabled and len(config.usage_attribution.keys) == len(KEYS)
+
+
+@pytest.mark.parametrize(("change", "key"), INVALID.values(), ids=INVALID.keys())
+def test_invalid_usage_attribution_settings_are_refused_naming_the_key(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], key: str
+) -> None:
+    doc = document(tmp_path)
+    change(doc)
+    path = tmp_path / "distributor.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert raised.value.key == key
+    assert key in str(raised.value)
+    assert "acme-api" not in str(raised.value) and "acme-app" not in str(raised.value)
+
+
+def test_keys_expand_environment_variables_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = document(tmp_path)
+    doc["usage_attribution"]["keys"] = [
+        {
+            "api_key": "${LEDGER_TEST_API_KEY}",
+            "app_key": "${LEDGER_TEST_APP_KEY:-fallback-app}",
+            "org": "acme",
+        }
+    ]
+    path = tmp_path / "distributor.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    monkeypatch.setenv("LEDGER_TEST_API_KEY", "from-the-environment")
+    monkeypatch.delenv("LEDGER_TEST_APP_KEY", raising=False)
+
+    (key,) = load_config(path, expand_env=True).usage_attribution.keys
+    assert (key.api_key, key.app_key, key.org) == ("from-the-environment", "fallback-app", "acme")
+    (literal,) = load_config(path).usage_attribution.keys
+    assert literal.api_key == "${LEDGER_TEST_API_KEY}"
+
+    monkeypatch.delenv("LEDGER_TEST_API_KEY")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, expand_env=True)
+    assert raised.value.key == "usage_attribution.keys[0].api_key"
