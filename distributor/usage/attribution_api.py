@@ -778,7 +778,8 @@ class UsageAttributionApi:
         result = self._results.get(cache_key)
         if result is None:
             result = await self.ledger.read(compute)
-            self._results[cache_key] = result
+            if len(result.records) < RESULT_CACHE_RECORDS:  # a bigger one is recomputed for each page
+                self._results[cache_key] = result
         return result
 
     def _csv(
