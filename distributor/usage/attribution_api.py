@@ -613,6 +613,17 @@ class UsageAttributionApi:
             raise ApiError(400, "next_record_id: expired; start again without next_record_id")
         return cursor
 
+    async def _page(
+        self, records: list[_Record], bound_to: str, position: Cursor
+    ) -> tuple[list[_Record], str | None]:
+        """The page at `position`, and the cursor of the next one (None on the last page)."""
+        page = records[position.offset : position.offset + self.config.api.page_size]
+        next_offset = position.offset + len(page)
+        if next_offset >= len(records):
+            return page, None
+        codec = await self._cursors()
+        return page, codec.encode(bound_to, Cursor(position.seq, next_offset, position.end))
+
     async def _updated_at(self) -> str:
         """The most recent hour usage has been calculated for: that of the newest flush."""
         snapshot = await self.ledger.read(lambda store: store.snapshot())
@@ -632,14 +643,7 @@ class UsageAttributionApi:
             (bound_to, position.seq, position.end),
             lambda store: _Result(self._hourly_records(store, key, query, position), {}, []),
         )
-        records = result.records
-        page_size = self.config.api.page_size
-        page = records[position.offset : position.offset + page_size]
-        next_offset = position.offset + len(page)
-        next_id = None
-        if next_offset < len(records):
-            codec = await self._cursors()
-            next_id = codec.encode(bound_to, Cursor(position.seq, next_offset, position.end))
+        page, next_id = await self._page(result.records, bound_to, position)
         updated_at = await self._updated_at()
         usage = [
             {
@@ -703,13 +707,7 @@ class UsageAttributionApi:
             return ApiAnswer(
                 200, self._csv(query, records, values), content_type=CSV_CONTENT_TYPE + "; charset=utf-8"
             )
-        page_size = self.config.api.page_size
-        page = records[position.offset : position.offset + page_size]
-        next_offset = position.offset + len(page)
-        next_id = None
-        if next_offset < len(records):
-            codec = await self._cursors()
-            next_id = codec.encode(bound_to, Cursor(position.seq, next_offset, position.end))
+        page, next_id = await self._page(records, bound_to, position)
         usage = [
             {
                 "month": format_time(record.period),
