@@ -213,12 +213,16 @@ def parse_time(name: str, text: str, month: bool) -> int:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         timestamp = moment.timestamp()
+        if not month:
+            return hour_of(timestamp)
+        start = month_of(timestamp)
+        add_months(start, 1)  # the month after must exist too (end_month is inclusive): not past 9999
+        return start
     except (ValueError, OverflowError):
         expected = "YYYY-MM" if month else "YYYY-MM-DDThh"
         raise ApiError(
             400, f"{name}: invalid datetime {text!r}; expected {expected} or an ISO-8601 datetime, UTC"
         ) from None
-    return month_of(timestamp) if month else hour_of(timestamp)
 
 
 def format_time(timestamp: float) -> str:
@@ -371,6 +375,7 @@ class Cursor:
     seq: int  # the ledger snapshot every page of this answer reads
     offset: int  # records already returned
     end: int  # the resolved end of the range
+    flushed_at: float  # when the snapshot's flush happened: every page's updated_at
 
 
 class CursorCodec:
@@ -384,7 +389,9 @@ class CursorCodec:
         return hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
 
     def encode(self, fingerprint: str, cursor: Cursor) -> str:
-        payload = json.dumps([1, fingerprint, cursor.seq, cursor.offset, cursor.end], separators=(",", ":"))
+        payload = json.dumps(
+            [1, fingerprint, cursor.seq, cursor.offset, cursor.end, cursor.flushed_at], separators=(",", ":")
+        )
         raw = payload.encode()
         return _b64(raw) + "." + _b64(self._signature(raw))
 
@@ -400,7 +407,7 @@ class CursorCodec:
         if not hmac.compare_digest(signature, self._signature(raw)):
             raise invalid
         try:
-            version, bound_to, seq, offset, end = json.loads(raw)
+            version, bound_to, seq, offset, end, flushed_at = json.loads(raw)
         except (ValueError, TypeError):
             raise invalid from None
         if version != 1:
@@ -410,7 +417,7 @@ class CursorCodec:
                 400,
                 "next_record_id: belongs to another query; repeat the parameters of the first page with it",
             )
-        return Cursor(int(seq), int(offset), int(end))
+        return Cursor(int(seq), int(offset), int(end), float(flushed_at))
 
 
 def _b64(data: bytes) -> str:
@@ -605,7 +612,9 @@ class UsageAttributionApi:
         """Where this page starts: a new snapshot for a first page, the cursor's for the next ones."""
         if cursor_text is None:
             snapshot = await self.ledger.read(lambda store: store.snapshot())
-            return Cursor(snapshot.seq, 0, default_end)
+            return Cursor(
+                snapshot.seq, 0, default_end, snapshot.flushed_at if snapshot.seq else self._wall_clock()
+            )
         codec = await self._cursors()
         cursor = codec.decode(bound_to, cursor_text)
         oldest = await self.ledger.read(lambda store: store.oldest_snapshot())
@@ -622,12 +631,9 @@ class UsageAttributionApi:
         if next_offset >= len(records):
             return page, None
         codec = await self._cursors()
-        return page, codec.encode(bound_to, Cursor(position.seq, next_offset, position.end))
-
-    async def _updated_at(self) -> str:
-        """The most recent hour usage has been calculated for: that of the newest flush."""
-        snapshot = await self.ledger.read(lambda store: store.snapshot())
-        return format_time(hour_of(snapshot.flushed_at if snapshot.seq else self._wall_clock()))
+        return page, codec.encode(
+            bound_to, Cursor(position.seq, next_offset, position.end, position.flushed_at)
+        )
 
     async def _hourly(self, key: ApiKeyConfig, query: HourlyQuery) -> ApiAnswer:
         self._check_retention("start_hr", query.start)
@@ -644,7 +650,8 @@ class UsageAttributionApi:
             lambda store: _Result(self._hourly_records(store, key, query, position), {}, []),
         )
         page, next_id = await self._page(result.records, bound_to, position)
-        updated_at = await self._updated_at()
+        # The most recent hour usage had been calculated for, as of the snapshot every page reads.
+        updated_at = format_time(hour_of(position.flushed_at))
         usage = [
             {
                 "hour": format_time(record.period),
@@ -695,7 +702,8 @@ class UsageAttributionApi:
             lambda store: self._monthly_records(store, key, query, position),
         )
         records, org_totals, aggregates = result.records, result.totals, result.aggregates
-        updated_at = await self._updated_at()
+        # The most recent hour usage had been calculated for, as of the snapshot every page reads.
+        updated_at = format_time(hour_of(position.flushed_at))
 
         def values(record: _Record) -> dict[str, float]:
             result: dict[str, float] = {}
