@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from cachetools import TTLCache
@@ -64,6 +65,7 @@ MONTHLY_FIELDS = tuple(f for pair in zip(USAGE_TYPES, PERCENTAGE_FIELDS, strict=
 RATE_LIMIT_NAME = "usage_attribution"
 FORBIDDEN = "Forbidden"
 CSV_CONTENT_TYPE = "text/csv"
+ORG_FIELDS = ("org_name", "public_id", "region", "tag_config_source")  # every record's, in this order
 RESULT_CACHE_RECORDS = 500_000
 
 
@@ -440,15 +442,12 @@ def fingerprint(kind: str, key: ApiKeyConfig, parts: tuple[object, ...]) -> str:
 
 # -- the result set -----------------------------------------------------------------------------------
 
-# (period, tenant, tags: values of the breakdown keys, () for none, None for "cannot apply"), bytes, spans
-_RecordKey = tuple[int, str, tuple[str, ...] | None]
-
 
 @dataclass(slots=True)
 class _Record:
     period: int
     org: Org
-    tags: tuple[str, ...] | None
+    tags: tuple[str, ...] | None  # values of the breakdown keys; () for no breakdown; None: cannot apply
     spans_bytes: int = 0
     spans: int = 0
 
@@ -622,6 +621,24 @@ class UsageAttributionApi:
             raise ApiError(400, "next_record_id: expired; start again without next_record_id")
         return cursor
 
+    def _describer(self) -> Callable[[_Record], dict[str, str]]:
+        """The org fields every record carries, each org's worked out once per answer."""
+        described: dict[str, dict[str, str]] = {}
+
+        def describe(record: _Record) -> dict[str, str]:
+            org = record.org
+            fields = described.get(org.org_id)
+            if fields is None:
+                fields = described[org.org_id] = {
+                    "org_name": org.name,
+                    "public_id": org.public_id,
+                    "region": org.region,
+                    "tag_config_source": tag_config_source(org, self.org_tags(org.org_id)),
+                }
+            return fields
+
+        return describe
+
     async def _page(
         self, records: list[_Record], bound_to: str, position: Cursor
     ) -> tuple[list[_Record], str | None]:
@@ -652,13 +669,11 @@ class UsageAttributionApi:
         page, next_id = await self._page(result.records, bound_to, position)
         # The most recent hour usage had been calculated for, as of the snapshot every page reads.
         updated_at = format_time(hour_of(position.flushed_at))
+        describe = self._describer()
         usage = [
             {
                 "hour": format_time(record.period),
-                "org_name": record.org.name,
-                "public_id": record.org.public_id,
-                "region": record.org.region,
-                "tag_config_source": tag_config_source(record.org, self.org_tags(record.org.org_id)),
+                **describe(record),
                 "tags": _tags_document(query.breakdown, record.tags),
                 "total_usage_sum": float(record.value(query.usage_type)),
                 "updated_at": updated_at,
@@ -716,13 +731,11 @@ class UsageAttributionApi:
                 200, self._csv(query, records, values), content_type=CSV_CONTENT_TYPE + "; charset=utf-8"
             )
         page, next_id = await self._page(records, bound_to, position)
+        describe = self._describer()
         usage = [
             {
                 "month": format_time(record.period),
-                "org_name": record.org.name,
-                "public_id": record.org.public_id,
-                "region": record.org.region,
-                "tag_config_source": tag_config_source(record.org, self.org_tags(record.org.org_id)),
+                **describe(record),
                 "tags": _tags_document(query.breakdown, record.tags),
                 "updated_at": updated_at,
                 "values": values(record),
@@ -752,28 +765,20 @@ class UsageAttributionApi:
         # but not across orgs, so they are sorted by their own value.
         sign = -1 if query.descending else 1
         sort_field = query.sort_field
-        if sort_field == BYTES_USAGE:
-            records.sort(
-                key=lambda r: (sign * r.spans_bytes, sign * r.period, r.org.name, r.org.org_id, r.tags or ())
-            )
-        elif sort_field in USAGE_TYPES:
-            records.sort(
-                key=lambda r: (sign * r.spans, sign * r.period, r.org.name, r.org.org_id, r.tags or ())
-            )
-        else:
-            records.sort(
-                key=lambda r: (sign * _field_value(r, sort_field, totals), sign * r.period, *_identity(r))
-            )
+        value: Callable[[_Record], float] = (
+            attrgetter("spans_bytes" if sort_field == BYTES_USAGE else "spans")
+            if sort_field in USAGE_TYPES
+            else lambda r: _field_value(r, sort_field, totals)
+        )
+        records.sort(key=lambda r: (sign * value(r), sign * r.period, *_identity(r)))
         aggregates: list[dict[str, Any]] = []
         for name in query.fields:
-            if name == BYTES_USAGE:
-                value = float(sum(r.spans_bytes for r in records))
-            elif name in USAGE_TYPES:
-                value = float(sum(r.spans for r in records))
+            if name in USAGE_TYPES:
+                total = float(sum(r.value(name) for r in records))
             else:  # each org-month's percentages add up to 100 (when it has any usage of that type)
                 index = 0 if name.removesuffix("_percentage") + "_usage" == BYTES_USAGE else 1
-                value = 100.0 * sum(1 for total in totals.values() if total[index])
-            aggregates.append({"agg_type": "sum", "field": name, "value": value})
+                total = 100.0 * sum(1 for totals_of_org in totals.values() if totals_of_org[index])
+            aggregates.append({"agg_type": "sum", "field": name, "value": total})
         return _Result(records, totals, aggregates)
 
     async def _result(
@@ -795,19 +800,15 @@ class UsageAttributionApi:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         breakdown = query.breakdown or ()
-        writer.writerow(
-            ["month", "org_name", "public_id", "region", "tag_config_source", *breakdown, *query.fields]
-        )
+        describe = self._describer()
+        writer.writerow(["month", *ORG_FIELDS, *breakdown, *query.fields])
         for record in records:
             tags = record.tags if record.tags is not None and query.breakdown else ("",) * len(breakdown)
             row_values = values(record)
             writer.writerow(
                 [
                     format_time(record.period),
-                    record.org.name,
-                    record.org.public_id,
-                    record.org.region,
-                    tag_config_source(record.org, self.org_tags(record.org.org_id)),
+                    *(describe(record)[name] for name in ORG_FIELDS),
                     *tags,
                     *(_number(row_values[name]) for name in query.fields),
                 ]

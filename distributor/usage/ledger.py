@@ -196,7 +196,7 @@ class UsageLedger:
         overflowed: dict[tuple[str, ...], tuple[str, ...]],
     ) -> None:
         """One accepted request's usage, attributed as the tracker recorded it."""
-        hour = int(self._wall_clock() // HOUR) * HOUR
+        hour = hour_of(self._wall_clock())
         pending = self._pending
         for values, size in bytes_by_values.items():
             spans = spans_by_values[values]
