@@ -9,10 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from distributor.common.config_reader import read_bytes
 from distributor.config import load_config
-from overrides import ConfigError, TenantOverrides
-from overrides.loading import parse_per_tenant_file
-from overrides.strict_yaml import read_bytes
+from distributor.overrides import ConfigError, TenantOverrides
+from distributor.overrides.loading import parse_per_tenant_file
 
 
 def check_files(

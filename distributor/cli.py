@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from distributor.config import load_config
+from distributor.overrides import ConfigError
 from distributor.service import Service
-from overrides import ConfigError
 
 log = logging.getLogger("distributor")
 

@@ -2,137 +2,35 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distributor.usage.attribution_config import (
+from distributor.attribution.config import (
     UsageAttributionConfig,
     parse_usage_attribution,
     usage_attribution_as_data,
 )
-from overrides import TenantOverrides, parse_tenant_overrides
-from overrides.model import DEFAULT_BURST_SIZE_BYTES, DEFAULT_MAX_ATTRIBUTE_BYTES, DEFAULT_RATE_LIMIT_BYTES
-from overrides.status import dimensions_as_config
-from overrides.strict_yaml import ConfigError, Section, format_duration, read_yaml
-
-MIB = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_endpoint(text: str) -> Endpoint:
-    """`host:port`, `[v6]:port` or `:port` (all interfaces); port 0 picks a free port."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        raise ValueError(f"invalid listen address {text!r} (expected host:port)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"invalid IPv6 address in {text!r}") from None
-    elif ":" in host:
-        raise ValueError(f"invalid listen address {text!r} (write IPv6 addresses as [addr]:port)")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"invalid port in {text!r} (expected 0-65535)")
-    return Endpoint(host or "0.0.0.0", int(port_text))
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    http_listen_address: str = "127.0.0.1"
-    http_listen_port: int = 3200
-    graceful_shutdown_timeout: float = 30.0  # Tempo's default
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint(self.http_listen_address, self.http_listen_port)
-
-
-@dataclass(frozen=True, slots=True)
-class OtlpHttpConfig:
-    endpoint: Endpoint = Endpoint("127.0.0.1", 4318)
-    max_request_body_bytes: int = 20 * MIB
-
-
-@dataclass(frozen=True, slots=True)
-class OtlpGrpcConfig:
-    endpoint: Endpoint = Endpoint("127.0.0.1", 4317)
-    max_recv_msg_size_bytes: int = 4 * MIB
-
-
-FORWARDER_BACKENDS = ("otlpgrpc", "otlphttp")
-COMPRESSIONS = ("none", "gzip")
-
-
-@dataclass(frozen=True, slots=True)
-class TlsConfig:
-    """Client TLS, named as in the Collector's exporters. For otlpgrpc, `insecure: true` means plaintext;
-    for otlphttp the URL's scheme decides."""
-
-    insecure: bool = False
-    insecure_skip_verify: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name_override: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryConfig:
-    """The Collector's retry_on_failure: exponential backoff (x1.5, +-50% jitter) between attempts."""
-
-    enabled: bool = True
-    initial_interval: float = 5.0
-    max_interval: float = 30.0
-    max_elapsed_time: float = 300.0  # 0 = retry until delivered (or shutdown)
-
-
-@dataclass(frozen=True, slots=True)
-class ForwarderConfig:
-    name: str
-    backend: str  # one of FORWARDER_BACKENDS
-    endpoint: str  # otlpgrpc: host:port; otlphttp: base URL, /v1/traces appended
-    traces_endpoint: str = ""  # otlphttp only: the full URL, used as is
-    tls: TlsConfig = field(default_factory=TlsConfig)
-    headers: tuple[tuple[str, str], ...] = ()
-    compression: str = "none"
-    timeout: float = 5.0
-    queue_size: int = 1000  # requests, per tenant
-    workers: int = 4  # concurrent sends, per tenant
-    retry: RetryConfig = field(default_factory=RetryConfig)
-
-
-@dataclass(frozen=True, slots=True)
-class CostAttributionConfig:
-    enabled: bool = False
-    max_cardinality: int = 10_000
-    stale_duration: float = 15 * 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class UserConfigurableOverridesConfig:
-    enabled: bool = False
-    storage_path: Path = Path("data/user-overrides")  # relative paths: relative to the config file
-
-
-@dataclass(frozen=True, slots=True)
-class OverridesConfig:
-    defaults: TenantOverrides = field(default_factory=TenantOverrides)
-    per_tenant_override_config: Path | None = None
-    per_tenant_override_period: float = 10.0
-    user_configurable_overrides: UserConfigurableOverridesConfig = field(
-        default_factory=UserConfigurableOverridesConfig
-    )
+from distributor.common.config_reader import ConfigError, Section, format_duration, read_yaml
+from distributor.common.endpoint import Endpoint, parse_endpoint
+from distributor.forwarding.config import (
+    COMPRESSIONS,
+    FORWARDER_BACKENDS,
+    ForwarderConfig,
+    RetryConfig,
+    TlsConfig,
+)
+from distributor.overrides import parse_tenant_overrides
+from distributor.overrides.config import OverridesConfig, UserConfigurableOverridesConfig
+from distributor.overrides.model import (
+    DEFAULT_BURST_SIZE_BYTES,
+    DEFAULT_MAX_ATTRIBUTE_BYTES,
+    DEFAULT_RATE_LIMIT_BYTES,
+)
+from distributor.overrides.status import dimensions_as_config
+from distributor.receivers.config import OtlpGrpcConfig, OtlpHttpConfig
+from distributor.server.config import ServerConfig
+from distributor.usage.config import CostAttributionConfig
 
 
 @dataclass(frozen=True, slots=True)

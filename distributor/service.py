@@ -8,28 +8,34 @@ import logging
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 from aiohttp import web
 
-from distributor.config import Config, Endpoint
+from distributor.attribution.api import UsageAttributionApi
+from distributor.attribution.http import UsageAttributionHttp
+from distributor.common.clock import Clock
+from distributor.common.endpoint import Endpoint
+from distributor.config import Config
 from distributor.forwarding.clients import create_client
 from distributor.forwarding.forwarder import Forwarder
-from distributor.limits import IngestionRateLimiter
-from distributor.metrics import DistributorMetrics, QueueView
-from distributor.pipeline import Distributor
+from distributor.forwarding.metrics import ForwarderMetrics
+from distributor.ingest.limits import IngestionRateLimiter
+from distributor.ingest.metrics import IngestMetrics
+from distributor.ingest.pipeline import Discards, IngestPipeline
+from distributor.ledger.ledger import LedgerMetrics, UsageLedger
+from distributor.ledger.sqlite import SqliteLedgerStore
+from distributor.overrides import ConfigError, OverridesProvider, OverridesSnapshot
+from distributor.overrides.metrics import RuntimeConfigCollector
+from distributor.overrides.reload import RuntimeOverridesReloader
+from distributor.overrides.user_configurable import UserConfigurableOverrides
 from distributor.receivers.otlp_grpc import OtlpGrpcReceiver
 from distributor.receivers.otlp_http import OtlpHttpReceiver
-from distributor.server import ServerEndpoints, request_metrics_middleware
-from distributor.usage.attribution_api import UsageAttributionApi
-from distributor.usage.ledger import LedgerMetrics, UsageLedger
-from distributor.usage.ledger_sqlite import SqliteLedgerStore
-from distributor.usage.tracker import Clock, UsageTracker
-from distributor.usage_attribution_http import UsageAttributionHttp
-from distributor.user_overrides_api import UserOverridesApi
-from overrides import ConfigError, OverridesProvider, OverridesSnapshot
-from overrides.reload import RuntimeOverridesReloader
-from overrides.user_configurable import UserConfigurableOverrides
+from distributor.server.endpoints import ServerEndpoints
+from distributor.server.metrics import new_registry, request_metrics_middleware
+from distributor.server.user_overrides import UserOverridesApi
+from distributor.usage.metrics import UsageTrackerCollector
+from distributor.usage.tracker import UsageTracker
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +45,7 @@ STALE_PURGE_INTERVAL_SECONDS = 60.0
 class Service:
     """The whole distributor. Raises ConfigError from the constructor if the overrides are invalid."""
 
-    def __init__(
-        self, config: Config, clock: Clock = time.monotonic, wall_clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, config: Config, clock: Clock = time.monotonic, wall_clock: Clock = time.time) -> None:
         self.config = config
         path = config.overrides.per_tenant_override_config
         self.reloader: RuntimeOverridesReloader | None = None
@@ -62,9 +66,24 @@ class Service:
             self.user_overrides = UserConfigurableOverrides(user_config.storage_path, self.overrides)
             self.user_overrides.load_all()
         self.tracker = UsageTracker(config.cost_attribution, clock)
-        self.metrics = DistributorMetrics(self.tracker, self.reloader)
-        self.rate_limiter = IngestionRateLimiter(clock)
+        self.registry = new_registry()
+        self.registry.register(UsageTrackerCollector(self.tracker))
+        if self.reloader is not None:
+            self.registry.register(RuntimeConfigCollector(self.reloader))
+        self._request_metrics = request_metrics_middleware(self.registry)
+        ingest_metrics = IngestMetrics(self.registry)
+        discards = Discards(ingest_metrics, self.tracker)
+        forwarder_metrics = ForwarderMetrics(self.registry)
         self.forwarders: dict[str, Forwarder] = {}
+        for forwarder_config in config.forwarders:
+            forwarder = Forwarder(
+                forwarder_config, create_client(forwarder_config), forwarder_metrics, discards.forward_dropped
+            )
+            self.forwarders[forwarder.name] = forwarder
+            forwarder_metrics.watch_queues(
+                forwarder.name, forwarder_config.queue_size, forwarder.queue_lengths
+            )
+        self.rate_limiter = IngestionRateLimiter(clock)
         self.ledger: UsageLedger | None = None
         attribution_api: UsageAttributionApi | None = None
         attribution = config.usage_attribution
@@ -80,7 +99,7 @@ class Service:
                 ) from err
             self.ledger = UsageLedger(
                 store,
-                LedgerMetrics(self.metrics.registry),
+                LedgerMetrics(self.registry),
                 attribution.ledger.flush_period,
                 attribution.ledger.retention_months,
                 merge_after=attribution.api.cursor_ttl,
@@ -88,24 +107,19 @@ class Service:
             )
             attribution_api = UsageAttributionApi(attribution, self.ledger, self.org_tags, clock, wall_clock)
         self.attribution_http = UsageAttributionHttp(attribution_api)
-        self.distributor = Distributor(
-            self.overrides, self.tracker, self.metrics, self.rate_limiter, self.forwarders, self.ledger
+        self.pipeline = IngestPipeline(
+            self.overrides,
+            self.tracker,
+            ingest_metrics,
+            discards,
+            self.rate_limiter,
+            self.forwarders,
+            self.ledger,
         )
-        for forwarder_config in config.forwarders:
-            forwarder = Forwarder(
-                forwarder_config,
-                create_client(forwarder_config),
-                self.metrics.forwarders,
-                self.distributor.forward_dropped,
-            )
-            self.forwarders[forwarder.name] = forwarder
-            self.metrics.watch_queues(
-                QueueView(forwarder.name, forwarder_config.queue_size, forwarder.queue_lengths)
-            )
-        self.endpoints = ServerEndpoints(config, self.tracker, self.metrics, self.overrides, self.reloader)
-        self.otlp_http = OtlpHttpReceiver(config.otlp_http, self.distributor, config.multitenancy_enabled)
+        self.endpoints = ServerEndpoints(config, self.tracker, self.registry, self.overrides, self.reloader)
+        self.otlp_http = OtlpHttpReceiver(config.otlp_http, self.pipeline, config.multitenancy_enabled)
         self.otlp_grpc = (
-            OtlpGrpcReceiver(config.otlp_grpc, self.distributor, config.multitenancy_enabled)
+            OtlpGrpcReceiver(config.otlp_grpc, self.pipeline, config.multitenancy_enabled)
             if config.otlp_grpc is not None
             else None
         )
@@ -119,7 +133,7 @@ class Service:
 
     def _app(self, routes: list[web.AbstractRouteDef], client_max_size: int = 1024**2) -> web.Application:
         app = web.Application(client_max_size=client_max_size)
-        app.middlewares.append(request_metrics_middleware(self.metrics))  # type: ignore[arg-type]
+        app.middlewares.append(self._request_metrics)  # type: ignore[arg-type]
         app.add_routes(routes)
         return app
 

@@ -1,17 +1,24 @@
 """Per-tenant limits: model, loading, validation and the swappable set in force."""
 
-from overrides.dimensions import Dimension, DimensionError, Scope, parse_dimensions, sanitize_label
-from overrides.loading import parse_per_tenant_file, parse_tenant_overrides
-from overrides.model import (
+from distributor.overrides.dimensions import (
+    Dimension,
+    DimensionError,
+    Scope,
+    parse_dimensions,
+    sanitize_label,
+)
+from distributor.overrides.loading import parse_per_tenant_file, parse_tenant_overrides
+from distributor.overrides.model import (
     WILDCARD_TENANT,
     CostAttributionOverrides,
     OverridesSnapshot,
     TenantLimits,
     TenantOverrides,
 )
-from overrides.provider import OverridesProvider
-from overrides.strict_yaml import ConfigError, parse_duration
-from overrides.tenant_ids import tenant_id_problem
+from distributor.overrides.provider import OverridesProvider
+from distributor.overrides.tenant_ids import tenant_id_problem
+
+from distributor.common.config_reader import ConfigError, parse_duration
 
 __all__ = [
     "WILDCARD_TENANT",

@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Collection
 from types import MappingProxyType
 
-from overrides.dimensions import DimensionError, parse_dimensions
-from overrides.model import (
+from distributor.overrides.dimensions import DimensionError, parse_dimensions
+from distributor.overrides.model import (
     WILDCARD_TENANT,
     CostAttributionOverrides,
     IngestionOverrides,
     OverridesSnapshot,
     TenantOverrides,
 )
-from overrides.strict_yaml import ConfigError, Located, Section, decode_text, parse_yaml_text
-from overrides.tenant_ids import tenant_id_problem
+from distributor.overrides.tenant_ids import tenant_id_problem
+
+from distributor.common.config_reader import ConfigError, Located, Section, decode_text, parse_yaml_text
 
 TENANT_KEYS = ("cost_attribution", "ingestion", "forwarders")
 COST_ATTRIBUTION_KEYS = ("dimensions", "max_cardinality")

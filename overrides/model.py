@@ -8,7 +8,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from overrides.dimensions import Dimension
+from distributor.overrides.dimensions import Dimension
 
 WILDCARD_TENANT = "*"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from overrides.model import OverridesSnapshot, TenantLimits
+from distributor.overrides.model import OverridesSnapshot, TenantLimits
 
 
 class OverridesProvider:

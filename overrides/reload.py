@@ -15,10 +15,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from overrides.loading import parse_per_tenant_file
-from overrides.model import TenantOverrides
-from overrides.provider import OverridesProvider
-from overrides.strict_yaml import ConfigError, read_bytes
+from distributor.overrides.loading import parse_per_tenant_file
+from distributor.overrides.model import TenantOverrides
+from distributor.overrides.provider import OverridesProvider
+
+from distributor.common.config_reader import ConfigError, read_bytes
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from overrides.dimensions import Dimension
-from overrides.model import OverridesSnapshot
+from distributor.overrides.dimensions import Dimension
+from distributor.overrides.model import OverridesSnapshot
 
 
 def dimensions_as_config(dimensions: tuple[Dimension, ...]) -> dict[str, str]:

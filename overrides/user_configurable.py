@@ -21,10 +21,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from overrides.dimensions import DimensionError, parse_dimensions
-from overrides.model import CostAttributionOverrides, TenantOverrides
-from overrides.provider import OverridesProvider
-from overrides.tenant_ids import tenant_id_problem
+from distributor.overrides.dimensions import DimensionError, parse_dimensions
+from distributor.overrides.model import CostAttributionOverrides, TenantOverrides
+from distributor.overrides.provider import OverridesProvider
+from distributor.overrides.tenant_ids import tenant_id_problem
 
 log = logging.getLogger(__name__)
 

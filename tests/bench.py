@@ -33,17 +33,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from distributor.overrides import TenantLimits, parse_dimensions
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from distributor.config import CostAttributionConfig
+from distributor.ledger.ledger import LedgerEntry, LedgerMetrics, UsageLedger, add_months, month_of
+from distributor.ledger.sqlite import SqliteLedgerStore
 from distributor.receivers.otlp import Encoding, decode_traces
+from distributor.usage.config import CostAttributionConfig
 from distributor.usage.exposition import render_counter
-from distributor.usage.ledger import LedgerEntry, LedgerMetrics, UsageLedger, add_months, month_of
-from distributor.usage.ledger_sqlite import SqliteLedgerStore
 from distributor.usage.tracker import UsageTracker
-from overrides import TenantLimits, parse_dimensions
 
 SPANS_PER_REQUEST = 1000
 PAYLOADS = 8

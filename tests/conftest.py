@@ -5,20 +5,17 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
+from distributor.overrides import TenantOverrides, parse_dimensions
+from distributor.overrides.model import CostAttributionOverrides
 
-from distributor.config import (
-    Config,
-    CostAttributionConfig,
-    Endpoint,
-    ForwarderConfig,
-    OtlpGrpcConfig,
-    OtlpHttpConfig,
-    ServerConfig,
-)
+from distributor.common.endpoint import Endpoint
+from distributor.config import Config
+from distributor.forwarding.config import ForwarderConfig
+from distributor.receivers.config import OtlpGrpcConfig, OtlpHttpConfig
+from distributor.server.config import ServerConfig
 from distributor.service import Service
-from overrides import TenantOverrides, parse_dimensions
-from overrides.model import CostAttributionOverrides
-from tests.helpers import ManualClock, parse_usage
+from distributor.usage.config import CostAttributionConfig
+from tests.support.otlp import ManualClock, parse_usage
 
 StartService = Callable[..., Awaitable["RunningService"]]
 

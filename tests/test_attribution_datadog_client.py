@@ -34,8 +34,8 @@ from datadog_api_client.v1.model.usage_sort_direction import UsageSortDirection
 from datadog_api_client.v2.api.usage_metering_api import UsageMeteringApi as UsageMeteringApiV2
 from datadog_api_client.v2.model.usage_attribution_types_response import UsageAttributionTypesResponse
 
-import distributor.usage.attribution_api as attribution_api
-from tests.attribution_support import (
+import distributor.attribution.api as attribution_api
+from tests.support.attribution import (
     START,
     RunningAttribution,
     attribution_service,

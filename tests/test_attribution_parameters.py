@@ -23,8 +23,8 @@ import pytest_asyncio
 import yaml
 from datadog_api_client.v1.model.hourly_usage_attribution_usage_type import HourlyUsageAttributionUsageType
 
-from distributor.usage import attribution_api
-from tests.attribution_support import (
+from distributor.attribution import api as attribution_api
+from tests.support.attribution import (
     START,
     RunningAttribution,
     attribution_service,

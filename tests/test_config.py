@@ -11,11 +11,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from distributor.overrides import ConfigError, OverridesSnapshot, Scope
 
 from distributor.config import Config, load_config
 from distributor.service import Service
-from overrides import ConfigError, OverridesSnapshot, Scope
-from tests.helpers import running_cli
+from tests.support.otlp import running_cli
 
 ISSUE_EXAMPLE = """\
 multitenancy_enabled: false

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from distributor.overrides import ConfigError
 
 from distributor.check_config import check_files
-from distributor.config import ForwarderConfig, RetryConfig, TlsConfig, config_as_data, load_config
-from overrides import ConfigError
+from distributor.config import config_as_data, load_config
+from distributor.forwarding.config import ForwarderConfig, RetryConfig, TlsConfig
 
 ISSUE_EXAMPLE = """\
 server:
@@ -190,7 +191,7 @@ def test_per_tenant_file_may_only_name_configured_forwarders(tmp_path: Path) -> 
 
 def test_a_tenant_may_forward_nowhere(tmp_path: Path) -> None:
     """`forwarders: []` in a tenant's entry overrides the defaults: measured, not forwarded."""
-    from overrides.loading import parse_per_tenant_file
+    from distributor.overrides.loading import parse_per_tenant_file
 
     config = load_config(write(tmp_path, ISSUE_EXAMPLE))
     snapshot = parse_per_tenant_file(

@@ -19,11 +19,13 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from distributor.config import Config, ForwarderConfig, RetryConfig, ServerConfig
-from distributor.wire import RETRY_INFO_TYPE_URL, RetryInfo, Status
-from tests.backends import Answer, RecordingBackend, forwarder_to, wait_until
+from distributor.common.rpc_status import RETRY_INFO_TYPE_URL, RetryInfo, Status
+from distributor.config import Config
+from distributor.forwarding.config import ForwarderConfig, RetryConfig
+from distributor.server.config import ServerConfig
 from tests.conftest import RunningService, make_config, with_forwarders
-from tests.helpers import Labels, attributes, batch, labels, parse_discarded, request, span
+from tests.support.backends import Answer, RecordingBackend, forwarder_to, wait_until
+from tests.support.otlp import Labels, attributes, batch, labels, parse_discarded, request, span
 from tests.test_otlp_http_receiver import otlp_json
 
 StartService = Callable[..., Awaitable[RunningService]]
@@ -465,7 +467,7 @@ async def test_full_queue_refuses_unaccounted_then_everything_lands_after_recove
     # An SDK exporter that meets the full queue gets 503 + Retry-After and tries again later.
     spans = sdk_spans(("sdk-service",), per_service=2)
     exporter = OTLPSpanExporter(endpoint=running.traces_url)
-    registry = running.service.metrics.registry
+    registry = running.service.registry
 
     def queue_full_spans() -> float:
         return registry.get_sample_value(DISCARDED_SPANS, {"tenant": TENANT, "reason": "queue_full"}) or 0.0

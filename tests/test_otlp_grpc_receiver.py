@@ -9,9 +9,10 @@ from dataclasses import replace
 import grpc
 import pytest
 
-from distributor.config import Endpoint, OtlpGrpcConfig
+from distributor.common.endpoint import Endpoint
+from distributor.receivers.config import OtlpGrpcConfig
 from tests.conftest import RunningService, make_config
-from tests.helpers import batch, labels, request, span
+from tests.support.otlp import batch, labels, request, span
 from tests.test_otlp_http_receiver import assert_nothing_recorded, sample_request
 
 StartService = Callable[..., Awaitable[RunningService]]

@@ -17,10 +17,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from distributor.config import OtlpHttpConfig
-from distributor.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest, Status
+from distributor.common.rpc_status import Status
+from distributor.ingest.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest
+from distributor.receivers.config import OtlpHttpConfig
 from tests.conftest import RunningService, make_config
-from tests.helpers import batch, labels, request, span, split_expectation
+from tests.support.otlp import batch, labels, request, span, split_expectation
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}

@@ -5,10 +5,14 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
-
-from overrides import CostAttributionOverrides, OverridesSnapshot, TenantOverrides, parse_dimensions
-from overrides.model import Source
-from overrides.status import describe_tenant
+from distributor.overrides import (
+    CostAttributionOverrides,
+    OverridesSnapshot,
+    TenantOverrides,
+    parse_dimensions,
+)
+from distributor.overrides.model import Source
+from distributor.overrides.status import describe_tenant
 
 
 def layer(dimensions: list[str] | None = None, max_cardinality: int | None = None) -> TenantOverrides:

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.config import load_config
 from tests.conftest import RunningService
-from tests.helpers import batch, labels, multitenant_config, parse_usage, request, running_cli, span
+from tests.support.otlp import batch, labels, multitenant_config, parse_usage, request, running_cli, span
 
 StartService = Callable[..., Awaitable[RunningService]]
 

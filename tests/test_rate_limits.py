@@ -24,9 +24,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.config import Config, load_config
-from distributor.limits import IngestionRateLimiter, retry_after_header
+from distributor.ingest.limits import IngestionRateLimiter, retry_after_header
 from tests.conftest import RunningService, make_config, with_forwarders
-from tests.helpers import (
+from tests.support.otlp import (
     Labels,
     ManualClock,
     batch,

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from tests.conftest import RunningService
-from tests.helpers import batch, labels, parse_usage, request, span
+from tests.support.otlp import batch, labels, parse_usage, request, span
 
 StartService = Callable[..., Awaitable[RunningService]]
 PROTOBUF = {"Content-Type": "application/x-protobuf"}

@@ -24,14 +24,24 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from distributor.forwarding.forwarder import SHUTDOWN
+from distributor.common.discards import DiscardReason
 from distributor.usage.exposition import DISCARDED_METRIC, render_counter
-from tests.backends import Answer, RecordingBackend, forwarder_to, wait_until
 from tests.conftest import RunningService, make_config, with_forwarders
-from tests.helpers import Labels, RunningCli, batch, parse_discarded, parse_usage, request, running_cli, span
+from tests.support.backends import Answer, RecordingBackend, forwarder_to, wait_until
+from tests.support.otlp import (
+    Labels,
+    RunningCli,
+    batch,
+    parse_discarded,
+    parse_usage,
+    request,
+    running_cli,
+    span,
+)
 from tests.test_otlp_http_receiver import otlp_json
 
 StartService = Callable[..., Awaitable[RunningService]]
+SHUTDOWN = DiscardReason.FORWARD_UNDELIVERED_AT_SHUTDOWN
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 PROTOBUF = "application/x-protobuf"
 TRANSPORTS = ["otlphttp", "otlpgrpc"]
@@ -415,7 +425,7 @@ def transport_of(name: str) -> str:
 def forwarding_counters(running: RunningService) -> dict[str, dict[str, float]]:
     """The service's forwarding and discard counters by tenant, read from its registry (the server port
     is closed once stop() returns)."""
-    metrics = generate_latest(running.service.metrics.registry).decode()
+    metrics = generate_latest(running.service.registry).decode()
     families = {
         "sent_requests": "tempo_distributor_forwarder_sent_requests",
         "sent_spans": "tempo_distributor_forwarder_sent_spans",
@@ -577,7 +587,7 @@ async def test_stop_does_not_claim_all_delivered_when_the_backend_refused_some_d
         counters = forwarding_counters(running)
         assert counters["sent_requests"] == {"acme": 4.0}
         assert per_tenant(
-            generate_latest(running.service.metrics.registry).decode(),
+            generate_latest(running.service.registry).decode(),
             "tempo_discarded_spans",
             reason="forward_rejected",
         ) == {"acme": 1.0}

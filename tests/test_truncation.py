@@ -10,9 +10,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
-from distributor.traces import ReceivedTraces
-from distributor.truncation import Truncation, truncate_attributes
-from tests.helpers import any_value, attributes, batch, received, request, span
+from distributor.ingest.traces import ReceivedTraces
+from distributor.ingest.truncation import Truncation, truncate_attributes
+from tests.support.otlp import any_value, attributes, batch, received, request, span
 
 LIMIT = 64
 

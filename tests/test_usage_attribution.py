@@ -11,7 +11,7 @@ from datadog_api_client.v1.model.monthly_usage_attribution_supported_metrics imp
     MonthlyUsageAttributionSupportedMetrics as Metrics,
 )
 
-from tests.attribution_support import START, attribution_service, spans_request, write_config
+from tests.support.attribution import START, attribution_service, spans_request, write_config
 
 BYTES = HourlyUsageAttributionUsageType.INGESTED_SPANS_BYTES_USAGE
 SPANS = HourlyUsageAttributionUsageType.ESTIMATED_INGESTED_SPANS_USAGE

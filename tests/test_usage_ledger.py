@@ -22,12 +22,13 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 import yaml
+from distributor.overrides import ConfigError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from distributor.config import CostAttributionConfig, load_config
-from distributor.usage.ledger import (
+from distributor.config import load_config
+from distributor.ledger.ledger import (
     BYTES_USAGE,
     HOUR,
     SPANS_USAGE,
@@ -40,10 +41,10 @@ from distributor.usage.ledger import (
     hour_of,
     month_of,
 )
-from distributor.usage.ledger_sqlite import SqliteLedgerStore
+from distributor.ledger.sqlite import SqliteLedgerStore
+from distributor.usage.config import CostAttributionConfig
 from distributor.usage.tracker import MISSING, OVERFLOW, UsageTracker
-from overrides import ConfigError
-from tests.attribution_support import (
+from tests.support.attribution import (
     KEYS,
     START,
     RunningAttribution,
@@ -51,7 +52,16 @@ from tests.attribution_support import (
     spans_request,
     write_config,
 )
-from tests.helpers import RunningCli, batch, limits, parse_discarded, received, request, running_cli, span
+from tests.support.otlp import (
+    RunningCli,
+    batch,
+    limits,
+    parse_discarded,
+    received,
+    request,
+    running_cli,
+    span,
+)
 
 T = TypeVar("T")
 H10 = hour_of(START)  # 2026-11-22 10:00 UTC

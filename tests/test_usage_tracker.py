@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from distributor.config import CostAttributionConfig
-from distributor.traces import ReceivedTraces
+from distributor.ingest.traces import ReceivedTraces
+from distributor.usage.config import CostAttributionConfig
 from distributor.usage.tracker import UsageTracker
-from tests.helpers import (
+from tests.support.otlp import (
     Labels,
     ManualClock,
     batch,
@@ -364,7 +364,7 @@ def test_values_that_contain_or_equal_a_key_do_not_confuse_the_lookup() -> None:
 
 
 def test_a_repeat_with_a_non_minimal_varint_length_is_still_seen_as_a_repeat() -> None:
-    from distributor.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest
+    from distributor.ingest.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest
 
     first = span([("team", "first")]).SerializeToString()
     # A second KeyValue for "team" whose key length 4 is written as the 2-byte varint 0x84 0x00: valid

@@ -8,7 +8,7 @@ from typing import Any
 
 from distributor.config import load_config
 from tests.conftest import RunningService, make_config
-from tests.helpers import batch, multitenant_config, request, span
+from tests.support.otlp import batch, multitenant_config, request, span
 
 StartService = Callable[..., Awaitable[RunningService]]
 

@@ -18,10 +18,10 @@ import grpc
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from distributor.config import ForwarderConfig
+from distributor.common.rpc_status import RETRY_INFO_TYPE_URL, RetryInfo, Status
+from distributor.forwarding.config import ForwarderConfig
 from distributor.forwarding.retry import ExportFailure
-from distributor.tenancy import ORG_ID_HEADER
-from distributor.wire import RETRY_INFO_TYPE_URL, RetryInfo, Status
+from distributor.ingest.tenant import ORG_ID_HEADER
 
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
 # The OTLP specification's retryable codes (a superset of UNAVAILABLE, RESOURCE_EXHAUSTED and

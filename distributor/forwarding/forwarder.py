@@ -15,18 +15,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-from distributor.config import ForwarderConfig
+from distributor.common.clock import Clock
+from distributor.common.discards import DiscardReason
 from distributor.forwarding.clients import ExportClient
+from distributor.forwarding.config import ForwarderConfig
+from distributor.forwarding.metrics import ForwarderMetrics
 from distributor.forwarding.retry import Backoff, ExportFailure
-from distributor.metrics import ForwarderMetrics
-from distributor.usage.tracker import Attribution, Clock
+from distributor.usage.tracker import Attribution
 
 log = logging.getLogger(__name__)
-
-# Drop reasons, as counted in tempo_discarded_spans_total and the discarded-bytes series.
-REJECTED = "forward_rejected"  # a permanent failure (HTTP 4xx but 429, INVALID_ARGUMENT...)
-RETRIES_EXHAUSTED = "forward_retries_exhausted"  # retry.max_elapsed_time passed, or retries disabled
-SHUTDOWN = "forward_undelivered_at_shutdown"  # graceful_shutdown_timeout passed first
 
 
 @dataclass(slots=True)
@@ -37,7 +34,7 @@ class ForwardItem:
     attribution: Attribution | None  # to attribute the bytes if the item is dropped
 
 
-DropHandler = Callable[[ForwardItem, str], None]
+DropHandler = Callable[[ForwardItem, DiscardReason], None]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -124,7 +121,7 @@ class Forwarder:
                         "forwarder %s: backend refused %d spans of tenant %s for good (%s), dropped",
                         self.name, item.span_count, item.tenant, failure,
                     )  # fmt: skip
-                    self._drop(item, REJECTED)
+                    self._drop(item, DiscardReason.FORWARD_REJECTED)
                     return
                 delay = self._backoff.delay(attempt, failure.retry_after)
                 elapsed = self._clock() - first_attempt
@@ -136,7 +133,7 @@ class Forwarder:
                         "(last: %s), dropped",
                         self.name, item.span_count, item.tenant, attempt + 1, elapsed, failure,
                     )  # fmt: skip
-                    self._drop(item, RETRIES_EXHAUSTED)
+                    self._drop(item, DiscardReason.FORWARD_RETRIES_EXHAUSTED)
                     return
                 self.metrics.retries.labels(self.name, failure.reason).inc()
                 attempt += 1
@@ -155,7 +152,7 @@ class Forwarder:
                 )  # fmt: skip
             return
 
-    def _drop(self, item: ForwardItem, reason: str) -> None:
+    def _drop(self, item: ForwardItem, reason: DiscardReason) -> None:
         self.dropped_requests += 1
         self.metrics.dropped_requests.labels(self.name, item.tenant, reason).inc()
         self.metrics.dropped_spans.labels(self.name, item.tenant, reason).inc(item.span_count)
@@ -186,7 +183,7 @@ class Forwarder:
                 counts = by_tenant.setdefault(item.tenant, [0, 0])
                 counts[0] += 1
                 counts[1] += item.span_count
-                self._drop(item, SHUTDOWN)
+                self._drop(item, DiscardReason.FORWARD_UNDELIVERED_AT_SHUTDOWN)
             log.error(
                 "forwarder %s: shutdown timeout reached with %d requests (%d spans) undelivered: %s",
                 self.name,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from distributor.config import RetryConfig
+from distributor.forwarding.config import RetryConfig
 
 MULTIPLIER = 1.5
 RANDOMIZATION_FACTOR = 0.5

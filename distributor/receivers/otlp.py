@@ -13,10 +13,10 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from distributor.pipeline import PushRefused, Refusal
+from distributor.common.rpc_status import RETRY_INFO_TYPE_URL, RetryInfo, Status
+from distributor.ingest.pipeline import PushRefused, Refusal
+from distributor.ingest.traces import ReceivedTraces
 from distributor.receivers.otlp_json import OtlpJsonError, export_response_json, otlp_json_to_protobuf
-from distributor.traces import ReceivedTraces
-from distributor.wire import RETRY_INFO_TYPE_URL, RetryInfo, Status
 
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
 JSON_CONTENT_TYPE = "application/json"

@@ -8,8 +8,9 @@ import logging
 
 import grpc
 
-from distributor.config import OtlpGrpcConfig
-from distributor.pipeline import Distributor, PushRefused
+from distributor.ingest.pipeline import IngestPipeline, PushRefused
+from distributor.ingest.tenant import ORG_ID_HEADER, TenantError, resolve_tenant
+from distributor.receivers.config import OtlpGrpcConfig
 from distributor.receivers.otlp import (
     Encoding,
     ReceiveError,
@@ -18,7 +19,6 @@ from distributor.receivers.otlp import (
     retry_info,
     status_message,
 )
-from distributor.tenancy import ORG_ID_HEADER, TenantError, resolve_tenant
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
@@ -28,9 +28,9 @@ _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}  # google.rpc.Co
 
 
 class OtlpGrpcReceiver:
-    def __init__(self, config: OtlpGrpcConfig, distributor: Distributor, multitenancy_enabled: bool) -> None:
+    def __init__(self, config: OtlpGrpcConfig, pipeline: IngestPipeline, multitenancy_enabled: bool) -> None:
         self.config = config
-        self.distributor = distributor
+        self.pipeline = pipeline
         self.multitenancy_enabled = multitenancy_enabled
         self._server: grpc.aio.Server | None = None
 
@@ -68,7 +68,7 @@ class OtlpGrpcReceiver:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         try:
             # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
-            self.distributor.push(tenant, traces, ingress_bytes=len(request))
+            self.pipeline.push(tenant, traces, ingress_bytes=len(request))
         except PushRefused as refused:
             _, code = refusal_answer(refused)
             trailing: list[tuple[str, bytes]] = []

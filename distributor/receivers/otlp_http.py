@@ -8,9 +8,10 @@ import logging
 
 from aiohttp import web
 
-from distributor.config import OtlpHttpConfig
-from distributor.limits import retry_after_header
-from distributor.pipeline import Distributor, PushRefused
+from distributor.ingest.limits import retry_after_header
+from distributor.ingest.pipeline import IngestPipeline, PushRefused
+from distributor.ingest.tenant import ORG_ID_HEADER, TenantError, resolve_tenant
+from distributor.receivers.config import OtlpHttpConfig
 from distributor.receivers.otlp import (
     INTERNAL,
     UNAUTHENTICATED,
@@ -26,16 +27,15 @@ from distributor.receivers.otlp import (
     parse_content_type,
     refusal_answer,
 )
-from distributor.tenancy import ORG_ID_HEADER, TenantError, resolve_tenant
 
 TRACES_PATH = "/v1/traces"
 log = logging.getLogger(__name__)
 
 
 class OtlpHttpReceiver:
-    def __init__(self, config: OtlpHttpConfig, distributor: Distributor, multitenancy_enabled: bool) -> None:
+    def __init__(self, config: OtlpHttpConfig, pipeline: IngestPipeline, multitenancy_enabled: bool) -> None:
         self.config = config
-        self.distributor = distributor
+        self.pipeline = pipeline
         self.multitenancy_enabled = multitenancy_enabled
         self.draining = False
         self._in_flight = 0
@@ -82,7 +82,7 @@ class OtlpHttpReceiver:
             body = await self._read_body(request)
             payload = gunzip(body, self.config.max_request_body_bytes) if compressed else body
             traces = decode_traces(payload, encoding)
-            self.distributor.push(tenant, traces, ingress_bytes=len(body))
+            self.pipeline.push(tenant, traces, ingress_bytes=len(body))
         except ReceiveError as err:
             return self._error(encoding, err.status, err.code, err.message)
         except PushRefused as refused:

@@ -14,9 +14,10 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from distributor.config import CostAttributionConfig
-from distributor.traces import ReceivedTraces
-from distributor.wire import (
+from distributor.common.clock import Clock
+from distributor.common.discards import DiscardReason
+from distributor.ingest.traces import ReceivedTraces
+from distributor.ingest.wire import (
     AttributeListScopeSpans,
     AttributeMapScopeSpans,
     LazyResourceSpans,
@@ -24,13 +25,12 @@ from distributor.wire import (
     framed_size,
     framed_total,
 )
-from overrides import Dimension, Scope, TenantLimits
+from distributor.overrides import Dimension, Scope, TenantLimits
+from distributor.usage.config import CostAttributionConfig
 
 MISSING = "__missing__"
 OVERFLOW = "__overflow__"
 TRACKER_NAME = "cost-attribution"
-
-Clock = Callable[[], float]
 
 
 def escape_label_value(value: str) -> str:
@@ -306,7 +306,7 @@ class UsageTracker:
         plan = attribution.plan
         return self._apply(self._tenants, tenant, plan.render, attribution)
 
-    def record_discarded(self, tenant: str, attribution: Attribution, reason: str) -> None:
+    def record_discarded(self, tenant: str, attribution: Attribution, reason: DiscardReason) -> None:
         render = attribution.plan.render_discarded
         self._apply(self._discarded, tenant, lambda t, values: render(t, values, reason), attribution)
 

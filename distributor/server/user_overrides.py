@@ -6,8 +6,12 @@ import json
 
 from aiohttp import web
 
-from distributor.tenancy import ORG_ID_HEADER, TenantError, resolve_tenant
-from overrides.user_configurable import StoredOverrides, UserConfigurableOverrides, UserOverridesError
+from distributor.ingest.tenant import ORG_ID_HEADER, TenantError, resolve_tenant
+from distributor.overrides.user_configurable import (
+    StoredOverrides,
+    UserConfigurableOverrides,
+    UserOverridesError,
+)
 
 PATH = "/api/overrides"
 

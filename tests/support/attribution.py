@@ -22,7 +22,7 @@ from datadog_api_client.v2.api.usage_metering_api import UsageMeteringApi as Usa
 
 from distributor.config import load_config
 from distributor.service import Service
-from tests.helpers import ManualClock, batch, parse_usage, request, span
+from tests.support.otlp import ManualClock, batch, parse_usage, request, span
 
 T = TypeVar("T")
 

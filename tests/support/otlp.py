@@ -11,15 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distributor.overrides import TenantLimits, parse_dimensions
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from prometheus_client.parser import text_string_to_metric_families
 
-from distributor.traces import ReceivedTraces
+from distributor.ingest.traces import ReceivedTraces
 from distributor.usage.exposition import render_counter
 from distributor.usage.tracker import UsageTracker
-from overrides import TenantLimits, parse_dimensions
 
 Labels = frozenset[tuple[str, str]]
 

@@ -1,17 +1,17 @@
-"""The server port: /usage_metrics, /metrics and /ready (later the APIs). Handlers stay thin."""
+"""The server port's own endpoints: /usage_metrics, /metrics, /ready and /status/*. Handlers stay thin."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import yaml
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from distributor.config import Config, config_as_data, differences
-from distributor.metrics import DistributorMetrics
+from distributor.overrides import OverridesProvider, tenant_id_problem
+from distributor.overrides.reload import RuntimeOverridesReloader
+from distributor.overrides.status import describe_tenant
 from distributor.usage.exposition import (
     DISCARDED_HELP,
     DISCARDED_METRIC,
@@ -21,12 +21,6 @@ from distributor.usage.exposition import (
     wants_openmetrics,
 )
 from distributor.usage.tracker import UsageTracker
-from overrides import OverridesProvider, tenant_id_problem
-from overrides.reload import RuntimeOverridesReloader
-from overrides.status import describe_tenant
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 class ServerEndpoints:
@@ -34,13 +28,13 @@ class ServerEndpoints:
         self,
         config: Config,
         tracker: UsageTracker,
-        metrics: DistributorMetrics,
+        registry: CollectorRegistry,
         overrides: OverridesProvider,
         reloader: RuntimeOverridesReloader | None,
     ) -> None:
         self.config = config
         self.tracker = tracker
-        self.metrics = metrics
+        self.registry = registry
         self.overrides = overrides
         self.reloader = reloader
         self.ready = False
@@ -100,7 +94,7 @@ class ServerEndpoints:
 
     async def process_metrics(self, request: web.Request) -> web.Response:
         return web.Response(
-            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
     async def readiness(self, request: web.Request) -> web.Response:
@@ -112,27 +106,3 @@ class ServerEndpoints:
 def yaml_response(document: object) -> web.Response:
     text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     return web.Response(text=text, content_type="text/yaml", charset="utf-8")
-
-
-def request_metrics_middleware(metrics: DistributorMetrics) -> Middleware:
-    """Counts and times every request by route template (not raw path, to bound cardinality)."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as err:
-            status = err.status
-            raise
-        finally:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "other"
-            metrics.request_duration.labels(request.method, route, str(status)).observe(
-                time.perf_counter() - started
-            )
-
-    return middleware

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from distributor.usage.tracker import Clock
+from distributor.common.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)

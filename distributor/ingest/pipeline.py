@@ -12,20 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import Enum
 
+from distributor.common.discards import DiscardReason
 from distributor.forwarding.forwarder import Forwarder, ForwardItem
-from distributor.limits import IngestionRateLimiter
-from distributor.metrics import DistributorMetrics
-from distributor.traces import ReceivedTraces
-from distributor.truncation import truncate_attributes
-from distributor.usage.ledger import UsageLedger
+from distributor.ingest.limits import IngestionRateLimiter
+from distributor.ingest.metrics import IngestMetrics
+from distributor.ingest.traces import ReceivedTraces
+from distributor.ingest.truncation import truncate_attributes
+from distributor.ledger.ledger import UsageLedger
+from distributor.overrides import OverridesProvider, TenantLimits
 from distributor.usage.tracker import Attribution, UsageTracker
-from overrides import OverridesProvider, TenantLimits
-
-# Discard reasons (tempo_discarded_spans_total, tempo_usage_tracker_bytes_discarded_total).
-RATE_LIMITED = "rate_limited"  # Tempo's reason
-QUEUE_FULL = "queue_full"
-# A tenant with no forwarders is measured only: its spans go nowhere, and are counted so.
-NO_FORWARDER = "no_forwarder"
 
 
 class Refusal(Enum):
@@ -42,12 +37,32 @@ class PushRefused(Exception):
         self.retry_after = retry_after
 
 
-class Distributor:
+class Discards:
+    """Counts refused and lost spans by reason, and attributes their bytes as the tracker would have."""
+
+    def __init__(self, metrics: IngestMetrics, tracker: UsageTracker) -> None:
+        self.metrics = metrics
+        self.tracker = tracker
+
+    def record(
+        self, tenant: str, span_count: int, attribution: Attribution | None, reason: DiscardReason
+    ) -> None:
+        self.metrics.discarded_spans.labels(tenant, reason).inc(span_count)
+        if attribution is not None:
+            self.tracker.record_discarded(tenant, attribution, reason)
+
+    def forward_dropped(self, item: ForwardItem, reason: DiscardReason) -> None:
+        """A forwarder gave up on an accepted request: counted as discarded, attributed as it was."""
+        self.record(item.tenant, item.span_count, item.attribution, reason)
+
+
+class IngestPipeline:
     def __init__(
         self,
         overrides: OverridesProvider,
         tracker: UsageTracker,
-        metrics: DistributorMetrics,
+        metrics: IngestMetrics,
+        discards: Discards,
         rate_limiter: IngestionRateLimiter,
         forwarders: Mapping[str, Forwarder],
         ledger: UsageLedger | None = None,
@@ -55,6 +70,7 @@ class Distributor:
         self.overrides = overrides
         self.tracker = tracker
         self.metrics = metrics
+        self.discards = discards
         self.rate_limiter = rate_limiter
         self.forwarders = forwarders
         self.ledger = ledger
@@ -71,13 +87,13 @@ class Distributor:
         size = len(traces.protobuf)
         decision = self.rate_limiter.take(tenant, size, limits.rate_limit_bytes, limits.burst_size_bytes)
         if not decision.allowed:
-            self._discard(tenant, traces, limits, RATE_LIMITED)
+            self._discard(tenant, traces, limits, DiscardReason.RATE_LIMITED)
             raise _rate_limited(tenant, size, limits, decision.never, decision.retry_after)
         forwarders = [self.forwarders[name] for name in limits.forwarders if name in self.forwarders]
         full = [forwarder.name for forwarder in forwarders if not forwarder.has_room(tenant)]
         if full:
             self.rate_limiter.give_back(tenant, size)  # refused, so it must not use up the tenant's rate
-            self._discard(tenant, traces, limits, QUEUE_FULL)
+            self._discard(tenant, traces, limits, DiscardReason.QUEUE_FULL)
             raise PushRefused(
                 Refusal.QUEUE_FULL,
                 f"forwarding queue full for tenant {tenant} (forwarder {', '.join(full)}): the backend is "
@@ -95,7 +111,7 @@ class Distributor:
         metrics.spans_received.labels(tenant).inc(traces.span_count)
         metrics.bytes_received.labels(tenant).inc(size)
         if not forwarders:
-            metrics.discarded_spans.labels(tenant, NO_FORWARDER).inc(traces.span_count)
+            self.discards.record(tenant, traces.span_count, None, DiscardReason.NO_FORWARDER)
             return
         payload = self._truncated(tenant, traces, limits.max_attribute_bytes)
         for forwarder in forwarders:
@@ -109,17 +125,10 @@ class Distributor:
             self.metrics.attributes_truncated.labels(tenant, scope).inc(count)
         return truncation.protobuf
 
-    def _discard(self, tenant: str, traces: ReceivedTraces, limits: TenantLimits, reason: str) -> None:
-        self.metrics.discarded_spans.labels(tenant, reason).inc(traces.span_count)
-        attribution = self.tracker.attribute(traces, limits)
-        if attribution is not None:
-            self.tracker.record_discarded(tenant, attribution, reason)
-
-    def forward_dropped(self, item: ForwardItem, reason: str) -> None:
-        """A forwarder gave up on an accepted request: counted as discarded, attributed as it was."""
-        self.metrics.discarded_spans.labels(item.tenant, reason).inc(item.span_count)
-        if item.attribution is not None:
-            self.tracker.record_discarded(item.tenant, item.attribution, reason)
+    def _discard(
+        self, tenant: str, traces: ReceivedTraces, limits: TenantLimits, reason: DiscardReason
+    ) -> None:
+        self.discards.record(tenant, traces.span_count, self.tracker.attribute(traces, limits), reason)
 
 
 def _rate_limited(
@@ -143,4 +152,4 @@ def _rate_limited(
     )
 
 
-__all__ = ["Attribution", "Distributor", "PushRefused", "Refusal"]
+__all__ = ["Discards", "IngestPipeline", "PushRefused", "Refusal"]

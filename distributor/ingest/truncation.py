@@ -13,8 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from distributor.traces import ReceivedTraces
-from distributor.wire import LazyResourceSpans, LazyScopeSpans
+from distributor.ingest.traces import ReceivedTraces
+from distributor.ingest.wire import LazyResourceSpans, LazyScopeSpans
 
 # Where attributes may be too long: (batch,) is a resource, (batch, scope) an InstrumentationScope,
 # (batch, scope, span) a span with its events and links. Indexes follow request order.

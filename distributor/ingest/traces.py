@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from distributor.wire import LazyTracesRequest
+from distributor.ingest.wire import LazyTracesRequest
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from distributor.usage.attribution_api import ApiAnswer, UsageAttributionApi
+from distributor.attribution.api import ApiAnswer, UsageAttributionApi
 
 HOURLY_PATH = "/api/v1/usage/hourly-attribution"
 MONTHLY_PATH = "/api/v1/usage/monthly-attribution"

@@ -12,7 +12,7 @@ import grpc
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from distributor.config import ForwarderConfig, RetryConfig, TlsConfig
+from distributor.forwarding.config import ForwarderConfig, RetryConfig, TlsConfig
 from distributor.receivers.otlp import retry_info
 
 EXPORT_METHOD = "Export"

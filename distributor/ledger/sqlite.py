@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from distributor.usage.ledger import LedgerEntry, Snapshot, Tags, UsageRow, month_of
+from distributor.ledger.ledger import LedgerEntry, Snapshot, Tags, UsageRow, month_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);

@@ -27,8 +27,8 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from distributor.usage.attribution_config import USAGE_READ, ApiKeyConfig, UsageAttributionConfig
-from distributor.usage.ledger import (
+from distributor.attribution.config import USAGE_READ, ApiKeyConfig, UsageAttributionConfig
+from distributor.ledger.ledger import (
     BYTES_USAGE,
     HOUR,
     USAGE_TYPES,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from overrides import tenant_id_problem
+from distributor.overrides import tenant_id_problem
 
 SINGLE_TENANT = "single-tenant"
 ORG_ID_HEADER = "X-Scope-OrgID"

@@ -8,15 +8,13 @@ They read the same bytes as OTLP's messages, but keep parts undecoded or shaped 
   wire form as a KeyValue), so looking up one attribute is a C hash lookup instead of iterating
   KeyValue objects from Python (~0.5 us per object touched). A map keeps one entry per key, so
   `AttributeListScopeSpans` (attributes as raw entries) tells whether any key repeats.
-`Status` is google.rpc.Status and `RetryInfo` google.rpc.RetryInfo, built here to avoid a dependency
-(googleapis-common-protos) for 4 fields.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, duration_pb2, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from opentelemetry.proto.common.v1 import common_pb2
 
 _FIELD = descriptor_pb2.FieldDescriptorProto
@@ -29,7 +27,7 @@ def _build() -> dict[str, Any]:
         name="distributor/wire.proto",
         package="distributor.wire",
         syntax="proto3",
-        dependency=[common_pb2.DESCRIPTOR.name, any_pb2.DESCRIPTOR.name, duration_pb2.DESCRIPTOR.name],
+        dependency=[common_pb2.DESCRIPTOR.name],
     )
 
     def message(name: str, fields: list[tuple[str, int, int, int, str | None]], parent: Any = None) -> Any:
@@ -74,17 +72,8 @@ def _build() -> dict[str, Any]:
     entry.options.map_entry = True
     message("AttributeListScopeSpans", [("spans", 2, _FIELD.TYPE_MESSAGE, _REPEATED, "AttributeListSpan")])
     message("AttributeListSpan", [("attributes", 9, _FIELD.TYPE_BYTES, _REPEATED, None)])
-    message(
-        "Status",
-        [
-            ("code", 1, _FIELD.TYPE_INT32, _OPTIONAL, None),
-            ("message", 2, _FIELD.TYPE_STRING, _OPTIONAL, None),
-            ("details", 3, _FIELD.TYPE_MESSAGE, _REPEATED, ".google.protobuf.Any"),
-        ],
-    )
-    message("RetryInfo", [("retry_delay", 1, _FIELD.TYPE_MESSAGE, _OPTIONAL, ".google.protobuf.Duration")])
     pool = descriptor_pool.DescriptorPool()
-    for dependency in (common_pb2, any_pb2, duration_pb2):
+    for dependency in (common_pb2,):
         pool.AddSerializedFile(dependency.DESCRIPTOR.serialized_pb)
     pool.Add(file)
     names = (
@@ -93,8 +82,6 @@ def _build() -> dict[str, Any]:
         "LazyScopeSpans",
         "AttributeMapScopeSpans",
         "AttributeListScopeSpans",
-        "Status",
-        "RetryInfo",
     )
     return {
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"distributor.wire.{name}"))
@@ -108,9 +95,6 @@ LazyResourceSpans: Any = _CLASSES["LazyResourceSpans"]
 LazyScopeSpans: Any = _CLASSES["LazyScopeSpans"]
 AttributeMapScopeSpans: Any = _CLASSES["AttributeMapScopeSpans"]
 AttributeListScopeSpans: Any = _CLASSES["AttributeListScopeSpans"]
-Status: Any = _CLASSES["Status"]
-RetryInfo: Any = _CLASSES["RetryInfo"]
-RETRY_INFO_TYPE_URL = "type.googleapis.com/google.rpc.RetryInfo"
 
 
 _AT_LEAST_2_VARINT_BYTES = (0x7F).__lt__

@@ -9,19 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overrides import tenant_id_problem
-from overrides.strict_yaml import Section, format_duration
+from distributor.common.config_reader import Section, format_duration
+from distributor.ledger.config import LEDGER_BACKENDS, LedgerConfig
+from distributor.overrides import tenant_id_problem
 
-LEDGER_BACKENDS = ("sqlite",)
 USAGE_READ = "usage_read"
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerConfig:
-    backend: str = "sqlite"
-    sqlite_path: Path = Path("data/ledger.db")  # relative paths: relative to the config file
-    flush_period: float = 10.0
-    retention_months: int = 15  # Datadog serves at most 15 months back
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,76 @@
+"""The forwarders' metrics: deliveries, failures, retries, drops, latency and queue lengths."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# (tenant, requests waiting) for every tenant with a queue
+QueueLengths = Callable[[], Iterable[tuple[str, int]]]
+
+
+class ForwarderMetrics:
+    """Per forwarder: what was sent, what failed and why, retries, drops, and send latency."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, help_text: str, labels: list[str]) -> Counter:
+            return Counter(f"tempo_distributor_forwarder_{name}", help_text, labels, registry=registry)
+
+        self.sent_requests = counter("sent_requests_total", "Requests delivered", ["forwarder", "tenant"])
+        self.sent_spans = counter("sent_spans_total", "Spans delivered", ["forwarder", "tenant"])
+        self.sent_bytes = counter(
+            "sent_bytes_total", "Protobuf bytes delivered (before compression)", ["forwarder", "tenant"]
+        )
+        self.send_failures = counter(
+            "send_failures_total", "Failed delivery attempts, by reason", ["forwarder", "reason"]
+        )
+        self.retries = counter("retries_total", "Delivery attempts scheduled again", ["forwarder", "reason"])
+        self.dropped_requests = counter(
+            "dropped_requests_total", "Requests given up on, by reason", ["forwarder", "tenant", "reason"]
+        )
+        self.dropped_spans = counter(
+            "dropped_spans_total", "Spans given up on, by reason", ["forwarder", "tenant", "reason"]
+        )
+        self.rejected_spans = counter(
+            "partially_rejected_spans_total",
+            "Spans a backend reported rejecting in an OTLP partial success",
+            ["forwarder", "tenant"],
+        )
+        self.send_duration = Histogram(
+            "tempo_distributor_forwarder_send_duration_seconds",
+            "Time (in seconds) one delivery attempt took",
+            ["forwarder", "outcome"],
+            registry=registry,
+        )
+        self._queues: list[tuple[str, int, QueueLengths]] = []
+        registry.register(_QueueCollector(self._queues))
+
+    def watch_queues(self, forwarder: str, capacity: int, lengths: QueueLengths) -> None:
+        """Expose a forwarder's per-tenant queue lengths (read at each scrape) and their capacity."""
+        self._queues.append((forwarder, capacity, lengths))
+
+
+class _QueueCollector(Collector):
+    def __init__(self, queues: list[tuple[str, int, QueueLengths]]) -> None:
+        self._queues = queues
+
+    def collect(self) -> Iterator[Metric]:
+        length = GaugeMetricFamily(
+            "tempo_distributor_forwarder_queue_length",
+            "Requests waiting in a tenant's queue of a forwarder",
+            labels=["forwarder", "tenant"],
+        )
+        capacity = GaugeMetricFamily(
+            "tempo_distributor_forwarder_queue_capacity",
+            "Requests each tenant's queue of a forwarder holds (queue_size)",
+            labels=["forwarder"],
+        )
+        for forwarder, queue_size, lengths in self._queues:
+            capacity.add_metric([forwarder], queue_size)
+            for tenant, waiting in lengths():
+                length.add_metric([forwarder, tenant], waiting)
+        yield length
+        yield capacity
