@@ -27,7 +27,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from distributor.attribution.config import USAGE_READ, ApiKeyConfig, UsageAttributionConfig
+from distributor.attribution.config import USAGE_READ, ApiKeyConfig, UsageAttributionConfig, parent_chain
 from distributor.ledger.ledger import (
     BYTES_USAGE,
     HOUR,
@@ -122,14 +122,8 @@ class OrgDirectory:
         return [t for t in tenants if t == key_org or (include_descendants and self.descends(t, key_org))]
 
     def descends(self, org_id: str, ancestor: str) -> bool:
-        seen = {org_id}
-        parent = self.org(org_id).parent
-        while parent and parent not in seen:
-            if parent == ancestor:
-                return True
-            seen.add(parent)
-            parent = self.org(parent).parent
-        return False
+        chain, _ = parent_chain(org_id, lambda org: self.org(org).parent)
+        return ancestor in chain
 
 
 def default_public_id(org_id: str) -> str:

@@ -5,6 +5,7 @@ Semantics: ../shared/specs/usage-attribution-api.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,14 +138,10 @@ def _orgs(orgs_section: Section) -> tuple[OrgConfig, ...]:
         orgs[org_id] = OrgConfig(org_id, entry.string("name", ""), entry.string("public_id", ""), parent)
     # A cycle would make an org its own descendant.
     for org_id in orgs:
-        seen = {org_id}
-        parent = orgs[org_id].parent
-        while parent and parent in orgs:
-            if parent in seen:
-                orgs_section.section(org_id, None).fail("parent", f"the parents of {org_id!r} form a cycle")
-                return tuple(o for o in orgs.values() if o.org_id not in seen)
-            seen.add(parent)
-            parent = orgs[parent].parent
+        chain, cyclic = parent_chain(org_id, lambda org: orgs[org].parent if org in orgs else "")
+        if cyclic:
+            orgs_section.section(org_id, None).fail("parent", f"the parents of {org_id!r} form a cycle")
+            return tuple(o for o in orgs.values() if o.org_id != org_id and o.org_id not in chain)
     public_ids: dict[str, str] = {}
     for org in orgs.values():
         if org.public_id and org.public_id in public_ids:
@@ -153,6 +150,21 @@ def _orgs(orgs_section: Section) -> tuple[OrgConfig, ...]:
             )
         public_ids[org.public_id] = org.org_id
     return tuple(orgs.values())
+
+
+def parent_chain(org_id: str, parent_of: Callable[[str], str]) -> tuple[list[str], bool]:
+    """The ancestors of `org_id`, nearest first (`parent_of` gives "" for no parent), and whether the
+    chain runs into a cycle (it then stops before the first org it would visit again)."""
+    chain: list[str] = []
+    seen = {org_id}
+    parent = parent_of(org_id)
+    while parent:
+        if parent in seen:
+            return chain, True
+        chain.append(parent)
+        seen.add(parent)
+        parent = parent_of(parent)
+    return chain, False
 
 
 def _keys(section: Section) -> tuple[ApiKeyConfig, ...]:
