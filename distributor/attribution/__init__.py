@@ -1,0 +1,1 @@
+"""Attribution: the Datadog-compatible Usage Attribution API over the ledger, and its HTTP adapter."""

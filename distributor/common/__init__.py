@@ -1,0 +1,1 @@
+"""Leaf modules every stage may import: they import nothing of the distributor's."""

@@ -1,0 +1,1 @@
+"""Ledger: the durable history of usage per tenant, hour and tags; one module per storage backend."""

@@ -1,0 +1,1 @@
+"""Receivers: OTLP over HTTP (protobuf and JSON) and gRPC, turning requests into validated traces."""

@@ -1,0 +1,1 @@
+"""The server port: status, readiness, metrics and the user-configurable overrides API."""

@@ -1,0 +1,1 @@
+"""Usage: the live cost-attribution tracker and its exposition at /usage_metrics."""
