@@ -65,7 +65,7 @@ CASES: dict[str, list[Step]] = {
         limited(45, ACME, 15),
         limited(14, ACME, 1),
     ],
-    "reset rounds up and is never 0": [
+    "reset rounds up to whole seconds": [
         allowed(0, ACME, 2, 60),
         allowed(59.5, ACME, 1, 1),
         allowed(0.4, ACME, 0, 1),

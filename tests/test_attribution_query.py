@@ -6,6 +6,7 @@ Semantics: usage-attribution-api.md ("Times in requests" and the two endpoints).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -202,18 +203,6 @@ INVALID_HOURLY = {
 }
 
 
-@pytest.mark.parametrize(
-    ("given", "parameter", "problem"), INVALID_HOURLY.values(), ids=INVALID_HOURLY.keys()
-)
-def test_invalid_hourly_parameter_names_it_and_the_problem(
-    given: Parameters, parameter: str, problem: str
-) -> None:
-    with pytest.raises(InvalidParameter) as raised:
-        parse_hourly(given)
-    assert (raised.value.parameter, raised.value.problem) == (parameter, problem)
-    assert str(raised.value) == f"{parameter}: {problem}"
-
-
 INVALID_MONTHLY = {
     "no start_month": (params(fields="*"), "start_month", "required"),
     "no fields": (params(start_month="2026-11"), "fields", "required"),
@@ -264,13 +253,18 @@ INVALID_MONTHLY = {
 }
 
 
-@pytest.mark.parametrize(
-    ("given", "parameter", "problem"), INVALID_MONTHLY.values(), ids=INVALID_MONTHLY.keys()
-)
-def test_invalid_monthly_parameter_names_it_and_the_problem(
-    given: Parameters, parameter: str, problem: str
+Parse = Callable[[Parameters], object]
+INVALID: dict[str, tuple[Parse, Parameters, str, str]] = {
+    **{f"hourly, {name}": (parse_hourly, *case) for name, case in INVALID_HOURLY.items()},
+    **{f"monthly, {name}": (parse_monthly, *case) for name, case in INVALID_MONTHLY.items()},
+}
+
+
+@pytest.mark.parametrize(("parse", "given", "parameter", "problem"), INVALID.values(), ids=INVALID.keys())
+def test_invalid_parameter_names_it_and_the_problem(
+    parse: Parse, given: Parameters, parameter: str, problem: str
 ) -> None:
     with pytest.raises(InvalidParameter) as raised:
-        parse_monthly(given)
+        parse(given)
     assert (raised.value.parameter, raised.value.problem) == (parameter, problem)
     assert str(raised.value) == f"{parameter}: {problem}"
