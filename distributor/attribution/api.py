@@ -126,7 +126,6 @@ class UsageAttributionApi:
 
         located = _Located(bound_to, position, await self._result(bound_to, position, compute))
         page, next_id = await self._page(located)
-        updated_at = hour_of(position.flushed_at)
         describe = org_describer(self.org_tags)
         usage = [
             HourlyUsage(
@@ -134,19 +133,17 @@ class UsageAttributionApi:
                 describe(record.org),
                 tags_document(query.breakdown, record.tags),
                 float(record.value(query.usage_type)),
-                updated_at,
-                query.usage_type,
             )
             for record in page
         ]
-        return HourlyPage(usage, next_id)
+        return HourlyPage(usage, query.usage_type, hour_of(position.flushed_at), next_id)
 
     async def monthly(self, grant: Grant, parameters: Parameters) -> MonthlyPage:
         query = parse_monthly(parameters)
         located = await self._monthly(grant.key, query)
         page, next_id = await self._page(located)
         usage = list(self._monthly_usage(query, located, page))
-        return MonthlyPage(usage, located.result.aggregates, next_id)
+        return MonthlyPage(usage, hour_of(located.position.flushed_at), located.result.aggregates, next_id)
 
     async def monthly_csv(self, grant: Grant, parameters: Parameters) -> str:
         """The monthly answer as CSV: every record at once, since a spreadsheet cannot page."""
@@ -185,14 +182,12 @@ class UsageAttributionApi:
         self, query: MonthlyQuery, located: _Located, records: Iterable[Record]
     ) -> Iterator[MonthlyUsage]:
         totals = located.result.totals
-        updated_at = hour_of(located.position.flushed_at)
         describe = org_describer(self.org_tags)
         for record in records:
             yield MonthlyUsage(
                 record.period,
                 describe(record.org),
                 tags_document(query.breakdown, record.tags),
-                updated_at,
                 {name: field_value(record, name, totals) for name in query.fields},
             )
 

@@ -26,8 +26,17 @@ def format_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
-def _org_document(org: OrgFields) -> dict[str, str]:
-    return dict(zip(ORG_FIELDS, org.values(), strict=True))
+class _OrgDocuments:
+    """Each org's fields as a document once per page: a page of 500 records has a few orgs."""
+
+    def __init__(self) -> None:
+        self._documents: dict[OrgFields, dict[str, str]] = {}
+
+    def of(self, org: OrgFields) -> dict[str, str]:
+        document = self._documents.get(org)
+        if document is None:
+            document = self._documents[org] = dict(zip(ORG_FIELDS, org.values(), strict=True))
+        return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,30 +45,30 @@ class HourlyUsage:
     org: OrgFields
     tags: TagsDocument
     total_usage_sum: float
-    updated_at: int  # the most recent hour usage had been calculated for, as of the snapshot
-    usage_type: str
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "hour": format_time(self.hour),
-            **_org_document(self.org),
-            "tags": self.tags,
-            "total_usage_sum": self.total_usage_sum,
-            "updated_at": format_time(self.updated_at),
-            "usage_type": self.usage_type,
-        }
 
 
 @dataclass(frozen=True, slots=True)
 class HourlyPage:
     usage: list[HourlyUsage]
+    usage_type: str
+    updated_at: int  # every record's: the most recent hour usage had been calculated for, as of the snapshot
     next_record_id: str | None  # None on the last page
 
     def document(self) -> dict[str, Any]:
-        return {
-            "metadata": {"pagination": {"next_record_id": self.next_record_id}},
-            "usage": [record.document() for record in self.usage],
-        }
+        updated_at = format_time(self.updated_at)
+        orgs = _OrgDocuments()
+        usage = [
+            {
+                "hour": format_time(record.hour),
+                **orgs.of(record.org),
+                "tags": record.tags,
+                "total_usage_sum": record.total_usage_sum,
+                "updated_at": updated_at,
+                "usage_type": self.usage_type,
+            }
+            for record in self.usage
+        ]
+        return {"metadata": {"pagination": {"next_record_id": self.next_record_id}}, "usage": usage}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,35 +76,36 @@ class MonthlyUsage:
     month: int
     org: OrgFields
     tags: TagsDocument
-    updated_at: int  # the most recent hour usage had been calculated for, as of the snapshot
     values: dict[str, float]  # exactly the requested fields, in their order
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "month": format_time(self.month),
-            **_org_document(self.org),
-            "tags": self.tags,
-            "updated_at": format_time(self.updated_at),
-            "values": self.values,
-        }
 
 
 @dataclass(frozen=True, slots=True)
 class MonthlyPage:
     usage: list[MonthlyUsage]
+    updated_at: int  # every record's: the most recent hour usage had been calculated for, as of the snapshot
     aggregates: tuple[Aggregate, ...]  # over every page
     next_record_id: str | None  # None on the last page
 
     def document(self) -> dict[str, Any]:
+        updated_at = format_time(self.updated_at)
+        orgs = _OrgDocuments()
+        usage = [
+            {
+                "month": format_time(record.month),
+                **orgs.of(record.org),
+                "tags": record.tags,
+                "updated_at": updated_at,
+                "values": record.values,
+            }
+            for record in self.usage
+        ]
+        aggregates = [
+            {"agg_type": "sum", "field": aggregate.field, "value": aggregate.value}
+            for aggregate in self.aggregates
+        ]
         return {
-            "metadata": {
-                "aggregates": [
-                    {"agg_type": "sum", "field": aggregate.field, "value": aggregate.value}
-                    for aggregate in self.aggregates
-                ],
-                "pagination": {"next_record_id": self.next_record_id},
-            },
-            "usage": [record.document() for record in self.usage],
+            "metadata": {"aggregates": aggregates, "pagination": {"next_record_id": self.next_record_id}},
+            "usage": usage,
         }
 
 
