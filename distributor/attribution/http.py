@@ -1,17 +1,39 @@
-"""Datadog's Usage Attribution endpoints on the server port. Thin handlers over UsageAttributionApi."""
+"""Datadog's Usage Attribution endpoints on the server port: statuses, X-RateLimit-* headers, content
+negotiation and JSON encoding around UsageAttributionApi.
+
+Statuses: 403 Forbidden, 429 RateLimited, 400 InvalidParameter, 404 while usage attribution is
+disabled; every error body is {"errors": ["<message>"]}.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from distributor.attribution.api import ApiAnswer, UsageAttributionApi
+from distributor.attribution.api import Grant, UsageAttributionApi
+from distributor.attribution.errors import AttributionError, Forbidden, InvalidParameter, RateLimited
+from distributor.attribution.keys import RateLimitWindow
+from distributor.attribution.query import Parameters
 
 HOURLY_PATH = "/api/v1/usage/hourly-attribution"
 MONTHLY_PATH = "/api/v1/usage/monthly-attribution"
 # The spec's path, and the one the official clients call.
 TYPES_PATHS = ("/api/v2/usage/usage_attribution_types", "/api/v2/usage/usage-attribution-types")
+JSON_CONTENT_TYPE = "application/json"
+CSV_CONTENT_TYPE = "text/csv"
+RATE_LIMIT_NAME = "usage_attribution"
+DISABLED = "usage attribution is disabled (usage_attribution.enabled)"
+
+
+class _Document(Protocol):
+    def document(self) -> dict[str, Any]: ...
+
+
+# One endpoint's work once the key pair is admitted: the body and its content type.
+_Handler = Callable[[UsageAttributionApi, Grant], Awaitable[tuple[bytes, str]]]
 
 
 class UsageAttributionHttp:
@@ -26,36 +48,70 @@ class UsageAttributionHttp:
         ]
 
     async def hourly(self, request: web.Request) -> web.Response:
-        if self.api is None:
-            return _disabled()
-        return _response(await self.api.hourly(request.headers, _query(request)))
+        parameters = _parameters(request)
+
+        async def handle(api: UsageAttributionApi, grant: Grant) -> tuple[bytes, str]:
+            return _json(await api.hourly(grant, parameters)), JSON_CONTENT_TYPE
+
+        return await self._answer(request, handle)
 
     async def monthly(self, request: web.Request) -> web.Response:
-        if self.api is None:
-            return _disabled()
-        answer = await self.api.monthly(request.headers, _query(request), request.headers.get("Accept", ""))
-        return _response(answer)
+        parameters = _parameters(request)
+        csv_wanted = CSV_CONTENT_TYPE in request.headers.get("Accept", "").lower()
+
+        async def handle(api: UsageAttributionApi, grant: Grant) -> tuple[bytes, str]:
+            if csv_wanted:
+                table = await api.monthly_csv(grant, parameters)
+                return table.encode(), CSV_CONTENT_TYPE + "; charset=utf-8"
+            return _json(await api.monthly(grant, parameters)), JSON_CONTENT_TYPE
+
+        return await self._answer(request, handle)
 
     async def types(self, request: web.Request) -> web.Response:
+        async def handle(api: UsageAttributionApi, grant: Grant) -> tuple[bytes, str]:
+            return _json(await api.types(grant)), JSON_CONTENT_TYPE
+
+        return await self._answer(request, handle)
+
+    async def _answer(self, request: web.Request, handle: _Handler) -> web.Response:
         if self.api is None:
-            return _disabled()
-        return _response(await self.api.types(request.headers))
+            # Not _error: this body keeps json's default separators, byte for byte as it always was.
+            disabled = json.dumps({"errors": [DISABLED]}).encode()
+            return web.Response(status=404, body=disabled, content_type=JSON_CONTENT_TYPE)
+        try:
+            grant = self.api.admit(
+                request.headers.get("DD-API-KEY"), request.headers.get("DD-APPLICATION-KEY")
+            )
+        except Forbidden as err:
+            return _error(403, err, {})
+        except RateLimited as err:
+            return _error(429, err, _rate_limit_headers(err.window))
+        headers = _rate_limit_headers(grant.window)
+        try:
+            body, content_type = await handle(self.api, grant)
+        except InvalidParameter as err:
+            return _error(400, err, headers)
+        return web.Response(status=200, body=body, headers={"Content-Type": content_type, **headers})
 
 
-def _query(request: web.Request) -> dict[str, list[str]]:
+def _parameters(request: web.Request) -> Parameters:
     return {name: request.query.getall(name) for name in request.query}
 
 
-def _response(answer: ApiAnswer) -> web.Response:
-    if isinstance(answer.body, str):
-        body = answer.body.encode()
-    else:
-        body = json.dumps(answer.body, separators=(",", ":")).encode()
-    return web.Response(
-        status=answer.status, body=body, headers={"Content-Type": answer.content_type, **answer.headers}
-    )
+def _json(answer: _Document) -> bytes:
+    return json.dumps(answer.document(), separators=(",", ":")).encode()
 
 
-def _disabled() -> web.Response:
-    body = {"errors": ["usage attribution is disabled (usage_attribution.enabled)"]}
-    return web.Response(status=404, body=json.dumps(body).encode(), content_type="application/json")
+def _error(status: int, err: AttributionError, headers: dict[str, str]) -> web.Response:
+    body = json.dumps({"errors": [str(err)]}, separators=(",", ":")).encode()
+    return web.Response(status=status, body=body, headers={"Content-Type": JSON_CONTENT_TYPE, **headers})
+
+
+def _rate_limit_headers(window: RateLimitWindow) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(window.limit),
+        "X-RateLimit-Period": str(window.period),
+        "X-RateLimit-Remaining": str(window.remaining),
+        "X-RateLimit-Reset": str(window.reset),
+        "X-RateLimit-Name": RATE_LIMIT_NAME,
+    }
