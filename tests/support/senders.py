@@ -40,7 +40,6 @@ async def post_traces(
     tenant: str | None = None,
     headers: dict[str, str] = PROTOBUF,
     gzipped: bool = False,
-    method: str = "POST",
 ) -> HttpAnswer:
     """`body` to an OTLP/HTTP traces URL with these headers (and X-Scope-OrgID when `tenant` is given);
     `gzipped` compresses it and says so in Content-Encoding."""
@@ -49,7 +48,7 @@ async def post_traces(
         sent["X-Scope-OrgID"] = tenant
     if gzipped:
         body, sent["Content-Encoding"] = gzip.compress(body), "gzip"
-    async with session.request(method, url, data=body, headers=sent) as response:
+    async with session.post(url, data=body, headers=sent) as response:
         return HttpAnswer(response.status, CIMultiDict(response.headers), await response.read())
 
 

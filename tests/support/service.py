@@ -44,15 +44,10 @@ class RunningService:
         self.grpc_target = "{}:{}".format(*service.otlp_grpc_address) if service.otlp_grpc_address else ""
 
     async def post(
-        self,
-        body: bytes,
-        tenant: str | None = None,
-        headers: dict[str, str] = PROTOBUF,
-        gzipped: bool = False,
-        method: str = "POST",
+        self, body: bytes, tenant: str | None = None, headers: dict[str, str] = PROTOBUF
     ) -> HttpAnswer:
         """`body` to the OTLP/HTTP receiver (see senders.post_traces)."""
-        return await post_traces(self.session, self.traces_url, body, tenant, headers, gzipped, method)
+        return await post_traces(self.session, self.traces_url, body, tenant, headers)
 
     async def export(
         self, body: bytes, tenant: str | None = None, compression: grpc.Compression | None = None
