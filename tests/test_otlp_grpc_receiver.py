@@ -10,7 +10,7 @@ import pytest
 
 from distributor.common.endpoint import Endpoint
 from distributor.receivers.config import OtlpGrpcConfig
-from tests.support.metrics import labels
+from tests.support.metrics import labels, sample_value
 from tests.support.otlp import batch, request, sample_request, span
 from tests.support.service import StartService, assert_nothing_recorded, make_config
 
@@ -66,6 +66,10 @@ async def test_gzip_compressed_export_is_accounted_like_plain(start_service: Sta
     for series, value in (await running.usage()).items():
         by_tenant.setdefault(dict(series)["tenant"], {})[series] = value
     assert without_tenant(by_tenant["plain"]) == without_tenant(by_tenant["gzip"])
+    samples = await running.samples()
+    for tenant in ("plain", "gzip"):
+        # grpc inflates a gzip message before the service sees it: ingress is the message size either way.
+        assert sample_value(samples, "tempo_distributor_ingress_bytes_total", tenant=tenant) == len(body)
 
 
 BAD = [
