@@ -34,7 +34,6 @@ from datadog_api_client.v1.model.usage_sort_direction import UsageSortDirection
 from datadog_api_client.v2.api.usage_metering_api import UsageMeteringApi as UsageMeteringApiV2
 from datadog_api_client.v2.model.usage_attribution_types_response import UsageAttributionTypesResponse
 
-import distributor.attribution.api as attribution_api
 from tests.support.attribution import (
     START,
     RunningAttribution,
@@ -425,24 +424,6 @@ async def test_pagination_is_a_snapshot_while_usage_arrives(tmp_path: Path) -> N
             (HOUR_11, "Holding Corp", (("service_name", ("aaa",)), ("team", ("aaa",))), 50.0): 1,
         }
     )
-
-
-async def test_an_answer_larger_than_the_result_cache_is_still_paged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The real bound is 500,000 records: 15 months of a parent org's hourly usage by tags reaches it.
-    # Shrunk here so that five records exceed it (raising=False: if the bound goes, this must pass).
-    monkeypatch.setattr(attribution_api, "RESULT_CACHE_RECORDS", 3, raising=False)
-    async with attribution_service(write_config(tmp_path, page_size=2)) as running:
-        for team in "abcde":
-            await running.send("acme", spans_request("checkout", 1, team=team))
-        await running.flush()
-        with running.datadog("acme") as (api, _):
-            pages = await hourly_pages(
-                running, api, start_hr=HOUR_10, usage_type=SPANS, tag_breakdown_keys="team"
-            )
-    check_page_shapes(pages, 2)
-    assert sorted(r.tags["team"][0] for page in pages for r in page.usage) == list("abcde")
 
 
 # -- 3. 403 and 429 --------------------------------------------------------------------------------------

@@ -808,6 +808,15 @@ async def test_later_pages_keep_the_range_of_the_first(tmp_path: Path) -> None:
         assert sorted(r["month"][:7] for r in monthly) == ["2026-10", "2026-11"]
 
 
+SEEDED_BY_TEAM = {
+    ("ACME", "ops"),
+    ("ACME", "payments"),
+    ("ACME", "search"),
+    ("Globex",),
+    ("Holding Corp", "ops"),
+}
+
+
 async def test_an_answer_larger_than_the_result_cache_is_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -817,8 +826,11 @@ async def test_an_answer_larger_than_the_result_cache_is_served(
     async with attribution_service(write_config(tmp_path, page_size=2)) as running:
         await seed_teams(running)
         for team, (path, params) in zip(("aaa", "bbb"), PAGED.values(), strict=True):
-            snapshot = records_of(await all_pages(running, path, params))
-            assert len(snapshot) >= 5
+            snapshot_pages = await all_pages(running, path, params)
+            snapshot = records_of(snapshot_pages)
+            assert {label(r) for r in snapshot} >= SEEDED_BY_TEAM
+            assert all(len(page["usage"]) == 2 for page in snapshot_pages[:-1])  # full pages, then the rest
+            assert 1 <= len(snapshot_pages[-1]["usage"]) <= 2
             first = await ok(running, path, params)
             await running.send("acme", spans_request("late", 3, team=team))  # not in the snapshot
             await running.flush()

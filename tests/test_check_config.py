@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from distributor.check_config import check_files
+from tests.support.cli import run_cli
+from tests.support.config_files import write_config_files
 
 GOOD_CONFIG = """\
 distributor:
@@ -51,29 +51,16 @@ overrides:
 """
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "distributor", "check-config", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def write(directory: Path, config: str, overrides: str) -> Path:
-    (directory / "overrides.yaml").write_text(overrides)
-    (directory / "distributor.yaml").write_text(config)
-    return directory / "distributor.yaml"
-
-
 def test_good_files_pass_with_exit_zero(tmp_path: Path) -> None:
-    result = run("--config", str(write(tmp_path, GOOD_CONFIG, GOOD_OVERRIDES)))
+    result = run_cli(
+        "check-config", "--config", str(write_config_files(tmp_path, GOOD_CONFIG, GOOD_OVERRIDES))
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == "" and result.stderr.startswith("OK: ") and "overrides.yaml" in result.stderr
 
 
 def test_every_problem_in_both_files_is_reported_with_line_and_key(tmp_path: Path) -> None:
-    result = run("--config", str(write(tmp_path, BAD_CONFIG, BAD_OVERRIDES)))
+    result = run_cli("check-config", "--config", str(write_config_files(tmp_path, BAD_CONFIG, BAD_OVERRIDES)))
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
     config, overrides = tmp_path / "distributor.yaml", tmp_path / "overrides.yaml"
@@ -99,7 +86,7 @@ def test_every_problem_in_both_files_is_reported_with_line_and_key(tmp_path: Pat
 
 
 def test_an_overrides_file_can_be_checked_alone_or_instead_of_the_named_one(tmp_path: Path) -> None:
-    config = write(tmp_path, GOOD_CONFIG, GOOD_OVERRIDES)
+    config = write_config_files(tmp_path, GOOD_CONFIG, GOOD_OVERRIDES)
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(BAD_OVERRIDES)
     problems, checked = check_files(None, candidate)
@@ -109,7 +96,7 @@ def test_an_overrides_file_can_be_checked_alone_or_instead_of_the_named_one(tmp_
 
 
 def test_yaml_errors_and_missing_files_are_problems_too(tmp_path: Path) -> None:
-    config = write(tmp_path, "server: [unclosed\n", "")
+    config = write_config_files(tmp_path, "server: [unclosed\n", "")
     problems, _ = check_files(config, None)
     assert [str(p) for p in problems] == [
         f"{config}:2: invalid YAML: expected ',' or ']', but got '<stream end>'"
@@ -133,5 +120,5 @@ def test_check_config_agrees_with_the_service_on_the_shipped_files() -> None:
 
 
 def test_without_any_file_it_explains_its_usage() -> None:
-    result = run()
+    result = run_cli("check-config")
     assert result.returncode == 2 and "give --config, --overrides, or both" in result.stderr

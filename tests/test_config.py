@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import sys
 import textwrap
 import urllib.request
 from pathlib import Path
@@ -15,7 +12,8 @@ from distributor.overrides import ConfigError, OverridesSnapshot, Scope
 
 from distributor.config import Config, load_config
 from distributor.service import Service
-from tests.support.otlp import running_cli
+from tests.support.cli import run_cli, running_cli
+from tests.support.config_files import write_config_files
 
 ISSUE_EXAMPLE = """\
 multitenancy_enabled: false
@@ -66,15 +64,8 @@ def overrides_in_force(config: Config) -> OverridesSnapshot:
     return Service(config).overrides.snapshot
 
 
-def write(directory: Path, config: str, overrides: str = OVERRIDES) -> Path:
-    (directory / "overrides.yaml").write_text(overrides)
-    path = directory / "distributor.yaml"
-    path.write_text(config)
-    return path
-
-
 def test_the_documented_example_loads_with_its_values(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, ISSUE_EXAMPLE))
+    config = load_config(write_config_files(tmp_path, ISSUE_EXAMPLE, OVERRIDES))
     assert config.server.endpoint.port == 3200
     assert str(config.otlp_http.endpoint) == "127.0.0.1:4318"
     assert config.otlp_http.max_request_body_bytes == 20 * 1024 * 1024
@@ -85,7 +76,7 @@ def test_the_documented_example_loads_with_its_values(tmp_path: Path) -> None:
 
 
 def test_each_field_resolves_tenant_entry_then_wildcard_then_defaults(tmp_path: Path) -> None:
-    snapshot = overrides_in_force(load_config(write(tmp_path, ISSUE_EXAMPLE)))
+    snapshot = overrides_in_force(load_config(write_config_files(tmp_path, ISSUE_EXAMPLE, OVERRIDES)))
     acme = snapshot.for_tenant("acme")
     assert [(d.attribute, d.scope, d.label) for d in acme.dimensions] == [
         ("team", Scope.SPAN, "team"),
@@ -101,7 +92,7 @@ def test_each_field_resolves_tenant_entry_then_wildcard_then_defaults(tmp_path: 
 
 
 def test_an_empty_file_means_all_defaults(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, ""))
+    config = load_config(write_config_files(tmp_path, "", OVERRIDES))
     assert config.server.endpoint.port == 3200 and config.overrides.per_tenant_override_config is None
     assert overrides_in_force(config).for_tenant("x").dimensions == ()
 
@@ -110,7 +101,7 @@ def test_durations_and_listen_addresses_in_their_accepted_forms(tmp_path: Path) 
     text = ISSUE_EXAMPLE.replace("stale_duration: 15m", "stale_duration: 1h30m").replace(
         "127.0.0.1:4318", "'[::1]:0'"
     )
-    config = load_config(write(tmp_path, text))
+    config = load_config(write_config_files(tmp_path, text, OVERRIDES))
     assert config.cost_attribution.stale_duration == 5400
     assert (config.otlp_http.endpoint.host, config.otlp_http.endpoint.port) == ("::1", 0)
 
@@ -221,7 +212,7 @@ def test_bad_configuration_is_refused_naming_file_line_and_key(
     tmp_path: Path, name: str, edit: tuple[str, str], key: str, problem: str
 ) -> None:
     assert edit[0] in ISSUE_EXAMPLE
-    path = write(tmp_path, ISSUE_EXAMPLE.replace(edit[0], edit[1], 1))
+    path = write_config_files(tmp_path, ISSUE_EXAMPLE.replace(edit[0], edit[1], 1), OVERRIDES)
     with pytest.raises(ConfigError) as caught:
         overrides_in_force(load_config(path))
     message = str(caught.value)
@@ -264,7 +255,7 @@ BAD_OVERRIDES = [
 def test_bad_per_tenant_file_is_refused_naming_its_own_file(
     tmp_path: Path, name: str, text: str, key: str, problem: str
 ) -> None:
-    config = load_config(write(tmp_path, ISSUE_EXAMPLE, overrides=text))
+    config = load_config(write_config_files(tmp_path, ISSUE_EXAMPLE, overrides=text))
     with pytest.raises(ConfigError) as caught:
         overrides_in_force(config)
     message = str(caught.value)
@@ -273,36 +264,32 @@ def test_bad_per_tenant_file_is_refused_naming_its_own_file(
 
 
 def test_missing_per_tenant_file_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, ISSUE_EXAMPLE)
+    path = write_config_files(tmp_path, ISSUE_EXAMPLE, OVERRIDES)
     (tmp_path / "overrides.yaml").unlink()
     with pytest.raises(ConfigError, match=r"overrides\.yaml: cannot read"):
         overrides_in_force(load_config(path))
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "distributor", *args], capture_output=True, text=True, timeout=60
-    )
-
-
 def test_cli_refuses_a_bad_config_with_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
-    path = write(tmp_path, ISSUE_EXAMPLE.replace("stale_duration: 15m", "stale_duration: soon"))
-    result = _run_cli("--config", str(path))
+    path = write_config_files(
+        tmp_path, ISSUE_EXAMPLE.replace("stale_duration: 15m", "stale_duration: soon"), OVERRIDES
+    )
+    result = run_cli("--config", str(path))
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert str(path) in line and "distributor.usage.cost_attribution.stale_duration" in line
 
 
 def test_cli_refuses_a_bad_per_tenant_file(tmp_path: Path) -> None:
-    path = write(
+    path = write_config_files(
         tmp_path, ISSUE_EXAMPLE, overrides="overrides:\n  acme:\n    cost_attribution:\n      x: 1\n"
     )
-    result = _run_cli("--config", str(path))
+    result = run_cli("--config", str(path))
     assert result.returncode == 1 and "overrides.yaml" in result.stderr and "overrides.acme" in result.stderr
 
 
 def test_cli_refuses_a_missing_config_file(tmp_path: Path) -> None:
-    result = _run_cli("--config", str(tmp_path / "nope.yaml"))
+    result = run_cli("--config", str(tmp_path / "nope.yaml"))
     assert result.returncode == 1 and "nope.yaml: cannot read" in result.stderr
 
 
@@ -310,11 +297,10 @@ def test_cli_serves_until_sigterm_and_exits_zero(tmp_path: Path) -> None:
     config = ISSUE_EXAMPLE.replace("http_listen_port: 3200", "http_listen_port: 0").replace(
         "127.0.0.1:4318", "127.0.0.1:0"
     )
-    with running_cli(write(tmp_path, config)) as cli:
+    with running_cli(write_config_files(tmp_path, config, OVERRIDES)) as cli:
         with urllib.request.urlopen(cli.server_url + "/ready", timeout=10) as response:
             assert response.status == 200
-        cli.process.send_signal(signal.SIGTERM)
-        assert cli.process.wait(timeout=30) == 0
+        assert cli.terminate() == 0
 
 
 def test_yaml_of_the_default_config_loads(tmp_path: Path) -> None:
@@ -328,33 +314,37 @@ def test_yaml_of_the_default_config_loads(tmp_path: Path) -> None:
 
 def test_expand_env_substitutes_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT_FOR_TEST", "4999")
-    path = write(
+    path = write_config_files(
         tmp_path,
         textwrap.dedent("""\
         server:
           http_listen_port: ${PORT_FOR_TEST}
           http_listen_address: ${UNSET_FOR_TEST:-127.0.0.2}
         """),
+        OVERRIDES,
     )
     config = load_config(path, expand_env=True)
     assert (config.server.http_listen_port, config.server.http_listen_address) == (4999, "127.0.0.2")
 
 
 def test_listed_protocols_are_enabled_and_none_listed_means_both(tmp_path: Path) -> None:
-    only_http = load_config(write(tmp_path, ISSUE_EXAMPLE))
+    only_http = load_config(write_config_files(tmp_path, ISSUE_EXAMPLE, OVERRIDES))
     assert only_http.otlp_grpc is None
     bare_grpc = load_config(
-        write(tmp_path, ISSUE_EXAMPLE.replace("        http:\n", "        grpc:\n        http:\n"))
+        write_config_files(
+            tmp_path, ISSUE_EXAMPLE.replace("        http:\n", "        grpc:\n        http:\n"), OVERRIDES
+        )
     )
     assert bare_grpc.otlp_grpc is not None and str(bare_grpc.otlp_grpc.endpoint) == "127.0.0.1:4317"
     assert bare_grpc.otlp_grpc.max_recv_msg_size_bytes == 4 * 1024 * 1024
     tuned = load_config(
-        write(
+        write_config_files(
             tmp_path,
             ISSUE_EXAMPLE.replace(
                 "        http:\n",
                 "        grpc: {endpoint: '0.0.0.0:14317', max_recv_msg_size_bytes: 1024}\n        http:\n",
             ),
+            OVERRIDES,
         )
     )
     assert tuned.otlp_grpc is not None and (
@@ -362,13 +352,14 @@ def test_listed_protocols_are_enabled_and_none_listed_means_both(tmp_path: Path)
         tuned.otlp_grpc.max_recv_msg_size_bytes,
     ) == (14317, 1024)
     nothing_listed = load_config(
-        write(tmp_path, "distributor: {usage: {cost_attribution: {enabled: true}}}\n")
+        write_config_files(tmp_path, "distributor: {usage: {cost_attribution: {enabled: true}}}\n", OVERRIDES)
     )
     assert nothing_listed.otlp_grpc is not None and nothing_listed.otlp_http.endpoint.port == 4318
     with pytest.raises(ConfigError, match=r"protocols\.grpc\.endpoint: invalid port"):
         load_config(
-            write(
+            write_config_files(
                 tmp_path,
                 ISSUE_EXAMPLE.replace("        http:\n", "        grpc: {endpoint: ':x'}\n        http:\n"),
+                OVERRIDES,
             )
         )

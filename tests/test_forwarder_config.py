@@ -12,6 +12,7 @@ from distributor.overrides import ConfigError
 from distributor.check_config import check_files
 from distributor.config import config_as_data, load_config
 from distributor.forwarding.config import ForwarderConfig, RetryConfig, TlsConfig
+from tests.support.config_files import write_config_files
 
 ISSUE_EXAMPLE = """\
 server:
@@ -40,14 +41,8 @@ overrides:
 """
 
 
-def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
 def test_the_issue_example_loads_with_its_values(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, ISSUE_EXAMPLE))
+    config = load_config(write_config_files(tmp_path, ISSUE_EXAMPLE))
     assert config.server.graceful_shutdown_timeout == 45.0
     backend, archive = config.forwarders
     assert backend == ForwarderConfig(
@@ -73,7 +68,7 @@ def test_the_issue_example_loads_with_its_values(tmp_path: Path) -> None:
 
 
 def test_defaults_follow_tempo_and_the_collector(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "server: {http_listen_port: 0}\n"))
+    config = load_config(write_config_files(tmp_path, "server: {http_listen_port: 0}\n"))
     assert config.forwarders == ()
     assert config.server.graceful_shutdown_timeout == 30.0
     data = config_as_data(config)
@@ -93,7 +88,7 @@ def test_defaults_follow_tempo_and_the_collector(tmp_path: Path) -> None:
 
 
 def test_status_config_masks_forwarder_headers(tmp_path: Path) -> None:
-    data = config_as_data(load_config(write(tmp_path, ISSUE_EXAMPLE)))
+    data = config_as_data(load_config(write_config_files(tmp_path, ISSUE_EXAMPLE)))
     archive = data["distributor"]["forwarders"][1]
     assert archive["otlphttp"]["headers"] == {"Authorization": "<secret>"}
     assert "s3cret" not in yaml.safe_dump(data)
@@ -167,7 +162,7 @@ def test_bad_forwarder_configuration_is_refused_naming_line_and_key(
     tmp_path: Path, name: str, edit: tuple[str, str], key: str, problem: str
 ) -> None:
     assert edit[0] in ISSUE_EXAMPLE
-    path = write(tmp_path, ISSUE_EXAMPLE.replace(edit[0], edit[1], 1))
+    path = write_config_files(tmp_path, ISSUE_EXAMPLE.replace(edit[0], edit[1], 1))
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     message = str(caught.value)
@@ -176,11 +171,10 @@ def test_bad_forwarder_configuration_is_refused_naming_line_and_key(
 
 
 def test_per_tenant_file_may_only_name_configured_forwarders(tmp_path: Path) -> None:
-    config = write(tmp_path, ISSUE_EXAMPLE + "  per_tenant_override_config: overrides.yaml\n")
-    write(
+    config = write_config_files(
         tmp_path,
+        ISSUE_EXAMPLE + "  per_tenant_override_config: overrides.yaml\n",
         "overrides:\n  acme:\n    forwarders: [archive]\n  beta:\n    forwarders: [backend, elsewhere]\n",
-        "overrides.yaml",
     )
     problems, _ = check_files(config, None)
     assert [str(problem) for problem in problems] == [
@@ -193,7 +187,7 @@ def test_a_tenant_may_forward_nowhere(tmp_path: Path) -> None:
     """`forwarders: []` in a tenant's entry overrides the defaults: measured, not forwarded."""
     from distributor.overrides.loading import parse_per_tenant_file
 
-    config = load_config(write(tmp_path, ISSUE_EXAMPLE))
+    config = load_config(write_config_files(tmp_path, ISSUE_EXAMPLE))
     snapshot = parse_per_tenant_file(
         b"overrides:\n  acme:\n    forwarders: []\n",
         "overrides.yaml",

@@ -2,7 +2,7 @@
 tenants, transient failures retried (Retry-After / RetryInfo honoured), permanent rejections, exhausted
 retries, full queues refusing requests with nothing accounted, attribute truncation, several forwarders.
 
-No test sleeps for time: conditions are polled with `wait_until`, and the forwarders retry every 10 to
+No test sleeps for time: conditions are polled with `eventually`, and the forwarders retry every 10 to
 50 ms (`forwarder_to`)."""
 
 from __future__ import annotations
@@ -17,24 +17,20 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.common.rpc_status import RETRY_INFO_TYPE_URL, RetryInfo, Status
 from distributor.config import Config
 from distributor.forwarding.config import ForwarderConfig, RetryConfig
 from distributor.server.config import ServerConfig
-from tests.conftest import RunningService, make_config, with_forwarders
-from tests.support.backends import Answer, RecordingBackend, forwarder_to, wait_until
-from tests.support.otlp import Labels, attributes, batch, labels, parse_discarded, request, span
-from tests.test_otlp_http_receiver import otlp_json
+from tests.support.backends import Answer, RecordingBackend, forwarder_to
+from tests.support.metrics import Labels, labels, total, with_reason
+from tests.support.otlp import attributes, batch, otlp_json, request, span, span_count
+from tests.support.polling import eventually
+from tests.support.senders import JSON
+from tests.support.service import RunningService, StartService, make_config, with_forwarders
 
-StartService = Callable[..., Awaitable[RunningService]]
 StartBackend = Callable[..., Awaitable[RecordingBackend]]
-Samples = dict[tuple[str, Labels], float]
 
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
-JSON = {"Content-Type": "application/json"}
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 TENANT = "single-tenant"
 TRANSPORTS = ["http", "grpc"]
 # What the forwarder's clients call a backend's 503 / UNAVAILABLE (the send_failures and retries label).
@@ -80,60 +76,9 @@ def config_for(*forwarders: ForwarderConfig, multitenancy: bool = False, **inges
     return with_forwarders(make_config(multitenancy=multitenancy, server=server), *forwarders, **ingestion)
 
 
-async def post(
-    running: RunningService, body: bytes, tenant: str | None = None, headers: dict[str, str] = PROTOBUF
-) -> tuple[int, dict[str, str], bytes]:
-    sent = dict(headers)
-    if tenant is not None:
-        sent["X-Scope-OrgID"] = tenant
-    async with running.session.post(running.traces_url, data=body, headers=sent) as response:
-        return response.status, dict(response.headers), await response.read()
-
-
-async def grpc_export(running: RunningService, body: bytes, tenant: str | None = None) -> grpc.StatusCode:
-    """A raw TraceService/Export call with these bytes."""
-    async with grpc.aio.insecure_channel(running.grpc_target) as channel:
-        call = channel.unary_unary(EXPORT)  # no serializers: bytes in, bytes out
-        metadata = (("x-scope-orgid", tenant),) if tenant is not None else None
-        try:
-            await call(body, metadata=metadata, timeout=10)
-        except grpc.aio.AioRpcError as err:
-            return err.code()
-        return grpc.StatusCode.OK
-
-
-async def metric_samples(running: RunningService) -> Samples:
-    """Every sample at /metrics, as prometheus_client's parser reads it."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(await running.metrics_text())
-        for sample in family.samples
-    }
-
-
-def total(samples: Samples, name: str, **match: str) -> float:
-    """The sum of the samples named `name` whose labels include `match` (0 when there are none)."""
-    wanted = set(match.items())
-    return sum(value for (sample, found), value in samples.items() if sample == name and wanted <= found)
-
-
-async def usage_text(running: RunningService) -> str:
-    async with running.session.get(running.server_url + "/usage_metrics") as response:
-        assert response.status == 200
-        return await response.text()
-
-
-def with_reason(series: dict[Labels, float], reason: str) -> dict[Labels, float]:
-    return {key | {("reason", reason)}: value for key, value in series.items()}
-
-
 def idle(running: RunningService) -> bool:
     """No forwarder holds anything: every accepted request was delivered or dropped (and counted)."""
     return all(forwarder.pending() == 0 for forwarder in running.service.forwarders.values())
-
-
-def span_count(req: ExportTraceServiceRequest) -> int:
-    return sum(len(scope.spans) for rs in req.resource_spans for scope in rs.scope_spans)
 
 
 def service_bytes(*reqs: ExportTraceServiceRequest) -> dict[Labels, float]:
@@ -194,21 +139,18 @@ async def test_each_tenants_requests_arrive_once_byte_identical_with_their_tenan
         for i in range(3):
             spans = [span({"i": i, "tenant": tenant}, name=f"{tenant}-op-{i}-{k}") for k in range(i + 1)]
             body = request(batch({"service.name": f"{tenant}-svc"}, spans)).SerializeToString()
-            status, _, _ = await post(running, body, tenant)
-            assert status == 200
+            assert (await running.post(body, tenant)).status == 200
             sent.append((tenant, body))
         # The same protobuf body again: it must arrive twice, not be merged or lost.
-        status, _, _ = await post(running, sent[-1][1], tenant)
-        assert status == 200
+        assert (await running.post(sent[-1][1], tenant)).status == 200
         sent.append(sent[-1])
     json_req = request(
         batch({"service.name": "json-svc", "host.id": 7}, [span({"via": "json"}, name="from-json")] * 2)
     )
     for tenant in ("team-a", "team-b"):
-        status, _, _ = await post(running, otlp_json(json_req), tenant, JSON)
-        assert status == 200
+        assert (await running.post(otlp_json(json_req), tenant, JSON)).status == 200
 
-    await wait_until(lambda: len(backend.deliveries) >= len(sent) + 2 and idle(running))
+    await eventually(lambda: len(backend.deliveries) >= len(sent) + 2 and idle(running))
 
     assert {delivery.transport for delivery in backend.deliveries} == {transport}
     json_arrived = [d for d in backend.deliveries if ExportTraceServiceRequest.FromString(d.body) == json_req]
@@ -218,7 +160,7 @@ async def test_each_tenants_requests_arrive_once_byte_identical_with_their_tenan
     expected[("team-b", json_req.SerializeToString())] += 1
     assert Counter((d.tenant, d.body) for d in backend.deliveries) == expected
 
-    samples = await metric_samples(running)
+    samples = await running.samples()
     for tenant in ("team-a", "team-b"):
         bodies = [body for owner, body in expected.elements() if owner == tenant]
         spans_sent = sum(span_count(ExportTraceServiceRequest.FromString(body)) for body in bodies)
@@ -247,7 +189,7 @@ async def test_sdk_grpc_exporter_spans_are_forwarded_over_http(
         exporter.shutdown()
     assert result == SpanExportResult.SUCCESS
 
-    await wait_until(lambda: backend.spans_delivered() >= len(spans) and idle(running))
+    await eventually(lambda: backend.spans_delivered() >= len(spans) and idle(running))
     assert [(d.transport, d.tenant) for d in backend.deliveries] == [("http", TENANT)]
     arrived = [
         (s.name, s.span_id)
@@ -274,18 +216,18 @@ async def test_every_forwarder_of_the_tenant_gets_every_request_once(
         for i in range(4)
     ]
     for body in bodies[:2]:
-        assert (await post(running, body))[0] == 200
+        assert (await running.post(body)).status == 200
     for body in bodies[2:]:
-        assert await grpc_export(running, body) == grpc.StatusCode.OK
+        assert (await running.export(body)).code == grpc.StatusCode.OK
 
     def both_done() -> bool:
         return len(http_backend.deliveries) >= len(bodies) and len(grpc_backend.deliveries) >= len(bodies)
 
-    await wait_until(lambda: both_done() and idle(running))
+    await eventually(lambda: both_done() and idle(running))
     for backend, transport in ((http_backend, "http"), (grpc_backend, "grpc")):
         assert Counter(backend.bodies()) == Counter(bodies), transport
         assert {(d.transport, d.tenant) for d in backend.deliveries} == {(transport, TENANT)}
-    samples = await metric_samples(running)
+    samples = await running.samples()
     for name in ("via-http", "via-grpc"):
         assert total(samples, SENT_REQUESTS, forwarder=name) == 4
         assert total(samples, SENT_SPANS, forwarder=name) == 10
@@ -304,14 +246,14 @@ async def test_unavailable_backend_is_retried_until_every_span_is_delivered_once
     running = await start_service(config_for(forwarder_to(backend, transport)))
     reqs = [request(batch({"service.name": f"svc-{i}"}, [span(name=f"op-{i}")] * (i + 1))) for i in range(2)]
     for req in reqs:
-        assert (await post(running, req.SerializeToString()))[0] == 200
+        assert (await running.post(req.SerializeToString())).status == 200
 
-    await wait_until(lambda: len(backend.deliveries) >= len(reqs) and idle(running))
+    await eventually(lambda: len(backend.deliveries) >= len(reqs) and idle(running))
     assert Counter(backend.bodies()) == Counter(req.SerializeToString() for req in reqs)
     assert backend.spans_delivered() == 3
     assert backend.attempts == len(reqs) + failures
 
-    samples = await metric_samples(running)
+    samples = await running.samples()
     reason = UNAVAILABLE_REASON[transport]
     assert total(samples, RETRIES) == failures
     assert total(samples, RETRIES, forwarder="backend", reason=reason) == failures
@@ -321,7 +263,7 @@ async def test_unavailable_backend_is_retried_until_every_span_is_delivered_once
     assert total(samples, SENT_SPANS) == 3
     assert total(samples, DROPPED_SPANS) == 0
     assert total(samples, DISCARDED_SPANS) == 0
-    assert parse_discarded(await usage_text(running)) == {}
+    assert await running.discarded() == {}
     assert await running.usage() == service_bytes(*reqs)
 
 
@@ -335,14 +277,14 @@ async def test_retry_delay_asked_by_the_backend_is_honoured(
     body = request(batch({"service.name": "svc"}, [span()])).SerializeToString()
 
     started = time.monotonic()
-    assert (await post(running, body))[0] == 200
-    await wait_until(lambda: len(backend.deliveries) == 1)
+    assert (await running.post(body)).status == 200
+    await eventually(lambda: len(backend.deliveries) == 1)
     waited = time.monotonic() - started
 
     assert backend.attempts == 2
     assert waited >= asked, f"retried after {waited:.3f}s, before the {asked}s the backend asked for"
     assert waited < asked + 5
-    samples = await metric_samples(running)
+    samples = await running.samples()
     assert total(samples, RETRIES, reason=UNAVAILABLE_REASON[transport]) == 1
 
 
@@ -362,13 +304,15 @@ async def test_permanent_rejection_is_tried_once_and_attributed_as_discarded(
     ]
     spans = sum(map(span_count, reqs))
     for req in reqs:
-        assert (await post(running, req.SerializeToString()))[0] == 200  # accepted, then refused downstream
+        assert (
+            await running.post(req.SerializeToString())
+        ).status == 200  # accepted, then refused downstream
 
-    await wait_until(lambda: backend.attempts >= len(reqs) and idle(running))
+    await eventually(lambda: backend.attempts >= len(reqs) and idle(running))
     assert backend.attempts == len(reqs), "one attempt per request: a permanent failure is not retried"
     assert backend.deliveries == []
 
-    samples = await metric_samples(running)
+    samples = await running.samples()
     assert total(samples, RETRIES) == 0
     assert total(samples, SEND_FAILURES) == len(reqs)
     assert total(samples, SEND_FAILURES, reason=REJECTED_REASON[transport]) == len(reqs)
@@ -381,7 +325,7 @@ async def test_permanent_rejection_is_tried_once_and_attributed_as_discarded(
 
     received = service_bytes(*reqs)
     assert await running.usage() == received  # accepted, so still counted as received
-    assert parse_discarded(await usage_text(running)) == with_reason(received, "forward_rejected")
+    assert await running.discarded() == with_reason(received, "forward_rejected")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -394,13 +338,13 @@ async def test_exhausted_retries_drop_the_request_counted_and_attributed(
     req = request(
         batch({"service.name": "auth"}, [span(), span()]), batch({"service.name": "cart"}, [span(pad=50)])
     )
-    assert (await post(running, req.SerializeToString()))[0] == 200
+    assert (await running.post(req.SerializeToString())).status == 200
 
-    await wait_until(lambda: idle(running))
+    await eventually(lambda: idle(running))
     assert backend.deliveries == []
     assert backend.attempts >= 2, "retried before giving up"
 
-    samples = await metric_samples(running)
+    samples = await running.samples()
     reason = UNAVAILABLE_REASON[transport]
     assert total(samples, SEND_FAILURES, reason=reason) == backend.attempts
     assert total(samples, RETRIES, reason=reason) == backend.attempts - 1
@@ -411,7 +355,7 @@ async def test_exhausted_retries_drop_the_request_counted_and_attributed(
     assert total(samples, DISCARDED_SPANS) == 3
     received = service_bytes(req)
     assert await running.usage() == received
-    assert parse_discarded(await usage_text(running)) == with_reason(received, "forward_retries_exhausted")
+    assert await running.discarded() == with_reason(received, "forward_retries_exhausted")
 
 
 async def test_full_queue_refuses_unaccounted_then_everything_lands_after_recovery(
@@ -431,24 +375,24 @@ async def test_full_queue_refuses_unaccounted_then_everything_lands_after_recove
     }
     body = {name: req.SerializeToString() for name, req in reqs.items()}
 
-    assert (await post(running, body["first"]))[0] == 200
+    assert (await running.post(body["first"])).status == 200
     # The only worker takes it and keeps retrying the closed port.
-    await wait_until(lambda: forwarder.pending() == 1 and dict(forwarder.queue_lengths()) == {TENANT: 0})
-    assert (await post(running, body["second"]))[0] == 200  # waits in the queue, which is now full
+    await eventually(lambda: forwarder.pending() == 1 and dict(forwarder.queue_lengths()) == {TENANT: 0})
+    assert (await running.post(body["second"])).status == 200  # waits in the queue, which is now full
 
-    status, headers, answer = await post(running, body["third"])
-    assert status == 503
-    assert headers.get("Retry-After") == "1"
-    assert headers.get("Content-Type", "").startswith("application/x-protobuf")
-    refusal = Status.FromString(answer)
+    answer = await running.post(body["third"])
+    assert answer.status == 503
+    assert answer.headers.get("Retry-After") == "1"
+    assert answer.content_type.startswith("application/x-protobuf")
+    refusal = Status.FromString(answer.body)
     assert refusal.code == 14  # UNAVAILABLE
     assert "queue full" in refusal.message
     [detail] = refusal.details
     assert detail.type_url == RETRY_INFO_TYPE_URL
     assert RetryInfo.FromString(detail.value).retry_delay.ToNanoseconds() == 1_000_000_000
-    assert await grpc_export(running, body["fourth"]) == grpc.StatusCode.UNAVAILABLE
+    assert (await running.export(body["fourth"])).code == grpc.StatusCode.UNAVAILABLE
 
-    samples = await metric_samples(running)
+    samples = await running.samples()
     accepted, refused = ("first", "second"), ("third", "fourth")
     accepted_spans = sum(span_count(reqs[name]) for name in accepted)
     refused_spans = sum(span_count(reqs[name]) for name in refused)
@@ -461,7 +405,7 @@ async def test_full_queue_refuses_unaccounted_then_everything_lands_after_recove
     assert samples[("tempo_distributor_forwarder_queue_capacity", frozenset({("forwarder", "backend")}))] == 1
     assert total(samples, SEND_FAILURES, reason="connection_error") >= 1
     assert await running.usage() == service_bytes(*(reqs[name] for name in accepted))
-    discarded = parse_discarded(await usage_text(running))
+    discarded = await running.discarded()
     assert discarded == with_reason(service_bytes(*(reqs[name] for name in refused)), "queue_full")
 
     # An SDK exporter that meets the full queue gets 503 + Retry-After and tries again later.
@@ -474,14 +418,14 @@ async def test_full_queue_refuses_unaccounted_then_everything_lands_after_recove
 
     export = asyncio.ensure_future(asyncio.to_thread(exporter.export, spans))
     try:
-        await wait_until(lambda: queue_full_spans() >= refused_spans + len(spans))  # the SDK was refused
+        await eventually(lambda: queue_full_spans() >= refused_spans + len(spans))  # the SDK was refused
         assert not export.done()
         backend = await start_backend(http_port=port)
         assert await export == SpanExportResult.SUCCESS
-        await wait_until(lambda: len(backend.deliveries) >= 3 and idle(running))
+        await eventually(lambda: len(backend.deliveries) >= 3 and idle(running))
         assert Counter(backend.bodies()) == Counter([body["first"], body["second"], sdk_request_body(spans)])
         assert {d.tenant for d in backend.deliveries} == {TENANT}
-        samples = await metric_samples(running)
+        samples = await running.samples()
         assert total(samples, SENT_REQUESTS) == 3
         assert total(samples, DROPPED_REQUESTS) == 0
         assert total(samples, SPANS_RECEIVED) == accepted_spans + len(spans)
@@ -507,9 +451,9 @@ async def test_long_attributes_are_truncated_on_the_way_to_the_backend_but_count
     running = await start_service(config_for(forwarder_to(backend, "http"), max_attribute_bytes=16))
     req = long_attributes_request()
     body = req.SerializeToString()
-    assert (await post(running, body))[0] == 200
+    assert (await running.post(body)).status == 200
 
-    await wait_until(lambda: len(backend.deliveries) >= 1 and idle(running))
+    await eventually(lambda: len(backend.deliveries) >= 1 and idle(running))
     [delivery] = backend.deliveries
     forwarded = ExportTraceServiceRequest.FromString(delivery.body)
     expected = ExportTraceServiceRequest()
@@ -522,7 +466,7 @@ async def test_long_attributes_are_truncated_on_the_way_to_the_backend_but_count
     forwarded_span.attributes.extend(attributes({"long": "v" * 16, "n": 12345678901234567}))
     assert forwarded == expected
 
-    samples = await metric_samples(running)
+    samples = await running.samples()
     assert total(samples, TRUNCATED, tenant=TENANT, scope="span") == 1
     assert total(samples, TRUNCATED, tenant=TENANT, scope="resource") == 1
     assert total(samples, TRUNCATED) == 2
@@ -537,9 +481,9 @@ async def test_without_an_attribute_limit_the_body_is_forwarded_byte_identical(
     backend = await start_backend()
     running = await start_service(config_for(forwarder_to(backend, "grpc"), max_attribute_bytes=0))
     body = long_attributes_request().SerializeToString()
-    assert (await post(running, body))[0] == 200
+    assert (await running.post(body)).status == 200
 
-    await wait_until(lambda: len(backend.deliveries) >= 1 and idle(running))
+    await eventually(lambda: len(backend.deliveries) >= 1 and idle(running))
     assert list(backend.bodies()) == [body]
-    samples = await metric_samples(running)
+    samples = await running.samples()
     assert total(samples, TRUNCATED) == 0

@@ -3,70 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.common.rpc_status import Status
 from distributor.ingest.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest
 from distributor.receivers.config import OtlpHttpConfig
-from tests.conftest import RunningService, make_config
-from tests.support.otlp import batch, labels, request, span, split_expectation
-
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
-JSON = {"Content-Type": "application/json"}
-
-StartService = Callable[..., Awaitable[RunningService]]
-
-
-def otlp_json(req: ExportTraceServiceRequest) -> bytes:
-    """OTLP/JSON as an SDK writes it: ids in hex, not protobuf JSON's base64."""
-    document = MessageToDict(req)
-
-    def hexify(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
-                    node[key] = base64.b64decode(value).hex()
-                else:
-                    hexify(value)
-        elif isinstance(node, list):
-            for item in node:
-                hexify(item)
-
-    hexify(document)
-    return json.dumps(document).encode()
-
-
-def sample_request() -> ExportTraceServiceRequest:
-    return request(
-        batch({"service.name": "auth-service"}, [span({"http.route": "/login"}), span()], [span(pad=300)]),
-        batch({"service.name": "shop-backend"}, [span({"service.name": "cart-service"}), span(pad=20_000)]),
-    )
-
-
-async def post(
-    running: RunningService, body: bytes, headers: dict[str, str], method: str = "POST"
-) -> tuple[int, bytes, str]:
-    async with running.session.request(method, running.traces_url, data=body, headers=headers) as response:
-        return response.status, await response.read(), response.headers.get("Content-Type", "")
-
-
-async def assert_nothing_recorded(running: RunningService) -> None:
-    assert await running.usage() == {}
-    families = {f.name: f for f in text_string_to_metric_families(await running.metrics_text())}
-    assert families["tempo_distributor_spans_received"].samples == []
-    assert families["tempo_distributor_bytes_received"].samples == []
+from tests.support.metrics import labels, sample_value
+from tests.support.otlp import batch, otlp_json, request, sample_request, span, split_expectation
+from tests.support.senders import JSON, PROTOBUF
+from tests.support.service import StartService, assert_nothing_recorded, make_config
 
 
 async def test_protobuf_gzip_and_json_encodings_give_identical_series(start_service: StartService) -> None:
@@ -80,8 +32,8 @@ async def test_protobuf_gzip_and_json_encodings_give_identical_series(start_serv
         "json-gzip": (gzip.compress(as_json), {**JSON, "Content-Encoding": "gzip"}),
     }
     for tenant, (body, headers) in bodies.items():
-        status, _, _ = await post(running, body, {**headers, "X-Scope-OrgID": tenant})
-        assert status == 200, tenant
+        answer = await running.post(body, tenant, headers)
+        assert answer.status == 200, tenant
 
     by_tenant: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
     for series, value in (await running.usage()).items():
@@ -102,11 +54,11 @@ async def test_protobuf_gzip_and_json_encodings_give_identical_series(start_serv
 
 async def test_response_is_an_export_response_in_the_request_encoding(start_service: StartService) -> None:
     running = await start_service()
-    status, body, content_type = await post(running, sample_request().SerializeToString(), PROTOBUF)
-    assert (status, content_type) == (200, "application/x-protobuf")
-    assert ExportTraceServiceResponse.FromString(body) == ExportTraceServiceResponse()
-    status, body, content_type = await post(running, otlp_json(sample_request()), JSON)
-    assert (status, content_type, json.loads(body)) == (200, "application/json", {})
+    answer = await running.post(sample_request().SerializeToString())
+    assert (answer.status, answer.content_type) == (200, "application/x-protobuf")
+    assert ExportTraceServiceResponse.FromString(answer.body) == ExportTraceServiceResponse()
+    answer = await running.post(otlp_json(sample_request()), headers=JSON)
+    assert (answer.status, answer.content_type, json.loads(answer.body)) == (200, "application/json", {})
 
 
 def _truncated() -> bytes:
@@ -158,12 +110,12 @@ async def test_bad_input_is_refused_whole_with_a_status_body(
     start_service: StartService, name: str, body: bytes, headers: dict[str, str], status: int
 ) -> None:
     running = await start_service(make_config(otlp_http=OtlpHttpConfig(max_request_body_bytes=65_536)))
-    got, response_body, content_type = await post(running, body, headers)
-    assert got == status, response_body
-    if content_type == "application/json":
-        message = json.loads(response_body)["message"]
+    answer = await running.post(body, headers=headers)
+    assert answer.status == status, answer.body
+    if answer.content_type == "application/json":
+        message = json.loads(answer.body)["message"]
     else:
-        message = Status.FromString(response_body).message
+        message = Status.FromString(answer.body).message
     assert message, "the error says what is wrong"
     await assert_nothing_recorded(running)
 
@@ -193,8 +145,7 @@ async def test_request_without_spans_is_accepted_and_records_nothing(start_servi
     running = await start_service()
     empty = request(batch({"service.name": "idle"}), batch({"service.name": "idle"}, []))
     for body, headers in ((empty.SerializeToString(), PROTOBUF), (b"{}", JSON), (b"", PROTOBUF)):
-        status, _, _ = await post(running, body, headers)
-        assert status == 200
+        assert (await running.post(body, headers=headers)).status == 200
     await assert_nothing_recorded(running)
 
 
@@ -214,28 +165,22 @@ async def test_tenant_header_is_required_and_validated_with_multitenancy(
     start_service: StartService, name: str, org_id: str | None, status: int
 ) -> None:
     running = await start_service(make_config(multitenancy=True))
-    headers = dict(PROTOBUF)
-    if org_id is not None:
-        headers["X-Scope-OrgID"] = org_id
-    got, _, _ = await post(running, sample_request().SerializeToString(), headers)
-    assert got == status
+    answer = await running.post(sample_request().SerializeToString(), org_id)
+    assert answer.status == status
     await assert_nothing_recorded(running)
 
 
 async def test_tenant_ids_at_the_limits_are_accepted(start_service: StartService) -> None:
     running = await start_service(make_config(multitenancy=True))
     for tenant in ("t" * 150, "a-Z_0.9!*'()"):
-        got, _, _ = await post(
-            running, sample_request().SerializeToString(), {**PROTOBUF, "X-Scope-OrgID": tenant}
-        )
-        assert got == 200
+        assert (await running.post(sample_request().SerializeToString(), tenant)).status == 200
     tenants = {dict(series)["tenant"] for series in await running.usage()}
     assert tenants == {"t" * 150, "a-Z_0.9!*'()"}
 
 
 async def test_without_multitenancy_every_request_is_single_tenant(start_service: StartService) -> None:
     running = await start_service()
-    await post(running, sample_request().SerializeToString(), {**PROTOBUF, "X-Scope-OrgID": "ignored"})
+    await running.post(sample_request().SerializeToString(), "ignored")
     assert {dict(series)["tenant"] for series in await running.usage()} == {"single-tenant"}
 
 
@@ -243,23 +188,19 @@ async def test_process_metrics_count_spans_bytes_and_requests(start_service: Sta
     running = await start_service()
     req = sample_request()
     body = gzip.compress(req.SerializeToString())
-    await post(running, body, {**PROTOBUF, "Content-Encoding": "gzip"})
-    await post(running, b"garbage", PROTOBUF)
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(await running.metrics_text())
-        for s in family.samples
-    }
-    tenant = (("tenant", "single-tenant"),)
-    assert samples[("tempo_distributor_spans_received_total", tenant)] == 5
-    assert samples[("tempo_distributor_bytes_received_total", tenant)] == req.ByteSize()
-    assert samples[("tempo_distributor_ingress_bytes_total", tenant)] == len(body)
-    assert samples[("tempo_discarded_spans_total", (("reason", "no_forwarder"), *tenant))] == 5
-    route = (("method", "POST"), ("route", "/v1/traces"))
-    assert samples[("tempo_request_duration_seconds_count", (*route, ("status_code", "200")))] == 1
-    assert samples[("tempo_request_duration_seconds_count", (*route, ("status_code", "400")))] == 1
-    assert samples[("tempo_usage_tracker_active_series", tenant)] == 3
-    assert ("process_cpu_seconds_total", ()) in samples
+    await running.post(body, headers={**PROTOBUF, "Content-Encoding": "gzip"})
+    await running.post(b"garbage")
+    samples = await running.samples()
+    tenant = {"tenant": "single-tenant"}
+    assert sample_value(samples, "tempo_distributor_spans_received_total", **tenant) == 5
+    assert sample_value(samples, "tempo_distributor_bytes_received_total", **tenant) == req.ByteSize()
+    assert sample_value(samples, "tempo_distributor_ingress_bytes_total", **tenant) == len(body)
+    assert sample_value(samples, "tempo_discarded_spans_total", reason="no_forwarder", **tenant) == 5
+    route = {"method": "POST", "route": "/v1/traces"}
+    assert sample_value(samples, "tempo_request_duration_seconds_count", status_code="200", **route) == 1
+    assert sample_value(samples, "tempo_request_duration_seconds_count", status_code="400", **route) == 1
+    assert sample_value(samples, "tempo_usage_tracker_active_series", **tenant) == 3
+    assert ("process_cpu_seconds_total", frozenset()) in samples
 
 
 async def test_opentelemetry_sdk_http_exporter_bytes_show_up_in_usage_metrics(

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import signal
-import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.config import load_config
-from tests.conftest import RunningService
-from tests.support.otlp import batch, labels, multitenant_config, parse_usage, request, running_cli, span
-
-StartService = Callable[..., Awaitable[RunningService]]
+from tests.support.cli import running_cli
+from tests.support.config_files import multitenant_config, write_config_files
+from tests.support.metrics import labels, parse_usage, scrape
+from tests.support.otlp import batch, request, span
+from tests.support.senders import post_traces
+from tests.support.service import RunningService, StartService
 
 MAIN = multitenant_config()
 BY_TEAM = "overrides:\n  acme:\n    cost_attribution:\n      dimensions: [team]\n"
@@ -29,29 +31,17 @@ SIZE = REQUEST.resource_spans[0].ByteSize()
 
 
 async def start(start_service: StartService, tmp_path: Path, overrides: str = BY_TEAM) -> RunningService:
-    (tmp_path / "overrides.yaml").write_text(overrides)
-    (tmp_path / "distributor.yaml").write_text(MAIN)
-    return await start_service(load_config(tmp_path / "distributor.yaml"))
+    return await start_service(load_config(write_config_files(tmp_path, MAIN, overrides)))
 
 
 async def send(running: RunningService) -> None:
-    headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"}
-    async with running.session.post(
-        running.traces_url, data=REQUEST.SerializeToString(), headers=headers
-    ) as r:
-        assert r.status == 200
+    assert (await running.post(REQUEST.SerializeToString(), "acme")).status == 200
 
 
 async def reload_metrics(running: RunningService) -> tuple[float, str]:
-    samples = {
-        sample.name: sample
-        for family in text_string_to_metric_families(await running.metrics_text())
-        for sample in family.samples
-    }
-    return (
-        samples["tempo_runtime_config_last_reload_successful"].value,
-        samples["tempo_runtime_config_hash"].labels["sha256"],
-    )
+    samples = await running.samples()
+    [hash_labels] = [dict(keys) for name, keys in samples if name == "tempo_runtime_config_hash"]
+    return samples[("tempo_runtime_config_last_reload_successful", frozenset())], hash_labels["sha256"]
 
 
 def sha256(path: Path) -> str:
@@ -167,47 +157,37 @@ async def test_lowering_max_cardinality_keeps_existing_series(
     start_service: StartService, tmp_path: Path
 ) -> None:
     running = await start(start_service, tmp_path, overrides="overrides: {}\n")
-    headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"}
     for name in ("a", "b"):
         body = request(batch({"service.name": name}, [span()])).SerializeToString()
-        async with running.session.post(running.traces_url, data=body, headers=headers) as response:
-            assert response.status == 200
+        assert (await running.post(body, "acme")).status == 200
     (tmp_path / "overrides.yaml").write_text(
         "overrides:\n  acme:\n    cost_attribution:\n      max_cardinality: 1\n"
     )
     assert running.service.reload_overrides()
     for name in ("a", "c"):
         body = request(batch({"service.name": name}, [span()])).SerializeToString()
-        async with running.session.post(running.traces_url, data=body, headers=headers) as response:
-            assert response.status == 200
+        assert (await running.post(body, "acme")).status == 200
     names = {dict(series)["service_name"] for series in await running.usage()}
     assert names == {"a", "b", "__overflow__"}
 
 
-def test_sighup_reloads_the_running_cli(tmp_path: Path) -> None:
-    (tmp_path / "overrides.yaml").write_text(BY_TEAM)
-    (tmp_path / "distributor.yaml").write_text(MAIN + "  per_tenant_override_period: 1h\n")
-    with running_cli(tmp_path / "distributor.yaml") as cli:
+async def test_sighup_reloads_the_running_cli(tmp_path: Path) -> None:
+    config = write_config_files(tmp_path, MAIN + "  per_tenant_override_period: 1h\n", BY_TEAM)
+    async with aiohttp.ClientSession() as session:
+        with running_cli(config) as cli:
 
-        def send_and_read() -> set[str]:
-            post = urllib.request.Request(
-                cli.traces_url,
-                data=REQUEST.SerializeToString(),
-                method="POST",
-                headers={"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"},
-            )
-            with urllib.request.urlopen(post, timeout=10) as response:
-                assert response.status == 200
-            with urllib.request.urlopen(cli.server_url + "/usage_metrics", timeout=10) as response:
-                return {name for series in parse_usage(response.read().decode()) for name, _ in series}
+            async def send_and_read() -> set[str]:
+                answer = await post_traces(session, cli.traces_url, REQUEST.SerializeToString(), "acme")
+                assert answer.status == 200
+                usage = parse_usage(await scrape(session, cli.server_url + "/usage_metrics"))
+                return {name for series in usage for name, _ in series}
 
-        assert "team" in send_and_read()
-        (tmp_path / "overrides.yaml").write_text(BY_NAMESPACE)
-        cli.process.send_signal(signal.SIGHUP)
-        cli.next_log_line_containing("per-tenant overrides reloaded")
-        assert "namespace" in send_and_read()
-        cli.process.send_signal(signal.SIGTERM)
-        assert cli.process.wait(timeout=30) == 0
+            assert "team" in await send_and_read()
+            (tmp_path / "overrides.yaml").write_text(BY_NAMESPACE)
+            cli.process.send_signal(signal.SIGHUP)
+            assert await asyncio.to_thread(cli.next_log_line_containing, "per-tenant overrides reloaded")
+            assert "namespace" in await send_and_read()
+            assert cli.terminate() == 0
 
 
 async def test_status_overrides_lists_tenants_and_explains_each_value(
@@ -302,11 +282,12 @@ async def test_expand_env_applies_to_the_overrides_file_too(
     start_service: StartService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OWNER_LABEL", "owner")
-    (tmp_path / "overrides.yaml").write_text(
-        "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {team: ${OWNER_LABEL}}\n"
+    config = write_config_files(
+        tmp_path,
+        MAIN,
+        "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {team: ${OWNER_LABEL}}\n",
     )
-    (tmp_path / "distributor.yaml").write_text(MAIN)
-    running = await start_service(load_config(tmp_path / "distributor.yaml", expand_env=True))
+    running = await start_service(load_config(config, expand_env=True))
     assert await attributed_next(running) == {labels("acme", owner="core")}
     monkeypatch.setenv("OWNER_LABEL", "squad")
     (tmp_path / "overrides.yaml").write_text(

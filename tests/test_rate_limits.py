@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -21,25 +19,17 @@ import yaml
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.config import Config, load_config
 from distributor.ingest.limits import IngestionRateLimiter, retry_after_header
-from tests.conftest import RunningService, make_config, with_forwarders
-from tests.support.otlp import (
-    Labels,
-    ManualClock,
-    batch,
-    labels,
-    multitenant_config,
-    parse_discarded,
-    request,
-    span,
-)
-from tests.test_otlp_http_receiver import otlp_json
+from tests.support.clock import ManualClock
+from tests.support.config_files import multitenant_config, write_config_files
+from tests.support.metrics import Labels, labels, sample_value
+from tests.support.otlp import batch, otlp_json, request, span
+from tests.support.polling import eventually
+from tests.support.senders import JSON, GrpcAnswer, HttpAnswer
+from tests.support.service import RunningService, StartService, make_config, with_forwarders
 
-StartService = Callable[..., Awaitable[RunningService]]
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 RESOURCE_EXHAUSTED = 8  # google.rpc.Code
 RATE_LIMITED = "rate_limited"
 TRANSPORTS = ["http", "grpc"]
@@ -88,43 +78,17 @@ def limited(rate: int, burst: int) -> Config:
     return with_forwarders(make_config(multitenancy=True), rate_limit_bytes=rate, burst_size_bytes=burst)
 
 
-@dataclass
-class HttpAnswer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
 async def post(
     running: RunningService, req: ExportTraceServiceRequest, tenant: str, as_json: bool = False
 ) -> HttpAnswer:
+    """`req` over OTLP/HTTP as protobuf, or as OTLP/JSON with ids in hex as an SDK writes them."""
     if as_json:
-        body, content_type = otlp_json(req), "application/json"  # ids in hex, as an SDK writes them
-    else:
-        body, content_type = req.SerializeToString(), "application/x-protobuf"
-    headers = {"Content-Type": content_type, "X-Scope-OrgID": tenant}
-    async with running.session.post(running.traces_url, data=body, headers=headers) as response:
-        return HttpAnswer(response.status, dict(response.headers), await response.read())
-
-
-@dataclass
-class GrpcAnswer:
-    code: grpc.StatusCode
-    details: str
-    trailing: dict[str, str | bytes]
+        return await running.post(otlp_json(req), tenant, JSON)
+    return await running.post(req.SerializeToString(), tenant)
 
 
 async def export(running: RunningService, req: ExportTraceServiceRequest, tenant: str) -> GrpcAnswer:
-    """A raw TraceService/Export call (bytes in, bytes out)."""
-    async with grpc.aio.insecure_channel(running.grpc_target) as channel:
-        call = channel.unary_unary(EXPORT)
-        try:
-            response = await call(req.SerializeToString(), metadata=(("x-scope-orgid", tenant),), timeout=10)
-        except grpc.aio.AioRpcError as err:
-            trailing = {key: value for key, value in (err.trailing_metadata() or ())}
-            return GrpcAnswer(err.code(), err.details() or "", trailing)
-        assert response == b""
-        return GrpcAnswer(grpc.StatusCode.OK, "", {})
+    return await running.export(req.SerializeToString(), tenant)
 
 
 async def send(running: RunningService, transport: str, req: ExportTraceServiceRequest, tenant: str) -> bool:
@@ -176,11 +140,7 @@ def assert_rate_limited_grpc(answer: GrpcAnswer, message: str, delay: float) -> 
 
 async def metric(running: RunningService, name: str, **wanted: str) -> float:
     """One sample of /metrics (0 when it is not exposed yet)."""
-    for family in text_string_to_metric_families(await running.metrics_text()):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == wanted:
-                return float(sample.value)
-    return 0.0
+    return sample_value(await running.samples(), name, **wanted)
 
 
 async def discarded_spans(running: RunningService, tenant: str, reason: str = RATE_LIMITED) -> float:
@@ -189,12 +149,6 @@ async def discarded_spans(running: RunningService, tenant: str, reason: str = RA
 
 async def spans_received(running: RunningService, tenant: str) -> float:
     return await metric(running, "tempo_distributor_spans_received_total", tenant=tenant)
-
-
-async def discarded_bytes(running: RunningService) -> dict[Labels, float]:
-    async with running.session.get(running.server_url + "/usage_metrics") as response:
-        assert response.status == 200
-        return parse_discarded(await response.text())
 
 
 def gained(before: dict[Labels, float], after: dict[Labels, float]) -> dict[Labels, float]:
@@ -298,7 +252,7 @@ async def test_refused_request_is_counted_only_as_discarded(
     assert await send(running, transport, first, "acme")
 
     usage_before = await running.usage()
-    discarded_before = await discarded_bytes(running)
+    discarded_before = await running.discarded()
     received_spans_before = await spans_received(running, "acme")
     received_bytes_before = await metric(running, "tempo_distributor_bytes_received_total", tenant="acme")
     assert await discarded_spans(running, "acme") == 0
@@ -306,7 +260,7 @@ async def test_refused_request_is_counted_only_as_discarded(
     assert not await send(running, transport, refused, "acme")
 
     assert await running.usage() == usage_before
-    assert gained(discarded_before, await discarded_bytes(running)) == {
+    assert gained(discarded_before, await running.discarded()) == {
         labels("acme", service_name="web", reason=RATE_LIMITED): refused.resource_spans[0].ByteSize(),
         labels("acme", service_name="db", reason=RATE_LIMITED): refused.resource_spans[1].ByteSize(),
     }
@@ -318,9 +272,9 @@ async def test_refused_request_is_counted_only_as_discarded(
 
     # Once accepted, the same request adds to the same series, by the same bytes, as were discarded.
     running.clock.advance(30.0)
-    discarded_before = await discarded_bytes(running)
+    discarded_before = await running.discarded()
     assert await send(running, transport, refused, "acme")
-    assert await discarded_bytes(running) == discarded_before, "an accepted request discards nothing"
+    assert await running.discarded() == discarded_before, "an accepted request discards nothing"
     received = gained(usage_before, await running.usage())
     assert received == {
         labels("acme", service_name="web"): refused.resource_spans[0].ByteSize(),
@@ -412,10 +366,9 @@ def ingestion_overrides(rate: int, burst: int, extra: str = "") -> str:
 async def test_overrides_file_limits_are_enforced_and_reloads_apply_to_the_next_request(
     start_service: StartService, tmp_path: Path
 ) -> None:
+    config = write_config_files(tmp_path, multitenant_config(), ingestion_overrides(100, 1500))
     overrides = tmp_path / "overrides.yaml"
-    overrides.write_text(ingestion_overrides(100, 1500))
-    (tmp_path / "config.yaml").write_text(multitenant_config())
-    running = await start_service(load_config(tmp_path / "config.yaml"))
+    running = await start_service(load_config(config))
 
     async with running.session.get(running.server_url + "/status/overrides/acme") as response:
         ingestion = yaml.safe_load(await response.text())["ingestion"]
@@ -505,12 +458,14 @@ async def test_sdk_exporter_retries_after_the_rate_limit_and_every_span_is_recei
     try:
         assert await asyncio.to_thread(exporter.export, spans) == SpanExportResult.SUCCESS
         second = asyncio.ensure_future(asyncio.to_thread(exporter.export, spans))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while await discarded_spans(running, "acme") == 0:  # the second export was refused once
-            assert loop.time() < deadline, "the second export was never rate limited"
+
+        async def second_export_refused() -> bool:
+            if await discarded_spans(running, "acme") > 0:
+                return True
             assert not second.done(), f"the second export ended without being limited: {second.result()}"
-            await asyncio.sleep(0.01)
+            return False
+
+        await eventually(second_export_refused, "the second export is rate limited once", timeout=10)
         assert not second.done(), "the exporter waits and retries"
         running.clock.advance(1.0)
         assert await asyncio.wait_for(second, 15) == SpanExportResult.SUCCESS

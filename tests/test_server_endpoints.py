@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from tests.conftest import RunningService
-from tests.support.otlp import batch, labels, parse_usage, request, span
-
-StartService = Callable[..., Awaitable[RunningService]]
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
+from tests.support.metrics import labels, parse_usage
+from tests.support.otlp import batch, request, span
+from tests.support.service import RunningService, StartService
 
 
 async def send(running: RunningService, service_name: str) -> int:
     rs = batch({"service.name": service_name}, [span(), span()])
-    async with running.session.post(
-        running.traces_url, data=request(rs).SerializeToString(), headers=PROTOBUF
-    ) as response:
-        assert response.status == 200
+    assert (await running.post(request(rs).SerializeToString())).status == 200
     return rs.ByteSize()
 
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,28 +21,19 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.common.discards import DiscardReason
 from distributor.usage.exposition import DISCARDED_METRIC, render_counter
-from tests.conftest import RunningService, make_config, with_forwarders
-from tests.support.backends import Answer, RecordingBackend, forwarder_to, wait_until
-from tests.support.otlp import (
-    Labels,
-    RunningCli,
-    batch,
-    parse_discarded,
-    parse_usage,
-    request,
-    running_cli,
-    span,
-)
-from tests.test_otlp_http_receiver import otlp_json
+from tests.support.backends import Answer, RecordingBackend, forwarder_to
+from tests.support.cli import RunningCli, running_cli
+from tests.support.config_files import write_config_files
+from tests.support.metrics import Labels, parse_discarded, parse_usage, per_tenant, scrape, usage, with_reason
+from tests.support.otlp import batch, otlp_json, request, span, span_count
+from tests.support.polling import eventually
+from tests.support.senders import JSON, export_traces, post_traces
+from tests.support.service import RunningService, StartService, make_config, with_forwarders
 
-StartService = Callable[..., Awaitable[RunningService]]
 SHUTDOWN = DiscardReason.FORWARD_UNDELIVERED_AT_SHUTDOWN
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-PROTOBUF = "application/x-protobuf"
 TRANSPORTS = ["otlphttp", "otlpgrpc"]
 
 
@@ -91,9 +81,7 @@ def write_config(
     if backend:
         text += FORWARDER.format(backend=backend, endpoint=endpoint, workers=workers)
     text += OVERRIDES.format(forwarders="downstream" if backend else "")
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(text)
-    return path
+    return write_config_files(tmp_path, text, name=f"{name}.yaml")
 
 
 def endpoint_of(backend: RecordingBackend, transport: str) -> str:
@@ -126,107 +114,26 @@ def numbered(tenant: str, index: int, spans: int = 1) -> ExportTraceServiceReque
     )
 
 
-def span_count(req: ExportTraceServiceRequest) -> int:
-    return sum(len(scope.spans) for rs in req.resource_spans for scope in rs.scope_spans)
-
-
-async def post_traces(
-    session: aiohttp.ClientSession,
-    url: str,
-    tenant: str,
-    body: bytes,
-    content_type: str = PROTOBUF,
-    compressed: bool = False,
-) -> int:
-    headers = {"Content-Type": content_type, "X-Scope-OrgID": tenant}
-    if compressed:
-        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
-    async with session.post(url, data=body, headers=headers) as response:
-        await response.read()
-        return response.status
-
-
-async def grpc_export(target: str, tenant: str, body: bytes, timeout: float = 10.0) -> grpc.StatusCode:
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(EXPORT)  # no serializers: the exact bytes go on the wire
-        try:
-            await call(body, metadata=(("x-scope-orgid", tenant),), timeout=timeout)
-        except grpc.aio.AioRpcError as err:
-            return err.code()
-        return grpc.StatusCode.OK
-
-
 async def send(
     session: aiohttp.ClientSession, target: RunningCli | RunningService, tenant: str, how: str, req: bytes
 ) -> None:
     """One request accepted (200 / OK) by the service, encoded `how`."""
-    message = ExportTraceServiceRequest.FromString(req)
     if how == "grpc":
-        assert await grpc_export(target.grpc_target, tenant, req) == grpc.StatusCode.OK
+        assert (await export_traces(target.grpc_target, req, tenant)).code == grpc.StatusCode.OK
     elif how == "json":
-        assert (
-            await post_traces(session, target.traces_url, tenant, otlp_json(message), "application/json")
-            == 200
-        )
+        json_body = otlp_json(ExportTraceServiceRequest.FromString(req))
+        assert (await post_traces(session, target.traces_url, json_body, tenant, JSON)).status == 200
     else:
-        assert await post_traces(session, target.traces_url, tenant, req, compressed=how == "gzip") == 200
+        answer = await post_traces(session, target.traces_url, req, tenant, gzipped=how == "gzip")
+        assert answer.status == 200
 
 
 # --- reading the services ---------------------------------------------------------------------------
 
 
-async def get_text(session: aiohttp.ClientSession, url: str) -> str:
-    async with session.get(url) as response:
-        assert response.status == 200, url
-        return await response.text()
-
-
-def per_tenant(text: str, family: str, **where: str) -> dict[str, float]:
-    """A counter family's `_total` samples summed by tenant, keeping samples whose labels match `where`."""
-    totals: dict[str, float] = {}
-    for metric in text_string_to_metric_families(text):
-        if metric.name != family:
-            continue
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in where.items()):
-                tenant = sample.labels["tenant"]
-                totals[tenant] = totals.get(tenant, 0) + sample.value
-    return totals
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
-    """Poll an async condition until it holds; fail naming `what` if it never does."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.01)
-
-
 async def ready_status(session: aiohttp.ClientSession, server_url: str) -> int:
     async with session.get(server_url + "/ready") as response:
         return response.status
-
-
-async def wait_exit(cli: RunningCli, timeout: float = 30.0) -> int:
-    return await asyncio.to_thread(cli.process.wait, timeout)
-
-
-def log_line_containing(cli: RunningCli, text: str) -> str:
-    """The next line of the process's log containing `text` ("" if the log ends first); blocking, so
-    call it in a thread."""
-    assert cli.process.stderr is not None
-    return next((line for line in cli.process.stderr if text in line), "")
-
-
-def stderr_after_exit(cli: RunningCli) -> str:
-    assert cli.process.stderr is not None and cli.process.returncode is not None
-    return cli.process.stderr.read()
-
-
-def with_reason(series: dict[Labels, float], reason: str) -> dict[Labels, float]:
-    return {labels | {("reason", reason)}: value for labels, value in series.items()}
 
 
 # --- 1. chaining into a second distributor process ---------------------------------------------------
@@ -275,24 +182,22 @@ async def test_chained_into_a_second_distributor_process_usage_is_identical(
                 for tenant, how, req in CHAIN_TRAFFIC:
                     await send(session, front, tenant, how, req.SerializeToString())
 
-                front_usage = parse_usage(await get_text(session, front.server_url + "/usage_metrics"))
+                front_usage = parse_usage(await scrape(session, front.server_url + "/usage_metrics"))
                 front_total = sum(front_usage.values())
                 assert {dict(labels)["tenant"] for labels in front_usage} == {"acme", "globex"}
 
                 async def all_arrived() -> bool:
-                    backend_usage = parse_usage(
-                        await get_text(session, backend.server_url + "/usage_metrics")
-                    )
-                    front_metrics = await get_text(session, front.server_url + "/metrics")
+                    backend_usage = parse_usage(await scrape(session, backend.server_url + "/usage_metrics"))
+                    front_metrics = await scrape(session, front.server_url + "/metrics")
                     sent = per_tenant(front_metrics, "tempo_distributor_forwarder_sent_spans")
                     return sum(backend_usage.values()) >= front_total and sent == expected_spans
 
                 await eventually(all_arrived, "the backend has every byte and the front counted it sent")
 
-                backend_usage = parse_usage(await get_text(session, backend.server_url + "/usage_metrics"))
+                backend_usage = parse_usage(await scrape(session, backend.server_url + "/usage_metrics"))
                 assert backend_usage == front_usage  # exactly once, byte for byte, under the same tenant
-                front_metrics = await get_text(session, front.server_url + "/metrics")
-                backend_metrics = await get_text(session, backend.server_url + "/metrics")
+                front_metrics = await scrape(session, front.server_url + "/metrics")
+                backend_metrics = await scrape(session, backend.server_url + "/metrics")
                 received = "tempo_distributor_spans_received"
                 assert per_tenant(front_metrics, received) == expected_spans
                 assert per_tenant(backend_metrics, received) == expected_spans
@@ -305,13 +210,13 @@ async def test_chained_into_a_second_distributor_process_usage_is_identical(
                 assert per_tenant(front_metrics, "tempo_discarded_spans") == {}
 
                 front.process.send_signal(signal.SIGTERM)
-                assert await wait_exit(front) == 0
+                assert await front.exit_code() == 0
 
             # Nothing more arrived while the front shut down (no late duplicate).
-            after = parse_usage(await get_text(session, backend.server_url + "/usage_metrics"))
+            after = parse_usage(await scrape(session, backend.server_url + "/usage_metrics"))
             assert after == front_usage
             backend.process.send_signal(signal.SIGTERM)
-            assert await wait_exit(backend) == 0
+            assert await backend.exit_code() == 0
 
 
 # --- 2. SIGTERM with queued data and a live (slow) backend ------------------------------------------
@@ -331,7 +236,7 @@ async def test_sigterm_delivers_everything_queued_to_a_slow_backend_then_exits_z
                 for index in range(20):
                     tenant = ("acme", "globex")[index % 2]
                     body = numbered(tenant, index).SerializeToString()
-                    assert await post_traces(session, cli.traces_url, tenant, body) == 200  # queued
+                    assert (await post_traces(session, cli.traces_url, body, tenant)).status == 200  # queued
                     sent.append((tenant, body))
                 cli.process.send_signal(signal.SIGTERM)
 
@@ -348,7 +253,7 @@ async def test_sigterm_delivers_everything_queued_to_a_slow_backend_then_exits_z
                     probes += 1
                     body = numbered("late", probes).SerializeToString()
                     try:
-                        status = await post_traces(session, cli.traces_url, "late", body)
+                        status = (await post_traces(session, cli.traces_url, body, "late")).status
                     except aiohttp.ClientConnectionError:
                         return True
                     if status == 200:
@@ -358,16 +263,16 @@ async def test_sigterm_delivers_everything_queued_to_a_slow_backend_then_exits_z
                 await eventually(otlp_refused, "new OTLP/HTTP requests are refused during the drain")
                 with pytest.raises(aiohttp.ClientConnectionError):
                     await post_traces(
-                        session, cli.traces_url, "late", numbered("late", 0).SerializeToString()
+                        session, cli.traces_url, numbered("late", 0).SerializeToString(), "late"
                     )
-                status = await grpc_export(
-                    cli.grpc_target, "late", numbered("late", 0).SerializeToString(), 5
+                refused = await export_traces(
+                    cli.grpc_target, numbered("late", 0).SerializeToString(), "late", timeout=5
                 )
-                assert status != grpc.StatusCode.OK
+                assert refused.code != grpc.StatusCode.OK
 
                 # The receivers are closed and the drain has begun: every accepted request is owed.
                 line = await asyncio.wait_for(
-                    asyncio.to_thread(log_line_containing, cli, "queued requests before exit"), 40
+                    asyncio.to_thread(cli.next_log_line_containing, "queued requests before exit"), 40
                 )
                 assert f"delivering {len(sent)} queued requests before exit" in line
                 # Still draining: the backend has answered nothing, the process waits for it.
@@ -376,8 +281,8 @@ async def test_sigterm_delivers_everything_queued_to_a_slow_backend_then_exits_z
                 assert backend.deliveries == [] and backend.attempts == 0
 
                 hold.set()
-                assert await wait_exit(cli) == 0
-                log = stderr_after_exit(cli)
+                assert await cli.exit_code() == 0
+                log = cli.log_after_exit()
         delivered = sorted((delivery.tenant, delivery.body) for delivery in backend.deliveries)
         assert delivered == sorted(sent)  # every accepted request, exactly once, byte for byte
         assert "all queued requests delivered" in log
@@ -401,12 +306,13 @@ async def test_sigterm_with_the_backend_down_exits_zero_after_the_timeout_naming
         async with aiohttp.ClientSession() as session:
             with running_cli(config) as cli:
                 for tenant, req in traffic:
-                    assert await post_traces(session, cli.traces_url, tenant, req.SerializeToString()) == 200
+                    answer = await post_traces(session, cli.traces_url, req.SerializeToString(), tenant)
+                    assert answer.status == 200
                 started = time.monotonic()
                 cli.process.send_signal(signal.SIGTERM)
-                assert await wait_exit(cli, timeout=10) == 0
+                assert await cli.exit_code(timeout=10) == 0
                 elapsed = time.monotonic() - started
-                log = stderr_after_exit(cli)
+                log = cli.log_after_exit()
     assert 0.9 <= elapsed < 5, f"exited {elapsed:.2f}s after SIGTERM (graceful_shutdown_timeout: 1s)"
     [line] = [line for line in log.splitlines() if "undelivered" in line]
     assert "forwarder downstream" in line
@@ -443,10 +349,6 @@ def discarded_usage(running: RunningService) -> dict[Labels, float]:
     return parse_discarded(rendered.decode())
 
 
-def usage_of(running: RunningService) -> dict[Labels, float]:
-    return parse_usage(render_counter(running.service.tracker.series(), False).decode())
-
-
 def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records]
 
@@ -468,7 +370,7 @@ async def stop_while_held(
         return await ready_status(running.session, running.server_url) == 503
 
     await eventually(not_ready, "/ready answers 503 during stop")
-    await wait_until(lambda: any("queued requests before exit" in m for m in messages(caplog)))
+    await eventually(lambda: any("queued requests before exit" in m for m in messages(caplog)))
     assert f"delivering {queued} queued requests before exit" in messages(caplog)
     assert await ready_status(running.session, running.server_url) == 503
     assert not stopping.done() and backend.deliveries == [] and backend.attempts == 0
@@ -513,14 +415,14 @@ async def test_stop_in_process_delivers_what_is_queued_once_the_backend_answers(
         }
         assert discarded_usage(running) == {}
         with pytest.raises(aiohttp.ClientConnectionError):
-            await post_traces(running.session, running.traces_url, "acme", sent[0][1])
+            await running.post(sent[0][1], "acme")
 
         # stop() again (the fixture does too) is a no-op.
         await asyncio.wait_for(running.service.stop(), 5)
         assert forwarding_counters(running) == counters
         assert discarded_usage(running) == {}
         assert len(backend.deliveries) == len(sent)
-        assert usage_of(running) == received_usage
+        assert usage(running.service.tracker) == received_usage
     finally:
         hold.set()
         await backend.stop()
@@ -559,7 +461,7 @@ async def test_stop_in_process_with_the_backend_down_counts_the_undelivered_as_d
         }
         # Every byte received is attributed as discarded at shutdown, series by series.
         assert discarded_usage(running) == with_reason(received_usage, SHUTDOWN)
-        assert usage_of(running) == received_usage
+        assert usage(running.service.tracker) == received_usage
 
         # stop() again (the fixture does too) counts nothing twice.
         await asyncio.wait_for(running.service.stop(), 5)

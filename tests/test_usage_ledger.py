@@ -8,16 +8,13 @@ runs in process; only the real CLI (running_cli) uses the wall clock, and its qu
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
 import sqlite3
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +22,6 @@ import yaml
 from distributor.overrides import ConfigError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.config import load_config
 from distributor.ledger.ledger import (
@@ -52,18 +48,13 @@ from tests.support.attribution import (
     spans_request,
     write_config,
 )
-from tests.support.otlp import (
-    RunningCli,
-    batch,
-    limits,
-    parse_discarded,
-    received,
-    request,
-    running_cli,
-    span,
-)
+from tests.support.cli import RunningCli, running_cli
+from tests.support.config_files import edit_yaml
+from tests.support.metrics import Labels, parse_usage, sample_value, scrape
+from tests.support.otlp import batch, limits, received, request, span
+from tests.support.polling import eventually
+from tests.support.senders import post_traces
 
-T = TypeVar("T")
 H10 = hour_of(START)  # 2026-11-22 10:00 UTC
 NOV = month_of(START)
 HOURLY_PATH = "/api/v1/usage/hourly-attribution"
@@ -120,18 +111,6 @@ def store(tmp_path: Path) -> Iterator[SqliteLedgerStore]:
     opened = SqliteLedgerStore(tmp_path / "ledger.db")
     yield opened
     opened.close()
-
-
-async def eventually(probe: Callable[[], Awaitable[T]], what: str, timeout: float = 10.0) -> T:
-    """Poll a real process or timer until `probe` gives something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {result!r}")
-        await asyncio.sleep(0.02)
 
 
 # --- 1. The SQLite store --------------------------------------------------------------------------------
@@ -596,20 +575,19 @@ async def test_a_tenant_without_dimensions_is_billed_with_no_tags_and_has_no_usa
 async def test_refused_requests_are_not_billed(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     body = spans_request("checkout", 2, team="payments")
-    overrides = yaml.safe_load((tmp_path / "overrides.yaml").read_text())
     ingestion = {"rate_limit_bytes": len(body), "burst_size_bytes": len(body) * 3 // 2}
-    overrides["overrides"]["acme"] = {"ingestion": ingestion}
-    (tmp_path / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+
+    def limit_acme(overrides: dict[str, Any]) -> None:
+        overrides["overrides"]["acme"] = {"ingestion": ingestion}
+
+    edit_yaml(tmp_path / "overrides.yaml", limit_acme)
     async with attribution_service(config) as running:
-        headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "acme"}
-
-        async def status(data: bytes) -> int:
-            async with running.session.post(running.traces_url, data=data, headers=headers) as response:
-                return response.status
-
         await running.send("acme", body)
-        assert await status(body) == 429  # the bucket (manual clock) holds half a request
-        assert await status(spans_request("checkout", 9, team="payments", pad=100)) == 413  # over the burst
+        assert (
+            await running.post(body, "acme")
+        ).status == 429  # the bucket (manual clock) holds half a request
+        over_burst = spans_request("checkout", 9, team="payments", pad=100)
+        assert (await running.post(over_burst, "acme")).status == 413  # over the burst
         await running.flush()
 
         tracked = await tracked_by_tags(running, "acme")
@@ -617,8 +595,7 @@ async def test_refused_requests_are_not_billed(tmp_path: Path) -> None:
         assert tracked == {("checkout", "payments"): accepted}
         assert await billed_by_tags(running, "acme", BYTES_USAGE) == tracked
         assert await billed_by_tags(running, "acme", SPANS_USAGE) == {("checkout", "payments"): 2}
-        async with running.session.get(running.server_url + "/usage_metrics") as response:
-            discarded = parse_discarded(await response.text())
+        discarded = await running.discarded()
         reasons = {dict(series)["reason"] for series in discarded if ("tenant", "acme") in series}
         assert reasons == {"rate_limited"}  # refusals are counted as discarded, never billed
 
@@ -714,10 +691,9 @@ async def test_the_flush_period_timer_flushes_a_running_service(tmp_path: Path) 
 # --- 4. The real CLI: SIGKILL and SIGTERM -----------------------------------------------------------------
 
 
-async def post_traces(session: aiohttp.ClientSession, cli: RunningCli, tenant: str, body: bytes) -> None:
-    headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": tenant}
-    async with session.post(cli.traces_url, data=body, headers=headers) as response:
-        assert response.status == 200, await response.text()
+async def send(session: aiohttp.ClientSession, cli: RunningCli, tenant: str, body: bytes) -> None:
+    answer = await post_traces(session, cli.traces_url, body, tenant)
+    assert answer.status == 200, answer.body
 
 
 async def cli_billed(session: aiohttp.ClientSession, cli: RunningCli, usage_type: str) -> dict[str, float]:
@@ -735,20 +711,13 @@ async def cli_billed(session: aiohttp.ClientSession, cli: RunningCli, usage_type
 
 
 async def cli_tracked(session: aiohttp.ClientSession, cli: RunningCli) -> dict[str, float]:
-    async with session.get(cli.server_url + "/usage_metrics") as response:
-        text = await response.text()
+    """acme's /usage_metrics received bytes per team."""
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == "tempo_usage_tracker_bytes_received":
-            for sample in family.samples:
-                if sample.labels["tenant"] == "acme":
-                    totals[sample.labels["team"]] = totals.get(sample.labels["team"], 0) + sample.value
+    for series, size in parse_usage(await scrape(session, cli.server_url + "/usage_metrics")).items():
+        found = dict(series)
+        if found["tenant"] == "acme":
+            totals[found["team"]] = totals.get(found["team"], 0) + size
     return totals
-
-
-def stop_gracefully(cli: RunningCli) -> None:
-    cli.process.send_signal(signal.SIGTERM)
-    assert cli.process.wait(timeout=30) == 0
 
 
 async def test_a_hard_kill_loses_at_most_the_usage_recorded_after_the_last_flush(tmp_path: Path) -> None:
@@ -757,14 +726,14 @@ async def test_a_hard_kill_loses_at_most_the_usage_recorded_after_the_last_flush
     second_size = ExportTraceServiceRequest.FromString(second).resource_spans[0].ByteSize()
     async with aiohttp.ClientSession() as session:
         with running_cli(config) as cli:
-            await post_traces(session, cli, "acme", spans_request("checkout", 3, team="payments"))
+            await send(session, cli, "acme", spans_request("checkout", 3, team="payments"))
             flushed = await cli_tracked(session, cli)
 
             async def stored() -> bool:
                 return await cli_billed(session, cli, BYTES_USAGE) == flushed
 
             await eventually(stored, "a periodic flush to store the first batch")
-            await post_traces(session, cli, "acme", second)
+            await send(session, cli, "acme", second)
             cli.process.kill()
             cli.process.wait(timeout=10)
 
@@ -775,41 +744,36 @@ async def test_a_hard_kill_loses_at_most_the_usage_recorded_after_the_last_flush
             assert billed.keys() <= {"payments", "discovery"}
             assert billed.get("discovery", 0) in (0, second_size)  # all of the last batch, or none of it
             assert spans["payments"] == 3 and spans.get("discovery", 0) == (2 if "discovery" in billed else 0)
-            stop_gracefully(again)
+            assert again.terminate() == 0
 
 
 async def test_sigterm_stores_all_usage_before_the_process_exits(tmp_path: Path) -> None:
     config = write_config(tmp_path, flush_period="1h")  # no periodic flush comes: only the shutdown's
     async with aiohttp.ClientSession() as session:
         with running_cli(config) as cli:
-            await post_traces(session, cli, "acme", spans_request("checkout", 3, team="payments"))
-            await post_traces(session, cli, "acme", spans_request("search", 2, team="discovery"))
+            await send(session, cli, "acme", spans_request("checkout", 3, team="payments"))
+            await send(session, cli, "acme", spans_request("search", 2, team="discovery"))
             tracked = await cli_tracked(session, cli)
-            stop_gracefully(cli)
+            assert cli.terminate() == 0
 
         with running_cli(config) as again:
             assert await cli_billed(session, again, BYTES_USAGE) == tracked
             assert await cli_billed(session, again, SPANS_USAGE) == {"payments": 3, "discovery": 2}
-            stop_gracefully(again)
+            assert again.terminate() == 0
 
 
 # --- 5. Metrics ------------------------------------------------------------------------------------------
 
 
 async def ledger_metrics(running: RunningAttribution) -> dict[str, float]:
-    async with running.session.get(running.server_url + "/metrics") as response:
-        text = await response.text()
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    samples = await running.samples()
+    no_labels: Labels = frozenset()
     return {
-        "success": samples.get(("tempo_usage_ledger_flushes_total", (("result", "success"),)), 0.0),
-        "failure": samples.get(("tempo_usage_ledger_flushes_total", (("result", "failure"),)), 0.0),
-        "pending": samples[("tempo_usage_ledger_pending_entries", ())],
-        "last": samples[("tempo_usage_ledger_last_successful_flush_timestamp_seconds", ())],
-        "entries": samples.get(("tempo_usage_ledger_flushed_entries_total", ()), 0.0),
+        "success": sample_value(samples, "tempo_usage_ledger_flushes_total", result="success"),
+        "failure": sample_value(samples, "tempo_usage_ledger_flushes_total", result="failure"),
+        "pending": samples[("tempo_usage_ledger_pending_entries", no_labels)],
+        "last": samples[("tempo_usage_ledger_last_successful_flush_timestamp_seconds", no_labels)],
+        "entries": sample_value(samples, "tempo_usage_ledger_flushed_entries_total"),
     }
 
 
@@ -912,11 +876,6 @@ async def test_keys_never_appear_in_status_config_or_logs(
 # --- 7. Configuration -------------------------------------------------------------------------------------
 
 
-def document(tmp_path: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(write_config(tmp_path).read_text())
-    return loaded
-
-
 def set_ledger(doc: dict[str, Any], **values: Any) -> None:
     doc["usage_attribution"]["ledger"].update(values)
 
@@ -979,10 +938,7 @@ def test_the_support_configuration_is_valid(tmp_path: Path) -> None:
 def test_invalid_usage_attribution_settings_are_refused_naming_the_key(
     tmp_path: Path, change: Callable[[dict[str, Any]], None], key: str
 ) -> None:
-    doc = document(tmp_path)
-    change(doc)
-    path = tmp_path / "distributor.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path = edit_yaml(write_config(tmp_path), change)
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert raised.value.key == key
@@ -993,16 +949,14 @@ def test_invalid_usage_attribution_settings_are_refused_naming_the_key(
 def test_keys_expand_environment_variables_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    doc = document(tmp_path)
-    doc["usage_attribution"]["keys"] = [
+    keys = [
         {
             "api_key": "${LEDGER_TEST_API_KEY}",
             "app_key": "${LEDGER_TEST_APP_KEY:-fallback-app}",
             "org": "acme",
         }
     ]
-    path = tmp_path / "distributor.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path = write_config(tmp_path, keys=keys)
     monkeypatch.setenv("LEDGER_TEST_API_KEY", "from-the-environment")
     monkeypatch.delenv("LEDGER_TEST_APP_KEY", raising=False)
 

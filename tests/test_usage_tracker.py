@@ -11,18 +11,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from distributor.ingest.traces import ReceivedTraces
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.tracker import UsageTracker
-from tests.support.otlp import (
-    Labels,
-    ManualClock,
-    batch,
-    labels,
-    limits,
-    received,
-    request,
-    span,
-    split_expectation,
-    usage,
-)
+from tests.support.clock import ManualClock
+from tests.support.metrics import Labels, labels, usage
+from tests.support.otlp import batch, limits, received, request, span, split_expectation
 
 
 @dataclass

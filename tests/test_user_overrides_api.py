@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from distributor.config import load_config
-from tests.conftest import RunningService, make_config
-from tests.support.otlp import batch, multitenant_config, request, span
-
-StartService = Callable[..., Awaitable[RunningService]]
+from tests.support.config_files import multitenant_config, write_config_files
+from tests.support.otlp import batch, request, span
+from tests.support.service import RunningService, StartService, make_config
 
 MAIN = multitenant_config(user_configurable=True)
 FILE = "overrides:\n  acme:\n    cost_attribution:\n      dimensions: [team]\n"
@@ -21,9 +19,7 @@ ACME = {"X-Scope-OrgID": "acme"}
 
 
 async def start(start_service: StartService, directory: Path) -> RunningService:
-    (directory / "overrides.yaml").write_text(FILE)
-    (directory / "distributor.yaml").write_text(MAIN)
-    return await start_service(load_config(directory / "distributor.yaml"))
+    return await start_service(load_config(write_config_files(directory, MAIN, FILE)))
 
 
 async def call(
@@ -39,12 +35,7 @@ async def call(
 async def attributed_labels(running: RunningService) -> set[str]:
     """The label names the next request from acme is attributed under."""
     before = await running.usage()
-    async with running.session.post(
-        running.traces_url,
-        data=TRACES.SerializeToString(),
-        headers={**ACME, "Content-Type": "application/x-protobuf"},
-    ) as response:
-        assert response.status == 200
+    assert (await running.post(TRACES.SerializeToString(), "acme")).status == 200
     after = await running.usage()
     [series] = [s for s, v in after.items() if v != before.get(s)]
     return {name for name, _ in series} - {"tenant", "tracker"}

@@ -1,5 +1,5 @@
-"""Shared set-up for the usage ledger and Usage Attribution API tests: a real service from a YAML file
-(ledger in a temporary directory, both clocks manual), OTLP/HTTP sending, and the official Datadog client.
+"""Set-up for the usage ledger and Usage Attribution API tests: a real service from a YAML file (ledger
+in a temporary directory, both clocks manual), its orgs and keys, and the official Datadog client.
 
 The Datadog client is synchronous (urllib3): call it through `running.call(...)`, which runs it in a
 thread so the service on this event loop keeps answering.
@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import yaml
 from datadog_api_client import ApiClient, Configuration
 from datadog_api_client.v1.api.usage_metering_api import UsageMeteringApi
 from datadog_api_client.v2.api.usage_metering_api import UsageMeteringApi as UsageMeteringApiV2
 
 from distributor.config import load_config
 from distributor.service import Service
-from tests.support.otlp import ManualClock, batch, parse_usage, request, span
+from tests.support.clock import ManualClock
+from tests.support.config_files import write_config_files
+from tests.support.otlp import batch, request, span
+from tests.support.service import RunningService
 
 T = TypeVar("T")
 
@@ -76,7 +78,6 @@ def write_config(
     for tenant, dims in dimensions.items():
         if not dims:
             overrides["overrides"][tenant]["cost_attribution"]["dimensions"] = {}
-    (directory / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     document: dict[str, Any] = {
         "multitenancy_enabled": multitenancy,
         "server": {"http_listen_port": 0, "graceful_shutdown_timeout": "5s"},
@@ -108,9 +109,7 @@ def write_config(
     }
     for key, value in (extra or {}).items():
         document[key] = value
-    path = directory / "distributor.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
+    return write_config_files(directory, document, overrides)
 
 
 def spans_request(service: str, count: int = 1, team: str = "", env: str = "", pad: int = 0) -> bytes:
@@ -123,32 +122,21 @@ def spans_request(service: str, count: int = 1, team: str = "", env: str = "", p
     return request(batch(resource, [span(pad=pad) for _ in range(count)])).SerializeToString()
 
 
-class RunningAttribution:
+class RunningAttribution(RunningService):
     def __init__(
         self, service: Service, session: aiohttp.ClientSession, clock: ManualClock, wall: ManualClock
     ) -> None:
-        self.service = service
-        self.session = session
-        self.clock = clock  # monotonic: rate-limit windows
+        super().__init__(service, session, clock)  # clock: monotonic, for rate-limit windows
         self.wall = wall  # wall clock: which UTC hour usage lands in
-        assert service.server_address and service.otlp_http_address
-        self.server_url = "http://{}:{}".format(*service.server_address)
-        self.traces_url = "http://{}:{}/v1/traces".format(*service.otlp_http_address)
 
     async def send(self, tenant: str, body: bytes) -> None:
-        headers = {"Content-Type": "application/x-protobuf", "X-Scope-OrgID": tenant}
-        async with self.session.post(self.traces_url, data=body, headers=headers) as response:
-            assert response.status == 200, await response.text()
+        """One OTLP/HTTP request that must be accepted."""
+        answer = await self.post(body, tenant)
+        assert answer.status == 200, answer.body
 
     async def flush(self) -> None:
         assert self.service.ledger is not None
         assert await self.service.ledger.flush()
-
-    async def usage(self) -> dict[frozenset[tuple[str, str]], float]:
-        """/usage_metrics received-bytes series, as prometheus_client parses them."""
-        async with self.session.get(self.server_url + "/usage_metrics") as response:
-            assert response.status == 200
-            return parse_usage(await response.text())
 
     async def tenant_usage(self, tenant: str) -> float:
         return sum(v for labels, v in (await self.usage()).items() if ("tenant", tenant) in labels)

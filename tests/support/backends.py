@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from distributor.forwarding.config import ForwarderConfig, RetryConfig, TlsConfig
 from distributor.receivers.otlp import retry_info
+from tests.support.otlp import span_count
 
 EXPORT_METHOD = "Export"
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -36,8 +37,7 @@ class Delivery:
 
     @property
     def span_count(self) -> int:
-        request = ExportTraceServiceRequest.FromString(self.body)
-        return sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+        return span_count(ExportTraceServiceRequest.FromString(self.body))
 
 
 @dataclass
@@ -138,14 +138,3 @@ def forwarder_to(
         retry=RetryConfig(initial_interval=0.01, max_interval=0.05, max_elapsed_time=30.0),
     )
     return replace(config, **changes)  # type: ignore[arg-type]
-
-
-async def wait_until(condition: object, timeout: float = 10.0) -> None:
-    """Poll `condition()` on the event loop (the service runs in it) until true or fail."""
-    assert callable(condition)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)

@@ -1,40 +1,20 @@
-"""Builders for OTLP requests, a manual clock, and readers for exposed usage series."""
+"""Builders for OTLP requests (protobuf, and OTLP/JSON as an SDK writes it), the spec's byte arithmetic,
+and the tracker's per-tenant limits."""
 
 from __future__ import annotations
 
-import contextlib
-import re
-import subprocess
-import sys
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+import base64
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from distributor.overrides import TenantLimits, parse_dimensions
+from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
-from prometheus_client.parser import text_string_to_metric_families
 
 from distributor.ingest.traces import ReceivedTraces
-from distributor.usage.exposition import render_counter
-from distributor.usage.tracker import UsageTracker
-
-Labels = frozenset[tuple[str, str]]
-
-
-class ManualClock:
-    """Time that moves only when a test says so."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def any_value(value: object) -> AnyValue:
@@ -101,30 +81,6 @@ def limits(dimensions: object, max_cardinality: int = 0) -> TenantLimits:
     return TenantLimits(parse_dimensions(dimensions), max_cardinality)
 
 
-def parse_usage(text: str, family_name: str = "tempo_usage_tracker_bytes_received") -> dict[Labels, float]:
-    """One family of usage series as prometheus_client's parser reads them: {labels: bytes}."""
-    series: dict[Labels, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != family_name:
-            continue
-        for sample in family.samples:
-            series[frozenset(sample.labels.items())] = sample.value
-    return series
-
-
-def parse_discarded(text: str) -> dict[Labels, float]:
-    """The discarded-bytes series (labels include `reason`)."""
-    return parse_usage(text, "tempo_usage_tracker_bytes_discarded")
-
-
-def usage(tracker: UsageTracker) -> dict[Labels, float]:
-    return parse_usage(render_counter(tracker.series(), openmetrics=False).decode())
-
-
-def labels(tenant: str = "single-tenant", **values: str) -> Labels:
-    return frozenset({**values, "tenant": tenant, "tracker": "cost-attribution"}.items())
-
-
 def framed(message: Any) -> int:
     """Encoded size of a message as a length-delimited field: tag + varint length + body."""
     size = message.ByteSize()
@@ -149,54 +105,32 @@ def split_expectation(rs: ResourceSpans, series_of_span: list[str]) -> dict[str,
     return expected
 
 
-def multitenant_config(user_configurable: bool = False) -> str:
-    """A service config on ephemeral ports with `overrides.yaml` beside it as the per-tenant file."""
-    text = """\
-multitenancy_enabled: true
-server: {http_listen_port: 0}
-distributor:
-  receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
-  usage: {cost_attribution: {enabled: true}}
-overrides:
-  defaults: {cost_attribution: {dimensions: [service.name]}}
-  per_tenant_override_config: overrides.yaml
-"""
-    if user_configurable:
-        text += "  user_configurable_overrides: {enabled: true, storage_path: user-overrides}\n"
-    return text
+def span_count(req: ExportTraceServiceRequest) -> int:
+    return sum(len(scope.spans) for rs in req.resource_spans for scope in rs.scope_spans)
 
 
-@dataclass
-class RunningCli:
-    process: subprocess.Popen[str]
-    server_url: str
-    traces_url: str
-    grpc_target: str = ""  # host:port, when the OTLP/gRPC receiver is enabled
-
-    def next_log_line_containing(self, text: str) -> str:
-        assert self.process.stderr is not None
-        return next(line for line in self.process.stderr if text in line)
-
-
-@contextlib.contextmanager
-def running_cli(config: Path) -> Iterator[RunningCli]:
-    """`python -m distributor --config FILE` as a real process, until it logs that it is ready."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
+def sample_request() -> ExportTraceServiceRequest:
+    """Two batches of two services, one batch with two scopes, one span overriding service.name."""
+    return request(
+        batch({"service.name": "auth-service"}, [span({"http.route": "/login"}), span()], [span(pad=300)]),
+        batch({"service.name": "shop-backend"}, [span({"service.name": "cart-service"}), span(pad=20_000)]),
     )
-    try:
-        cli = RunningCli(process, "", "")
-        assert process.stderr is not None
-        for line in process.stderr:
-            if "OTLP/gRPC listening on" in line:
-                cli.grpc_target = line.rsplit(" ", 1)[1].strip()
-            if "distributor ready" in line:
-                break
-        found = re.search(r"server (http://\S+), OTLP/HTTP (http://\S+)", line)
-        assert found, "the ready line names both listeners"
-        cli.server_url, cli.traces_url = found.group(1), found.group(2)
-        yield cli
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+
+
+def otlp_json(req: ExportTraceServiceRequest) -> bytes:
+    """OTLP/JSON as an SDK writes it: ids in hex, not protobuf JSON's base64."""
+    document = MessageToDict(req)
+
+    def hexify(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
+                    node[key] = base64.b64decode(value).hex()
+                else:
+                    hexify(value)
+        elif isinstance(node, list):
+            for item in node:
+                hexify(item)
+
+    hexify(document)
+    return json.dumps(document).encode()

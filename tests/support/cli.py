@@ -1,0 +1,73 @@
+"""The real command line: `python -m distributor ...` run to completion, or kept serving as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m distributor ARGS` until it exits, with its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "distributor", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@dataclass
+class RunningCli:
+    process: subprocess.Popen[str]
+    server_url: str
+    traces_url: str
+    grpc_target: str = ""  # host:port, when the OTLP/gRPC receiver is enabled
+
+    def next_log_line_containing(self, text: str) -> str:
+        """The next line of the log containing `text` ("" if the log ends first); blocking, so from an
+        event loop call it in a thread."""
+        assert self.process.stderr is not None
+        return next((line for line in self.process.stderr if text in line), "")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then the exit code once the process has stopped."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    async def exit_code(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit in a thread, so the event loop (and any backend on it) keeps
+        serving meanwhile."""
+        return await asyncio.to_thread(self.process.wait, timeout)
+
+    def log_after_exit(self) -> str:
+        assert self.process.stderr is not None and self.process.returncode is not None
+        return self.process.stderr.read()
+
+
+@contextlib.contextmanager
+def running_cli(config: Path) -> Iterator[RunningCli]:
+    """`python -m distributor --config FILE` as a real process, until it logs that it is ready; killed
+    at exit if still running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        cli = RunningCli(process, "", "")
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "OTLP/gRPC listening on" in line:
+                cli.grpc_target = line.rsplit(" ", 1)[1].strip()
+            if "distributor ready" in line:
+                break
+        found = re.search(r"server (http://\S+), OTLP/HTTP (http://\S+)", line)
+        assert found, "the ready line names both listeners"
+        cli.server_url, cli.traces_url = found.group(1), found.group(2)
+        yield cli
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
