@@ -9,7 +9,7 @@ import pytest
 from distributor.attribution.config import ApiKeyConfig
 from distributor.attribution.errors import Forbidden, RateLimited
 from distributor.attribution.keys import ApiKeys, ApiRateLimiter, RateLimitWindow
-from tests.support.otlp import ManualClock
+from tests.support.clock import ManualClock
 
 ACME = ApiKeyConfig("acme-api", "acme-app", "acme")
 ACME_SECOND_PAIR = ApiKeyConfig("acme-api", "acme-app-2", "acme")
