@@ -15,6 +15,7 @@ from typing import Protocol
 
 from distributor.common.discards import DiscardReason
 from distributor.common.errors import DistributorError
+from distributor.common.usage import Usage
 from distributor.forwarding.forwarder import ForwardItem
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
@@ -120,9 +121,9 @@ class IngestPipeline:
         if attribution is not None:
             overflowed = self.tracker.record_received(tenant, attribution)
             if ledger is not None:
-                ledger.record(tenant, attribution.labels, attribution.pending, attribution.spans, overflowed)
+                ledger.record(tenant, attribution.labels, attribution.usage, overflowed)
         elif ledger is not None:  # not tracked (no dimensions): the ledger still bills the tenant
-            ledger.record_total(tenant, traces.attributable_bytes, traces.span_count)
+            ledger.record_total(tenant, Usage(traces.attributable_bytes, traces.span_count))
         metrics.spans_received.labels(tenant).inc(traces.span_count)
         metrics.bytes_received.labels(tenant).inc(size)
         if not forwarders:
