@@ -38,7 +38,6 @@ class PushRefused(DistributorError):
     def __init__(self, reason: Refusal, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
-        self.message = message
         self.retry_after = retry_after  # seconds until the client should try again, if it may
 
 

@@ -72,7 +72,7 @@ class OtlpGrpcReceiver:
             if refused.retry_after is not None:
                 # The OTel SDK exporters read this trailer; others read the Status details.
                 trailing.append(("google.rpc.retryinfo-bin", retry_info(refused.retry_after)))
-            status = status_message(code, refused.message, refused.retry_after)
+            status = status_message(code, str(refused), refused.retry_after)
             trailing.append(("grpc-status-details-bin", status.SerializeToString()))
-            await context.abort(_GRPC_CODES[code], refused.message, tuple(trailing))
+            await context.abort(_GRPC_CODES[code], str(refused), tuple(trailing))
         return b""  # an empty ExportTraceServiceResponse: full success

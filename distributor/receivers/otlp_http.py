@@ -85,7 +85,7 @@ class OtlpHttpReceiver:
             return self._error(encoding, status, code, str(err))
         except PushRefused as refused:
             status, code = error_answer(refused)
-            response = self._error(encoding, status, code, refused.message, refused.retry_after)
+            response = self._error(encoding, status, code, str(refused), refused.retry_after)
             if refused.retry_after is not None:
                 response.headers["Retry-After"] = retry_after_header(refused.retry_after)
             return response
