@@ -1,12 +1,14 @@
 """Cost-attribution dimensions: attribute -> output label, with scopes and Prometheus-safe labels.
 
-Semantics: ../shared/specs/usage-tracker.md ("Dimensions").
+Semantics: docs/usage-tracker.md ("Dimensions").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+
+from distributor.common.errors import DistributorError
 
 
 class Scope(Enum):
@@ -25,11 +27,11 @@ class Dimension:
     label: str  # sanitized output label
 
 
-# `reason` labels the discarded-bytes family (issue 4), so no dimension may take it either.
+# `reason` labels the discarded-bytes family, so no dimension may take it either.
 RESERVED_LABELS = ("tenant", "tracker", "reason")
 
 
-class DimensionError(ValueError):
+class DimensionError(DistributorError):
     """A dimension is invalid; the message names it."""
 
 

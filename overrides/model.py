@@ -20,14 +20,6 @@ class CostAttributionOverrides:
     dimensions: tuple[Dimension, ...] | None = None
     max_cardinality: int | None = None
 
-    def merged_over(self, base: CostAttributionOverrides) -> CostAttributionOverrides:
-        return CostAttributionOverrides(
-            dimensions=self.dimensions if self.dimensions is not None else base.dimensions,
-            max_cardinality=self.max_cardinality
-            if self.max_cardinality is not None
-            else base.max_cardinality,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class IngestionOverrides:

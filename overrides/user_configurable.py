@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -26,19 +27,33 @@ from distributor.overrides.model import CostAttributionOverrides, TenantOverride
 from distributor.overrides.provider import OverridesProvider
 from distributor.overrides.tenant_ids import tenant_id_problem
 
+from distributor.common.errors import DistributorError
+
 log = logging.getLogger(__name__)
 
 MAX_USER_DIMENSIONS = 10
 _SUFFIX = ".json"
 
 
-class UserOverridesError(Exception):
-    """A request the API refuses; `status` is the HTTP status to answer with."""
+class UserOverridesErrorReason(Enum):
+    INVALID_DOCUMENT = "invalid_document"  # not the one user-configurable shape, or invalid values
+    INVALID_TENANT = "invalid_tenant"
+    NOT_FOUND = "not_found"  # the tenant has no document
+    PRECONDITION_FAILED = "precondition_failed"  # If-Match does not match the current document
+    PRECONDITION_REQUIRED = "precondition_required"  # changing a document needs its current ETag
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+
+class UserOverridesError(DistributorError):
+    """A read or change of a tenant's overrides that is refused; `key` names the document key at fault."""
+
+    def __init__(self, reason: UserOverridesErrorReason, message: str, key: str | None = None) -> None:
+        super().__init__(message if key is None else f"{key}: {message}")
+        self.reason = reason
+        self.key = key
+
+
+def _invalid(message: str, key: str | None = None) -> UserOverridesError:
+    return UserOverridesError(UserOverridesErrorReason.INVALID_DOCUMENT, message, key)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -50,28 +65,26 @@ class StoredOverrides:
 def validate_document(document: object) -> TenantOverrides:
     """The only shape accepted: {"cost_attribution": {"dimensions": <map or list>}}."""
     if not isinstance(document, dict):
-        raise UserOverridesError(400, "the body must be a JSON object")
+        raise _invalid("the body must be a JSON object")
     for key in document:
         if key != "cost_attribution":
-            raise UserOverridesError(
-                400, f"{key}: unknown or not user-configurable (allowed: cost_attribution)"
-            )
+            raise _invalid("unknown or not user-configurable (allowed: cost_attribution)", key)
     cost = document.get("cost_attribution") or {}
     if not isinstance(cost, dict):
-        raise UserOverridesError(400, "cost_attribution: must be an object")
+        raise _invalid("must be an object", "cost_attribution")
     for key in cost:
         if key == "max_cardinality":
-            raise UserOverridesError(400, "cost_attribution.max_cardinality: only the operator can set this")
+            raise _invalid("only the operator can set this", "cost_attribution.max_cardinality")
         if key != "dimensions":
-            raise UserOverridesError(400, f"cost_attribution.{key}: unknown key (allowed: dimensions)")
+            raise _invalid("unknown key (allowed: dimensions)", f"cost_attribution.{key}")
     raw = cost.get("dimensions")
     try:
         dimensions = parse_dimensions(raw) if raw is not None else None
     except DimensionError as err:
-        raise UserOverridesError(400, f"cost_attribution.dimensions: {err}") from None
+        raise _invalid(str(err), "cost_attribution.dimensions") from None
     if dimensions is not None and len(dimensions) > MAX_USER_DIMENSIONS:
-        raise UserOverridesError(
-            400, f"cost_attribution.dimensions: {len(dimensions)} dimensions, at most {MAX_USER_DIMENSIONS}"
+        raise _invalid(
+            f"{len(dimensions)} dimensions, at most {MAX_USER_DIMENSIONS}", "cost_attribution.dimensions"
         )
     return TenantOverrides(CostAttributionOverrides(dimensions=dimensions))
 
@@ -120,9 +133,12 @@ class UserConfigurableOverrides:
             return None
         return StoredOverrides(json.loads(content), _etag(content))
 
-    def get(self, tenant: str) -> StoredOverrides | None:
+    def get(self, tenant: str) -> StoredOverrides:
         _check_tenant(tenant)
-        return self._read(tenant)
+        stored = self._read(tenant)
+        if stored is None:
+            raise _not_found(tenant)
+        return stored
 
     def set(self, tenant: str, document: object, if_match: str | None) -> StoredOverrides:
         """POST: replace the tenant's document."""
@@ -136,7 +152,7 @@ class UserConfigurableOverrides:
         """PATCH: a JSON merge patch over the current document (or over {} when there is none)."""
         _check_tenant(tenant)
         if not isinstance(patch, dict):
-            raise UserOverridesError(400, "the body must be a JSON object (a JSON merge patch)")
+            raise _invalid("the body must be a JSON object (a JSON merge patch)")
         with self._locked(tenant):
             current = self._read(tenant)
             _check_precondition(current, if_match)
@@ -149,7 +165,7 @@ class UserConfigurableOverrides:
         with self._locked(tenant):
             current = self._read(tenant)
             if current is None:
-                raise UserOverridesError(404, f"tenant {tenant!r} has no user-configurable overrides")
+                raise _not_found(tenant)
             _check_precondition(current, if_match)
             self._path(tenant).unlink()
             _fsync_directory(self.directory)
@@ -202,21 +218,34 @@ class UserConfigurableOverrides:
 def _check_tenant(tenant: str) -> None:
     problem = tenant_id_problem(tenant)
     if problem is not None:
-        raise UserOverridesError(400, problem)
+        raise UserOverridesError(UserOverridesErrorReason.INVALID_TENANT, problem)
+
+
+def _not_found(tenant: str) -> UserOverridesError:
+    return UserOverridesError(
+        UserOverridesErrorReason.NOT_FOUND, f"tenant {tenant!r} has no user-configurable overrides"
+    )
 
 
 def _check_precondition(current: StoredOverrides | None, if_match: str | None) -> None:
     if current is None:
         if if_match is not None and if_match.strip() != "":
-            raise UserOverridesError(412, "If-Match was given but the tenant has no overrides yet")
+            raise UserOverridesError(
+                UserOverridesErrorReason.PRECONDITION_FAILED,
+                "If-Match was given but the tenant has no overrides yet",
+            )
         return
     if if_match is None:
         raise UserOverridesError(
-            428, "If-Match with the current ETag is required to change existing overrides"
+            UserOverridesErrorReason.PRECONDITION_REQUIRED,
+            "If-Match with the current ETag is required to change existing overrides",
         )
     candidates = [tag.strip() for tag in if_match.split(",")]
     if "*" not in candidates and current.etag not in candidates:
-        raise UserOverridesError(412, "the overrides changed since they were read (ETag mismatch)")
+        raise UserOverridesError(
+            UserOverridesErrorReason.PRECONDITION_FAILED,
+            "the overrides changed since they were read (ETag mismatch)",
+        )
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -1,7 +1,8 @@
 """`make bench`: throughput and scrape figures, printed as ratios taken in one run.
 
 (a) generated ExportTraceServiceRequest.FromString only (the floor a naive receiver pays)
-(b) the receiver's accounting path (validating decode + observe), resource-level dimensions
+(b) the receiver's accounting path (validating decode, attribute, record_received), resource-level
+    dimensions
 (c) the same with a span-level dimension present on every span
 (d) end to end: a load-generator process POSTing to a running server process over loopback
 (f) end to end with one forwarder (otlpgrpc) to a local sink process, ingest over HTTP and over gRPC,
@@ -123,7 +124,9 @@ def measure_decode_paths() -> dict[str, float]:
 
     def path(tracker: UsageTracker, limits: TenantLimits) -> Callable[[bytes], None]:
         def run(body: bytes) -> None:
-            tracker.observe("bench", decode_traces(body, Encoding.PROTOBUF), limits)
+            attribution = tracker.attribute(decode_traces(body, Encoding.PROTOBUF), limits)
+            assert attribution is not None
+            tracker.record_received("bench", attribution)
 
         return run
 
@@ -138,7 +141,7 @@ def measure_decode_paths() -> dict[str, float]:
             assert attribution is not None
             overflowed = tracker.record_received("bench", attribution)
             if into_ledger:
-                ledger.record("bench", attribution.labels, attribution.pending, attribution.spans, overflowed)
+                ledger.record("bench", attribution.labels, attribution.usage, overflowed)
 
         return run
 
@@ -399,9 +402,9 @@ def populate(tracker: UsageTracker, tenants: int = 10, per_tenant: int = 10_000)
                 rs = req.resource_spans.add()
                 rs.resource.attributes.append(_kv("service.name", f"service-{tenant}-{i:05d}"))
                 rs.scope_spans.add().spans.add(name="op")
-            tracker.observe(
-                f"tenant-{tenant:02d}", decode_traces(req.SerializeToString(), Encoding.PROTOBUF), limits
-            )
+            attribution = tracker.attribute(decode_traces(req.SerializeToString(), Encoding.PROTOBUF), limits)
+            assert attribution is not None
+            tracker.record_received(f"tenant-{tenant:02d}", attribution)
 
 
 def measure_scrape() -> dict[str, float]:

@@ -2,7 +2,7 @@
 records into it (the tracker's attribution, overflow, refusals), durability across failed flushes,
 graceful stops, SIGTERM and SIGKILL, its metrics, and the usage_attribution settings (keys are secrets).
 
-Semantics: ../shared/specs/usage-attribution-api.md ("Ledger"). Clocks are manual wherever the service
+Semantics: docs/usage-attribution-api.md ("Ledger"). Clocks are manual wherever the service
 runs in process; only the real CLI (running_cli) uses the wall clock, and its queries start hours back.
 """
 
@@ -23,6 +23,7 @@ from distributor.overrides import ConfigError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
+from distributor.common.usage import Usage
 from distributor.config import load_config
 from distributor.ledger.ledger import (
     BYTES_USAGE,
@@ -60,7 +61,7 @@ NOV = month_of(START)
 HOURLY_PATH = "/api/v1/usage/hourly-attribution"
 MONTHLY_PATH = "/api/v1/usage/monthly-attribution"
 Tags = tuple[tuple[str, str], ...]
-Usage = dict[tuple[int, str, Tags], tuple[int, int]]
+StoredUsage = dict[tuple[int, str, Tags], tuple[int, int]]
 
 
 def utc(year: int, month: int, day: int = 1, hour: int = 0) -> int:
@@ -75,10 +76,10 @@ def entry(tenant: str, hour: int, size: int, spans: int, tags: Tags = ()) -> Led
     return LedgerEntry(tenant, hour, tags, size, spans)
 
 
-def as_usage(rows: list[UsageRow]) -> Usage:
+def as_usage(rows: list[UsageRow]) -> StoredUsage:
     """{(period, tenant, tags): (bytes, spans)}, rows of one series and period added up (a store may
     return several: flushes not merged yet), series that used nothing left out."""
-    usage: Usage = {}
+    usage: StoredUsage = {}
     for row in rows:
         key = (row.period, row.tenant, row.tags)
         size, spans = usage.get(key, (0, 0))
@@ -136,7 +137,7 @@ def test_a_read_as_of_a_flush_sees_that_flush_and_earlier_ones_only(store: Sqlit
 
     def hourly(
         seq: int, tenants: tuple[str, ...] = ("acme",), start: int = H10, end: int = H10 + 2 * HOUR
-    ) -> Usage:
+    ) -> StoredUsage:
         return as_usage(store.hourly(tenants, start, end, seq))
 
     as_of_first = {(H10, "acme", team("a")): (101, 3), (H10 + HOUR, "acme", team("a")): (50, 1)}
@@ -168,7 +169,7 @@ def test_merging_old_flushes_shrinks_the_file_and_changes_no_read_at_or_after_th
     store = SqliteLedgerStore(path)
     tenants = ["acme", "globex"]
 
-    def reads(seq: int) -> tuple[Usage, Usage]:
+    def reads(seq: int) -> tuple[StoredUsage, StoredUsage]:
         return (
             as_usage(store.hourly(tenants, H10, H10 + 2 * HOUR, seq)),
             as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), seq)),
@@ -331,16 +332,16 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
     now = [START]
     ledger = UsageLedger(SqliteLedgerStore(path), LedgerMetrics(registry), 3600.0, 15, 3600.0, lambda: now[0])
     try:
-        ledger.record("acme", ("team",), {("a",): 100, ("b",): 30}, {("a",): 2, ("b",): 1}, {})
+        ledger.record("acme", ("team",), {("a",): Usage(100, 2), ("b",): Usage(30, 1)}, {})
         execute(path, FAIL_WRITES)
         assert not await ledger.flush()
         assert ledger.pending_usage() == 2
         assert flush_metrics(registry) == {"success": None, "failure": 1.0, "pending": 2.0, "last": 0.0}
         assert row_counts(path) == {"hourly": 0, "monthly": 0, "flushes": 0}
 
-        ledger.record("acme", ("team",), {("a",): 5, ("c",): 7}, {("a",): 1, ("c",): 1}, {})
+        ledger.record("acme", ("team",), {("a",): Usage(5, 1), ("c",): Usage(7, 1)}, {})
         now[0] += HOUR
-        ledger.record_total("plain", 11, 1)
+        ledger.record_total("plain", Usage(11, 1))
         execute(path, ALLOW_WRITES)
         assert await ledger.flush()
         assert ledger.pending_usage() == 0
@@ -375,7 +376,7 @@ async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
     monkeypatch.setattr(store, "maintain", locked)
     ledger = UsageLedger(store, LedgerMetrics(CollectorRegistry()), 3600.0, 15, 3600.0, lambda: START)
     try:
-        ledger.record_total("acme", 100, 2)
+        ledger.record_total("acme", Usage(100, 2))
         await ledger.flush()  # the first flush also runs maintenance, which fails here
         await ledger.flush()
         stored = await ledger.read(lambda s: as_usage(s.hourly(["acme"], H10, H10 + HOUR, s.snapshot().seq)))
@@ -423,10 +424,9 @@ def test_attribution_counts_every_span_once_under_the_series_of_its_bytes(
     traces = received(req)
     attribution = UsageTracker(CostAttributionConfig(enabled=True)).attribute(traces, limits(dimensions))
     assert attribution is not None
-    assert attribution.spans.keys() == attribution.pending.keys()
-    assert sum(attribution.spans.values()) == traces.span_count
-    assert all(count > 0 for count in attribution.spans.values())
-    assert sum(attribution.pending.values()) == traces.attributable_bytes
+    assert sum(usage.spans for usage in attribution.usage.values()) == traces.span_count
+    assert all(usage.spans > 0 for usage in attribution.usage.values())
+    assert sum(usage.bytes for usage in attribution.usage.values()) == traces.attributable_bytes
 
 
 def test_attribution_spans_follow_span_level_values() -> None:
@@ -434,7 +434,7 @@ def test_attribution_spans_follow_span_level_values() -> None:
         received(request(MIXED)), limits({"service.name": "", "team": ""})
     )
     assert attribution is not None and attribution.labels == ("service_name", "team")
-    assert attribution.spans == {
+    assert {values: usage.spans for values, usage in attribution.usage.items()} == {
         ("shop", "web"): 1,
         ("shop", "core"): 1,
         ("cart", "web"): 1,
@@ -444,7 +444,11 @@ def test_attribution_spans_follow_span_level_values() -> None:
         received(SPAN_LEVEL_REQUESTS["repeated keys, read in order"]),
         limits({"service.name": "", "team": ""}),
     )
-    assert repeated is not None and repeated.spans == {("shop", "first"): 1, ("shop", MISSING): 1}
+    assert repeated is not None
+    assert {values: usage.spans for values, usage in repeated.usage.items()} == {
+        ("shop", "first"): 1,
+        ("shop", MISSING): 1,
+    }
 
 
 async def hourly_records(

@@ -1,4 +1,4 @@
-"""The usage tracker against ../shared/specs/usage-tracker.md, one named case per rule."""
+"""The usage tracker against docs/usage-tracker.md, one named case per rule."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+from distributor.overrides import TenantLimits
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from distributor.ingest.traces import ReceivedTraces
@@ -14,6 +15,13 @@ from distributor.usage.tracker import UsageTracker
 from tests.support.clock import ManualClock
 from tests.support.metrics import Labels, labels, usage
 from tests.support.otlp import batch, limits, received, request, span, split_expectation
+
+
+def receive(tracker: UsageTracker, tenant: str, traces: ReceivedTraces, tenant_limits: TenantLimits) -> None:
+    """What the pipeline does with an accepted request: attribute it, then count it as received."""
+    attribution = tracker.attribute(traces, tenant_limits)
+    if attribution is not None:
+        tracker.record_received(tenant, attribution)
 
 
 @dataclass
@@ -231,7 +239,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name.split(":")[0] for c in CASES])
 def test_tracker_case(case: Case) -> None:
     tracker = UsageTracker(CostAttributionConfig(enabled=True, max_cardinality=case.tracker_max_cardinality))
-    tracker.observe("single-tenant", received(case.request), limits(case.dimensions, case.max_cardinality))
+    receive(tracker, "single-tenant", received(case.request), limits(case.dimensions, case.max_cardinality))
     assert usage(tracker) == case.expected
     attributed = sum(case.expected.values())
     assert attributed == sum(
@@ -257,7 +265,7 @@ def test_random_batches_are_attributed_to_the_byte() -> None:
             batches.append(batch({"team": "r"}, *scopes))
         req = request(*batches)
         tracker = UsageTracker(CostAttributionConfig(enabled=True))
-        tracker.observe("t", received(req), limits({"team": ""}))
+        receive(tracker, "t", received(req), limits({"team": ""}))
         total = sum(b.ByteSize() for b in batches if any(s.spans for s in b.scope_spans))
         assert sum(usage(tracker).values()) == total
 
@@ -265,8 +273,8 @@ def test_random_batches_are_attributed_to_the_byte() -> None:
 def test_overflow_series_takes_new_label_sets_after_limit_but_existing_series_keep_counting() -> None:
     tracker = UsageTracker(CostAttributionConfig(enabled=True, max_cardinality=1))
     first, second = batch({"service.name": "a"}, [span()]), batch({"service.name": "b"}, [span()])
-    tracker.observe("t", received(request(first, second)), limits(["service.name"]))
-    tracker.observe("t", received(request(first)), limits(["service.name"]))
+    receive(tracker, "t", received(request(first, second)), limits(["service.name"]))
+    receive(tracker, "t", received(request(first)), limits(["service.name"]))
     assert usage(tracker) == {
         labels("t", service_name="a"): 2 * first.ByteSize(),
         labels("t", service_name="__overflow__"): second.ByteSize(),
@@ -279,13 +287,13 @@ def test_stale_series_are_purged_and_restart_from_zero_when_they_reappear() -> N
     clock = ManualClock()
     tracker = UsageTracker(CostAttributionConfig(enabled=True, stale_duration=900), clock=clock)
     old, fresh = batch({"service.name": "old"}, [span()]), batch({"service.name": "fresh"}, [span()])
-    tracker.observe("t", received(request(old)), limits(["service.name"]))
+    receive(tracker, "t", received(request(old)), limits(["service.name"]))
     clock.advance(600)
-    tracker.observe("t", received(request(fresh)), limits(["service.name"]))
+    receive(tracker, "t", received(request(fresh)), limits(["service.name"]))
     clock.advance(301)
     assert tracker.purge_stale() == 1
     assert usage(tracker) == {labels("t", service_name="fresh"): fresh.ByteSize()}
-    tracker.observe("t", received(request(old)), limits(["service.name"]))
+    receive(tracker, "t", received(request(old)), limits(["service.name"]))
     assert usage(tracker)[labels("t", service_name="old")] == old.ByteSize()
     clock.advance(901)
     tracker.purge_stale()
@@ -297,9 +305,9 @@ def test_changed_dimensions_apply_at_once_and_old_series_live_until_stale() -> N
     clock = ManualClock()
     tracker = UsageTracker(CostAttributionConfig(enabled=True), clock=clock)
     rs = batch({"service.name": "api", "team": "core"}, [span()])
-    tracker.observe("t", received(request(rs)), limits(["service.name"]))
+    receive(tracker, "t", received(request(rs)), limits(["service.name"]))
     clock.advance(600)
-    tracker.observe("t", received(request(rs)), limits(["team"]))
+    receive(tracker, "t", received(request(rs)), limits(["team"]))
     assert usage(tracker) == {
         labels("t", service_name="api"): rs.ByteSize(),
         labels("t", team="core"): rs.ByteSize(),
@@ -312,8 +320,8 @@ def test_changed_dimensions_apply_at_once_and_old_series_live_until_stale() -> N
 def test_tenants_are_tracked_separately() -> None:
     tracker = UsageTracker(CostAttributionConfig(enabled=True))
     rs = batch({"service.name": "api"}, [span()])
-    tracker.observe("a", received(request(rs)), limits(["service.name"]))
-    tracker.observe("b", received(request(rs, rs)), limits(["service.name"]))
+    receive(tracker, "a", received(request(rs)), limits(["service.name"]))
+    receive(tracker, "b", received(request(rs, rs)), limits(["service.name"]))
     assert usage(tracker) == {
         labels("a", service_name="api"): rs.ByteSize(),
         labels("b", service_name="api"): 2 * rs.ByteSize(),
@@ -323,9 +331,9 @@ def test_tenants_are_tracked_separately() -> None:
 def test_tenant_without_dimensions_and_disabled_tracker_record_nothing() -> None:
     rs = batch({"service.name": "api"}, [span()])
     enabled = UsageTracker(CostAttributionConfig(enabled=True))
-    enabled.observe("t", received(request(rs)), limits(None))
+    receive(enabled, "t", received(request(rs)), limits(None))
     disabled = UsageTracker(CostAttributionConfig(enabled=False))
-    disabled.observe("t", received(request(rs)), limits(["service.name"]))
+    receive(disabled, "t", received(request(rs)), limits(["service.name"]))
     assert usage(enabled) == {} and usage(disabled) == {}
 
 
@@ -333,14 +341,14 @@ def test_label_values_with_quotes_backslashes_newlines_and_utf8_round_trip_throu
     tracker = UsageTracker(CostAttributionConfig(enabled=True))
     nasty = 'a"b\\c\nd ünïcødé 🚀'
     rs = batch({"service.name": nasty}, [span()])
-    tracker.observe("t", received(request(rs)), limits(["service.name"]))
+    receive(tracker, "t", received(request(rs)), limits(["service.name"]))
     assert usage(tracker) == {labels("t", service_name=nasty): rs.ByteSize()}
 
 
 def _span_level_team(spans_attributes: list[list[tuple[str, object]]]) -> dict[Labels, float]:
     tracker = UsageTracker(CostAttributionConfig(enabled=True))
     rs = batch({"team": "resource"}, [span(attrs) for attrs in spans_attributes])
-    tracker.observe("t", received(request(rs)), limits(["team"]))
+    receive(tracker, "t", received(request(rs)), limits(["team"]))
     return usage(tracker)
 
 
@@ -374,5 +382,5 @@ def test_a_repeat_with_a_non_minimal_varint_length_is_still_seen_as_a_repeat() -
         "second",
     ]
     tracker = UsageTracker(CostAttributionConfig(enabled=True))
-    tracker.observe("t", ReceivedTraces(request=decoded, protobuf=body), limits(["team"]))
+    receive(tracker, "t", ReceivedTraces(request=decoded, protobuf=body), limits(["team"]))
     assert set(usage(tracker)) == {labels("t", team="first")}

@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from distributor.common.errors import DistributorError
 
-class ConfigError(Exception):
+
+class ConfigError(DistributorError):
     """A configuration or overrides file is invalid; str() is one line: `file:line: key: problem`."""
 
     def __init__(self, file: str, line: int | None, key: str, problem: str) -> None:

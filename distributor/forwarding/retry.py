@@ -12,13 +12,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from distributor.common.errors import DistributorError
 from distributor.forwarding.config import RetryConfig
 
 MULTIPLIER = 1.5
 RANDOMIZATION_FACTOR = 0.5
 
 
-class ExportFailure(Exception):
+class ExportFailure(DistributorError):
+    """A backend did not take an export; whether to try again is the backend's answer, classified."""
+
     def __init__(self, reason: str, retryable: bool, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{reason}: {message}")
         self.reason = reason  # a metric label: http_503, unavailable, connection_error, timeout...

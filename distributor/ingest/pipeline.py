@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
+from typing import Protocol
 
 from distributor.common.discards import DiscardReason
-from distributor.forwarding.forwarder import Forwarder, ForwardItem
+from distributor.common.errors import DistributorError
+from distributor.common.usage import Usage
+from distributor.forwarding.forwarder import ForwardItem
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.traces import ReceivedTraces
@@ -24,17 +27,29 @@ from distributor.usage.tracker import Attribution, UsageTracker
 
 
 class Refusal(Enum):
-    RATE_LIMITED = "rate_limited"  # HTTP 429 + Retry-After, gRPC RESOURCE_EXHAUSTED + RetryInfo
-    LARGER_THAN_BURST = "larger_than_burst"  # can never pass: HTTP 413, RESOURCE_EXHAUSTED, no RetryInfo
-    QUEUE_FULL = "queue_full"  # HTTP 503, gRPC UNAVAILABLE
+    RATE_LIMITED = "rate_limited"  # the tenant's rate; it may pass after `retry_after`
+    LARGER_THAN_BURST = "larger_than_burst"  # larger than the tenant's burst: no wait lets it pass
+    QUEUE_FULL = "queue_full"  # a forwarder of the tenant has no room
 
 
-class PushRefused(Exception):
-    def __init__(self, refusal: Refusal, message: str, retry_after: float | None = None) -> None:
+class PushRefused(DistributorError):
+    """A request refused as a whole; nothing of it is accounted but the discard counters."""
+
+    def __init__(self, reason: Refusal, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.refusal = refusal
-        self.message = message
-        self.retry_after = retry_after
+        self.reason = reason
+        self.retry_after = retry_after  # seconds until the client should try again, if it may
+
+
+class ForwardQueue(Protocol):
+    """What the pipeline needs of a forwarder: room for a tenant's request, and a queue to put it in."""
+
+    @property
+    def name(self) -> str: ...
+
+    def has_room(self, tenant: str) -> bool: ...
+
+    def enqueue(self, item: ForwardItem) -> None: ...
 
 
 class Discards:
@@ -64,7 +79,7 @@ class IngestPipeline:
         metrics: IngestMetrics,
         discards: Discards,
         rate_limiter: IngestionRateLimiter,
-        forwarders: Mapping[str, Forwarder],
+        forwarders: Mapping[str, ForwardQueue],
         ledger: UsageLedger | None = None,
     ) -> None:
         self.overrides = overrides
@@ -105,9 +120,9 @@ class IngestPipeline:
         if attribution is not None:
             overflowed = self.tracker.record_received(tenant, attribution)
             if ledger is not None:
-                ledger.record(tenant, attribution.labels, attribution.pending, attribution.spans, overflowed)
+                ledger.record(tenant, attribution.labels, attribution.usage, overflowed)
         elif ledger is not None:  # not tracked (no dimensions): the ledger still bills the tenant
-            ledger.record_total(tenant, traces.attributable_bytes, traces.span_count)
+            ledger.record_total(tenant, Usage(traces.attributable_bytes, traces.span_count))
         metrics.spans_received.labels(tenant).inc(traces.span_count)
         metrics.bytes_received.labels(tenant).inc(size)
         if not forwarders:
@@ -152,4 +167,4 @@ def _rate_limited(
     )
 
 
-__all__ = ["Discards", "IngestPipeline", "PushRefused", "Refusal"]
+__all__ = ["Discards", "ForwardQueue", "IngestPipeline", "PushRefused", "Refusal"]

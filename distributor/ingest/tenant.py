@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
+from distributor.common.errors import DistributorError
 from distributor.overrides import tenant_id_problem
 
 SINGLE_TENANT = "single-tenant"
 ORG_ID_HEADER = "X-Scope-OrgID"
 
 
-class TenantError(Exception):
-    """The request's tenant is missing (401) or invalid (400)."""
+class TenantErrorReason(Enum):
+    MISSING = "missing"  # no org id although multitenancy is enabled
+    INVALID = "invalid"  # an org id that is not a valid tenant id
 
-    def __init__(self, status: int, message: str) -> None:
+
+class TenantError(DistributorError):
+    """The request's tenant is missing or invalid; the message says which and why."""
+
+    def __init__(self, reason: TenantErrorReason, message: str) -> None:
         super().__init__(message)
-        self.status = status
+        self.reason = reason
 
 
 def resolve_tenant(org_id: str | None, multitenancy_enabled: bool) -> str:
@@ -21,8 +29,8 @@ def resolve_tenant(org_id: str | None, multitenancy_enabled: bool) -> str:
     if not multitenancy_enabled:
         return SINGLE_TENANT
     if not org_id:
-        raise TenantError(401, f"no org id: the {ORG_ID_HEADER} header is required")
+        raise TenantError(TenantErrorReason.MISSING, f"no org id: the {ORG_ID_HEADER} header is required")
     problem = tenant_id_problem(org_id)
     if problem is not None:
-        raise TenantError(400, problem)
+        raise TenantError(TenantErrorReason.INVALID, problem)
     return org_id

@@ -17,13 +17,15 @@ import calendar
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from distributor.common.usage import NO_USAGE, Usage
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +157,7 @@ class LedgerMetrics:
         )
 
 
-# (tenant, hour, labels, values) -> [bytes, spans]
+# (tenant, hour, labels, values)
 _PendingKey = tuple[str, int, tuple[str, ...], tuple[str, ...]]
 
 
@@ -175,7 +177,7 @@ class UsageLedger:
         self.retention_months = retention_months
         self.merge_after = merge_after
         self._wall_clock = wall_clock
-        self._pending: dict[_PendingKey, list[int]] = {}
+        self._pending: dict[_PendingKey, Usage] = {}
         # One writer thread (SQLite allows one writer) and one reader thread, each with its connection.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="ledger-reader")
@@ -191,28 +193,22 @@ class UsageLedger:
         self,
         tenant: str,
         labels: tuple[str, ...],
-        bytes_by_values: dict[tuple[str, ...], int],
-        spans_by_values: dict[tuple[str, ...], int],
-        overflowed: dict[tuple[str, ...], tuple[str, ...]],
+        usage: Mapping[tuple[str, ...], Usage],
+        overflowed: Mapping[tuple[str, ...], tuple[str, ...]],
     ) -> None:
-        """One accepted request's usage, attributed as the tracker recorded it."""
+        """One accepted request's usage by label values, attributed as the tracker recorded it."""
         hour = hour_of(self._wall_clock())
         pending = self._pending
-        for values, size in bytes_by_values.items():
-            spans = spans_by_values[values]
+        for values, series_usage in usage.items():
             if overflowed:
                 values = overflowed.get(values, values)
             key = (tenant, hour, labels, values)
             entry = pending.get(key)
-            if entry is None:
-                pending[key] = [size, spans]
-            else:
-                entry[0] += size
-                entry[1] += spans
+            pending[key] = series_usage if entry is None else entry + series_usage
 
-    def record_total(self, tenant: str, size: int, spans: int) -> None:
+    def record_total(self, tenant: str, usage: Usage) -> None:
         """Usage of a tenant without cost-attribution dimensions: one series with no tags."""
-        self.record(tenant, (), {(): size}, {(): spans}, {})
+        self.record(tenant, (), {(): usage}, {})
 
     # -- flushing ---------------------------------------------------------------------------------------
 
@@ -242,10 +238,8 @@ class UsageLedger:
                     "usage ledger flush failed; %d series-hours kept for the next flush", len(batch)
                 )
                 self.metrics.flushes.labels("failure").inc()
-                for key, (size, spans) in batch.items():
-                    entry = self._pending.setdefault(key, [0, 0])
-                    entry[0] += size
-                    entry[1] += spans
+                for key, usage in batch.items():
+                    self._pending[key] = self._pending.get(key, NO_USAGE) + usage
                 return False
             self.metrics.flushes.labels("success").inc()
             self.metrics.last_flush.set(now)
@@ -271,9 +265,9 @@ class UsageLedger:
         if not await self.flush():
             lost_bytes: dict[str, int] = {}
             lost_spans: dict[str, int] = {}
-            for (tenant, *_), (size, spans) in self._pending.items():
-                lost_bytes[tenant] = lost_bytes.get(tenant, 0) + size
-                lost_spans[tenant] = lost_spans.get(tenant, 0) + spans
+            for (tenant, *_), usage in self._pending.items():
+                lost_bytes[tenant] = lost_bytes.get(tenant, 0) + usage.bytes
+                lost_spans[tenant] = lost_spans.get(tenant, 0) + usage.spans
             for tenant, size in sorted(lost_bytes.items()):
                 self.metrics.unrecorded_bytes.labels(tenant).inc(size)
                 self.metrics.unrecorded_spans.labels(tenant).inc(lost_spans[tenant])
@@ -301,8 +295,8 @@ class UsageLedger:
         return len(self._pending)
 
 
-def _entries(batch: dict[_PendingKey, list[int]]) -> list[LedgerEntry]:
+def _entries(batch: dict[_PendingKey, Usage]) -> list[LedgerEntry]:
     return [
-        LedgerEntry(tenant, hour, tuple(zip(labels, values, strict=True)), size, spans)
-        for (tenant, hour, labels, values), (size, spans) in batch.items()
+        LedgerEntry(tenant, hour, tuple(zip(labels, values, strict=True)), usage.bytes, usage.spans)
+        for (tenant, hour, labels, values), usage in batch.items()
     ]

@@ -1,6 +1,8 @@
 """OTLP trace export requests: content negotiation, decompression, validating decode, responses.
 
-Shared by the transports; nothing here knows about HTTP frameworks.
+Shared by the transports; nothing here knows about HTTP frameworks. This is where the errors of a
+request (its tenant, its body, the pipeline's refusals) become the HTTP status and google.rpc code that
+OTLP exporters act on; the domain errors themselves carry only what went wrong.
 """
 
 from __future__ import annotations
@@ -8,13 +10,15 @@ from __future__ import annotations
 import json
 import zlib
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from distributor.common.errors import DistributorError
 from distributor.common.rpc_status import RETRY_INFO_TYPE_URL, RetryInfo, Status
 from distributor.ingest.pipeline import PushRefused, Refusal
+from distributor.ingest.tenant import TenantError, TenantErrorReason
 from distributor.ingest.traces import ReceivedTraces
 from distributor.receivers.otlp_json import OtlpJsonError, export_response_json, otlp_json_to_protobuf
 
@@ -35,14 +39,20 @@ class Encoding(Enum):
     JSON = JSON_CONTENT_TYPE
 
 
-class ReceiveError(Exception):
+class ReceiveErrorReason(Enum):
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
+    TOO_LARGE = "too_large"  # the body as sent, or once decompressed
+    INVALID_BODY = "invalid_body"  # corrupt gzip, invalid protobuf or OTLP/JSON
+
+
+class ReceiveError(DistributorError):
     """A request refused as a whole: nothing of it is accounted."""
 
-    def __init__(self, status: int, message: str, code: int = INVALID_ARGUMENT) -> None:
+    def __init__(self, reason: ReceiveErrorReason, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        self.reason = reason
 
 
 def parse_content_type(header: str | None) -> Encoding:
@@ -52,19 +62,21 @@ def parse_content_type(header: str | None) -> Encoding:
     if media_type == JSON_CONTENT_TYPE:
         return Encoding.JSON
     raise ReceiveError(
-        415,
+        ReceiveErrorReason.UNSUPPORTED_CONTENT_TYPE,
         f"unsupported content type {header!r}: use {PROTOBUF_CONTENT_TYPE} or {JSON_CONTENT_TYPE}",
     )
 
 
 def check_content_encoding(header: str | None) -> bool:
-    """True when the body is gzip-compressed; 415 for any encoding but gzip or none."""
+    """True when the body is gzip-compressed; refused for any encoding but gzip or none."""
     encoding = (header or "").strip().lower()
     if encoding in ("", "identity"):
         return False
     if encoding in ("gzip", "x-gzip"):
         return True
-    raise ReceiveError(415, f"unsupported content encoding {header!r}: use gzip or none")
+    raise ReceiveError(
+        ReceiveErrorReason.UNSUPPORTED_ENCODING, f"unsupported content encoding {header!r}: use gzip or none"
+    )
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -76,17 +88,20 @@ def gunzip(body: bytes, limit: int) -> bytes:
         try:
             output += inflater.decompress(data, limit + 1 - len(output))
         except zlib.error as err:
-            raise ReceiveError(400, f"corrupt gzip body: {err}") from None
+            raise ReceiveError(ReceiveErrorReason.INVALID_BODY, f"corrupt gzip body: {err}") from None
         if len(output) > limit:
-            raise ReceiveError(413, f"decompressed body is larger than the limit of {limit} bytes")
+            raise ReceiveError(
+                ReceiveErrorReason.TOO_LARGE, f"decompressed body is larger than the limit of {limit} bytes"
+            )
         if not inflater.eof:
-            raise ReceiveError(400, "corrupt gzip body: truncated")
+            raise ReceiveError(ReceiveErrorReason.INVALID_BODY, "corrupt gzip body: truncated")
         data = inflater.unused_data
     return bytes(output)
 
 
 def decode_traces(payload: bytes, encoding: Encoding) -> ReceivedTraces:
-    """Validate the whole request (every span, every string's UTF-8) and return it; 400 if anything is off.
+    """Validate the whole request (every span, every string's UTF-8) and return it; refused as an
+    invalid body if anything is off.
 
     JSON is converted to its protobuf equivalent first, so both encodings account identical bytes.
     """
@@ -94,11 +109,13 @@ def decode_traces(payload: bytes, encoding: Encoding) -> ReceivedTraces:
         try:
             payload = otlp_json_to_protobuf(payload)
         except OtlpJsonError as err:
-            raise ReceiveError(400, f"invalid OTLP/JSON: {err}") from None
+            raise ReceiveError(ReceiveErrorReason.INVALID_BODY, f"invalid OTLP/JSON: {err}") from None
     try:
         request = ExportTraceServiceRequest.FromString(payload)
     except DecodeError as err:
-        raise ReceiveError(400, f"invalid protobuf ExportTraceServiceRequest: {err}") from None
+        raise ReceiveError(
+            ReceiveErrorReason.INVALID_BODY, f"invalid protobuf ExportTraceServiceRequest: {err}"
+        ) from None
     return ReceivedTraces(request=request, protobuf=payload)
 
 
@@ -129,10 +146,35 @@ def status_message(code: int, message: str, retry_after: float | None = None) ->
     return status
 
 
-def refusal_answer(refused: PushRefused) -> tuple[int, int]:
-    """(HTTP status, google.rpc.Code) for a pipeline refusal; both say whether an exporter retries."""
-    if refused.refusal is Refusal.RATE_LIMITED:
-        return 429, RESOURCE_EXHAUSTED
-    if refused.refusal is Refusal.LARGER_THAN_BURST:
-        return 413, RESOURCE_EXHAUSTED  # no retry can help: 413 and no RetryInfo tell exporters so
-    return 503, UNAVAILABLE
+class ErrorAnswer(NamedTuple):
+    """How both transports answer an error; the two say alike whether an exporter retries."""
+
+    http_status: int
+    code: int  # google.rpc.Code
+
+
+_RECEIVE_ANSWERS = {
+    ReceiveErrorReason.METHOD_NOT_ALLOWED: ErrorAnswer(405, UNIMPLEMENTED),
+    ReceiveErrorReason.UNSUPPORTED_CONTENT_TYPE: ErrorAnswer(415, INVALID_ARGUMENT),
+    ReceiveErrorReason.UNSUPPORTED_ENCODING: ErrorAnswer(415, INVALID_ARGUMENT),
+    ReceiveErrorReason.TOO_LARGE: ErrorAnswer(413, INVALID_ARGUMENT),
+    ReceiveErrorReason.INVALID_BODY: ErrorAnswer(400, INVALID_ARGUMENT),
+}
+_TENANT_ANSWERS = {
+    TenantErrorReason.MISSING: ErrorAnswer(401, UNAUTHENTICATED),
+    TenantErrorReason.INVALID: ErrorAnswer(400, INVALID_ARGUMENT),
+}
+_REFUSAL_ANSWERS = {
+    Refusal.RATE_LIMITED: ErrorAnswer(429, RESOURCE_EXHAUSTED),  # with Retry-After and RetryInfo
+    # No retry can help: 413 and no RetryInfo tell exporters so.
+    Refusal.LARGER_THAN_BURST: ErrorAnswer(413, RESOURCE_EXHAUSTED),
+    Refusal.QUEUE_FULL: ErrorAnswer(503, UNAVAILABLE),
+}
+
+
+def error_answer(error: ReceiveError | TenantError | PushRefused) -> ErrorAnswer:
+    if isinstance(error, ReceiveError):
+        return _RECEIVE_ANSWERS[error.reason]
+    if isinstance(error, TenantError):
+        return _TENANT_ANSWERS[error.reason]
+    return _REFUSAL_ANSWERS[error.reason]

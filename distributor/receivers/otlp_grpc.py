@@ -15,7 +15,7 @@ from distributor.receivers.otlp import (
     Encoding,
     ReceiveError,
     decode_traces,
-    refusal_answer,
+    error_answer,
     retry_info,
     status_message,
 )
@@ -61,21 +61,18 @@ class OtlpGrpcReceiver:
         try:
             tenant = resolve_tenant(metadata.get(ORG_ID_METADATA), self.multitenancy_enabled)
             traces = decode_traces(request, Encoding.PROTOBUF)
-        except TenantError as err:
-            code = grpc.StatusCode.UNAUTHENTICATED if err.status == 401 else grpc.StatusCode.INVALID_ARGUMENT
-            await context.abort(code, str(err))
-        except ReceiveError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+        except (TenantError, ReceiveError) as err:
+            await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
         try:
             # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
             self.pipeline.push(tenant, traces, ingress_bytes=len(request))
         except PushRefused as refused:
-            _, code = refusal_answer(refused)
+            code = error_answer(refused).code
             trailing: list[tuple[str, bytes]] = []
             if refused.retry_after is not None:
                 # The OTel SDK exporters read this trailer; others read the Status details.
                 trailing.append(("google.rpc.retryinfo-bin", retry_info(refused.retry_after)))
-            status = status_message(code, refused.message, refused.retry_after)
+            status = status_message(code, str(refused), refused.retry_after)
             trailing.append(("grpc-status-details-bin", status.SerializeToString()))
-            await context.abort(_GRPC_CODES[code], refused.message, tuple(trailing))
+            await context.abort(_GRPC_CODES[code], str(refused), tuple(trailing))
         return b""  # an empty ExportTraceServiceResponse: full success

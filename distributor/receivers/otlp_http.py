@@ -14,18 +14,17 @@ from distributor.ingest.tenant import ORG_ID_HEADER, TenantError, resolve_tenant
 from distributor.receivers.config import OtlpHttpConfig
 from distributor.receivers.otlp import (
     INTERNAL,
-    UNAUTHENTICATED,
     UNAVAILABLE,
-    UNIMPLEMENTED,
     Encoding,
     ReceiveError,
+    ReceiveErrorReason,
     check_content_encoding,
     decode_traces,
     encode_status,
     encode_success,
+    error_answer,
     gunzip,
     parse_content_type,
-    refusal_answer,
 )
 
 TRACES_PATH = "/v1/traces"
@@ -71,23 +70,22 @@ class OtlpHttpReceiver:
         encoding = Encoding.PROTOBUF  # errors found before the content type is known answer in protobuf
         try:
             if request.method != "POST":
-                raise ReceiveError(405, f"method {request.method} not allowed: use POST", UNIMPLEMENTED)
-            try:
-                tenant = resolve_tenant(request.headers.get(ORG_ID_HEADER), self.multitenancy_enabled)
-            except TenantError as err:
-                code = UNAUTHENTICATED if err.status == 401 else 3
-                raise ReceiveError(err.status, str(err), code) from None
+                raise ReceiveError(
+                    ReceiveErrorReason.METHOD_NOT_ALLOWED, f"method {request.method} not allowed: use POST"
+                )
+            tenant = resolve_tenant(request.headers.get(ORG_ID_HEADER), self.multitenancy_enabled)
             encoding = parse_content_type(request.headers.get("Content-Type"))
             compressed = check_content_encoding(request.headers.get("Content-Encoding"))
             body = await self._read_body(request)
             payload = gunzip(body, self.config.max_request_body_bytes) if compressed else body
             traces = decode_traces(payload, encoding)
             self.pipeline.push(tenant, traces, ingress_bytes=len(body))
-        except ReceiveError as err:
-            return self._error(encoding, err.status, err.code, err.message)
+        except (ReceiveError, TenantError) as err:
+            status, code = error_answer(err)
+            return self._error(encoding, status, code, str(err))
         except PushRefused as refused:
-            status, code = refusal_answer(refused)
-            response = self._error(encoding, status, code, refused.message, refused.retry_after)
+            status, code = error_answer(refused)
+            response = self._error(encoding, status, code, str(refused), refused.retry_after)
             if refused.retry_after is not None:
                 response.headers["Retry-After"] = retry_after_header(refused.retry_after)
             return response
@@ -99,11 +97,11 @@ class OtlpHttpReceiver:
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.config.max_request_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise ReceiveError(413, f"request body is larger than the limit of {limit} bytes")
+            raise _body_too_large(limit)
         try:
             return await request.read()  # the app's client_max_size stops chunked bodies at the limit
         except web.HTTPRequestEntityTooLarge:
-            raise ReceiveError(413, f"request body is larger than the limit of {limit} bytes") from None
+            raise _body_too_large(limit) from None
 
     @staticmethod
     def _error(
@@ -116,3 +114,9 @@ class OtlpHttpReceiver:
             content_type=encoding.value,
             headers=headers,
         )
+
+
+def _body_too_large(limit: int) -> ReceiveError:
+    return ReceiveError(
+        ReceiveErrorReason.TOO_LARGE, f"request body is larger than the limit of {limit} bytes"
+    )

@@ -23,10 +23,12 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from distributor.common.errors import DistributorError
+
 __all__ = ["OtlpJsonError", "export_response_json", "otlp_json_to_protobuf"]
 
 
-class OtlpJsonError(ValueError):
+class OtlpJsonError(DistributorError):
     """The body is not valid OTLP/JSON; str(err) is a clear message naming the JSON path at fault."""
 
 

@@ -6,14 +6,24 @@ import json
 
 from aiohttp import web
 
-from distributor.ingest.tenant import ORG_ID_HEADER, TenantError, resolve_tenant
+from distributor.ingest.tenant import ORG_ID_HEADER, TenantError, TenantErrorReason, resolve_tenant
 from distributor.overrides.user_configurable import (
     StoredOverrides,
     UserConfigurableOverrides,
     UserOverridesError,
+    UserOverridesErrorReason,
 )
 
 PATH = "/api/overrides"
+
+_TENANT_STATUSES = {TenantErrorReason.MISSING: 401, TenantErrorReason.INVALID: 400}
+_STATUSES = {
+    UserOverridesErrorReason.INVALID_DOCUMENT: 400,
+    UserOverridesErrorReason.INVALID_TENANT: 400,
+    UserOverridesErrorReason.NOT_FOUND: 404,
+    UserOverridesErrorReason.PRECONDITION_FAILED: 412,
+    UserOverridesErrorReason.PRECONDITION_REQUIRED: 428,
+}
 
 
 class UserOverridesApi:
@@ -33,10 +43,7 @@ class UserOverridesApi:
             tenant = resolve_tenant(request.headers.get(ORG_ID_HEADER), self.multitenancy_enabled)
             if_match = request.headers.get("If-Match")
             if request.method == "GET":
-                stored = self.store.get(tenant)
-                if stored is None:
-                    return _error(404, f"tenant {tenant!r} has no user-configurable overrides")
-                return _document(stored)
+                return _document(self.store.get(tenant))
             if request.method == "DELETE":
                 self.store.delete(tenant, if_match)
                 return web.Response(status=204)
@@ -52,9 +59,9 @@ class UserOverridesApi:
                 return _document(self.store.set(tenant, body, if_match))
             return _document(self.store.patch(tenant, body, if_match))
         except TenantError as err:
-            return _error(err.status, str(err))
+            return _error(_TENANT_STATUSES[err.reason], str(err))
         except UserOverridesError as err:
-            return _error(err.status, err.message)
+            return _error(_STATUSES[err.reason], str(err))
 
 
 def _document(stored: StoredOverrides) -> web.Response:

@@ -1,8 +1,8 @@
 """The cost-attribution usage tracker: exact protobuf bytes per (tenant, label values).
 
-Semantics: ../shared/specs/usage-tracker.md. `observe` is performance sensitive: it runs on every
-request, after the full validating decode (which alone costs ~0.55 us per span, see distributor/wire.py),
-so everything here avoids touching span objects unless a span-level dimension forces it.
+Semantics: docs/usage-tracker.md. `attribute` is performance sensitive: it runs on every request, after
+the full validating decode (which alone costs ~0.55 us per span, see distributor/ingest/wire.py), so
+everything here avoids touching span objects unless a span-level dimension forces it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from distributor.common.clock import Clock
 from distributor.common.discards import DiscardReason
+from distributor.common.usage import Usage
 from distributor.ingest.traces import ReceivedTraces
 from distributor.ingest.wire import (
     AttributeListScopeSpans,
@@ -250,10 +251,8 @@ class Attribution:
     accepted, or as discarded (by reason) when it is refused or later lost."""
 
     plan: _DimensionPlan
-    pending: dict[tuple[str, ...], int]
+    usage: dict[tuple[str, ...], Usage]  # by label values, in the plan's label order
     max_cardinality: int
-    # Spans per series (same keys as `pending`): the ledger's estimated_ingested_spans_usage.
-    spans: dict[tuple[str, ...], int]
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -283,20 +282,18 @@ class UsageTracker:
             plan = self._plans[dimensions] = _DimensionPlan(dimensions)
         return plan
 
-    def observe(self, tenant: str, traces: ReceivedTraces, limits: TenantLimits) -> None:
-        """Attribute every span's bytes of one validated request to its series, as received."""
-        attribution = self.attribute(traces, limits)
-        if attribution is not None:
-            self.record_received(tenant, attribution)
-
     def attribute(self, traces: ReceivedTraces, limits: TenantLimits) -> Attribution | None:
-        """The request's bytes per label values; None when the tenant is not tracked."""
+        """The request's usage (bytes and spans) per label values; None when the tenant is not tracked."""
         if not self.config.enabled or not limits.dimensions or traces.span_count == 0:
             return None
         plan = self._plan(limits.dimensions)
-        spans: dict[tuple[str, ...], int] = {}
-        pending = self._attribute(plan, traces, spans)
-        return Attribution(plan, pending, limits.max_cardinality or self.config.max_cardinality, spans)
+        bytes_by_values: dict[tuple[str, ...], int] = {}
+        spans_by_values: dict[tuple[str, ...], int] = {}
+        self._attribute(plan, traces, bytes_by_values, spans_by_values)
+        # Plain integers inside the loops (a value object per span or batch would cost there); one
+        # Usage per series per request here.
+        usage = {values: Usage(size, spans_by_values[values]) for values, size in bytes_by_values.items()}
+        return Attribution(plan, usage, limits.max_cardinality or self.config.max_cardinality)
 
     def record_received(
         self, tenant: str, attribution: Attribution
@@ -311,9 +308,13 @@ class UsageTracker:
         self._apply(self._discarded, tenant, lambda t, values: render(t, values, reason), attribution)
 
     def _attribute(
-        self, plan: _DimensionPlan, traces: ReceivedTraces, spans: dict[tuple[str, ...], int]
-    ) -> dict[tuple[str, ...], int]:
-        pending: dict[tuple[str, ...], int] = {}
+        self,
+        plan: _DimensionPlan,
+        traces: ReceivedTraces,
+        bytes_by_values: dict[tuple[str, ...], int],
+        spans_by_values: dict[tuple[str, ...], int],
+    ) -> None:
+        """Add the request's bytes and spans per label values into the two mappings."""
         encodings = traces.resource_spans_encodings
         needles = plan.span_needles
         batches = zip(traces.request.resource_spans, encodings, traces.batch_span_counts, strict=True)
@@ -326,11 +327,12 @@ class UsageTracker:
             if not any(needle in scope for scope in scopes for needle in needles):
                 # Every span of the batch shares one series, so span bytes plus portions add up to
                 # the batch's encoded size exactly: no per-span work at all.
-                pending[resource_values] = pending.get(resource_values, 0) + len(encoded)
-                spans[resource_values] = spans.get(resource_values, 0) + span_count
+                bytes_by_values[resource_values] = bytes_by_values.get(resource_values, 0) + len(encoded)
+                spans_by_values[resource_values] = spans_by_values.get(resource_values, 0) + span_count
                 continue
-            self._attribute_spans(plan, batch, encoded, scopes, span_count, resource_values, pending, spans)
-        return pending
+            self._attribute_spans(
+                plan, batch, encoded, scopes, span_count, resource_values, bytes_by_values, spans_by_values
+            )
 
     @staticmethod
     def _attribute_spans(
@@ -340,8 +342,8 @@ class UsageTracker:
         scopes: Any,
         span_count: int,
         resource_values: tuple[str, ...],
-        pending: dict[tuple[str, ...], int],
-        span_counts: dict[tuple[str, ...], int],
+        bytes_by_values: dict[tuple[str, ...], int],
+        spans_by_values: dict[tuple[str, ...], int],
     ) -> None:
         """Split one batch whose spans may carry their own values.
 
@@ -380,13 +382,15 @@ class UsageTracker:
             total = size + portion * own_counts[values]
             if values == first_values:
                 total += shared - portion * span_count
-            pending[values] = pending.get(values, 0) + total
-            span_counts[values] = span_counts.get(values, 0) + own_counts[values]
+            bytes_by_values[values] = bytes_by_values.get(values, 0) + total
+            spans_by_values[values] = spans_by_values.get(values, 0) + own_counts[values]
             remainder -= total
         own_spans = sum(own_counts.values())
         if own_spans < span_count:  # some spans kept the resource's values
-            pending[resource_values] = pending.get(resource_values, 0) + remainder
-            span_counts[resource_values] = span_counts.get(resource_values, 0) + span_count - own_spans
+            bytes_by_values[resource_values] = bytes_by_values.get(resource_values, 0) + remainder
+            spans_by_values[resource_values] = (
+                spans_by_values.get(resource_values, 0) + span_count - own_spans
+            )
 
     def _apply(
         self,
@@ -402,7 +406,8 @@ class UsageTracker:
         series = usage.series
         max_cardinality = attribution.max_cardinality
         overflowed: dict[tuple[str, ...], tuple[str, ...]] = {}
-        for values, total in attribution.pending.items():
+        for values, series_usage in attribution.usage.items():
+            total = series_usage.bytes
             key = render(tenant, values)
             entry = series.get(key)
             if entry is None:

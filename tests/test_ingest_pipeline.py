@@ -1,0 +1,242 @@
+"""The ingest pipeline on its own: what an accepted or refused request changes, without a server.
+
+Everything is real but the forwarders (a list and a switch for "has room"): the usage tracker, the token
+buckets on a ManualClock, the metrics in their own registry, and the ledger over an in-memory store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from distributor.overrides import (
+    CostAttributionOverrides,
+    OverridesProvider,
+    OverridesSnapshot,
+    TenantOverrides,
+    parse_dimensions,
+)
+from distributor.overrides.model import IngestionOverrides
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client import CollectorRegistry
+
+from distributor.common.discards import DiscardReason
+from distributor.forwarding.forwarder import ForwardItem
+from distributor.ingest.limits import IngestionRateLimiter
+from distributor.ingest.metrics import IngestMetrics
+from distributor.ingest.pipeline import Discards, IngestPipeline, PushRefused, Refusal
+from distributor.ledger.ledger import LedgerEntry, LedgerMetrics, UsageLedger
+from distributor.usage.config import CostAttributionConfig
+from distributor.usage.exposition import DISCARDED_METRIC, render_counter
+from distributor.usage.tracker import UsageTracker
+from tests.support.otlp import (
+    Labels,
+    ManualClock,
+    batch,
+    labels,
+    parse_discarded,
+    received,
+    request,
+    span,
+    usage,
+)
+
+TENANT = "acme"
+PLAIN = "plain"  # a tenant without cost-attribution dimensions
+SHOP = request(batch({"service.name": "shop"}, [span(), span()]), batch({"service.name": "cart"}, [span()]))
+SHOP_SIZE = SHOP.ByteSize()
+SHOP_USAGE = {
+    labels(TENANT, service_name="shop"): SHOP.resource_spans[0].ByteSize(),
+    labels(TENANT, service_name="cart"): SHOP.resource_spans[1].ByteSize(),
+}
+RATE = 1000  # bytes per second
+
+
+class FakeForwarder:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.room = True
+        self.items: list[ForwardItem] = []
+
+    def has_room(self, tenant: str) -> bool:
+        return self.room
+
+    def enqueue(self, item: ForwardItem) -> None:
+        self.items.append(item)
+
+
+class MemoryStore:
+    """The part of a LedgerStore a flush uses."""
+
+    def __init__(self) -> None:
+        self.entries: list[LedgerEntry] = []
+
+    def write(self, entries: Sequence[LedgerEntry], flushed_at: float) -> int:
+        self.entries.extend(entries)
+        return 1
+
+    def maintain(self, merge_before: float, keep_from_hour: int, keep_from_month: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Pipeline:
+    pipeline: IngestPipeline
+    tracker: UsageTracker
+    registry: CollectorRegistry
+    clock: ManualClock
+    forwarders: dict[str, FakeForwarder] = field(default_factory=dict)
+
+    def push(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> None:
+        self.pipeline.push(tenant, received(traces), ingress_bytes=traces.ByteSize())
+
+    def refusal(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> PushRefused:
+        with pytest.raises(PushRefused) as refused:
+            self.push(traces, tenant)
+        return refused.value
+
+    def counter(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    def received_spans(self, tenant: str = TENANT) -> float:
+        return self.counter("tempo_distributor_spans_received_total", tenant=tenant)
+
+    def discarded_spans(self, reason: DiscardReason, tenant: str = TENANT) -> float:
+        return self.counter("tempo_discarded_spans_total", tenant=tenant, reason=reason)
+
+    def discarded_usage(self) -> dict[Labels, float]:
+        text = render_counter(self.tracker.discarded_series(), openmetrics=False, name=DISCARDED_METRIC)
+        return parse_discarded(text.decode())
+
+    def queued(self) -> list[ForwardItem]:
+        return self.forwarders["primary"].items
+
+
+def build(
+    burst: int = 10 * SHOP_SIZE, forwarders: tuple[str, ...] = ("primary",), ledger: UsageLedger | None = None
+) -> Pipeline:
+    clock = ManualClock()
+    registry = CollectorRegistry()
+    tracker = UsageTracker(CostAttributionConfig(enabled=True), clock)
+    metrics = IngestMetrics(registry)
+    ingestion = IngestionOverrides(rate_limit_bytes=RATE, burst_size_bytes=burst)
+    snapshot = OverridesSnapshot(
+        defaults=TenantOverrides(ingestion=ingestion, forwarders=forwarders),
+        per_tenant={
+            TENANT: TenantOverrides(
+                CostAttributionOverrides(dimensions=parse_dimensions({"service.name": ""}))
+            )
+        },
+    )
+    fakes = {name: FakeForwarder(name) for name in forwarders}
+    pipeline = IngestPipeline(
+        OverridesProvider(snapshot),
+        tracker,
+        metrics,
+        Discards(metrics, tracker),
+        IngestionRateLimiter(clock),
+        fakes,
+        ledger,
+    )
+    return Pipeline(pipeline, tracker, registry, clock, fakes)
+
+
+def test_accepted_request_is_accounted_and_queued_for_every_forwarder() -> None:
+    tested = build(forwarders=("primary", "archive"))
+    tested.push(SHOP)
+    assert tested.received_spans() == 3
+    assert tested.counter("tempo_distributor_bytes_received_total", tenant=TENANT) == SHOP_SIZE
+    assert tested.counter("tempo_distributor_ingress_bytes_total", tenant=TENANT) == SHOP_SIZE
+    assert usage(tested.tracker) == SHOP_USAGE
+    for forwarder in tested.forwarders.values():
+        [item] = forwarder.items
+        assert (item.tenant, item.payload, item.span_count) == (TENANT, SHOP.SerializeToString(), 3)
+        assert item.attribution is not None, "kept to attribute the bytes if the item is dropped"
+    assert tested.discarded_usage() == {}
+
+
+async def test_accepted_request_is_recorded_in_the_ledger_as_the_tracker_attributed_it() -> None:
+    store = MemoryStore()
+    ledger = UsageLedger(store, LedgerMetrics(CollectorRegistry()), 3600.0, 15, 3600.0, lambda: 7200.5)
+    tested = build(ledger=ledger)
+    try:
+        tested.push(SHOP)
+        tested.push(SHOP, tenant=PLAIN)
+        assert await ledger.flush()
+    finally:
+        await ledger.close()
+    shop, cart = (batch.ByteSize() for batch in SHOP.resource_spans)
+    assert sorted(store.entries, key=lambda entry: (entry.tenant, entry.tags)) == [
+        LedgerEntry(TENANT, 7200, (("service_name", "cart"),), cart, 1),
+        LedgerEntry(TENANT, 7200, (("service_name", "shop"),), shop, 2),
+        LedgerEntry(PLAIN, 7200, (), shop + cart, 3),
+    ]
+
+
+def test_rate_limited_request_is_discarded_attributed_and_not_queued() -> None:
+    tested = build(burst=SHOP_SIZE + SHOP_SIZE // 2)
+    tested.push(SHOP)
+    refused = tested.refusal(SHOP)
+    assert refused.reason is Refusal.RATE_LIMITED
+    # Half a request's tokens are left; the other half takes half of SHOP_SIZE / RATE seconds to refill.
+    assert refused.retry_after == pytest.approx((SHOP_SIZE - SHOP_SIZE // 2) / RATE)
+    assert str(refused).startswith("RATE_LIMITED: ingestion rate limit (local: 1000 bytes/s")
+    assert tested.received_spans() == 3, "only the first request"
+    assert tested.discarded_spans(DiscardReason.RATE_LIMITED) == 3
+    assert tested.discarded_usage() == {
+        series | {("reason", "rate_limited")}: size for series, size in SHOP_USAGE.items()
+    }
+    assert usage(tested.tracker) == SHOP_USAGE, "the refused request is not counted as received"
+    assert len(tested.queued()) == 1
+
+
+def test_request_larger_than_the_burst_is_refused_with_no_time_to_wait() -> None:
+    tested = build(burst=SHOP_SIZE - 1)
+    refused = tested.refusal(SHOP)
+    assert refused.reason is Refusal.LARGER_THAN_BURST
+    assert refused.retry_after is None
+    assert "exceeds ingestion limit" in str(refused)
+    assert tested.discarded_spans(DiscardReason.RATE_LIMITED) == 3
+    assert tested.received_spans() == 0 and tested.queued() == []
+
+
+def test_full_queue_refuses_the_request_and_gives_its_rate_tokens_back() -> None:
+    tested = build(burst=SHOP_SIZE)  # room for exactly one request
+    tested.forwarders["primary"].room = False
+    refused = tested.refusal(SHOP)
+    assert (refused.reason, refused.retry_after) == (Refusal.QUEUE_FULL, 1.0)
+    assert "forwarding queue full for tenant acme (forwarder primary)" in str(refused)
+    assert tested.discarded_spans(DiscardReason.QUEUE_FULL) == 3
+    assert tested.discarded_usage() == {
+        series | {("reason", "queue_full")}: size for series, size in SHOP_USAGE.items()
+    }
+    assert tested.received_spans() == 0 and usage(tested.tracker) == {}
+
+    tested.forwarders["primary"].room = True
+    tested.push(SHOP)  # no time has passed: only the tokens given back let it through
+    assert tested.received_spans() == 3 and len(tested.queued()) == 1
+
+
+def test_tenant_without_forwarders_is_accounted_and_counted_as_no_forwarder() -> None:
+    tested = build(forwarders=())
+    tested.push(SHOP)
+    assert tested.received_spans() == 3
+    assert usage(tested.tracker) == SHOP_USAGE
+    assert tested.discarded_spans(DiscardReason.NO_FORWARDER) == 3
+    assert tested.discarded_usage() == {}, "measured only: its bytes were received, not discarded"
+
+
+def test_request_without_spans_counts_only_its_ingress_bytes() -> None:
+    tested = build(burst=SHOP_SIZE)
+    empty = request(batch({"service.name": "idle"}), batch({"service.name": "shop"}, []))
+    tested.push(empty)
+    assert tested.counter("tempo_distributor_ingress_bytes_total", tenant=TENANT) == empty.ByteSize()
+    assert tested.received_spans() == 0
+    assert tested.counter("tempo_distributor_bytes_received_total", tenant=TENANT) == 0
+    assert usage(tested.tracker) == {} and tested.queued() == []
+    tested.push(SHOP)  # the whole burst is still there: the empty request took no tokens
+    assert tested.received_spans() == 3

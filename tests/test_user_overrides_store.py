@@ -1,0 +1,182 @@
+"""The user-configurable overrides store on its own: every refusal names its reason (and the document
+key at fault), and changes nothing; what is stored is put in force. The HTTP statuses for these reasons
+are tested through the running service in test_user_overrides_api.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from distributor.overrides import OverridesProvider, OverridesSnapshot, TenantOverrides
+from distributor.overrides.user_configurable import (
+    MAX_USER_DIMENSIONS,
+    UserConfigurableOverrides,
+    UserOverridesError,
+    UserOverridesErrorReason,
+)
+
+TENANT = "acme"
+TEAM = {"cost_attribution": {"dimensions": ["team"]}}
+NAMESPACE = {"cost_attribution": {"dimensions": {"k8s.namespace.name": "namespace"}}}
+INVALID_DOCUMENT = UserOverridesErrorReason.INVALID_DOCUMENT
+TOO_MANY = [f"attribute{i}" for i in range(MAX_USER_DIMENSIONS + 1)]
+
+
+def new_store(directory: Path) -> UserConfigurableOverrides:
+    return UserConfigurableOverrides(directory, OverridesProvider(OverridesSnapshot(TenantOverrides())))
+
+
+@dataclass(frozen=True)
+class Refusal:
+    name: str
+    change: Callable[[UserConfigurableOverrides, str], object]  # given the store and the current ETag
+    reason: UserOverridesErrorReason
+    message: str
+    key: str | None = None
+
+
+REFUSALS = [
+    Refusal(
+        "not an object",
+        lambda store, _: store.set(TENANT, ["team"], None),
+        INVALID_DOCUMENT,
+        "the body must be a JSON object",
+    ),
+    Refusal(
+        "patch not an object",
+        lambda store, etag: store.patch(TENANT, "team", etag),
+        INVALID_DOCUMENT,
+        "the body must be a JSON object (a JSON merge patch)",
+    ),
+    Refusal(
+        "unknown top-level key",
+        lambda store, _: store.set(TENANT, {"ingestion": {}}, None),
+        INVALID_DOCUMENT,
+        "ingestion: unknown or not user-configurable (allowed: cost_attribution)",
+        "ingestion",
+    ),
+    Refusal(
+        "cost_attribution not an object",
+        lambda store, _: store.set(TENANT, {"cost_attribution": ["team"]}, None),
+        INVALID_DOCUMENT,
+        "cost_attribution: must be an object",
+        "cost_attribution",
+    ),
+    Refusal(
+        "operator-only key",
+        lambda store, _: store.set(TENANT, {"cost_attribution": {"max_cardinality": 5}}, None),
+        INVALID_DOCUMENT,
+        "cost_attribution.max_cardinality: only the operator can set this",
+        "cost_attribution.max_cardinality",
+    ),
+    Refusal(
+        "unknown cost_attribution key",
+        lambda store, _: store.set(TENANT, {"cost_attribution": {"labels": []}}, None),
+        INVALID_DOCUMENT,
+        "cost_attribution.labels: unknown key (allowed: dimensions)",
+        "cost_attribution.labels",
+    ),
+    Refusal(
+        "invalid dimension, through a patch",
+        lambda store, etag: store.patch(TENANT, {"cost_attribution": {"dimensions": {"x": "tenant"}}}, etag),
+        INVALID_DOCUMENT,
+        "cost_attribution.dimensions: dimension 'x': label 'tenant' is reserved by the usage tracker",
+        "cost_attribution.dimensions",
+    ),
+    Refusal(
+        "too many dimensions",
+        lambda store, _: store.set(
+            TENANT,
+            {"cost_attribution": {"dimensions": TOO_MANY}},
+            None,
+        ),
+        INVALID_DOCUMENT,
+        f"cost_attribution.dimensions: {MAX_USER_DIMENSIONS + 1} dimensions, at most {MAX_USER_DIMENSIONS}",
+        "cost_attribution.dimensions",
+    ),
+    Refusal(
+        "invalid tenant id",
+        lambda store, _: store.set("../acme", TEAM, None),
+        UserOverridesErrorReason.INVALID_TENANT,
+        "tenant id '../acme' contains characters outside a-zA-Z0-9!-_.*'()",
+    ),
+    Refusal(
+        "other tenant has nothing to delete",
+        lambda store, _: store.delete("globex", None),
+        UserOverridesErrorReason.NOT_FOUND,
+        "tenant 'globex' has no user-configurable overrides",
+    ),
+    Refusal(
+        "other tenant has nothing to read",
+        lambda store, _: store.get("globex"),
+        UserOverridesErrorReason.NOT_FOUND,
+        "tenant 'globex' has no user-configurable overrides",
+    ),
+    Refusal(
+        "replace without If-Match",
+        lambda store, _: store.set(TENANT, NAMESPACE, None),
+        UserOverridesErrorReason.PRECONDITION_REQUIRED,
+        "If-Match with the current ETag is required to change existing overrides",
+    ),
+    Refusal(
+        "patch without If-Match",
+        lambda store, _: store.patch(TENANT, NAMESPACE, None),
+        UserOverridesErrorReason.PRECONDITION_REQUIRED,
+        "If-Match with the current ETag is required to change existing overrides",
+    ),
+    Refusal(
+        "delete without If-Match",
+        lambda store, _: store.delete(TENANT, None),
+        UserOverridesErrorReason.PRECONDITION_REQUIRED,
+        "If-Match with the current ETag is required to change existing overrides",
+    ),
+    Refusal(
+        "stale ETag",
+        lambda store, _: store.set(TENANT, NAMESPACE, '"stale"'),
+        UserOverridesErrorReason.PRECONDITION_FAILED,
+        "the overrides changed since they were read (ETag mismatch)",
+    ),
+    Refusal(
+        "If-Match for a tenant without overrides",
+        lambda store, etag: store.set("globex", NAMESPACE, etag),
+        UserOverridesErrorReason.PRECONDITION_FAILED,
+        "If-Match was given but the tenant has no overrides yet",
+    ),
+]
+
+
+@pytest.mark.parametrize("refusal", REFUSALS, ids=[refusal.name for refusal in REFUSALS])
+def test_refused_change_names_its_reason_and_changes_nothing(tmp_path: Path, refusal: Refusal) -> None:
+    store = new_store(tmp_path)
+    stored = store.set(TENANT, TEAM, None)
+    documents = sorted(path.name for path in tmp_path.glob("*.json"))
+    with pytest.raises(UserOverridesError) as refused:
+        refusal.change(store, stored.etag)
+    assert (refused.value.reason, str(refused.value), refused.value.key) == (
+        refusal.reason,
+        refusal.message,
+        refusal.key,
+    )
+    assert store.get(TENANT) == stored
+    assert sorted(path.name for path in tmp_path.glob("*.json")) == documents
+
+
+def test_set_patch_and_delete_with_the_current_etag_put_the_document_in_force(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    created = store.set(TENANT, TEAM, None)
+    assert (store.get(TENANT), created.document) == (created, TEAM)
+    assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["team"]
+
+    patched = store.patch(TENANT, NAMESPACE, created.etag)
+    assert patched.document == NAMESPACE and patched.etag != created.etag, "an object replaces a list whole"
+    assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["namespace"]
+
+    replaced = store.set(TENANT, TEAM, "*")
+    assert replaced.document == TEAM
+    store.delete(TENANT, replaced.etag)
+    assert store.provider.for_tenant(TENANT).dimensions == ()
+    with pytest.raises(UserOverridesError) as missing:
+        store.get(TENANT)
+    assert missing.value.reason is UserOverridesErrorReason.NOT_FOUND
