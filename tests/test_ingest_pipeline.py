@@ -30,17 +30,9 @@ from distributor.ledger.ledger import LedgerEntry, LedgerMetrics, UsageLedger
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.exposition import DISCARDED_METRIC, render_counter
 from distributor.usage.tracker import UsageTracker
-from tests.support.otlp import (
-    Labels,
-    ManualClock,
-    batch,
-    labels,
-    parse_discarded,
-    received,
-    request,
-    span,
-    usage,
-)
+from tests.support.clock import ManualClock
+from tests.support.metrics import Labels, labels, parse_discarded, usage
+from tests.support.otlp import batch, received, request, span
 
 TENANT = "acme"
 PLAIN = "plain"  # a tenant without cost-attribution dimensions
