@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from distributor.common.lifecycle import BackgroundTaskMetrics
 from distributor.config import load_config
 from distributor.ledger.ledger import (
     BYTES_USAGE,
@@ -271,8 +272,15 @@ async def test_a_flush_prunes_usage_older_than_retention_months(tmp_path: Path) 
     july_last, august_first = utc(2025, 7, 31, 23), utc(2025, 8, 1, 0)
     seeded.write([entry("acme", july_last, 1, 1), entry("acme", august_first, 2, 1)], START - 10 * HOUR)
     seeded.close()
+    registry = CollectorRegistry()
     ledger = UsageLedger(
-        SqliteLedgerStore(path), LedgerMetrics(CollectorRegistry()), 3600.0, 15, 3600.0, lambda: START
+        SqliteLedgerStore(path),
+        LedgerMetrics(registry),
+        3600.0,
+        15,
+        3600.0,
+        lambda: START,
+        task_metrics=BackgroundTaskMetrics(registry),
     )
     try:
         assert await ledger.flush()  # November 2026 keeps 15 months back: from August 2025
@@ -281,7 +289,7 @@ async def test_a_flush_prunes_usage_older_than_retention_months(tmp_path: Path) 
         months = await ledger.read(lambda s: as_usage(s.monthly(["acme"], 0, NOV, s.snapshot().seq)))
         assert months == {(august_first, "acme", ()): (2, 1)}
     finally:
-        await ledger.close()
+        await ledger.stop(0.0)
 
 
 @pytest.mark.parametrize(
@@ -350,12 +358,19 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
     path = tmp_path / "ledger.db"
     registry = CollectorRegistry()
     now = [START]
-    ledger = UsageLedger(SqliteLedgerStore(path), LedgerMetrics(registry), 3600.0, 15, 3600.0, lambda: now[0])
+    ledger = UsageLedger(
+        SqliteLedgerStore(path),
+        LedgerMetrics(registry),
+        3600.0,
+        15,
+        3600.0,
+        lambda: now[0],
+        task_metrics=BackgroundTaskMetrics(registry),
+    )
     try:
         ledger.record("acme", ("team",), {("a",): 100, ("b",): 30}, {("a",): 2, ("b",): 1}, {})
         execute(path, FAIL_WRITES)
         assert not await ledger.flush()
-        assert ledger.pending_usage() == 2
         assert flush_metrics(registry) == {"success": None, "failure": 1.0, "pending": 2.0, "last": 0.0}
         assert row_counts(path) == {"hourly": 0, "monthly": 0, "flushes": 0}
 
@@ -364,7 +379,6 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
         ledger.record_total("plain", 11, 1)
         execute(path, ALLOW_WRITES)
         assert await ledger.flush()
-        assert ledger.pending_usage() == 0
         assert flush_metrics(registry) == {
             "success": 1.0,
             "failure": 1.0,
@@ -382,7 +396,7 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
             (H10 + HOUR, "plain", ()): (11, 1),
         }
     finally:
-        await ledger.close()
+        await ledger.stop(0.0)
 
 
 async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
@@ -394,7 +408,16 @@ async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(store, "maintain", locked)
-    ledger = UsageLedger(store, LedgerMetrics(CollectorRegistry()), 3600.0, 15, 3600.0, lambda: START)
+    registry = CollectorRegistry()
+    ledger = UsageLedger(
+        store,
+        LedgerMetrics(registry),
+        3600.0,
+        15,
+        3600.0,
+        lambda: START,
+        task_metrics=BackgroundTaskMetrics(registry),
+    )
     try:
         ledger.record_total("acme", 100, 2)
         await ledger.flush()  # the first flush also runs maintenance, which fails here
@@ -402,7 +425,7 @@ async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
         stored = await ledger.read(lambda s: as_usage(s.hourly(["acme"], H10, H10 + HOUR, s.snapshot().seq)))
         assert stored == {(H10, "acme", ()): (100, 2)}
     finally:
-        await ledger.close()
+        await ledger.stop(0.0)
 
 
 # --- 2. What the pipeline records: the tracker's attribution ---------------------------------------------
@@ -708,7 +731,7 @@ async def test_the_flush_period_timer_flushes_a_running_service(tmp_path: Path) 
 
         found = await eventually(stored, "the periodic flush", timeout=5.0)
         assert found == {("acme", '{"service_name":"checkout","team":"payments"}'): (sent, 2)}
-        assert running.service.ledger is not None and running.service.ledger.pending_usage() == 0
+        assert running.service.registry.get_sample_value("tempo_usage_ledger_pending_entries") == 0
 
 
 # --- 4. The real CLI: SIGKILL and SIGTERM -----------------------------------------------------------------
