@@ -35,7 +35,8 @@ class Component(Protocol):
 
     async def stop(self, deadline: float) -> None:
         """Finish the work taken on by `deadline` (an instant of the event loop's clock), give up on
-        the rest as the component documents, and release everything; called once, after start()."""
+        the rest as the component documents, and release everything. Called once, after start(),
+        also when start() raised half-way."""
         ...
 
 
