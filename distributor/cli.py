@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from distributor.common.lifecycle import StopFailed
 from distributor.config import load_config
 from distributor.overrides import ConfigError
 from distributor.service import Service
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_serve(service))
     except OSError as err:
         print(f"error: cannot listen: {err}", file=sys.stderr)
+        return 1
+    except StopFailed as err:
+        print(f"error: shutdown incomplete, every other step ran: {err}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,24 +1,27 @@
-"""Assembles the pipeline from a Config and runs its listeners: start, serve, stop."""
+"""The composition root: builds the pipeline's components from a Config, starts them in order and
+stops them in reverse."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import socket
 import sqlite3
 import time
-from collections.abc import Awaitable
-
-from aiohttp import web
 
 from distributor.attribution.api import UsageAttributionApi
 from distributor.attribution.http import UsageAttributionHttp
 from distributor.common.clock import Clock
-from distributor.common.endpoint import Endpoint
+from distributor.common.lifecycle import (
+    BackgroundTaskMetrics,
+    Component,
+    PeriodicTask,
+    StopFailed,
+    StoppedTogether,
+    stop_in_reverse,
+)
 from distributor.config import Config
-from distributor.forwarding.clients import create_client
-from distributor.forwarding.forwarder import Forwarder
+from distributor.forwarding.forwarders import Forwarders
 from distributor.forwarding.metrics import ForwarderMetrics
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
@@ -27,11 +30,12 @@ from distributor.ledger.ledger import LedgerMetrics, UsageLedger
 from distributor.ledger.sqlite import SqliteLedgerStore
 from distributor.overrides import ConfigError, OverridesProvider, OverridesSnapshot
 from distributor.overrides.metrics import RuntimeConfigCollector
-from distributor.overrides.reload import RuntimeOverridesReloader
+from distributor.overrides.reload import OverridesRefresh, RuntimeOverridesReloader
 from distributor.overrides.user_configurable import UserConfigurableOverrides
 from distributor.receivers.otlp_grpc import OtlpGrpcReceiver
 from distributor.receivers.otlp_http import OtlpHttpReceiver
 from distributor.server.endpoints import ServerEndpoints
+from distributor.server.listener import HttpListener
 from distributor.server.metrics import new_registry, request_metrics_middleware
 from distributor.server.user_overrides import UserOverridesApi
 from distributor.usage.metrics import UsageTrackerCollector
@@ -70,19 +74,13 @@ class Service:
         self.registry.register(UsageTrackerCollector(self.tracker))
         if self.reloader is not None:
             self.registry.register(RuntimeConfigCollector(self.reloader))
-        self._request_metrics = request_metrics_middleware(self.registry)
+        request_metrics = request_metrics_middleware(self.registry)
+        task_metrics = BackgroundTaskMetrics(self.registry)
         ingest_metrics = IngestMetrics(self.registry)
         discards = Discards(ingest_metrics, self.tracker)
-        forwarder_metrics = ForwarderMetrics(self.registry)
-        self.forwarders: dict[str, Forwarder] = {}
-        for forwarder_config in config.forwarders:
-            forwarder = Forwarder(
-                forwarder_config, create_client(forwarder_config), forwarder_metrics, discards.forward_dropped
-            )
-            self.forwarders[forwarder.name] = forwarder
-            forwarder_metrics.watch_queues(
-                forwarder.name, forwarder_config.queue_size, forwarder.queue_lengths
-            )
+        self.forwarders = Forwarders(
+            config.forwarders, ForwarderMetrics(self.registry), discards.forward_dropped
+        )
         self.rate_limiter = IngestionRateLimiter(clock)
         self.ledger: UsageLedger | None = None
         attribution_api: UsageAttributionApi | None = None
@@ -104,6 +102,7 @@ class Service:
                 attribution.ledger.retention_months,
                 merge_after=attribution.api.cursor_ttl,
                 wall_clock=wall_clock,
+                task_metrics=task_metrics,
             )
             attribution_api = UsageAttributionApi(attribution, self.ledger, self.org_tags, clock, wall_clock)
         self.attribution_http = UsageAttributionHttp(attribution_api)
@@ -117,74 +116,75 @@ class Service:
             self.ledger,
         )
         self.endpoints = ServerEndpoints(config, self.tracker, self.registry, self.overrides, self.reloader)
-        self.otlp_http = OtlpHttpReceiver(config.otlp_http, self.pipeline, config.multitenancy_enabled)
-        self.otlp_grpc = (
-            OtlpGrpcReceiver(config.otlp_grpc, self.pipeline, config.multitenancy_enabled)
-            if config.otlp_grpc is not None
-            else None
-        )
-        self.otlp_grpc_address: tuple[str, int] | None = None
         self.user_overrides_api = UserOverridesApi(self.user_overrides, config.multitenancy_enabled)
-        self._server_runner: web.AppRunner | None = None
-        self._receiver_runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.server_address: tuple[str, int] | None = None
-        self.otlp_http_address: tuple[str, int] | None = None
-
-    def _app(self, routes: list[web.AbstractRouteDef], client_max_size: int = 1024**2) -> web.Application:
-        app = web.Application(client_max_size=client_max_size)
-        app.middlewares.append(self._request_metrics)  # type: ignore[arg-type]
-        app.add_routes(routes)
-        return app
-
-    async def _listen(
-        self, app: web.Application, endpoint: Endpoint, auto_decompress: bool = True
-    ) -> tuple[web.AppRunner, tuple[str, int]]:
-        sock = socket.create_server((endpoint.host, endpoint.port), backlog=1024)
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            auto_decompress=auto_decompress,
-            shutdown_timeout=self.config.server.graceful_shutdown_timeout,  # for requests in flight
+        shutdown_timeout = config.server.graceful_shutdown_timeout
+        self.server_port = HttpListener(
+            config.server.endpoint,
+            self.endpoints.routes() + self.user_overrides_api.routes() + self.attribution_http.routes(),
+            request_metrics,
+            shutdown_timeout,
         )
-        await runner.setup()
-        try:
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        host, port = sock.getsockname()[:2]
-        return runner, (str(host), int(port))
+        self.otlp_http = OtlpHttpReceiver(
+            config.otlp_http, self.pipeline, config.multitenancy_enabled, request_metrics, shutdown_timeout
+        )
+        receivers: list[tuple[str, Component]] = [("OTLP/HTTP receiver", self.otlp_http)]
+        self.otlp_grpc: OtlpGrpcReceiver | None = None
+        if config.otlp_grpc is not None:
+            self.otlp_grpc = OtlpGrpcReceiver(config.otlp_grpc, self.pipeline, config.multitenancy_enabled)
+            receivers.append(("OTLP/gRPC receiver", self.otlp_grpc))
+        self._overrides_refresh = OverridesRefresh(self.reloader, self.user_overrides)
+
+        # Started in this order, stopped in the reverse one: periodic work first, then the receivers
+        # stop taking requests and finish those in flight, the forwarders deliver what they hold, the
+        # server port (/metrics) closes, and the ledger's final flush stores what all that added.
+        components: list[tuple[str, Component]] = []
+        if self.ledger is not None:
+            components.append(("usage ledger", self.ledger))
+        components += [
+            ("server port", self.server_port),
+            ("forwarders", self.forwarders),
+            ("receivers", StoppedTogether(receivers)),
+            (
+                "stale state purge",
+                PeriodicTask("purge_stale", STALE_PURGE_INTERVAL_SECONDS, self._purge_stale, task_metrics),
+            ),
+        ]
+        if self._overrides_refresh.has_sources:
+            reload_task = PeriodicTask(
+                "overrides_reload",
+                config.overrides.per_tenant_override_period,
+                self._overrides_refresh.reload,
+                task_metrics,
+            )
+            components.append(("overrides reload", reload_task))
+        self._components = components
+        self._started: list[tuple[str, Component]] = []
+
+    @property
+    def server_address(self) -> tuple[str, int] | None:
+        return self.server_port.address
+
+    @property
+    def otlp_http_address(self) -> tuple[str, int] | None:
+        return self.otlp_http.address
+
+    @property
+    def otlp_grpc_address(self) -> tuple[str, int] | None:
+        return self.otlp_grpc.address if self.otlp_grpc is not None else None
 
     async def start(self) -> None:
+        """Start every component in order; if one cannot start (a port in use), stop what was
+        started and raise its error."""
         try:
-            for forwarder in self.forwarders.values():
-                await forwarder.start()
-            server_routes = (
-                self.endpoints.routes() + self.user_overrides_api.routes() + self.attribution_http.routes()
-            )
-            self._server_runner, self.server_address = await self._listen(
-                self._app(server_routes), self.config.server.endpoint
-            )
-            receiver_app = self._app(self.otlp_http.routes(), self.config.otlp_http.max_request_body_bytes)
-            # The receiver inflates gzip itself: it must count compressed ingress bytes and stop a
-            # gzip bomb at max_request_body_bytes, which aiohttp's automatic inflation would not.
-            self._receiver_runner, self.otlp_http_address = await self._listen(
-                receiver_app, self.config.otlp_http.endpoint, auto_decompress=False
-            )
-            if self.otlp_grpc is not None:
-                self.otlp_grpc_address = await self.otlp_grpc.start()
-                log.info("OTLP/gRPC listening on %s:%d", *self.otlp_grpc_address)
+            for named in self._components:
+                self._started.append(named)  # stopped even when its start fails half-way
+                await named[1].start()
         except BaseException:
-            await self.stop()
+            with contextlib.suppress(StopFailed):  # each failure is logged; the start error matters
+                await self.stop()
             raise
-        if self.ledger is not None:
-            self.ledger.start()
-        self._tasks.append(asyncio.create_task(self._purge_stale_forever()))
-        if self.reloader is not None or self.user_overrides is not None:
-            self._tasks.append(asyncio.create_task(self._reload_overrides_forever()))
         self.endpoints.ready = True
+        assert self.server_address is not None and self.otlp_http_address is not None
         log.info(
             "distributor ready: server http://%s:%d, OTLP/HTTP http://%s:%d%s",
             *self.server_address,
@@ -196,47 +196,15 @@ class Service:
         """Graceful shutdown within server.graceful_shutdown_timeout: /ready answers 503, the receivers
         stop taking requests and finish those in flight, the forwarders deliver what they hold; what
         is still undelivered at the deadline is counted and logged. The server port (/metrics) closes
-        last."""
+        after them, and the ledger's final flush comes last.
+
+        Every step runs even when an earlier one fails; then StopFailed names what failed."""
         self.endpoints.ready = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.server.graceful_shutdown_timeout
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        # New requests are refused from here on (gRPC: UNAVAILABLE; HTTP: the listener closes and
-        # requests on open connections get 503); those already being handled are finished first.
-        # Not runner.cleanup() at once: aiohttp then drops the rest of a body still arriving.
-        stopping: list[Awaitable[None]] = []
-        if self.otlp_grpc is not None:
-            stopping.append(self.otlp_grpc.stop(max(0.0, deadline - loop.time())))
-        if self._receiver_runner is not None:
-            for site in list(self._receiver_runner.sites):
-                await site.stop()
-            stopping.append(self.otlp_http.drain(deadline - loop.time()))
-        await asyncio.gather(*stopping)
-        if self._receiver_runner is not None:
-            await self._receiver_runner.cleanup()
-            self._receiver_runner = None
-        pending = sum(forwarder.pending() for forwarder in self.forwarders.values())
-        if pending:
-            log.info("delivering %d queued requests before exit", pending)
-        dropped_before = sum(forwarder.dropped_requests for forwarder in self.forwarders.values())
-        for forwarder in self.forwarders.values():
-            await forwarder.drain(deadline - loop.time())
-        dropped = sum(forwarder.dropped_requests for forwarder in self.forwarders.values()) - dropped_before
-        if pending and not dropped:
-            log.info("all queued requests delivered")
-        elif pending:
-            log.warning("%d of %d queued requests were not delivered (see above)", dropped, pending)
-        if self._server_runner is not None:
-            await self._server_runner.cleanup()
-            self._server_runner = None
-        if self.ledger is not None:
-            # Last: the periodic flush went on during the drain; this writes what the final requests added.
-            await self.ledger.close()
-            self.ledger = None
+        deadline = asyncio.get_running_loop().time() + self.config.server.graceful_shutdown_timeout
+        started, self._started = self._started, []
+        failures = await stop_in_reverse(started, deadline)
+        if failures:
+            raise StopFailed(failures)
 
     def org_tags(self, tenant: str) -> tuple[str, ...]:
         """A tenant's usage attribution tags: its cost-attribution output labels, sorted."""
@@ -247,20 +215,10 @@ class Service:
     def reload_overrides(self) -> bool:
         """Re-read the per-tenant file and the user-configurable directory now (every period, on
         SIGHUP, and from tests); True when anything new was put in force."""
-        changed = self.reloader.reload() if self.reloader is not None else False
-        if self.user_overrides is not None:
-            changed = self.user_overrides.load_all() or changed
-        return changed
+        return self._overrides_refresh.reload()
 
-    async def _reload_overrides_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.overrides.per_tenant_override_period)
-            self.reload_overrides()
-
-    async def _purge_stale_forever(self) -> None:
-        while True:
-            await asyncio.sleep(STALE_PURGE_INTERVAL_SECONDS)
-            self.rate_limiter.forget_full_buckets()
-            deleted = self.tracker.purge_stale()
-            if deleted:
-                log.debug("purged %d stale usage series", deleted)
+    def _purge_stale(self) -> None:
+        self.rate_limiter.forget_full_buckets()
+        deleted = self.tracker.purge_stale()
+        if deleted:
+            log.debug("purged %d stale usage series", deleted)

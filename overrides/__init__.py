@@ -1,5 +1,6 @@
 """Per-tenant limits: model, loading, validation and the swappable set in force."""
 
+from distributor.common.config_reader import ConfigError, parse_duration
 from distributor.overrides.dimensions import (
     Dimension,
     DimensionError,
@@ -17,8 +18,6 @@ from distributor.overrides.model import (
 )
 from distributor.overrides.provider import OverridesProvider
 from distributor.overrides.tenant_ids import tenant_id_problem
-
-from distributor.common.config_reader import ConfigError, parse_duration
 
 __all__ = [
     "WILDCARD_TENANT",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from types import MappingProxyType
 
+from distributor.common.config_reader import ConfigError, Located, Section, decode_text, parse_yaml_text
 from distributor.overrides.dimensions import DimensionError, parse_dimensions
 from distributor.overrides.model import (
     WILDCARD_TENANT,
@@ -14,8 +15,6 @@ from distributor.overrides.model import (
     TenantOverrides,
 )
 from distributor.overrides.tenant_ids import tenant_id_problem
-
-from distributor.common.config_reader import ConfigError, Located, Section, decode_text, parse_yaml_text
 
 TENANT_KEYS = ("cost_attribution", "ingestion", "forwarders")
 COST_ATTRIBUTION_KEYS = ("dimensions", "max_cardinality")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from distributor.overrides.reload import RuntimeOverridesReloader
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from distributor.overrides.reload import RuntimeOverridesReloader
 
 
 class RuntimeConfigCollector(Collector):

@@ -15,11 +15,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+from distributor.common.config_reader import ConfigError, read_bytes
 from distributor.overrides.loading import parse_per_tenant_file
 from distributor.overrides.model import TenantOverrides
 from distributor.overrides.provider import OverridesProvider
-
-from distributor.common.config_reader import ConfigError, read_bytes
+from distributor.overrides.user_configurable import UserConfigurableOverrides
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +117,25 @@ class RuntimeOverridesReloader:
         if error != self._last_error:
             log.error("per-tenant overrides not reloaded, the last good ones stay in force: %s", error)
         self._last_error = error
+
+
+class OverridesRefresh:
+    """Every source of overrides read again at runtime: the per-tenant file and the directory of
+    user-configurable overrides (where other replicas write)."""
+
+    def __init__(
+        self, reloader: RuntimeOverridesReloader | None, user_overrides: UserConfigurableOverrides | None
+    ) -> None:
+        self.reloader = reloader
+        self.user_overrides = user_overrides
+
+    @property
+    def has_sources(self) -> bool:
+        return self.reloader is not None or self.user_overrides is not None
+
+    def reload(self) -> bool:
+        """Re-read every source now; True when anything new was put in force."""
+        changed = self.reloader.reload() if self.reloader is not None else False
+        if self.user_overrides is not None:
+            changed = self.user_overrides.load_all() or changed
+        return changed

@@ -22,12 +22,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from distributor.common.errors import DistributorError
 from distributor.overrides.dimensions import DimensionError, parse_dimensions
 from distributor.overrides.model import CostAttributionOverrides, TenantOverrides
 from distributor.overrides.provider import OverridesProvider
 from distributor.overrides.tenant_ids import tenant_id_problem
-
-from distributor.common.errors import DistributorError
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +110,7 @@ class UserConfigurableOverrides:
         self.directory = directory
         self.provider = provider
         self._loaded: dict[str, bytes] = {}
+        self._unreadable: dict[Path, str] = {}  # entries skipped by load_all, with why (logged once)
 
     def _path(self, tenant: str) -> Path:
         return self.directory / f"{tenant}{_SUFFIX}"
@@ -192,15 +192,25 @@ class UserConfigurableOverrides:
         """Read every tenant's file and put them in force if anything changed; True when it did.
 
         Run at start-up, after each write, and every reload period so replicas see each other's writes.
-        A file that does not validate (edited by hand) is skipped and logged, never half-applied.
+        A file that does not validate (edited by hand) is skipped and logged, never half-applied; so is
+        an entry that cannot be read (a directory named like a tenant's file, no permission), logged
+        once until it changes or can be read.
         """
         contents: dict[str, bytes] = {}
+        unreadable: dict[Path, str] = {}
         if self.directory.is_dir():
             for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
                 tenant = path.name[: -len(_SUFFIX)]
                 if tenant_id_problem(tenant) is None:
-                    with contextlib.suppress(FileNotFoundError):
+                    try:
                         contents[tenant] = path.read_bytes()
+                    except FileNotFoundError:
+                        pass  # deleted since the directory was listed
+                    except OSError as err:
+                        unreadable[path] = problem = err.strerror or str(err)
+                        if self._unreadable.get(path) != problem:
+                            log.error("ignoring %s, it cannot be read: %s", path, problem)
+        self._unreadable = unreadable
         if contents == self._loaded:
             return False
         user: dict[str, TenantOverrides] = {}

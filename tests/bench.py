@@ -34,17 +34,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from distributor.overrides import TenantLimits, parse_dimensions
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from distributor.ledger.ledger import LedgerEntry, LedgerMetrics, UsageLedger, add_months, month_of
+from distributor.ledger.ledger import LedgerEntry, add_months, month_of
 from distributor.ledger.sqlite import SqliteLedgerStore
+from distributor.overrides import TenantLimits, parse_dimensions
 from distributor.receivers.otlp import Encoding, decode_traces
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.exposition import render_counter
 from distributor.usage.tracker import UsageTracker
+from tests.support.ledger import standalone_ledger
 
 SPANS_PER_REQUEST = 1000
 PAYLOADS = 8
@@ -114,13 +115,7 @@ def measure_decode_paths() -> dict[str, float]:
     span_dims = TenantLimits(parse_dimensions({"service.name": "", "team": ""}), 0)
     trackers = [UsageTracker(config) for _ in range(5)]
     ledger_directory = tempfile.TemporaryDirectory()
-    ledger = UsageLedger(
-        SqliteLedgerStore(Path(ledger_directory.name) / "ledger.db"),
-        LedgerMetrics(CollectorRegistry()),
-        flush_period=10.0,
-        retention_months=15,
-        merge_after=3600.0,
-    )
+    ledger = standalone_ledger(SqliteLedgerStore(Path(ledger_directory.name) / "ledger.db"), time.time)
 
     def path(tracker: UsageTracker, limits: TenantLimits) -> Callable[[bytes], None]:
         def run(body: bytes) -> None:

@@ -8,9 +8,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from distributor.overrides import ConfigError, OverridesSnapshot, Scope
 
 from distributor.config import Config, load_config
+from distributor.overrides import ConfigError, OverridesSnapshot, Scope
 from distributor.service import Service
 from tests.support.cli import run_cli, running_cli
 from tests.support.config_files import write_config_files

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from distributor.overrides import ConfigError
 
 from distributor.check_config import check_files
 from distributor.config import config_as_data, load_config
 from distributor.forwarding.config import ForwarderConfig, RetryConfig, TlsConfig
+from distributor.overrides import ConfigError
 from tests.support.config_files import write_config_files
 
 ISSUE_EXAMPLE = """\

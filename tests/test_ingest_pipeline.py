@@ -10,14 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
-from distributor.overrides import (
-    CostAttributionOverrides,
-    OverridesProvider,
-    OverridesSnapshot,
-    TenantOverrides,
-    parse_dimensions,
-)
-from distributor.overrides.model import IngestionOverrides
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
@@ -26,11 +18,20 @@ from distributor.forwarding.forwarder import ForwardItem
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.pipeline import Discards, IngestPipeline, PushRefused, Refusal
-from distributor.ledger.ledger import LedgerEntry, LedgerMetrics, UsageLedger
+from distributor.ledger.ledger import LedgerEntry, UsageLedger
+from distributor.overrides import (
+    CostAttributionOverrides,
+    OverridesProvider,
+    OverridesSnapshot,
+    TenantOverrides,
+    parse_dimensions,
+)
+from distributor.overrides.model import IngestionOverrides
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.exposition import DISCARDED_METRIC, render_counter
 from distributor.usage.tracker import UsageTracker
 from tests.support.clock import ManualClock
+from tests.support.ledger import standalone_ledger
 from tests.support.metrics import Labels, labels, parse_discarded, usage
 from tests.support.otlp import batch, received, request, span
 
@@ -153,14 +154,14 @@ def test_accepted_request_is_accounted_and_queued_for_every_forwarder() -> None:
 
 async def test_accepted_request_is_recorded_in_the_ledger_as_the_tracker_attributed_it() -> None:
     store = MemoryStore()
-    ledger = UsageLedger(store, LedgerMetrics(CollectorRegistry()), 3600.0, 15, 3600.0, lambda: 7200.5)
+    ledger = standalone_ledger(store, lambda: 7200.5)
     tested = build(ledger=ledger)
     try:
         tested.push(SHOP)
         tested.push(SHOP, tenant=PLAIN)
         assert await ledger.flush()
     finally:
-        await ledger.close()
+        await ledger.stop(0.0)
     shop, cart = (batch.ByteSize() for batch in SHOP.resource_spans)
     assert sorted(store.entries, key=lambda entry: (entry.tenant, entry.tags)) == [
         LedgerEntry(TENANT, 7200, (("service_name", "cart"),), cart, 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from distributor.overrides.user_configurable import merge_patch
 
 # RFC 7386 section 3, "Example Test Cases": (target, patch, result).

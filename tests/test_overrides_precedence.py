@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 import pytest
+
 from distributor.overrides import (
     CostAttributionOverrides,
     OverridesSnapshot,

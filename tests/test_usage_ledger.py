@@ -19,7 +19,6 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from distributor.overrides import ConfigError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
@@ -30,15 +29,14 @@ from distributor.ledger.ledger import (
     HOUR,
     SPANS_USAGE,
     LedgerEntry,
-    LedgerMetrics,
     Snapshot,
-    UsageLedger,
     UsageRow,
     add_months,
     hour_of,
     month_of,
 )
 from distributor.ledger.sqlite import SqliteLedgerStore
+from distributor.overrides import ConfigError
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.tracker import MISSING, OVERFLOW, UsageTracker
 from tests.support.attribution import (
@@ -51,6 +49,7 @@ from tests.support.attribution import (
 )
 from tests.support.cli import RunningCli, running_cli
 from tests.support.config_files import edit_yaml
+from tests.support.ledger import standalone_ledger
 from tests.support.metrics import Labels, parse_usage, sample_value, scrape
 from tests.support.otlp import batch, limits, received, request, span
 from tests.support.polling import eventually
@@ -251,9 +250,8 @@ async def test_a_flush_prunes_usage_older_than_retention_months(tmp_path: Path) 
     july_last, august_first = utc(2025, 7, 31, 23), utc(2025, 8, 1, 0)
     seeded.write([entry("acme", july_last, 1, 1), entry("acme", august_first, 2, 1)], START - 10 * HOUR)
     seeded.close()
-    ledger = UsageLedger(
-        SqliteLedgerStore(path), LedgerMetrics(CollectorRegistry()), 3600.0, 15, 3600.0, lambda: START
-    )
+    registry = CollectorRegistry()
+    ledger = standalone_ledger(SqliteLedgerStore(path), lambda: START, registry)
     try:
         assert await ledger.flush()  # November 2026 keeps 15 months back: from August 2025
         hours = await ledger.read(lambda s: as_usage(s.hourly(["acme"], 0, H10, s.snapshot().seq)))
@@ -261,7 +259,7 @@ async def test_a_flush_prunes_usage_older_than_retention_months(tmp_path: Path) 
         months = await ledger.read(lambda s: as_usage(s.monthly(["acme"], 0, NOV, s.snapshot().seq)))
         assert months == {(august_first, "acme", ()): (2, 1)}
     finally:
-        await ledger.close()
+        await ledger.stop(0.0)
 
 
 @pytest.mark.parametrize(
@@ -330,12 +328,11 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
     path = tmp_path / "ledger.db"
     registry = CollectorRegistry()
     now = [START]
-    ledger = UsageLedger(SqliteLedgerStore(path), LedgerMetrics(registry), 3600.0, 15, 3600.0, lambda: now[0])
+    ledger = standalone_ledger(SqliteLedgerStore(path), lambda: now[0], registry)
     try:
         ledger.record("acme", ("team",), {("a",): Usage(100, 2), ("b",): Usage(30, 1)}, {})
         execute(path, FAIL_WRITES)
         assert not await ledger.flush()
-        assert ledger.pending_usage() == 2
         assert flush_metrics(registry) == {"success": None, "failure": 1.0, "pending": 2.0, "last": 0.0}
         assert row_counts(path) == {"hourly": 0, "monthly": 0, "flushes": 0}
 
@@ -344,7 +341,6 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
         ledger.record_total("plain", Usage(11, 1))
         execute(path, ALLOW_WRITES)
         assert await ledger.flush()
-        assert ledger.pending_usage() == 0
         assert flush_metrics(registry) == {
             "success": 1.0,
             "failure": 1.0,
@@ -362,7 +358,7 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
             (H10 + HOUR, "plain", ()): (11, 1),
         }
     finally:
-        await ledger.close()
+        await ledger.stop(0.0)
 
 
 async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
@@ -374,7 +370,8 @@ async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(store, "maintain", locked)
-    ledger = UsageLedger(store, LedgerMetrics(CollectorRegistry()), 3600.0, 15, 3600.0, lambda: START)
+    registry = CollectorRegistry()
+    ledger = standalone_ledger(store, lambda: START, registry)
     try:
         ledger.record_total("acme", Usage(100, 2))
         await ledger.flush()  # the first flush also runs maintenance, which fails here
@@ -382,7 +379,7 @@ async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
         stored = await ledger.read(lambda s: as_usage(s.hourly(["acme"], H10, H10 + HOUR, s.snapshot().seq)))
         assert stored == {(H10, "acme", ()): (100, 2)}
     finally:
-        await ledger.close()
+        await ledger.stop(0.0)
 
 
 # --- 2. What the pipeline records: the tracker's attribution ---------------------------------------------
@@ -689,7 +686,7 @@ async def test_the_flush_period_timer_flushes_a_running_service(tmp_path: Path) 
 
         found = await eventually(stored, "the periodic flush", timeout=5.0)
         assert found == {("acme", '{"service_name":"checkout","team":"payments"}'): (sent, 2)}
-        assert running.service.ledger is not None and running.service.ledger.pending_usage() == 0
+        assert running.service.registry.get_sample_value("tempo_usage_ledger_pending_entries") == 0
 
 
 # --- 4. The real CLI: SIGKILL and SIGTERM -----------------------------------------------------------------

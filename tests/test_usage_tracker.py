@@ -6,10 +6,10 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
-from distributor.overrides import TenantLimits
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from distributor.ingest.traces import ReceivedTraces
+from distributor.overrides import TenantLimits
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.tracker import UsageTracker
 from tests.support.clock import ManualClock

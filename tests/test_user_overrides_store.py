@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from distributor.overrides import OverridesProvider, OverridesSnapshot, TenantOverrides
 from distributor.overrides.user_configurable import (
     MAX_USER_DIMENSIONS,

@@ -13,3 +13,4 @@ class DiscardReason(StrEnum):
     FORWARD_REJECTED = "forward_rejected"  # a permanent failure (HTTP 4xx but 429, INVALID_ARGUMENT...)
     FORWARD_RETRIES_EXHAUSTED = "forward_retries_exhausted"  # retry.max_elapsed_time passed, or no retries
     FORWARD_UNDELIVERED_AT_SHUTDOWN = "forward_undelivered_at_shutdown"  # graceful_shutdown_timeout first
+    FORWARD_INTERNAL_ERROR = "forward_internal_error"  # the forwarding client failed unexpectedly (a bug)

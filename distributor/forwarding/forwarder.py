@@ -3,7 +3,9 @@ queues, so one tenant's backlog (a slow or failing backend for its traffic) neve
 
 Nothing is lost silently. A request is only accepted when every forwarder of its tenant has room
 (checked by the pipeline before anything is accounted), and every request that later leaves a queue
-without delivery goes through `on_drop` with a reason, which counts it.
+without delivery goes through `on_drop` with a reason, which counts it. A client that raises anything
+but ExportFailure (a bug) costs the item it held, counted as `forward_internal_error`, and its worker
+goes on with the queue.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from distributor.usage.tracker import Attribution
 
 log = logging.getLogger(__name__)
 
+# The send_failures reason of a client that raised something other than ExportFailure.
+INTERNAL_ERROR = "internal_error"
+
 
 @dataclass(slots=True)
 class ForwardItem:
@@ -42,7 +47,6 @@ class _TenantQueue:
     def __init__(self, size: int) -> None:
         self.queue: asyncio.Queue[ForwardItem] = asyncio.Queue(maxsize=size)
         self.workers: list[asyncio.Task[None]] = []
-        self.in_flight: set[int] = set()  # ids of items a worker holds
 
 
 class Forwarder:
@@ -139,6 +143,15 @@ class Forwarder:
                 attempt += 1
                 await self._sleep(delay)
                 continue
+            except Exception as err:
+                self.metrics.send_duration.labels(self.name, "failure").observe(self._clock() - started)
+                self.metrics.send_failures.labels(self.name, INTERNAL_ERROR).inc()
+                log.error(
+                    "forwarder %s: the client failed unexpectedly on %d spans of tenant %s, dropped: %r",
+                    self.name, item.span_count, item.tenant, err, exc_info=err,
+                )  # fmt: skip
+                self._drop(item, DiscardReason.FORWARD_INTERNAL_ERROR)
+                return
             self.metrics.send_duration.labels(self.name, "success").observe(self._clock() - started)
             self.metrics.sent_requests.labels(self.name, item.tenant).inc()
             self.metrics.sent_spans.labels(self.name, item.tenant).inc(item.span_count - rejected)
@@ -158,13 +171,15 @@ class Forwarder:
         self.metrics.dropped_spans.labels(self.name, item.tenant, reason).inc(item.span_count)
         self._on_drop(item, reason)
 
-    async def drain(self, timeout: float) -> None:
-        """Deliver what is queued for up to `timeout` seconds, then stop the workers; whatever is still
-        undelivered is dropped (counted in `dropped_requests` and the metrics, and logged)."""
+    async def stop(self, deadline: float) -> None:
+        """Deliver what is queued until `deadline` (event loop time), then stop the workers; whatever is
+        still undelivered is dropped (counted in `dropped_requests` and the metrics, and logged). The
+        client is closed last, so a client that fails to close costs no accounting."""
         waits = [tenant_queue.queue.join() for tenant_queue in self._tenants.values()]
         if waits:
+            timeout = max(0.0, deadline - asyncio.get_running_loop().time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*waits), max(0.0, timeout))
+                await asyncio.wait_for(asyncio.gather(*waits), timeout)
         undelivered: list[ForwardItem] = list(self._held.values())
         for tenant_queue in self._tenants.values():
             for worker in tenant_queue.workers:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from distributor.common.lifecycle import BackgroundTaskMetrics, PeriodicTask, Sleep
 from distributor.common.usage import NO_USAGE, Usage
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,9 @@ class UsageLedger:
         retention_months: int,
         merge_after: float,
         wall_clock: Callable[[], float] = time.time,
+        *,
+        task_metrics: BackgroundTaskMetrics,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -183,8 +186,9 @@ class UsageLedger:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="ledger-reader")
         self._flush_lock = asyncio.Lock()
         self._last_maintenance = float("-inf")
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._periodic_flush = PeriodicTask(
+            "usage_ledger_flush", flush_period, self.flush, task_metrics, sleep
+        )
         metrics.pending_entries.set_function(lambda: len(self._pending))
 
     # -- the hot path (event loop) --------------------------------------------------------------------
@@ -212,16 +216,8 @@ class UsageLedger:
 
     # -- flushing ---------------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_forever())
-
-    async def _flush_forever(self) -> None:
-        # Stopped by an event, never cancelled: a flush cut off mid-way could lose its batch.
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.flush_period)
-                return
-            await self.flush()
+    async def start(self) -> None:
+        await self._periodic_flush.start()
 
     async def flush(self) -> bool:
         """Write what was summed since the last flush; True when it is stored (or there was nothing).
@@ -256,25 +252,21 @@ class UsageLedger:
         keep_from_month = add_months(month_of(now), -self.retention_months)
         self.store.maintain(now - self.merge_after, keep_from_month, keep_from_month)
 
-    async def close(self) -> None:
-        """Stop the periodic flush, flush what is left (graceful shutdown), release the store."""
-        if self._task is not None:
-            self._stopping.set()
-            await self._task  # finishes a flush under way
-            self._task = None
+    async def stop(self, deadline: float) -> None:
+        """Stop the periodic flush (a flush under way finishes), flush what is left and release the
+        store. Not bound by `deadline`: usage already accepted is stored, or counted as unrecorded."""
+        await self._periodic_flush.stop(deadline)
         if not await self.flush():
-            lost_bytes: dict[str, int] = {}
-            lost_spans: dict[str, int] = {}
+            lost: dict[str, Usage] = {}
             for (tenant, *_), usage in self._pending.items():
-                lost_bytes[tenant] = lost_bytes.get(tenant, 0) + usage.bytes
-                lost_spans[tenant] = lost_spans.get(tenant, 0) + usage.spans
-            for tenant, size in sorted(lost_bytes.items()):
-                self.metrics.unrecorded_bytes.labels(tenant).inc(size)
-                self.metrics.unrecorded_spans.labels(tenant).inc(lost_spans[tenant])
+                lost[tenant] = lost.get(tenant, NO_USAGE) + usage
+            for tenant, usage in sorted(lost.items()):
+                self.metrics.unrecorded_bytes.labels(tenant).inc(usage.bytes)
+                self.metrics.unrecorded_spans.labels(tenant).inc(usage.spans)
                 log.error(
                     "usage ledger: %d bytes and %d spans of tenant %s were not stored",
-                    size,
-                    lost_spans[tenant],
+                    usage.bytes,
+                    usage.spans,
                     tenant,
                 )
             self._pending.clear()
@@ -290,9 +282,6 @@ class UsageLedger:
 
     async def _in_writer(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, work)
-
-    def pending_usage(self) -> int:
-        return len(self._pending)
 
 
 def _entries(batch: dict[_PendingKey, Usage]) -> list[LedgerEntry]:

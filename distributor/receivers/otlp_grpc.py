@@ -4,6 +4,7 @@ through exactly the same validating decode and accounting as OTLP/HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -33,8 +34,9 @@ class OtlpGrpcReceiver:
         self.pipeline = pipeline
         self.multitenancy_enabled = multitenancy_enabled
         self._server: grpc.aio.Server | None = None
+        self.address: tuple[str, int] | None = None  # (host, port) bound, once started
 
-    async def start(self) -> tuple[str, int]:
+    async def start(self) -> None:
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.config.max_recv_msg_size_bytes),
@@ -49,12 +51,14 @@ class OtlpGrpcReceiver:
             raise OSError(f"cannot listen for OTLP/gRPC on {endpoint}")
         await server.start()
         self._server = server
-        return endpoint.host, port
+        self.address = (endpoint.host, port)
+        log.info("OTLP/gRPC listening on %s:%d", *self.address)
 
-    async def stop(self, grace: float | None = None) -> None:
-        if self._server is not None:
-            await self._server.stop(grace)
-            self._server = None
+    async def stop(self, deadline: float) -> None:
+        """Refuse new calls (UNAVAILABLE) and finish those under way until `deadline`."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
 
     async def export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = dict(context.invocation_metadata() or ())

@@ -26,13 +26,22 @@ from distributor.receivers.otlp import (
     gunzip,
     parse_content_type,
 )
+from distributor.server.listener import HttpListener
+from distributor.server.metrics import Middleware
 
 TRACES_PATH = "/v1/traces"
 log = logging.getLogger(__name__)
 
 
 class OtlpHttpReceiver:
-    def __init__(self, config: OtlpHttpConfig, pipeline: IngestPipeline, multitenancy_enabled: bool) -> None:
+    def __init__(
+        self,
+        config: OtlpHttpConfig,
+        pipeline: IngestPipeline,
+        multitenancy_enabled: bool,
+        request_metrics: Middleware,
+        shutdown_timeout: float,
+    ) -> None:
         self.config = config
         self.pipeline = pipeline
         self.multitenancy_enabled = multitenancy_enabled
@@ -40,16 +49,35 @@ class OtlpHttpReceiver:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # The receiver inflates gzip itself: it must count compressed ingress bytes and stop a gzip
+        # bomb at max_request_body_bytes, which aiohttp's automatic inflation would not.
+        self.listener = HttpListener(
+            config.endpoint,
+            [web.route("*", TRACES_PATH, self.handle_traces)],
+            request_metrics,
+            shutdown_timeout,
+            max_body_bytes=config.max_request_body_bytes,
+            auto_decompress=False,
+        )
 
-    async def drain(self, timeout: float) -> None:
-        """Refuse new requests (503, so exporters retry elsewhere or later) and wait up to `timeout`
-        for those already being handled, uploads still arriving included, to be answered."""
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self.listener.address
+
+    async def start(self) -> None:
+        await self.listener.start()
+
+    async def stop(self, deadline: float) -> None:
+        """Stop taking requests and answer those already being handled, uploads still arriving
+        included, until `deadline`: the listening socket closes, and a request arriving on a
+        connection still open gets a 503 (so exporters retry elsewhere or later). Not closing
+        everything at once: aiohttp would then drop the rest of a body still arriving."""
+        await self.listener.stop_accepting()
         self.draining = True
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout))
-
-    def routes(self) -> list[web.AbstractRouteDef]:
-        return [web.route("*", TRACES_PATH, self.handle_traces)]
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        await self.listener.stop(deadline)
 
     async def handle_traces(self, request: web.Request) -> web.Response:
         if self.draining:

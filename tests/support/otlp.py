@@ -8,13 +8,13 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from distributor.overrides import TenantLimits, parse_dimensions
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from distributor.ingest.traces import ReceivedTraces
+from distributor.overrides import TenantLimits, parse_dimensions
 
 
 def any_value(value: object) -> AnyValue:

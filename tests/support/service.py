@@ -8,12 +8,12 @@ from dataclasses import replace
 
 import aiohttp
 import grpc
-from distributor.overrides import TenantOverrides, parse_dimensions
-from distributor.overrides.model import CostAttributionOverrides
 
 from distributor.common.endpoint import Endpoint
 from distributor.config import Config
 from distributor.forwarding.config import ForwarderConfig
+from distributor.overrides import TenantOverrides, parse_dimensions
+from distributor.overrides.model import CostAttributionOverrides
 from distributor.receivers.config import OtlpGrpcConfig, OtlpHttpConfig
 from distributor.server.config import ServerConfig
 from distributor.service import Service

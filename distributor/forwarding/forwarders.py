@@ -1,0 +1,64 @@
+"""Every configured forwarder, by name: started together, and stopped together at shutdown with one
+account of what was queued and what could not be delivered in time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from distributor.common.lifecycle import StopFailed, stop_together
+from distributor.forwarding.clients import ExportClient, create_client
+from distributor.forwarding.config import ForwarderConfig
+from distributor.forwarding.forwarder import DropHandler, Forwarder
+from distributor.forwarding.metrics import ForwarderMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Forwarders(Mapping[str, Forwarder]):
+    def __init__(
+        self,
+        configs: Sequence[ForwarderConfig],
+        metrics: ForwarderMetrics,
+        on_drop: DropHandler,
+        client_for: Callable[[ForwarderConfig], ExportClient] = create_client,
+    ) -> None:
+        self._forwarders: dict[str, Forwarder] = {}
+        for config in configs:
+            forwarder = Forwarder(config, client_for(config), metrics, on_drop)
+            self._forwarders[forwarder.name] = forwarder
+            metrics.watch_queues(forwarder.name, config.queue_size, forwarder.queue_lengths)
+
+    def __getitem__(self, name: str) -> Forwarder:
+        return self._forwarders[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._forwarders)
+
+    def __len__(self) -> int:
+        return len(self._forwarders)
+
+    async def start(self) -> None:
+        for forwarder in self._forwarders.values():
+            await forwarder.start()
+
+    async def stop(self, deadline: float) -> None:
+        """Deliver what the queues hold until `deadline`; what is left is dropped and counted by each
+        forwarder. Every forwarder is stopped even when one fails to."""
+        pending = sum(forwarder.pending() for forwarder in self._forwarders.values())
+        if pending:
+            log.info("delivering %d queued requests before exit", pending)
+        dropped_before = self._dropped_requests()
+        failures = await stop_together(
+            ((f"forwarder {name}", forwarder) for name, forwarder in self._forwarders.items()), deadline
+        )
+        dropped = self._dropped_requests() - dropped_before
+        if pending and not dropped:
+            log.info("all queued requests delivered")
+        elif pending:
+            log.warning("%d of %d queued requests were not delivered (see above)", dropped, pending)
+        if failures:
+            raise StopFailed(failures)
+
+    def _dropped_requests(self) -> int:
+        return sum(forwarder.dropped_requests for forwarder in self._forwarders.values())

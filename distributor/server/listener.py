@@ -1,0 +1,66 @@
+"""One aiohttp application served on one TCP endpoint: the server port, and the OTLP/HTTP receiver's."""
+
+from __future__ import annotations
+
+import socket
+
+from aiohttp import web
+
+from distributor.common.endpoint import Endpoint
+from distributor.server.metrics import Middleware
+
+DEFAULT_MAX_BODY_BYTES = 1024**2  # aiohttp's own default
+
+
+class HttpListener:
+    """Binds at start(); `address` is the (host, port) bound, the real port when the endpoint asks
+    for port 0. stop() waits up to `shutdown_timeout` for requests being handled."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        routes: list[web.AbstractRouteDef],
+        middleware: Middleware,
+        shutdown_timeout: float,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        auto_decompress: bool = True,
+    ) -> None:
+        self.endpoint = endpoint
+        self._app = web.Application(client_max_size=max_body_bytes)
+        self._app.middlewares.append(middleware)  # type: ignore[arg-type]
+        self._app.add_routes(routes)
+        self._shutdown_timeout = shutdown_timeout
+        self._auto_decompress = auto_decompress
+        self._runner: web.AppRunner | None = None
+        self.address: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        sock = socket.create_server((self.endpoint.host, self.endpoint.port), backlog=1024)
+        runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            auto_decompress=self._auto_decompress,
+            shutdown_timeout=self._shutdown_timeout,  # for requests in flight
+        )
+        await runner.setup()
+        try:
+            await web.SockSite(runner, sock).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        host, port = sock.getsockname()[:2]
+        self.address = (str(host), int(port))
+
+    async def stop_accepting(self) -> None:
+        """Close the listening socket; connections already open stay, to finish their requests."""
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
+
+    async def stop(self, deadline: float) -> None:
+        """Close everything, waiting for requests still being handled (up to shutdown_timeout)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
