@@ -110,7 +110,7 @@ def _orgs(orgs_section: Section) -> tuple[OrgConfig, ...]:
             orgs_section.fail_at(node, f"an org is a tenant: {problem}")
             continue
         org = read_settings(settings_section(orgs_section, org_id, OrgConfig), OrgConfig, {"org_id": org_id})
-        orgs[org_id] = _checked_parent(orgs_section.section(org_id, None), org)
+        orgs[org_id] = _checked_parent(orgs_section.reopened(org_id), org)
     # A cycle would make an org its own descendant.
     for org_id in orgs:
         chain, cyclic = parent_chain(org_id, lambda org: orgs[org].parent if org in orgs else "")

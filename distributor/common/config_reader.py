@@ -206,12 +206,6 @@ class Section:
             raise error
         self.problems.append(error)
 
-    def reported(self, key: str) -> bool:
-        """Whether a problem with `key` was already reported: a check relating two keys skips a key
-        that is wrong on its own, so one mistake is reported once."""
-        path = f"{self.path}.{key}" if self.path else key
-        return any(problem.key == path for problem in self.problems or ())
-
     def has(self, key: str) -> bool:
         return key in self._items and self._items[key].value is not None
 
@@ -223,20 +217,29 @@ class Section:
         path = f"{self.path}.{key}" if self.path else key
         return Section(self._items.get(key), path, self.file, allowed, self.problems)
 
-    def entries(self, key: str, allowed: tuple[str, ...], expected: str) -> list[Section]:
+    def reopened(self, key: str) -> Section:
+        """The sub-section `key` again, to report what a check across its keys finds after reading; its
+        shape and keys were reported when it was first opened, so they are not reported twice."""
+        reopened = Section(None, f"{self.path}.{key}" if self.path else key, self.file, None, self.problems)
+        node = self._items.get(key)
+        if node is not None:
+            reopened.line = node.line
+            if isinstance(node.value, dict):
+                reopened._items = node.value
+        return reopened
+
+    def entries(self, key: str, allowed: tuple[str, ...], expected: str) -> Iterator[Section]:
         """A list of mappings, each a Section named `key[index]`; `expected` says what a wrong value
         should have been (e.g. "expected a list of forwarders")."""
         node = self._items.get(key)
         if node is None or node.value is None:
-            return []
+            return
         if not isinstance(node.value, list):
             self.fail(key, expected)
-            return []
+            return
         path = f"{self.path}.{key}" if self.path else key
-        return [
-            Section(item, f"{path}[{index}]", self.file, allowed, self.problems)
-            for index, item in enumerate(node.value)
-        ]
+        for index, item in enumerate(node.value):
+            yield Section(item, f"{path}[{index}]", self.file, allowed, self.problems)
 
     def items(self) -> Iterator[tuple[str, Located]]:
         return iter(self._items.items())
@@ -295,7 +298,6 @@ class Section:
         value = self.duration(key, default)
         if value <= 0:
             self.fail(key, "must be greater than 0")
-            return default
         return value
 
     def positive_integer(self, key: str, default: int, maximum: int | None = None) -> int:

@@ -107,10 +107,10 @@ def _forwarder(entry: Section) -> ForwarderConfig | None:
     forwarder = read_settings(
         entry, ForwarderConfig, given={"name": name, "backend": backend}, groups={CLIENT: backend}
     )
-    client = entry.section(backend, None)
+    client = entry.reopened(backend)
     _check_endpoints(client, forwarder)
-    _check_tls(client.section("tls", None), forwarder.tls)
-    _check_retry(entry.section("retry", None), forwarder.retry)
+    _check_tls(client.reopened("tls"), forwarder.tls)
+    _check_retry(entry.reopened("retry"), forwarder.retry)
     return forwarder
 
 
@@ -146,7 +146,7 @@ def _check_tls(section: Section, tls: TlsConfig) -> None:
 
 
 def _check_retry(section: Section, retry: RetryConfig) -> None:
-    if not section.reported("initial_interval") and retry.max_interval < retry.initial_interval:
+    if retry.max_interval < retry.initial_interval:
         section.fail("max_interval", "must be at least initial_interval")
 
 
