@@ -115,12 +115,12 @@ def _orgs(orgs_section: Section) -> tuple[OrgConfig, ...]:
     for org_id in orgs:
         chain, cyclic = parent_chain(org_id, lambda org: orgs[org].parent if org in orgs else "")
         if cyclic:
-            orgs_section.section(org_id, None).fail("parent", f"the parents of {org_id!r} form a cycle")
+            orgs_section.reopened(org_id).fail("parent", f"the parents of {org_id!r} form a cycle")
             return tuple(o for o in orgs.values() if o.org_id != org_id and o.org_id not in chain)
     public_ids: dict[str, str] = {}
     for org in orgs.values():
         if org.public_id and org.public_id in public_ids:
-            orgs_section.section(org.org_id, None).fail(
+            orgs_section.reopened(org.org_id).fail(
                 "public_id", f"public_id {org.public_id!r} is also used by org {public_ids[org.public_id]!r}"
             )
         public_ids[org.public_id] = org.org_id
