@@ -24,6 +24,7 @@ from distributor.common.config_fields import (
 from distributor.common.config_reader import Section, parse_yaml_text, read_entries
 from distributor.config import Config, config_as_data, load_config
 from distributor.forwarding.config import CLIENT, FORWARDER_BACKENDS, ForwarderConfig
+from tests.support.config_files import write_config_files
 
 EVERY_KEY: dict[str, Any] = {
     "multitenancy_enabled": True,
@@ -99,12 +100,6 @@ EVERY_KEY: dict[str, Any] = {
 }
 
 
-def write(directory: Path, document: object, name: str = "distributor.yaml") -> Path:
-    path = directory / name
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
-
-
 def without(document: dict[str, Any], *path: str) -> dict[str, Any]:
     edited = copy.deepcopy(document)
     parent = edited
@@ -126,14 +121,14 @@ ROUND_TRIPS = {
 def test_what_status_config_shows_loads_back_as_the_same_configuration(
     tmp_path: Path, document: dict[str, Any]
 ) -> None:
-    shown = config_as_data(load_config(write(tmp_path, document)))
+    shown = config_as_data(load_config(write_config_files(tmp_path, document)))
     (tmp_path / "again").mkdir()
-    again = config_as_data(load_config(write(tmp_path / "again", shown)))
+    again = config_as_data(load_config(write_config_files(tmp_path / "again", shown)))
     assert again == shown
 
 
 def test_every_written_key_shows_with_its_value(tmp_path: Path) -> None:
-    shown = config_as_data(load_config(write(tmp_path, EVERY_KEY)))
+    shown = config_as_data(load_config(write_config_files(tmp_path, EVERY_KEY)))
     assert shown["server"] == {
         "http_listen_address": "0.0.0.0",
         "http_listen_port": 3201,
@@ -174,7 +169,7 @@ def test_the_default_configuration_shows_the_dataclass_defaults() -> None:
 def test_secrets_show_masked(tmp_path: Path) -> None:
     document = copy.deepcopy(EVERY_KEY)
     document["distributor"]["forwarders"][0]["otlpgrpc"]["headers"] = {"Authorization": "Bearer t0ken"}
-    text = yaml.safe_dump(config_as_data(load_config(write(tmp_path, document))))
+    text = yaml.safe_dump(config_as_data(load_config(write_config_files(tmp_path, document))))
     shown = yaml.safe_load(text)
     assert shown["distributor"]["forwarders"][0]["otlpgrpc"]["headers"] == {"Authorization": "<secret>"}
     assert shown["usage_attribution"]["keys"] == [
@@ -199,7 +194,7 @@ def test_relative_paths_are_relative_to_the_config_file(
     tmp_path: Path, shown_at: tuple[str | int, ...], written: str
 ) -> None:
     (tmp_path / "conf").mkdir()
-    value: Any = config_as_data(load_config(write(tmp_path / "conf", EVERY_KEY)))
+    value: Any = config_as_data(load_config(write_config_files(tmp_path / "conf", EVERY_KEY)))
     for key in shown_at:
         value = value[key]
     assert value == str(tmp_path / "conf" / written)
@@ -238,7 +233,7 @@ def line_of(path: Path, text: str) -> int:
 def test_every_positive_duration_refuses_zero_alike(
     tmp_path: Path, key: tuple[str | int, ...], zero: object
 ) -> None:
-    path = write(tmp_path, set_key(EVERY_KEY, key, zero))
+    path = write_config_files(tmp_path, set_key(EVERY_KEY, key, zero))
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     written = next(line for line in path.read_text().splitlines() if line.strip().startswith(f"{key[-1]}: "))
@@ -258,7 +253,7 @@ POSITIVE_INTEGERS = {
 
 @pytest.mark.parametrize("key", POSITIVE_INTEGERS.values(), ids=POSITIVE_INTEGERS.keys())
 def test_every_positive_integer_refuses_zero_alike(tmp_path: Path, key: tuple[str | int, ...]) -> None:
-    path = write(tmp_path, set_key(EVERY_KEY, key, 0))
+    path = write_config_files(tmp_path, set_key(EVERY_KEY, key, 0))
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert re.fullmatch(
@@ -295,8 +290,8 @@ ONE_MISTAKE = {
 def test_check_config_reports_each_mistake_once(
     tmp_path: Path, key: tuple[str | int, ...], value: object, problem: str
 ) -> None:
-    (tmp_path / "overrides.yaml").write_text("overrides: {}\n")
-    problems, _ = check_files(write(tmp_path, set_key(EVERY_KEY, key, value)), None)
+    config = write_config_files(tmp_path, set_key(EVERY_KEY, key, value), overrides="overrides: {}\n")
+    problems, _ = check_files(config, None)
     assert [str(p).split(": ", 1)[1] for p in problems] == [problem]
 
 
