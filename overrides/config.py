@@ -2,23 +2,52 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
-from distributor.overrides.model import TenantOverrides
+from distributor.common.config_fields import read_settings, setting, settings
+from distributor.common.config_reader import Section
+from distributor.overrides.loading import TENANT_KEYS, parse_tenant_overrides
+from distributor.overrides.model import OverridesSnapshot, TenantOverrides
+from distributor.overrides.status import dimensions_as_config
 
 
-@dataclass(frozen=True, slots=True)
+def defaults_as_data(defaults: TenantOverrides) -> dict[str, Any]:
+    """The defaults as they apply, every field resolved (what a tenant without overrides gets)."""
+    limits = OverridesSnapshot(defaults=defaults).for_tenant("")
+    return {
+        "cost_attribution": {
+            "dimensions": dimensions_as_config(limits.dimensions),
+            "max_cardinality": limits.max_cardinality,
+        },
+        "ingestion": {
+            "rate_limit_bytes": limits.rate_limit_bytes,
+            "burst_size_bytes": limits.burst_size_bytes,
+            "max_attribute_bytes": limits.max_attribute_bytes,
+        },
+        "forwarders": list(limits.forwarders),
+    }
+
+
+@settings
 class UserConfigurableOverridesConfig:
-    enabled: bool = False
-    storage_path: Path = Path("data/user-overrides")  # relative paths: relative to the config file
+    enabled: bool = setting(default=False)
+    # Relative paths are relative to the config file.
+    storage_path: Path = setting(default=Path("data/user-overrides"), blank_is_default=True)
 
 
-@dataclass(frozen=True, slots=True)
+@settings
 class OverridesConfig:
-    defaults: TenantOverrides = field(default_factory=TenantOverrides)
-    per_tenant_override_config: Path | None = None
-    per_tenant_override_period: float = 10.0
-    user_configurable_overrides: UserConfigurableOverridesConfig = field(
+    defaults: TenantOverrides = setting(default_factory=TenantOverrides, render=defaults_as_data)
+    per_tenant_override_config: Path | None = setting(default=None)
+    per_tenant_override_period: float = setting(default=10.0, positive=True)
+    user_configurable_overrides: UserConfigurableOverridesConfig = setting(
         default_factory=UserConfigurableOverridesConfig
     )
+
+
+def parse_overrides(section: Section, forwarder_names: Collection[str]) -> OverridesConfig:
+    """`forwarder_names`: the configured forwarders, the only ones the defaults may name."""
+    defaults = parse_tenant_overrides(section.section("defaults", TENANT_KEYS), forwarder_names)
+    return read_settings(section, OverridesConfig, given={"defaults": defaults})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import fields
 from types import MappingProxyType
 
 from distributor.common.config_reader import ConfigError, Located, Section, decode_text, parse_yaml_text
@@ -16,9 +17,15 @@ from distributor.overrides.model import (
 )
 from distributor.overrides.tenant_ids import tenant_id_problem
 
-TENANT_KEYS = ("cost_attribution", "ingestion", "forwarders")
-COST_ATTRIBUTION_KEYS = ("dimensions", "max_cardinality")
-INGESTION_KEYS = ("rate_limit_bytes", "burst_size_bytes", "max_attribute_bytes")
+
+def _keys(layer: type) -> tuple[str, ...]:
+    """An overrides layer is written with its field names as keys."""
+    return tuple(field.name for field in fields(layer))
+
+
+TENANT_KEYS = _keys(TenantOverrides)
+COST_ATTRIBUTION_KEYS = _keys(CostAttributionOverrides)
+INGESTION_KEYS = _keys(IngestionOverrides)
 
 
 def parse_tenant_overrides(

@@ -6,116 +6,100 @@ Semantics: ../shared/specs/usage-attribution-api.md.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
-from distributor.common.config_reader import Section, format_duration
-from distributor.ledger.config import LEDGER_BACKENDS, LedgerConfig
+from distributor.common.config_fields import (
+    read_settings,
+    render_settings,
+    setting,
+    setting_keys,
+    settings,
+    settings_section,
+)
+from distributor.common.config_reader import Section, read_entries
+from distributor.ledger.config import LedgerConfig
 from distributor.overrides import tenant_id_problem
 
 USAGE_READ = "usage_read"
 
 
-@dataclass(frozen=True, slots=True)
+@settings
 class ApiRateLimit:
-    requests: int = 60
-    period: float = 60.0
+    requests: int = setting(default=60)
+    period: float = setting(default=60.0, positive=True)
 
 
-@dataclass(frozen=True, slots=True)
+@settings
 class AttributionApiConfig:
-    page_size: int = 500
-    rate_limit: ApiRateLimit = field(default_factory=ApiRateLimit)
+    page_size: int = setting(default=500, positive=True, maximum=10_000)
+    rate_limit: ApiRateLimit = setting(default_factory=ApiRateLimit)
     # How long a next_record_id stays valid: the ledger keeps each flush apart this long so a paginated
     # answer is a consistent snapshot even while usage arrives.
-    cursor_ttl: float = 3600.0
+    cursor_ttl: float = setting(default=3600.0, positive=True)
 
 
-@dataclass(frozen=True, slots=True)
+@settings
 class OrgConfig:
-    org_id: str  # the tenant id
-    name: str = ""  # "" = the tenant id
-    public_id: str = ""  # "" = derived from the tenant id
-    parent: str = ""  # an org id, or "" for none
+    org_id: str  # the tenant id: the key the org is written under
+    name: str = setting(default="")  # "" = the tenant id
+    public_id: str = setting(default="")  # "" = derived from the tenant id
+    parent: str = setting(default="")  # an org id, or "" for none
 
 
-@dataclass(frozen=True, slots=True)
+def _read_scopes(entry: Section, key: str) -> tuple[str, ...]:
+    node = entry.node(key)
+    if node is None or node.value is None:
+        return (USAGE_READ,)
+    if not isinstance(node.value, list) or not all(isinstance(s.value, str) for s in node.value):
+        entry.fail(key, "expected a list of scope names, e.g. [usage_read]")
+        return ()
+    return tuple(str(s.value) for s in node.value)
+
+
+@settings
 class ApiKeyConfig:
-    api_key: str
-    app_key: str
-    org: str
-    scopes: tuple[str, ...] = (USAGE_READ,)
+    api_key: str = setting(secret=True)
+    app_key: str = setting(secret=True)
+    org: str = setting()
+    scopes: tuple[str, ...] = setting(default=(USAGE_READ,), read=_read_scopes)
 
     def __repr__(self) -> str:  # keys are secrets: never in logs or tracebacks
         return f"ApiKeyConfig(org={self.org!r}, scopes={self.scopes!r})"
 
 
-@dataclass(frozen=True, slots=True)
+def _read_orgs(section: Section, key: str) -> tuple[OrgConfig, ...]:
+    return _orgs(section.section(key, None))
+
+
+def _orgs_as_data(orgs: tuple[OrgConfig, ...]) -> dict[str, Any]:
+    return {org.org_id: render_settings(org) for org in orgs}
+
+
+def _read_keys(section: Section, key: str) -> tuple[ApiKeyConfig, ...]:
+    return read_entries(
+        section,
+        key,
+        setting_keys(ApiKeyConfig),
+        "expected a list of {api_key, app_key, org, scopes}",
+        _api_key,
+        unique_by=lambda api_key: (api_key.api_key, api_key.app_key),
+        duplicate=("api_key", lambda _: "this api_key/app_key pair is configured twice"),
+    )
+
+
+@settings
 class UsageAttributionConfig:
-    enabled: bool = False
-    region: str = "local"
-    ledger: LedgerConfig = field(default_factory=LedgerConfig)
-    api: AttributionApiConfig = field(default_factory=AttributionApiConfig)
-    orgs: tuple[OrgConfig, ...] = ()
-    keys: tuple[ApiKeyConfig, ...] = ()
+    enabled: bool = setting(default=False)
+    region: str = setting(default="local", blank_is_default=True)
+    ledger: LedgerConfig = setting(default_factory=LedgerConfig)
+    api: AttributionApiConfig = setting(default_factory=AttributionApiConfig)
+    orgs: tuple[OrgConfig, ...] = setting(default=(), read=_read_orgs, render=_orgs_as_data)
+    keys: tuple[ApiKeyConfig, ...] = setting(default=(), read=_read_keys)
 
 
-def parse_usage_attribution(top: Section, path: Path) -> UsageAttributionConfig:
-    defaults = UsageAttributionConfig()
-    section = top.section("usage_attribution", ("enabled", "region", "ledger", "api", "orgs", "keys"))
-    ledger_section = section.section("ledger", ("backend", "sqlite", "flush_period", "retention_months"))
-    backend = ledger_section.string("backend", defaults.ledger.backend)
-    if backend not in LEDGER_BACKENDS:
-        ledger_section.fail("backend", f"expected one of {', '.join(LEDGER_BACKENDS)}, got {backend!r}")
-        backend = defaults.ledger.backend
-    sqlite = ledger_section.section("sqlite", ("path",))
-    sqlite_path = sqlite.string("path", str(defaults.ledger.sqlite_path))
-    if not sqlite_path:
-        sqlite.fail("path", "must be a file path")
-        sqlite_path = str(defaults.ledger.sqlite_path)
-    flush_period = ledger_section.duration("flush_period", defaults.ledger.flush_period)
-    if flush_period <= 0:
-        ledger_section.fail("flush_period", "must be greater than 0")
-        flush_period = defaults.ledger.flush_period
-    ledger = LedgerConfig(
-        backend=backend,
-        sqlite_path=(path.parent / sqlite_path).resolve(),
-        flush_period=flush_period,
-        retention_months=ledger_section.integer(
-            "retention_months", defaults.ledger.retention_months, minimum=1, maximum=120
-        ),
-    )
-
-    api_section = section.section("api", ("page_size", "rate_limit", "cursor_ttl"))
-    rate_section = api_section.section("rate_limit", ("requests", "period"))
-    rate_limit = ApiRateLimit(
-        requests=rate_section.integer("requests", defaults.api.rate_limit.requests, minimum=0),
-        period=rate_section.duration("period", defaults.api.rate_limit.period),
-    )
-    if rate_limit.period <= 0:
-        rate_section.fail("period", "must be greater than 0")
-        rate_limit = ApiRateLimit(rate_limit.requests)
-    cursor_ttl = api_section.duration("cursor_ttl", defaults.api.cursor_ttl)
-    if cursor_ttl <= 0:
-        api_section.fail("cursor_ttl", "must be greater than 0")
-        cursor_ttl = defaults.api.cursor_ttl
-    api = AttributionApiConfig(
-        page_size=api_section.integer("page_size", defaults.api.page_size, minimum=1, maximum=10_000),
-        rate_limit=rate_limit,
-        cursor_ttl=cursor_ttl,
-    )
-
-    orgs = _orgs(section.section("orgs", None))
-    keys = _keys(section)
-    return UsageAttributionConfig(
-        enabled=section.boolean("enabled", defaults.enabled),
-        region=section.string("region", defaults.region) or defaults.region,
-        ledger=ledger,
-        api=api,
-        orgs=orgs,
-        keys=keys,
-    )
+def parse_usage_attribution(section: Section) -> UsageAttributionConfig:
+    return read_settings(section, UsageAttributionConfig)
 
 
 def _orgs(orgs_section: Section) -> tuple[OrgConfig, ...]:
@@ -125,31 +109,35 @@ def _orgs(orgs_section: Section) -> tuple[OrgConfig, ...]:
         if problem is not None:
             orgs_section.fail_at(node, f"an org is a tenant: {problem}")
             continue
-        entry = orgs_section.section(org_id, ("name", "public_id", "parent"))
-        parent = entry.string("parent", "")
-        if parent:
-            parent_problem = tenant_id_problem(parent)
-            if parent_problem is not None:
-                entry.fail("parent", parent_problem)
-                parent = ""
-            elif parent == org_id:
-                entry.fail("parent", "an org cannot be its own parent")
-                parent = ""
-        orgs[org_id] = OrgConfig(org_id, entry.string("name", ""), entry.string("public_id", ""), parent)
+        org = read_settings(settings_section(orgs_section, org_id, OrgConfig), OrgConfig, {"org_id": org_id})
+        orgs[org_id] = _checked_parent(orgs_section.reopened(org_id), org)
     # A cycle would make an org its own descendant.
     for org_id in orgs:
         chain, cyclic = parent_chain(org_id, lambda org: orgs[org].parent if org in orgs else "")
         if cyclic:
-            orgs_section.section(org_id, None).fail("parent", f"the parents of {org_id!r} form a cycle")
+            orgs_section.reopened(org_id).fail("parent", f"the parents of {org_id!r} form a cycle")
             return tuple(o for o in orgs.values() if o.org_id != org_id and o.org_id not in chain)
     public_ids: dict[str, str] = {}
     for org in orgs.values():
         if org.public_id and org.public_id in public_ids:
-            orgs_section.section(org.org_id, None).fail(
+            orgs_section.reopened(org.org_id).fail(
                 "public_id", f"public_id {org.public_id!r} is also used by org {public_ids[org.public_id]!r}"
             )
         public_ids[org.public_id] = org.org_id
     return tuple(orgs.values())
+
+
+def _checked_parent(entry: Section, org: OrgConfig) -> OrgConfig:
+    """The org, without its parent when that is not an org id (already reported)."""
+    if not org.parent:
+        return org
+    problem = tenant_id_problem(org.parent)
+    if problem is None and org.parent == org.org_id:
+        problem = "an org cannot be its own parent"
+    if problem is None:
+        return org
+    entry.fail("parent", problem)
+    return replace(org, parent="")
 
 
 def parent_chain(org_id: str, parent_of: Callable[[str], str]) -> tuple[list[str], bool]:
@@ -167,80 +155,16 @@ def parent_chain(org_id: str, parent_of: Callable[[str], str]) -> tuple[list[str
     return chain, False
 
 
-def _keys(section: Section) -> tuple[ApiKeyConfig, ...]:
-    node = section.node("keys")
-    if node is None or node.value is None:
-        return ()
-    if not isinstance(node.value, list):
-        section.fail("keys", "expected a list of {api_key, app_key, org, scopes}")
-        return ()
-    keys: list[ApiKeyConfig] = []
-    for index, item in enumerate(node.value):
-        entry = Section(
-            item,
-            f"usage_attribution.keys[{index}]",
-            section.file,
-            ("api_key", "app_key", "org", "scopes"),
-            section.problems,
-        )
-        api_key, app_key, org = (
-            entry.string("api_key", ""),
-            entry.string("app_key", ""),
-            entry.string("org", ""),
-        )
-        # Messages never quote a key: they are secrets.
-        if not api_key:
-            entry.fail("api_key", "required (an empty value usually means an unset environment variable)")
-        if not app_key:
-            entry.fail("app_key", "required (an empty value usually means an unset environment variable)")
-        problem = tenant_id_problem(org) if org else "required: the org (tenant id) this key reads"
-        if problem is not None:
-            entry.fail("org", problem)
-        scopes = _scopes(entry)
-        if not api_key or not app_key or problem is not None:
-            continue
-        if any(k.api_key == api_key and k.app_key == app_key for k in keys):
-            entry.fail("api_key", "this api_key/app_key pair is configured twice")
-            continue
-        keys.append(ApiKeyConfig(api_key, app_key, org, scopes))
-    return tuple(keys)
-
-
-def _scopes(entry: Section) -> tuple[str, ...]:
-    node = entry.node("scopes")
-    if node is None or node.value is None:
-        return (USAGE_READ,)
-    if not isinstance(node.value, list) or not all(isinstance(s.value, str) for s in node.value):
-        entry.fail("scopes", "expected a list of scope names, e.g. [usage_read]")
-        return ()
-    return tuple(str(s.value) for s in node.value)
-
-
-def usage_attribution_as_data(config: UsageAttributionConfig) -> dict[str, Any]:
-    """The YAML shape for /status/config; keys masked."""
-    return {
-        "enabled": config.enabled,
-        "region": config.region,
-        "ledger": {
-            "backend": config.ledger.backend,
-            "sqlite": {"path": str(config.ledger.sqlite_path)},
-            "flush_period": format_duration(config.ledger.flush_period),
-            "retention_months": config.ledger.retention_months,
-        },
-        "api": {
-            "page_size": config.api.page_size,
-            "rate_limit": {
-                "requests": config.api.rate_limit.requests,
-                "period": format_duration(config.api.rate_limit.period),
-            },
-            "cursor_ttl": format_duration(config.api.cursor_ttl),
-        },
-        "orgs": {
-            org.org_id: {"name": org.name, "public_id": org.public_id, "parent": org.parent}
-            for org in config.orgs
-        },
-        "keys": [
-            {"api_key": "<secret>", "app_key": "<secret>", "org": key.org, "scopes": list(key.scopes)}
-            for key in config.keys
-        ],
-    }
+def _api_key(entry: Section) -> ApiKeyConfig | None:
+    key = read_settings(entry, ApiKeyConfig)
+    # Messages never quote a key: they are secrets.
+    if not key.api_key:
+        entry.fail("api_key", "required (an empty value usually means an unset environment variable)")
+    if not key.app_key:
+        entry.fail("app_key", "required (an empty value usually means an unset environment variable)")
+    problem = tenant_id_problem(key.org) if key.org else "required: the org (tenant id) this key reads"
+    if problem is not None:
+        entry.fail("org", problem)
+    if not key.api_key or not key.app_key or problem is not None:
+        return None
+    return key

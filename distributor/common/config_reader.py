@@ -7,10 +7,10 @@ duration parser and one way of reporting a bad key.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -217,6 +217,30 @@ class Section:
         path = f"{self.path}.{key}" if self.path else key
         return Section(self._items.get(key), path, self.file, allowed, self.problems)
 
+    def reopened(self, key: str) -> Section:
+        """The sub-section `key` again, to report what a check across its keys finds after reading; its
+        shape and keys were reported when it was first opened, so they are not reported twice."""
+        reopened = Section(None, f"{self.path}.{key}" if self.path else key, self.file, None, self.problems)
+        node = self._items.get(key)
+        if node is not None:
+            reopened.line = node.line
+            if isinstance(node.value, dict):
+                reopened._items = node.value
+        return reopened
+
+    def entries(self, key: str, allowed: tuple[str, ...], expected: str) -> Iterator[Section]:
+        """A list of mappings, each a Section named `key[index]`; `expected` says what a wrong value
+        should have been (e.g. "expected a list of forwarders")."""
+        node = self._items.get(key)
+        if node is None or node.value is None:
+            return
+        if not isinstance(node.value, list):
+            self.fail(key, expected)
+            return
+        path = f"{self.path}.{key}" if self.path else key
+        for index, item in enumerate(node.value):
+            yield Section(item, f"{path}[{index}]", self.file, allowed, self.problems)
+
     def items(self) -> Iterator[tuple[str, Located]]:
         return iter(self._items.items())
 
@@ -268,6 +292,46 @@ class Section:
             except ValueError as err:
                 self.fail(key, str(err))
         return default
+
+    def positive_duration(self, key: str, default: float) -> float:
+        """A duration that must not be 0 (a period, an interval, a timeout)."""
+        value = self.duration(key, default)
+        if value <= 0:
+            self.fail(key, "must be greater than 0")
+        return value
+
+    def positive_integer(self, key: str, default: int, maximum: int | None = None) -> int:
+        """A size or a count that must not be 0."""
+        return self.integer(key, default, minimum=1, maximum=maximum)
+
+
+Entry = TypeVar("Entry")
+
+
+def read_entries(
+    parent: Section,
+    key: str,
+    allowed: tuple[str, ...],
+    expected: str,
+    read: Callable[[Section], Entry | None],
+    unique_by: Callable[[Entry], Hashable],
+    duplicate: tuple[str, Callable[[Entry], str]],
+) -> tuple[Entry, ...]:
+    """A list of named sections (forwarders, API keys): each entry read by `read` (None: refused, already
+    reported), and an entry whose `unique_by` repeats an earlier one's reported at the entry's
+    `duplicate[0]` key with the problem `duplicate[1]` gives."""
+    duplicate_key, duplicate_problem = duplicate
+    kept: dict[Hashable, Entry] = {}
+    for section in parent.entries(key, allowed, expected):
+        entry = read(section)
+        if entry is None:
+            continue
+        identity = unique_by(entry)
+        if identity in kept:
+            section.fail(duplicate_key, duplicate_problem(entry))
+            continue
+        kept[identity] = entry
+    return tuple(kept.values())
 
 
 def _type_name(value: object) -> str:

@@ -2,46 +2,156 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from distributor.common.config_fields import (
+    SECRET,
+    read_settings,
+    render_settings,
+    setting,
+    setting_keys,
+    settings,
+)
+from distributor.common.config_reader import Section, read_entries
 
 FORWARDER_BACKENDS = ("otlpgrpc", "otlphttp")
 COMPRESSIONS = ("none", "gzip")
+# The client settings of a forwarder sit in a sub-section named after its backend.
+CLIENT = "client"
 
 
-@dataclass(frozen=True, slots=True)
+def _file_or_blank(path: Path | None) -> str:
+    return str(path or "")
+
+
+@settings
 class TlsConfig:
     """Client TLS, named as in the Collector's exporters. For otlpgrpc, `insecure: true` means plaintext;
     for otlphttp the URL's scheme decides."""
 
-    insecure: bool = False
-    insecure_skip_verify: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name_override: str = ""
+    insecure: bool = setting(default=False)
+    insecure_skip_verify: bool = setting(default=False)
+    ca_file: Path | None = setting(default=None, blank_is_default=True, render=_file_or_blank)
+    cert_file: Path | None = setting(default=None, blank_is_default=True, render=_file_or_blank)
+    key_file: Path | None = setting(default=None, blank_is_default=True, render=_file_or_blank)
+    server_name_override: str = setting(default="")
 
 
-@dataclass(frozen=True, slots=True)
+@settings
 class RetryConfig:
     """The Collector's retry_on_failure: exponential backoff (x1.5, +-50% jitter) between attempts."""
 
-    enabled: bool = True
-    initial_interval: float = 5.0
-    max_interval: float = 30.0
-    max_elapsed_time: float = 300.0  # 0 = retry until delivered (or shutdown)
+    enabled: bool = setting(default=True)
+    initial_interval: float = setting(default=5.0, positive=True)
+    max_interval: float = setting(default=30.0)
+    max_elapsed_time: float = setting(default=300.0)  # 0 = retry until delivered (or shutdown)
 
 
-@dataclass(frozen=True, slots=True)
+def _read_headers(client: Section, key: str) -> tuple[tuple[str, str], ...]:
+    section = client.section(key, None)
+    headers: list[tuple[str, str]] = []
+    for name, value in section.items():
+        if not isinstance(value.value, str):
+            section.fail_at(value, f"expected a string header value, got {value.value!r}")
+        elif name.lower() == "x-scope-orgid":
+            section.fail_at(value, "the tenant header is set from each request's tenant")
+        else:
+            headers.append((name, value.value))
+    return tuple(headers)
+
+
+def _masked_headers(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    # Header values are often credentials.
+    return {name: SECRET for name, _ in headers}
+
+
+@settings
 class ForwarderConfig:
-    name: str
-    backend: str  # one of FORWARDER_BACKENDS
-    endpoint: str  # otlpgrpc: host:port; otlphttp: base URL, /v1/traces appended
-    traces_endpoint: str = ""  # otlphttp only: the full URL, used as is
-    tls: TlsConfig = field(default_factory=TlsConfig)
-    headers: tuple[tuple[str, str], ...] = ()
-    compression: str = "none"
-    timeout: float = 5.0
-    queue_size: int = 1000  # requests, per tenant
-    workers: int = 4  # concurrent sends, per tenant
-    retry: RetryConfig = field(default_factory=RetryConfig)
+    name: str = setting()
+    backend: str = setting()  # one of FORWARDER_BACKENDS
+    endpoint: str = setting(within=CLIENT)  # otlpgrpc: host:port; otlphttp: base URL, /v1/traces appended
+    traces_endpoint: str = setting(default="", within=CLIENT)  # otlphttp only: the full URL, used as is
+    tls: TlsConfig = setting(default_factory=TlsConfig, within=CLIENT)
+    headers: tuple[tuple[str, str], ...] = setting(
+        default=(), within=CLIENT, read=_read_headers, render=_masked_headers
+    )
+    compression: str = setting(default="none", within=CLIENT, choices=COMPRESSIONS)
+    timeout: float = setting(default=5.0, within=CLIENT, positive=True)
+    queue_size: int = setting(default=1000, positive=True)  # requests, per tenant
+    workers: int = setting(default=4, positive=True)  # concurrent sends, per tenant
+    retry: RetryConfig = setting(default_factory=RetryConfig)
+
+
+def parse_forwarders(distributor: Section) -> tuple[ForwarderConfig, ...]:
+    """`distributor.forwarders`: a list of forwarders, each named once (overrides refer to the names)."""
+    return read_entries(
+        distributor,
+        "forwarders",
+        setting_keys(ForwarderConfig, groups={CLIENT: FORWARDER_BACKENDS}),
+        "expected a list of forwarders",
+        _forwarder,
+        unique_by=lambda forwarder: forwarder.name,
+        duplicate=("name", lambda forwarder: f"forwarder name {forwarder.name!r} is used twice"),
+    )
+
+
+def _forwarder(entry: Section) -> ForwarderConfig | None:
+    name = entry.string("name", "")
+    if not name:
+        entry.fail("name", "every forwarder needs a name (overrides refer to it)")
+        return None
+    backend = _backend(entry)
+    if backend is None:
+        return None
+    forwarder = read_settings(
+        entry, ForwarderConfig, given={"name": name, "backend": backend}, groups={CLIENT: backend}
+    )
+    client = entry.reopened(backend)
+    _check_endpoints(client, forwarder)
+    _check_tls(client.reopened("tls"), forwarder.tls)
+    _check_retry(entry.reopened("retry"), forwarder.retry)
+    return forwarder
+
+
+def _backend(entry: Section) -> str | None:
+    backend = entry.string("backend", "")
+    if backend not in FORWARDER_BACKENDS:
+        entry.fail("backend", f"expected one of {', '.join(FORWARDER_BACKENDS)}, got {backend!r}")
+        return None
+    for other in FORWARDER_BACKENDS:
+        if other != backend and entry.has(other):
+            entry.fail(other, f"this forwarder's backend is {backend}: configure it under `{backend}`")
+    return backend
+
+
+def _check_endpoints(client: Section, forwarder: ForwarderConfig) -> None:
+    if forwarder.backend == "otlphttp":
+        for key in ("endpoint", "traces_endpoint"):
+            url = getattr(forwarder, key)
+            if url and not url.startswith(("http://", "https://")):
+                client.fail(key, f"expected an http:// or https:// URL, got {url!r}")
+        if not forwarder.endpoint and not forwarder.traces_endpoint:
+            client.fail("endpoint", "the backend's URL is required, e.g. http://127.0.0.1:4318")
+        return
+    if forwarder.traces_endpoint:
+        client.fail("traces_endpoint", "only for otlphttp")
+    if not forwarder.endpoint.removeprefix("http://").removeprefix("https://"):
+        client.fail("endpoint", "the backend's host:port is required, e.g. 127.0.0.1:4317")
+
+
+def _check_tls(section: Section, tls: TlsConfig) -> None:
+    if (tls.cert_file is None) != (tls.key_file is None):
+        section.fail("cert_file", "cert_file and key_file go together")
+
+
+def _check_retry(section: Section, retry: RetryConfig) -> None:
+    if retry.max_interval < retry.initial_interval:
+        section.fail("max_interval", "must be at least initial_interval")
+
+
+def forwarder_as_data(forwarder: ForwarderConfig) -> dict[str, Any]:
+    data = render_settings(forwarder, groups={CLIENT: forwarder.backend})
+    if not forwarder.traces_endpoint:
+        del data[forwarder.backend]["traces_endpoint"]  # otlphttp's alternative to endpoint, when used
+    return data

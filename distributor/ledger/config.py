@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from distributor.common.config_fields import setting, settings
 
 LEDGER_BACKENDS = ("sqlite",)
 
 
-@dataclass(frozen=True, slots=True)
+@settings
 class LedgerConfig:
-    backend: str = "sqlite"
-    sqlite_path: Path = Path("data/ledger.db")  # relative paths: relative to the config file
-    flush_period: float = 10.0
-    retention_months: int = 15  # Datadog serves at most 15 months back
+    backend: str = setting(default="sqlite", choices=LEDGER_BACKENDS)
+    sqlite_path: Path = setting(default=Path("data/ledger.db"), key="path", within="sqlite")
+    flush_period: float = setting(default=10.0, positive=True)
+    retention_months: int = setting(
+        default=15, positive=True, maximum=120
+    )  # Datadog serves at most 15 months back

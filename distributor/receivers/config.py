@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
+from distributor.common.config_fields import (
+    read_settings,
+    render_settings,
+    setting,
+    settings,
+    settings_section,
+)
+from distributor.common.config_reader import Section
 from distributor.common.endpoint import Endpoint
 
 MIB = 1024 * 1024
+RECEIVERS_KEYS = ("otlp",)
 
 
-@dataclass(frozen=True, slots=True)
+@settings
 class OtlpHttpConfig:
-    endpoint: Endpoint = Endpoint("127.0.0.1", 4318)
-    max_request_body_bytes: int = 20 * MIB
+    endpoint: Endpoint = setting(default=Endpoint("127.0.0.1", 4318))
+    max_request_body_bytes: int = setting(default=20 * MIB, positive=True)
 
 
-@dataclass(frozen=True, slots=True)
+@settings
 class OtlpGrpcConfig:
-    endpoint: Endpoint = Endpoint("127.0.0.1", 4317)
-    max_recv_msg_size_bytes: int = 4 * MIB
+    endpoint: Endpoint = setting(default=Endpoint("127.0.0.1", 4317))
+    max_recv_msg_size_bytes: int = setting(default=4 * MIB, positive=True)
+
+
+def parse_receivers(section: Section) -> tuple[OtlpHttpConfig, OtlpGrpcConfig | None]:
+    """The receivers to run; gRPC is None when disabled."""
+    otlp = section.section("otlp", ("protocols",))
+    protocols = otlp.section("protocols", ("http", "grpc"))
+    http = read_settings(settings_section(protocols, "http", OtlpHttpConfig), OtlpHttpConfig)
+    # As in the Collector, listing protocols enables just those; listing none enables both defaults.
+    if protocols.node("grpc") is None and otlp.node("protocols") is not None:
+        return http, None
+    return http, read_settings(settings_section(protocols, "grpc", OtlpGrpcConfig), OtlpGrpcConfig)
+
+
+def receivers_as_data(http: OtlpHttpConfig, grpc: OtlpGrpcConfig | None) -> dict[str, Any]:
+    protocols = {"http": render_settings(http)}
+    if grpc is not None:
+        protocols["grpc"] = render_settings(grpc)
+    return {"otlp": {"protocols": protocols}}

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from distributor.common.config_fields import read_settings, setting, settings
+from distributor.common.config_reader import Section
+from distributor.common.endpoint import Endpoint, parse_endpoint
 
-from distributor.common.endpoint import Endpoint
 
-
-@dataclass(frozen=True, slots=True)
+@settings
 class ServerConfig:
-    http_listen_address: str = "127.0.0.1"
-    http_listen_port: int = 3200
-    graceful_shutdown_timeout: float = 30.0  # Tempo's default
+    http_listen_address: str = setting(default="127.0.0.1")
+    http_listen_port: int = setting(default=3200, maximum=65535)
+    graceful_shutdown_timeout: float = setting(default=30.0)  # Tempo's default
 
     @property
     def endpoint(self) -> Endpoint:
         return Endpoint(self.http_listen_address, self.http_listen_port)
+
+
+def parse_server(section: Section) -> ServerConfig:
+    config = read_settings(section, ServerConfig)
+    address = config.http_listen_address
+    try:
+        parse_endpoint(f"{address}:0" if ":" not in address else f"[{address}]:0")
+    except ValueError as err:
+        section.fail("http_listen_address", str(err))
+    return config

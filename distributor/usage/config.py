@@ -1,12 +1,30 @@
-"""`distributor.usage.cost_attribution` settings: the usage tracker."""
+"""`distributor.usage` settings: the usage tracker, under `cost_attribution` as in Tempo."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
+
+from distributor.common.config_fields import read_settings, render_settings, setting, settings
+from distributor.common.config_reader import Section
 
 
-@dataclass(frozen=True, slots=True)
+@settings
 class CostAttributionConfig:
-    enabled: bool = False
-    max_cardinality: int = 10_000
-    stale_duration: float = 15 * 60.0
+    enabled: bool = setting(default=False)
+    max_cardinality: int = setting(default=10_000, positive=True)
+    stale_duration: float = setting(default=15 * 60.0, positive=True)
+
+
+@settings
+class UsageConfig:
+    """The `distributor.usage` section as written; the service keeps only its cost_attribution."""
+
+    cost_attribution: CostAttributionConfig = setting(default_factory=CostAttributionConfig)
+
+
+def parse_usage(section: Section) -> CostAttributionConfig:
+    return read_settings(section, UsageConfig).cost_attribution
+
+
+def usage_as_data(config: CostAttributionConfig) -> dict[str, Any]:
+    return render_settings(UsageConfig(config))
