@@ -2,7 +2,7 @@
 pagination, 403 and 429, agreement with /usage_metrics, tag breakdowns, org visibility, and hour and
 month boundaries. Raw requests only where the client cannot say it (comma-separated `fields`, headers).
 
-Semantics: ../shared/specs/usage-attribution-api.md.
+Semantics: docs/usage-attribution-api.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 naming it, the time formats the official clients send, signed cursors (tampered, reused, expired),
 snapshot pagination while usage keeps arriving, sorting, CSV, rate-limit headers and the types endpoint.
 
-Semantics: ../../shared/specs/usage-attribution-api.md. START is 2026-11-22 10:30 UTC.
+Semantics: docs/usage-attribution-api.md. START is 2026-11-22 10:30 UTC.
 """
 
 from __future__ import annotations

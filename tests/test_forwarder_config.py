@@ -1,4 +1,4 @@
-"""Configuring forwarders and ingestion limits: the issue's YAML, defaults, and one clear line per mistake."""
+"""Configuring forwarders and ingestion limits: the YAML, defaults, and one clear line per mistake."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import yaml
 
 from distributor.check_config import check_files
 from distributor.config import config_as_data, load_config
-from distributor.forwarding.config import ForwarderConfig, RetryConfig, TlsConfig
+from distributor.forwarding.clients import CLIENTS
+from distributor.forwarding.config import FORWARDER_BACKENDS, ForwarderConfig, RetryConfig, TlsConfig
 from distributor.overrides import ConfigError
 from tests.support.config_files import write_config_files
 
@@ -197,3 +198,7 @@ def test_a_tenant_may_forward_nowhere(tmp_path: Path) -> None:
     assert snapshot.for_tenant("acme").forwarders == ()
     assert snapshot.for_tenant("other").forwarders == ("backend",)
     assert snapshot.for_tenant("acme").rate_limit_bytes == 1_000_000, "other fields still inherit"
+
+
+def test_every_configurable_backend_has_a_client() -> None:
+    assert set(CLIENTS) == set(FORWARDER_BACKENDS)

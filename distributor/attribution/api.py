@@ -1,7 +1,7 @@
 """Datadog-compatible Usage Attribution API over the usage ledger: typed answers and domain errors,
 no transport (http.py serves it).
 
-Semantics: ../shared/specs/usage-attribution-api.md; shapes: Datadog's "Get hourly usage attribution",
+Semantics: docs/usage-attribution-api.md. shapes: Datadog's "Get hourly usage attribution",
 "Get monthly usage attribution" and "Get usage attribution types" references, so the official clients
 (datadog-api-client) read the answers unchanged.
 

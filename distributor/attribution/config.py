@@ -1,6 +1,6 @@
 """`usage_attribution:` settings: the usage ledger and the Datadog-compatible Usage Attribution API.
 
-Semantics: ../shared/specs/usage-attribution-api.md.
+Semantics: docs/usage-attribution-api.md.
 """
 
 from __future__ import annotations
