@@ -45,7 +45,7 @@ async def _serve(service: Service) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, service.reload_overrides)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_overrides_soon)
     await service.start()
     try:
         await stop.wait()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 
 from distributor.attribution.api import UsageAttributionApi
@@ -27,8 +26,8 @@ from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.pipeline import Discards, IngestPipeline
 from distributor.ledger.ledger import LedgerMetrics, UsageLedger
-from distributor.ledger.sqlite import SqliteLedgerStore
-from distributor.overrides import ConfigError, OverridesProvider, OverridesSnapshot
+from distributor.ledger.stores import open_store
+from distributor.overrides import OverridesProvider, OverridesSnapshot
 from distributor.overrides.metrics import RuntimeConfigCollector
 from distributor.overrides.reload import OverridesRefresh, RuntimeOverridesReloader
 from distributor.overrides.user_configurable import UserConfigurableOverrides
@@ -86,17 +85,8 @@ class Service:
         attribution_api: UsageAttributionApi | None = None
         attribution = config.usage_attribution
         if attribution.enabled:
-            try:
-                store = SqliteLedgerStore(attribution.ledger.sqlite_path)
-            except (OSError, sqlite3.Error) as err:
-                raise ConfigError(
-                    str(config.source or ""),
-                    None,
-                    "usage_attribution.ledger.sqlite.path",
-                    f"cannot open the ledger {attribution.ledger.sqlite_path}: {err}",
-                ) from err
             self.ledger = UsageLedger(
-                store,
+                open_store(attribution.ledger, config.source),
                 LedgerMetrics(self.registry),
                 attribution.ledger.flush_period,
                 attribution.ledger.retention_months,
@@ -145,18 +135,31 @@ class Service:
             ("forwarders", self.forwarders),
             ("receivers", StoppedTogether(receivers)),
             (
-                "stale state purge",
-                PeriodicTask("purge_stale", STALE_PURGE_INTERVAL_SECONDS, self._purge_stale, task_metrics),
+                "stale series purge",
+                PeriodicTask(
+                    "purge_stale_series", STALE_PURGE_INTERVAL_SECONDS, self.tracker.purge_stale, task_metrics
+                ),
+            ),
+            (
+                "full rate buckets purge",
+                PeriodicTask(
+                    "forget_full_rate_buckets",
+                    STALE_PURGE_INTERVAL_SECONDS,
+                    self.rate_limiter.forget_full_buckets,
+                    task_metrics,
+                ),
             ),
         ]
+        self._overrides_reload: PeriodicTask | None = None
         if self._overrides_refresh.has_sources:
-            reload_task = PeriodicTask(
+            self._overrides_reload = PeriodicTask(
                 "overrides_reload",
                 config.overrides.per_tenant_override_period,
                 self._overrides_refresh.reload,
                 task_metrics,
             )
-            components.append(("overrides reload", reload_task))
+            components.append(("overrides reload", self._overrides_reload))
+        self._signalled_reloads: set[asyncio.Task[None]] = set()
         self._components = components
         self._started: list[tuple[str, Component]] = []
 
@@ -217,8 +220,10 @@ class Service:
         SIGHUP, and from tests); True when anything new was put in force."""
         return self._overrides_refresh.reload()
 
-    def _purge_stale(self) -> None:
-        self.rate_limiter.forget_full_buckets()
-        deleted = self.tracker.purge_stale()
-        if deleted:
-            log.debug("purged %d stale usage series", deleted)
+    def reload_overrides_soon(self) -> None:
+        """SIGHUP: one reload now, outside the period, its failure counted and logged like the
+        periodic ones'."""
+        if self._overrides_reload is not None:
+            task = asyncio.get_running_loop().create_task(self._overrides_reload.run_once())
+            self._signalled_reloads.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._signalled_reloads.discard)

@@ -7,6 +7,7 @@ everything here avoids touching span objects unless a span-level dimension force
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from distributor.ingest.wire import (
 from distributor.overrides import Dimension, Scope, TenantLimits
 from distributor.usage.config import CostAttributionConfig
 
+log = logging.getLogger(__name__)
 MISSING = "__missing__"
 OVERFLOW = "__overflow__"
 TRACKER_NAME = "cost-attribution"
@@ -437,6 +439,8 @@ class UsageTracker:
                 deleted += len(stale)
                 if not usage.series:
                     del tenants[tenant]
+        if deleted:
+            log.debug("purged %d stale usage series", deleted)
         return deleted
 
     def series(self) -> Iterator[tuple[str, int]]:
