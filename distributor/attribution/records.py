@@ -9,11 +9,12 @@ from operator import attrgetter
 
 from distributor.attribution.orgs import Org, OrgDirectory
 from distributor.attribution.query import HourlyQuery, MonthlyQuery, usage_type_of
+from distributor.common.usage import NO_USAGE, Usage
 from distributor.ledger.ledger import BYTES_USAGE, USAGE_TYPES, Tags, UsageRow
 from distributor.usage.tracker import MISSING
 
-# (period, org id) -> (bytes, spans) of that org in that period.
-OrgTotals = Mapping[tuple[int, str], tuple[int, int]]
+# (period, org id) -> the usage of that org in that period.
+OrgTotals = Mapping[tuple[int, str], Usage]
 
 
 @dataclass(slots=True)
@@ -62,10 +63,10 @@ def monthly_result(
     org_tags: Callable[[str], tuple[str, ...]],
 ) -> Result:
     records = group(rows, query.breakdown, orgs, org_tags)
-    totals: dict[tuple[int, str], tuple[int, int]] = {}
+    totals: dict[tuple[int, str], Usage] = {}
     for record in records:
-        size, spans = totals.get((record.period, record.org.org_id), (0, 0))
-        totals[record.period, record.org.org_id] = (size + record.spans_bytes, spans + record.spans)
+        key = (record.period, record.org.org_id)
+        totals[key] = totals.get(key, NO_USAGE) + Usage(record.spans_bytes, record.spans)
     # One total order: the value, then the month, then who (ascending whatever the direction), so
     # equal values never shuffle between pages. Percentages order like usage within an org-month,
     # but not across orgs, so they are sorted by their own value.
@@ -82,8 +83,8 @@ def monthly_result(
         if name in USAGE_TYPES:
             total = float(sum(r.value(name) for r in records))
         else:  # each org-month's percentages add up to 100 (when it has any usage of that type)
-            index = 0 if usage_type_of(name) == BYTES_USAGE else 1
-            total = 100.0 * sum(1 for totals_of_org in totals.values() if totals_of_org[index])
+            usage_type = usage_type_of(name)
+            total = 100.0 * sum(1 for org_total in totals.values() if _of_type(org_total, usage_type))
         aggregates.append(Aggregate(name, total))
     return Result(records, totals, tuple(aggregates))
 
@@ -93,8 +94,7 @@ def field_value(record: Record, name: str, org_totals: OrgTotals) -> float:
     if name.endswith("_usage"):
         return float(record.value(name))
     usage_type = usage_type_of(name)
-    size_total, spans_total = org_totals[record.period, record.org.org_id]
-    total = size_total if usage_type == BYTES_USAGE else spans_total
+    total = _of_type(org_totals[record.period, record.org.org_id], usage_type)
     return 100.0 * record.value(usage_type) / total if total else 0.0
 
 
@@ -106,7 +106,8 @@ def group(
 ) -> list[Record]:
     """One record per (period, org, values of the breakdown keys); an org whose attribution tags lack
     a requested key gets its total with tags null, as Datadog does. Per row this is two dict lookups
-    and an addition: a parent org's month can be 100,000 rows."""
+    and an addition: a parent org's month can be 100,000 rows, so the sums are mutable pairs here
+    rather than Usage values made anew at every row."""
     sums: dict[tuple[int, str, tuple[str, ...] | None], list[int]] = {}
     if breakdown is None:
         for period, tenant, _, size, spans in rows:
@@ -143,6 +144,10 @@ def group(
         for (period, tenant, values), (size, spans) in sums.items()
         if size or spans
     ]
+
+
+def _of_type(usage: Usage, usage_type: str) -> int:
+    return usage.bytes if usage_type == BYTES_USAGE else usage.spans
 
 
 def _identity(record: Record) -> tuple[str, str, tuple[str, ...]]:
