@@ -1,9 +1,11 @@
-"""The one tenant-id rule (Cortex/Tempo): used for request headers and for keys of the overrides file."""
+"""The one tenant-id rule (Cortex/Tempo): used for request headers and for keys of the overrides file;
+and the header that carries a tenant id, in requests received and forwarded."""
 
 from __future__ import annotations
 
 import re
 
+ORG_ID_HEADER = "X-Scope-OrgID"
 MAX_TENANT_ID_BYTES = 150
 _ALLOWED = re.compile(r"[a-zA-Z0-9!\-_.*'()]+")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from enum import Enum
 
 from distributor.common.errors import DistributorError
-from distributor.overrides import tenant_id_problem
+from distributor.overrides.tenant_ids import ORG_ID_HEADER, tenant_id_problem
 
 SINGLE_TENANT = "single-tenant"
-ORG_ID_HEADER = "X-Scope-OrgID"
 
 
 class TenantErrorReason(Enum):

@@ -10,7 +10,8 @@ import logging
 import grpc
 
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
-from distributor.ingest.tenant import ORG_ID_HEADER, TenantError, resolve_tenant
+from distributor.ingest.tenant import TenantError, resolve_tenant
+from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.receivers.config import OtlpGrpcConfig
 from distributor.receivers.otlp import (
     Encoding,

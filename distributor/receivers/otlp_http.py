@@ -10,7 +10,8 @@ from aiohttp import web
 
 from distributor.ingest.limits import retry_after_header
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
-from distributor.ingest.tenant import ORG_ID_HEADER, TenantError, resolve_tenant
+from distributor.ingest.tenant import TenantError, resolve_tenant
+from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.receivers.config import OtlpHttpConfig
 from distributor.receivers.otlp import (
     INTERNAL,

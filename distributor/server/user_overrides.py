@@ -6,7 +6,8 @@ import json
 
 from aiohttp import web
 
-from distributor.ingest.tenant import ORG_ID_HEADER, TenantError, TenantErrorReason, resolve_tenant
+from distributor.ingest.tenant import TenantError, TenantErrorReason, resolve_tenant
+from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.overrides.user_configurable import (
     StoredOverrides,
     UserConfigurableOverrides,

@@ -11,7 +11,7 @@ from distributor.common.rpc_status import RETRY_INFO_TYPE_URL, RetryInfo, Status
 from distributor.forwarding.clients.base import rejected_spans
 from distributor.forwarding.config import ForwarderConfig
 from distributor.forwarding.retry import ExportFailure
-from distributor.ingest.tenant import ORG_ID_HEADER
+from distributor.overrides.tenant_ids import ORG_ID_HEADER
 
 # The OTLP specification's retryable codes (a superset of UNAVAILABLE, RESOURCE_EXHAUSTED and
 # DEADLINE_EXCEEDED).

@@ -14,7 +14,7 @@ from distributor.common.rpc_status import Status
 from distributor.forwarding.clients.base import rejected_spans
 from distributor.forwarding.config import ForwarderConfig
 from distributor.forwarding.retry import ExportFailure
-from distributor.ingest.tenant import ORG_ID_HEADER
+from distributor.overrides.tenant_ids import ORG_ID_HEADER
 
 RETRYABLE_HTTP_STATUSES = frozenset({429, 502, 503, 504})
 
