@@ -13,7 +13,6 @@ from typing import Any
 from distributor.attribution.config import UsageAttributionConfig, parse_usage_attribution
 from distributor.common.config_fields import render_settings, settings_section
 from distributor.common.config_reader import ConfigError, Section, read_yaml
-from distributor.common.endpoint import Endpoint, parse_endpoint
 from distributor.forwarding.config import ForwarderConfig, forwarder_as_data, parse_forwarders
 from distributor.overrides.config import OverridesConfig, parse_overrides
 from distributor.receivers.config import (
@@ -103,13 +102,4 @@ def differences(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, A
     return result
 
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "Endpoint",
-    "ForwarderConfig",
-    "config_as_data",
-    "differences",
-    "load_config",
-    "parse_endpoint",
-]
+__all__ = ["Config", "config_as_data", "differences", "load_config"]

@@ -9,7 +9,7 @@ from operator import attrgetter
 
 from distributor.attribution.orgs import Org, OrgDirectory
 from distributor.attribution.query import HourlyQuery, MonthlyQuery, usage_type_of
-from distributor.common.usage import NO_USAGE, Usage
+from distributor.common.usage import Usage
 from distributor.ledger.ledger import BYTES_USAGE, USAGE_TYPES, Tags, UsageRow
 from distributor.usage.tracker import MISSING
 
@@ -63,10 +63,17 @@ def monthly_result(
     org_tags: Callable[[str], tuple[str, ...]],
 ) -> Result:
     records = group(rows, query.breakdown, orgs, org_tags)
-    totals: dict[tuple[int, str], Usage] = {}
+    # Summed in mutable pairs (a parent org's month can be 100,000 records), each a Usage at the end.
+    sums: dict[tuple[int, str], list[int]] = {}
     for record in records:
         key = (record.period, record.org.org_id)
-        totals[key] = totals.get(key, NO_USAGE) + Usage(record.spans_bytes, record.spans)
+        entry = sums.get(key)
+        if entry is None:
+            sums[key] = [record.spans_bytes, record.spans]
+        else:
+            entry[0] += record.spans_bytes
+            entry[1] += record.spans
+    totals = {key: Usage(size, spans) for key, (size, spans) in sums.items()}
     # One total order: the value, then the month, then who (ascending whatever the direction), so
     # equal values never shuffle between pages. Percentages order like usage within an org-month,
     # but not across orgs, so they are sorted by their own value.
