@@ -11,6 +11,7 @@ import time
 from distributor.attribution.api import UsageAttributionApi
 from distributor.attribution.http import UsageAttributionHttp
 from distributor.common.clock import Clock
+from distributor.common.http_listener import HttpListener, request_metrics_middleware
 from distributor.common.lifecycle import (
     BackgroundTaskMetrics,
     Component,
@@ -34,8 +35,7 @@ from distributor.overrides.user_configurable import UserConfigurableOverrides
 from distributor.receivers.otlp_grpc import OtlpGrpcReceiver
 from distributor.receivers.otlp_http import OtlpHttpReceiver
 from distributor.server.endpoints import ServerEndpoints
-from distributor.server.listener import HttpListener
-from distributor.server.metrics import new_registry, request_metrics_middleware
+from distributor.server.metrics import new_registry
 from distributor.server.user_overrides import UserOverridesApi
 from distributor.usage.metrics import UsageTrackerCollector
 from distributor.usage.tracker import UsageTracker

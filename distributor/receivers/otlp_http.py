@@ -8,6 +8,7 @@ import logging
 
 from aiohttp import web
 
+from distributor.common.http_listener import HttpListener, Middleware
 from distributor.ingest.limits import retry_after_header
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
 from distributor.ingest.tenant import TenantError, resolve_tenant
@@ -27,8 +28,6 @@ from distributor.receivers.otlp import (
     gunzip,
     parse_content_type,
 )
-from distributor.server.listener import HttpListener
-from distributor.server.metrics import Middleware
 
 TRACES_PATH = "/v1/traces"
 log = logging.getLogger(__name__)

@@ -1,13 +1,19 @@
-"""One aiohttp application served on one TCP endpoint: the server port, and the OTLP/HTTP receiver's."""
+"""Serving an aiohttp application on one TCP endpoint (the server port, the OTLP/HTTP receiver), with
+the request metrics every listener keeps."""
 
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram
 
 from distributor.common.endpoint import Endpoint
-from distributor.server.metrics import Middleware
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 DEFAULT_MAX_BODY_BYTES = 1024**2  # aiohttp's own default
 
@@ -64,3 +70,31 @@ class HttpListener:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+
+def request_metrics_middleware(registry: CollectorRegistry) -> Middleware:
+    """Counts and times every request by route template (not raw path, to bound cardinality)."""
+    request_duration = Histogram(
+        "tempo_request_duration_seconds",
+        "Time (in seconds) spent serving HTTP requests",
+        ["method", "route", "status_code"],
+        registry=registry,
+    )
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as err:
+            status = err.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "other"
+            request_duration.labels(request.method, route, str(status)).observe(time.perf_counter() - started)
+
+    return middleware
