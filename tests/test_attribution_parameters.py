@@ -1057,5 +1057,17 @@ async def test_disabled_api_answers_404(tmp_path: Path, how: str) -> None:
                 assert "X-RateLimit-Remaining" not in headers
 
 
+async def test_the_disabled_api_body_is_byte_for_byte_what_it_always_was(tmp_path: Path) -> None:
+    # Clients and dashboards match this body exactly: it keeps json's default separators, unlike the
+    # compact bodies of the enabled API.
+    expected = b'{"errors": ["usage attribution is disabled (usage_attribution.enabled)"]}'
+    async with attribution_service(disabled_config(tmp_path, "enabled-false")) as running:
+        for path in (HOURLY, MONTHLY, *TYPES_PATHS):
+            async with running.session.get(running.server_url + path) as response:
+                assert response.status == 404
+                assert response.content_type == "application/json"
+                assert await response.read() == expected, path
+
+
 def test_start_is_what_the_tables_assume() -> None:
     assert datetime.fromtimestamp(START, UTC) == datetime(2026, 11, 22, 10, 30, tzinfo=UTC)

@@ -156,6 +156,27 @@ async def test_components_stopped_together_all_stop_and_the_failures_are_named()
     assert sorted(stopped) == ["grpc", "http"]
 
 
+class MeetingAtStop:
+    """A component whose stop() returns only once every component of its group has begun stopping."""
+
+    def __init__(self, everyone_stopping: asyncio.Barrier) -> None:
+        self.everyone_stopping = everyone_stopping
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self, deadline: float) -> None:
+        await self.everyone_stopping.wait()
+
+
+async def test_components_stopped_together_all_begin_stopping_before_any_has_finished() -> None:
+    # The receivers stop taking requests at the same moment: one that is still finishing its requests in
+    # flight must not hold the other open.
+    barrier = asyncio.Barrier(2)
+    group = StoppedTogether([("http", MeetingAtStop(barrier)), ("grpc", MeetingAtStop(barrier))])
+    await asyncio.wait_for(group.stop(0.0), 5)
+
+
 @pytest.fixture(autouse=True)
 def _log_errors(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="distributor.common.lifecycle")

@@ -23,6 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import generate_latest
 
 from distributor.common.discards import DiscardReason
+from distributor.common.rpc_status import Status
+from distributor.receivers.otlp import UNAVAILABLE
 from distributor.usage.exposition import DISCARDED_METRIC, render_counter
 from tests.support.backends import Answer, RecordingBackend, forwarder_to
 from tests.support.cli import RunningCli, running_cli
@@ -500,6 +502,42 @@ async def test_stop_does_not_claim_all_delivered_when_the_backend_refused_some_d
         await backend.stop()
 
 
+async def test_stop_accounts_only_for_the_requests_queued_at_stop_not_those_dropped_before(
+    start_service: StartService, caplog: pytest.LogCaptureFixture
+) -> None:
+    refused = Answer(http_status=400, grpc_code=grpc.StatusCode.INVALID_ARGUMENT)
+    backend = await RecordingBackend(script=[refused]).start()
+    hold = asyncio.Event()
+    try:
+        forwarder = forwarder_to(backend, "http", workers=1, queue_size=100, timeout=60.0)
+        running = await start_service(with_forwarders(make_config(multitenancy=True), forwarder))
+        await send(running.session, running, "acme", "protobuf", numbered("acme", 0).SerializeToString())
+
+        def refused_and_dropped() -> bool:
+            return forwarding_counters(running)["dropped_requests"] == {"acme": 1.0}
+
+        await eventually(refused_and_dropped, "the backend's refusal of the first request")
+        backend.hold = hold  # from here on, the backend is slow: the next requests are still queued at stop
+        for index in range(1, 4):
+            await send(
+                running.session, running, "acme", "protobuf", numbered("acme", index).SerializeToString()
+            )
+
+        caplog.set_level(logging.INFO, logger="distributor")
+        stopping = asyncio.create_task(running.service.stop())
+        await eventually(lambda: any("queued requests before exit" in m for m in messages(caplog)))
+        assert "delivering 3 queued requests before exit" in messages(caplog)
+        hold.set()
+        await asyncio.wait_for(stopping, 30)
+
+        assert len(backend.deliveries) == 3
+        assert "all queued requests delivered" in messages(caplog)
+        assert not any("were not delivered" in message for message in messages(caplog))
+    finally:
+        hold.set()
+        await backend.stop()
+
+
 async def test_stop_finishes_an_upload_in_flight_and_forwards_it(start_service: StartService) -> None:
     backend = await RecordingBackend().start()
     try:
@@ -541,3 +579,66 @@ async def test_stop_finishes_an_upload_in_flight_and_forwards_it(start_service: 
         assert sorted(backend.bodies()) == sorted([slow, other])
     finally:
         await backend.stop()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length: its status, headers (lower-case names) and body."""
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")
+    status_line, *lines = head.strip().split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 10)
+    return int(status_line.split()[1]), headers, body
+
+
+def traces_post(body: bytes) -> bytes:
+    head = (
+        "POST /v1/traces HTTP/1.1\r\nHost: distributor\r\nContent-Type: application/x-protobuf\r\n"
+        f"X-Scope-OrgID: acme\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def test_a_request_on_a_kept_alive_connection_during_the_drain_gets_503_retry_after_and_a_close(
+    start_service: StartService,
+) -> None:
+    config = make_config(multitenancy=True)
+    config = replace(config, server=replace(config.server, graceful_shutdown_timeout=5.0))
+    running = await start_service(config)
+    assert running.service.otlp_http_address is not None
+    host, port = running.service.otlp_http_address
+    # An upload in flight keeps the receiver draining until its body has arrived.
+    slow = numbered("acme", 1).SerializeToString()
+    slow_reader, slow_writer = await asyncio.open_connection(host, port)
+    slow_writer.write(traces_post(slow)[:-10])
+    await slow_writer.drain()
+    # A kept-alive connection, answered once: by then the slow request's handler is running.
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(traces_post(numbered("acme", 2).SerializeToString()))
+    status, headers, _ = await read_response(reader)
+    assert status == 200 and headers.get("connection", "").lower() != "close"
+
+    stopping = asyncio.create_task(running.service.stop())
+
+    async def listener_closed() -> bool:
+        try:
+            _, probe = await asyncio.open_connection(host, port)
+        except OSError:
+            return True
+        probe.close()
+        return False
+
+    await eventually(listener_closed, "the OTLP/HTTP listener closes")
+    writer.write(traces_post(numbered("acme", 3).SerializeToString()))
+    status, headers, body = await read_response(reader)
+    writer.close()
+    assert status == 503
+    assert headers["retry-after"] == "1"
+    assert headers["connection"].lower() == "close"  # the exporter reconnects, to another replica
+    assert Status.FromString(body).code == UNAVAILABLE
+
+    slow_writer.write(traces_post(slow)[-10:])
+    await slow_writer.drain()
+    status, _, _ = await read_response(slow_reader)
+    slow_writer.close()
+    assert status == 200
+    await asyncio.wait_for(stopping, 10)

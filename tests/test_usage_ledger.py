@@ -8,7 +8,9 @@ runs in process; only the real CLI (running_cli) uses the wall clock, and its qu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -37,6 +39,7 @@ from distributor.ledger.ledger import (
 )
 from distributor.ledger.sqlite import SqliteLedgerStore
 from distributor.overrides import ConfigError
+from distributor.service import Service
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.tracker import MISSING, OVERFLOW, UsageTracker
 from tests.support.attribution import (
@@ -47,13 +50,16 @@ from tests.support.attribution import (
     spans_request,
     write_config,
 )
+from tests.support.backends import RecordingBackend, forwarder_to
 from tests.support.cli import RunningCli, running_cli
+from tests.support.clock import ManualClock
 from tests.support.config_files import edit_yaml
 from tests.support.ledger import standalone_ledger
 from tests.support.metrics import Labels, parse_usage, sample_value, scrape
 from tests.support.otlp import batch, limits, received, request, span
 from tests.support.polling import eventually
 from tests.support.senders import post_traces
+from tests.support.service import with_forwarders
 
 H10 = hour_of(START)  # 2026-11-22 10:00 UTC
 NOV = month_of(START)
@@ -359,6 +365,30 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
         }
     finally:
         await ledger.stop(0.0)
+
+
+async def test_usage_the_final_flush_cannot_store_is_counted_as_unrecorded_per_tenant_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "ledger.db"
+    registry = CollectorRegistry()
+    ledger = standalone_ledger(SqliteLedgerStore(path), lambda: START, registry)
+    ledger.record("acme", ("team",), {("a",): Usage(100, 2), ("b",): Usage(30, 1)}, {})
+    ledger.record_total("plain", Usage(11, 1))
+    execute(path, FAIL_WRITES)
+    await ledger.stop(0.0)
+
+    def unrecorded(unit: str, tenant: str) -> float | None:
+        return registry.get_sample_value(f"tempo_usage_ledger_unrecorded_{unit}_total", {"tenant": tenant})
+
+    assert {
+        tenant: (unrecorded("bytes", tenant), unrecorded("spans", tenant)) for tenant in ("acme", "plain")
+    } == {
+        "acme": (130.0, 3.0),
+        "plain": (11.0, 1.0),
+    }
+    assert "usage ledger: 130 bytes and 3 spans of tenant acme were not stored" in caplog.messages
+    assert row_counts(path) == {"hourly": 0, "monthly": 0, "flushes": 0}
 
 
 async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
@@ -687,6 +717,51 @@ async def test_the_flush_period_timer_flushes_a_running_service(tmp_path: Path) 
         found = await eventually(stored, "the periodic flush", timeout=5.0)
         assert found == {("acme", '{"service_name":"checkout","team":"payments"}'): (sent, 2)}
         assert running.service.registry.get_sample_value("tempo_usage_ledger_pending_entries") == 0
+
+
+async def test_while_the_forwarders_drain_at_stop_the_api_answers_and_the_final_flush_stores_everything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping goes receivers, forwarders, server port, ledger: the ledger outlives the drain, so the
+    API (on the server port, reading the ledger) answers until the port closes, and the final flush
+    comes after every request was accounted."""
+    hold = asyncio.Event()
+    backend = await RecordingBackend(hold=hold).start()
+    clock, wall = ManualClock(), ManualClock(START)
+    config = with_forwarders(load_config(write_config(tmp_path)), forwarder_to(backend))
+    service = Service(config, clock=clock, wall_clock=wall)
+    await service.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            running = RunningAttribution(service, session, clock, wall)
+            await running.send("acme", spans_request("checkout", 2, team="payments"))
+            await running.flush()
+            flushed = await tracked_by_tags(running, "acme")
+            await running.send("acme", spans_request("search", 1, team="discovery"))  # only in memory
+            tracked = await tracked_by_tags(running, "acme")
+
+            caplog.set_level(logging.INFO, logger="distributor")
+            stopping = asyncio.create_task(service.stop())
+            await eventually(
+                lambda: any("queued requests before exit" in r.getMessage() for r in caplog.records),
+                "the forwarders' drain",
+            )
+            assert await billed_by_tags(running, "acme", BYTES_USAGE) == flushed
+            assert not stopping.done() and backend.deliveries == []
+            hold.set()
+            await asyncio.wait_for(stopping, 30)
+
+        assert len(backend.deliveries) == 2
+        stored = {
+            tuple(json.loads(tags).values()): size
+            for (tenant, tags), (size, _) in file_usage(tmp_path / "data" / "ledger.db").items()
+            if tenant == "acme"
+        }
+        assert stored == tracked
+    finally:
+        hold.set()
+        await service.stop()
+        await backend.stop()
 
 
 # --- 4. The real CLI: SIGKILL and SIGTERM -----------------------------------------------------------------
