@@ -538,6 +538,24 @@ async def test_stop_accounts_only_for_the_requests_queued_at_stop_not_those_drop
         await backend.stop()
 
 
+def traces_post(body: bytes) -> bytes:
+    """A raw OTLP/HTTP request of tenant acme, to write on a socket by hand."""
+    head = (
+        "POST /v1/traces HTTP/1.1\r\nHost: distributor\r\nContent-Type: application/x-protobuf\r\n"
+        f"X-Scope-OrgID: acme\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def listener_closed(host: str, port: int) -> bool:
+    try:
+        _, probe = await asyncio.open_connection(host, port)
+    except OSError:
+        return True
+    probe.close()
+    return False
+
+
 async def test_stop_finishes_an_upload_in_flight_and_forwards_it(start_service: StartService) -> None:
     backend = await RecordingBackend().start()
     try:
@@ -548,11 +566,7 @@ async def test_stop_finishes_an_upload_in_flight_and_forwards_it(start_service: 
         host, port = running.service.otlp_http_address
         slow = numbered("acme", 1).SerializeToString()
         reader, writer = await asyncio.open_connection(host, port)
-        head = (
-            "POST /v1/traces HTTP/1.1\r\nHost: distributor\r\nContent-Type: application/x-protobuf\r\n"
-            f"X-Scope-OrgID: acme\r\nContent-Length: {len(slow)}\r\n\r\n"
-        )
-        writer.write(head.encode() + slow[:10])
+        writer.write(traces_post(slow)[: 10 - len(slow)])
         await writer.drain()
         # A complete request on another connection, answered: by then the service has read the slow
         # request's headers (they were readable first), so its handler is running, reading the body.
@@ -561,15 +575,7 @@ async def test_stop_finishes_an_upload_in_flight_and_forwards_it(start_service: 
 
         stopping = asyncio.create_task(running.service.stop())
 
-        async def listener_closed() -> bool:
-            try:
-                _, probe = await asyncio.open_connection(host, port)
-            except OSError:
-                return True
-            probe.close()
-            return False
-
-        await eventually(listener_closed, "the OTLP/HTTP listener closes")
+        await eventually(lambda: listener_closed(host, port), "the OTLP/HTTP listener closes")
         writer.write(slow[10:])  # the rest of the body, well within graceful_shutdown_timeout
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(1024), 10)
@@ -588,14 +594,6 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
     body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 10)
     return int(status_line.split()[1]), headers, body
-
-
-def traces_post(body: bytes) -> bytes:
-    head = (
-        "POST /v1/traces HTTP/1.1\r\nHost: distributor\r\nContent-Type: application/x-protobuf\r\n"
-        f"X-Scope-OrgID: acme\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
 
 
 async def test_a_request_on_a_kept_alive_connection_during_the_drain_gets_503_retry_after_and_a_close(
@@ -619,15 +617,7 @@ async def test_a_request_on_a_kept_alive_connection_during_the_drain_gets_503_re
 
     stopping = asyncio.create_task(running.service.stop())
 
-    async def listener_closed() -> bool:
-        try:
-            _, probe = await asyncio.open_connection(host, port)
-        except OSError:
-            return True
-        probe.close()
-        return False
-
-    await eventually(listener_closed, "the OTLP/HTTP listener closes")
+    await eventually(lambda: listener_closed(host, port), "the OTLP/HTTP listener closes")
     writer.write(traces_post(numbered("acme", 3).SerializeToString()))
     status, headers, body = await read_response(reader)
     writer.close()
