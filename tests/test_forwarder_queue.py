@@ -61,6 +61,7 @@ class Harness:
             "retry": retry,
         }
         options.update(config)
+        retry = options["retry"]  # type: ignore[assignment]
         self.forwarder = Forwarder(
             ForwarderConfig(**options),  # type: ignore[arg-type]
             client,
@@ -92,9 +93,10 @@ class Harness:
         await self.forwarder.stop(asyncio.get_running_loop().time())
 
 
-async def wait_for(condition: Callable[[], bool]) -> None:
-    """Let the workers run until `condition` holds; they never wait for real time here."""
-    for _ in range(1000):
+async def wait_for(condition: Callable[[], bool], rounds: int = 1000) -> None:
+    """Let the workers run until `condition` holds (within `rounds` turns of the event loop); they never
+    wait for real time here."""
+    for _ in range(rounds):
         if condition():
             return
         await asyncio.sleep(0)
@@ -196,6 +198,27 @@ async def test_a_client_that_raises_costs_its_item_counted_and_the_worker_serves
     await harness.stop_now()
 
 
+async def test_thousands_of_failed_attempts_without_time_limit_end_in_delivery_and_the_queue_works_on() -> (
+    None
+):
+    # Past attempt 1751 an uncapped 1.5**attempt overflows; the cap keeps the wait at max_interval.
+    outage = 3000
+    retry = RetryConfig(initial_interval=1.0, max_interval=8.0, max_elapsed_time=0.0)
+    harness = Harness(ScriptedClient(*[UNAVAILABLE] * outage), retry=retry, workers=1)
+    harness.send(payload=b"through the outage")
+    await wait_for(lambda: harness.forwarder.pending() == 0, rounds=10 * outage)
+    assert len(harness.client.exports) == outage + 1
+    assert harness.slept[-1] == 8.0 and max(harness.slept) == 8.0
+    assert harness.dropped == []
+    assert harness.forwarder.dropped_requests == 0
+    assert harness.sample("sent_requests_total", forwarder="backend", tenant="acme") == 1
+    harness.send(payload=b"after recovery")
+    await harness.settled()
+    assert harness.client.exports[-2:] == [("acme", b"through the outage"), ("acme", b"after recovery")]
+    assert harness.dropped == []
+    await harness.stop_now()
+
+
 # --- Backoff ----------------------------------------------------------------------------------------------
 
 BACKOFF = RetryConfig(initial_interval=1.0, max_interval=5.0)
@@ -217,6 +240,16 @@ def test_backoff_grows_by_half_each_attempt_within_jitter_bounds_and_cap(
     attempt: int, uniform: float, expected: float
 ) -> None:
     assert Backoff(BACKOFF, uniform=lambda: uniform).delay(attempt) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("attempt", [1751, 10_000, 10**9])
+@pytest.mark.parametrize("uniform", [0.0, 0.5, 1.0])
+def test_backoff_stays_at_max_interval_within_jitter_however_many_attempts_failed(
+    attempt: int, uniform: float
+) -> None:
+    delay = Backoff(BACKOFF, uniform=lambda: uniform).delay(attempt)
+    assert BACKOFF.max_interval * 0.5 <= delay <= BACKOFF.max_interval * 1.5
+    assert delay == pytest.approx(BACKOFF.max_interval * (0.5 + uniform))
 
 
 @pytest.mark.parametrize(("asked", "expected"), [(4.0, 4.0), (0.2, 1.0), (None, 1.0)])
