@@ -302,6 +302,8 @@ def test_a_forwarder_allows_its_own_keys_and_one_section_per_backend() -> None:
         "otlpgrpc",
         "otlphttp",
         "queue_size",
+        "queue_size_bytes",
+        "total_queue_size_bytes",
         "workers",
         "retry",
     )

@@ -88,6 +88,24 @@ def test_defaults_follow_tempo_and_the_collector(tmp_path: Path) -> None:
     )
 
 
+def test_queued_bytes_are_bounded_by_default_and_shown_in_status_config(tmp_path: Path) -> None:
+    edited = ISSUE_EXAMPLE.replace(
+        "queue_size: 1000",
+        "queue_size: 1000\n      queue_size_bytes: 1000000\n      total_queue_size_bytes: 3000000",
+    )
+    config = load_config(write_config_files(tmp_path, edited))
+    backend, archive = config.forwarders
+    assert (backend.queue_size_bytes, backend.total_queue_size_bytes) == (1_000_000, 3_000_000)
+    assert (archive.queue_size_bytes, archive.total_queue_size_bytes) == (64 * 1024 * 1024, 256 * 1024 * 1024)
+    shown_backend, shown_archive = config_as_data(config)["distributor"]["forwarders"]
+    assert (shown_backend["queue_size_bytes"], shown_backend["total_queue_size_bytes"]) == (
+        1_000_000,
+        3_000_000,
+    )
+    assert shown_archive["queue_size_bytes"] == 64 * 1024 * 1024
+    assert shown_archive["total_queue_size_bytes"] == 256 * 1024 * 1024
+
+
 def test_status_config_masks_forwarder_headers(tmp_path: Path) -> None:
     data = config_as_data(load_config(write_config_files(tmp_path, ISSUE_EXAMPLE)))
     archive = data["distributor"]["forwarders"][1]
@@ -115,6 +133,21 @@ BAD_FORWARDERS = [
     ("duplicate name", ("- name: archive", "- name: backend"), "forwarders[1].name", "used twice"),
     ("zero queue", ("queue_size: 1000", "queue_size: 0"), "queue_size", "at least 1"),
     ("zero workers", ("workers: 4", "workers: 0"), "workers", "at least 1"),
+    (
+        "zero queued bytes",
+        ("queue_size: 1000", "queue_size: 1000\n      queue_size_bytes: 0"),
+        "queue_size_bytes",
+        "at least 1",
+    ),
+    (
+        "queued bytes of all tenants below one tenant's",
+        (
+            "queue_size: 1000",
+            "queue_size: 1000\n      queue_size_bytes: 2000\n      total_queue_size_bytes: 1999",
+        ),
+        "distributor.forwarders[0].total_queue_size_bytes",
+        "at least queue_size_bytes",
+    ),
     ("bad compression", ("compression: gzip", "compression: zstd"), "compression", "expected one of"),
     (
         "tenant header set by hand",

@@ -79,7 +79,7 @@ class Harness:
         await asyncio.sleep(0)
 
     def send(self, tenant: str = "acme", payload: bytes = b"spans") -> None:
-        assert self.forwarder.has_room(tenant)
+        assert self.forwarder.has_room(tenant, len(payload))
         self.forwarder.enqueue(ForwardItem(tenant, payload, span_count=2, attribution=None))
 
     async def settled(self) -> None:
@@ -164,11 +164,11 @@ async def test_a_full_tenant_queue_has_no_room_while_other_tenants_still_have() 
     await wait_for(lambda: dict(harness.forwarder.queue_lengths())["acme"] == 0)  # in the worker's hands
     harness.send()
     harness.send()
-    assert not harness.forwarder.has_room("acme")
-    assert harness.forwarder.has_room("globex")
+    assert not harness.forwarder.has_room("acme", 1)
+    assert harness.forwarder.has_room("globex", 1)
     release.set()
     await harness.settled()
-    assert harness.forwarder.has_room("acme")
+    assert harness.forwarder.has_room("acme", 1)
     await harness.stop_now()
 
 
@@ -216,6 +216,91 @@ async def test_thousands_of_failed_attempts_without_time_limit_end_in_delivery_a
     await harness.settled()
     assert harness.client.exports[-2:] == [("acme", b"through the outage"), ("acme", b"after recovery")]
     assert harness.dropped == []
+    await harness.stop_now()
+
+
+# --- Queued bytes ----------------------------------------------------------------------------------------
+
+
+async def test_queued_bytes_count_waiting_and_held_payloads_until_delivered() -> None:
+    release = asyncio.Event()
+    harness = Harness(ScriptedClient(release=release), workers=1)
+    harness.send("acme", b"a" * 10)
+    await wait_for(lambda: dict(harness.forwarder.queue_lengths())["acme"] == 0)  # in the worker's hands
+    harness.send("acme", b"b" * 20)
+    harness.send("globex", b"c" * 30)
+    assert harness.forwarder.queued_bytes("acme") == 10 + 20
+    assert harness.forwarder.queued_bytes("globex") == 30
+    assert harness.forwarder.queued_bytes() == 10 + 20 + 30
+    release.set()
+    await harness.settled()
+    assert harness.forwarder.queued_bytes() == 0
+    assert harness.forwarder.queued_bytes("acme") == harness.forwarder.queued_bytes("globex") == 0
+    await harness.stop_now()
+
+
+@pytest.mark.parametrize("failure", [REJECTED, RuntimeError("a bug in the client")], ids=["rejected", "bug"])
+async def test_queued_bytes_are_released_when_a_request_is_dropped(failure: Exception) -> None:
+    harness = Harness(ScriptedClient(failure), workers=1)
+    harness.send(payload=b"x" * 100)
+    await harness.settled()
+    assert len(harness.dropped) == 1
+    assert harness.forwarder.queued_bytes() == harness.forwarder.queued_bytes("acme") == 0
+    await harness.stop_now()
+
+
+async def test_queued_bytes_are_released_when_retries_are_exhausted() -> None:
+    retry = RetryConfig(initial_interval=1.0, max_interval=8.0, max_elapsed_time=5.0)
+    harness = Harness(ScriptedClient(*[UNAVAILABLE] * 10), retry=retry)
+    harness.send(payload=b"x" * 100)
+    await harness.settled()
+    assert harness.dropped == [("acme", DiscardReason.FORWARD_RETRIES_EXHAUSTED)]
+    assert harness.forwarder.queued_bytes() == 0
+    await harness.stop_now()
+
+
+async def test_queued_bytes_are_released_at_stop_for_waiting_and_held_requests() -> None:
+    harness = Harness(ScriptedClient(release=asyncio.Event()), workers=1)
+    harness.send("acme", b"a" * 10)
+    await wait_for(lambda: dict(harness.forwarder.queue_lengths())["acme"] == 0)  # in the worker's hands
+    harness.send("acme", b"b" * 20)
+    harness.send("globex", b"c" * 30)
+    assert harness.forwarder.queued_bytes() == 60
+    await harness.stop_now()
+    assert len(harness.dropped) == 3
+    assert harness.forwarder.queued_bytes() == 0
+
+
+async def test_a_tenant_has_no_room_past_its_queued_bytes_while_other_tenants_still_have() -> None:
+    release = asyncio.Event()
+    harness = Harness(
+        ScriptedClient(release=release), workers=1, queue_size_bytes=100, total_queue_size_bytes=1000
+    )
+    assert not harness.forwarder.has_room("acme", 101), "larger than the bound even when empty"
+    harness.send("acme", b"a" * 60)  # held by the worker: still counted
+    await wait_for(lambda: dict(harness.forwarder.queue_lengths())["acme"] == 0)
+    assert harness.forwarder.has_room("acme", 40)
+    assert not harness.forwarder.has_room("acme", 41)
+    assert harness.forwarder.has_room("globex", 100)
+    release.set()
+    await harness.settled()
+    assert harness.forwarder.has_room("acme", 100)
+    await harness.stop_now()
+
+
+async def test_no_tenant_has_room_past_the_queued_bytes_of_all_tenants() -> None:
+    release = asyncio.Event()
+    harness = Harness(
+        ScriptedClient(release=release), workers=1, queue_size_bytes=100, total_queue_size_bytes=150
+    )
+    harness.send("acme", b"a" * 100)
+    harness.send("globex", b"g" * 40)
+    assert harness.forwarder.has_room("initech", 10)
+    assert not harness.forwarder.has_room("initech", 11), "each tenant is under its bound, all are at 150"
+    assert not harness.forwarder.has_room("globex", 11)
+    release.set()
+    await harness.settled()
+    assert harness.forwarder.has_room("initech", 100)
     await harness.stop_now()
 
 

@@ -48,6 +48,8 @@ DISCARDED_SPANS = "tempo_discarded_spans_total"
 SPANS_RECEIVED = "tempo_distributor_spans_received_total"
 BYTES_RECEIVED = "tempo_distributor_bytes_received_total"
 TRUNCATED = "tempo_distributor_attributes_truncated_total"
+QUEUED_BYTES = "tempo_distributor_forwarder_queued_bytes"
+QUEUE_LENGTH = "tempo_distributor_forwarder_queue_length"
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -432,6 +434,68 @@ async def test_full_queue_refuses_unaccounted_then_everything_lands_after_recove
     finally:
         await asyncio.wait_for(asyncio.shield(export), 30)  # a failed test must not leave the thread behind
         exporter.shutdown()
+
+
+async def test_queued_bytes_bounds_refuse_tenants_against_a_hanging_backend_then_everything_accepted_lands(
+    start_backend: StartBackend, start_service: StartService
+) -> None:
+    hold = asyncio.Event()
+    backend = await start_backend(hold=hold)  # takes requests and answers none until released
+    body = request(batch({"service.name": "svc"}, [span(pad=10_000)])).SerializeToString()
+    per_tenant, all_tenants = 4 * len(body), 10 * len(body)
+    fwd = forwarder_to(
+        backend,
+        "http",
+        workers=1,
+        timeout=60.0,
+        queue_size_bytes=per_tenant,
+        total_queue_size_bytes=all_tenants,
+    )
+    running = await start_service(config_for(fwd, multitenancy=True))
+    forwarder = running.service.forwarders["backend"]
+    accepted: Counter[str] = Counter()
+    refusals = 0
+
+    async def send_until_refused(tenant: str) -> None:
+        nonlocal refusals
+        while (answer := await running.post(body, tenant)).status == 200:
+            accepted[tenant] += 1
+        assert answer.status == 503 and answer.headers.get("Retry-After") == "1"
+        assert "queue full" in Status.FromString(answer.body).message
+        refusals += 1
+
+    # One tenant reaches its own bound (one request in the worker's hands, three waiting)...
+    await send_until_refused("heavy")
+    assert accepted["heavy"] == 4 and forwarder.queued_bytes("heavy") == per_tenant
+    # ...while the others still have room, until all of them together reach the forwarder's bound.
+    others = ("t1", "t2", "t3", "t4")
+    for tenant in others:
+        await send_until_refused(tenant)
+    assert [accepted[tenant] for tenant in others] == [4, 2, 0, 0]
+    for tenant in ("heavy", *others):  # and it holds however long they keep sending
+        for _ in range(5):
+            assert (await running.post(body, tenant)).status == 503
+            refusals += 1
+    answer = await running.export(body, "t4")
+    assert answer.code == grpc.StatusCode.UNAVAILABLE
+    refusals += 1
+
+    samples = await running.samples()
+    assert total(samples, QUEUED_BYTES, forwarder="backend") == all_tenants == forwarder.queued_bytes()
+    # Refused by bytes: no queue came near its 1000 requests.
+    assert max(value for (name, _), value in samples.items() if name == QUEUE_LENGTH) == 3
+    assert total(samples, SPANS_RECEIVED) == sum(accepted.values())
+    assert total(samples, DISCARDED_SPANS, reason="queue_full") == refusals
+    assert total(samples, DISCARDED_SPANS) == refusals
+
+    hold.set()  # the backend recovers
+    await eventually(lambda: len(backend.deliveries) >= sum(accepted.values()) and idle(running))
+    assert Counter(delivery.tenant for delivery in backend.deliveries) == accepted
+    assert set(backend.bodies()) == {body}
+    samples = await running.samples()
+    assert total(samples, QUEUED_BYTES, forwarder="backend") == 0
+    assert total(samples, DROPPED_REQUESTS) == 0
+    assert (await running.post(body, "t4")).status == 200, "room again once delivered"
 
 
 # --- attribute truncation ----------------------------------------------------------------------------

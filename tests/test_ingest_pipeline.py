@@ -50,9 +50,11 @@ class FakeForwarder:
     def __init__(self, name: str) -> None:
         self.name = name
         self.room = True
+        self.asked: list[tuple[str, int]] = []  # (tenant, size) of every has_room
         self.items: list[ForwardItem] = []
 
-    def has_room(self, tenant: str) -> bool:
+    def has_room(self, tenant: str, size: int) -> bool:
+        self.asked.append((tenant, size))
         return self.room
 
     def enqueue(self, item: ForwardItem) -> None:
@@ -149,6 +151,7 @@ def test_accepted_request_is_accounted_and_queued_for_every_forwarder() -> None:
         [item] = forwarder.items
         assert (item.tenant, item.payload, item.span_count) == (TENANT, SHOP.SerializeToString(), 3)
         assert item.attribution is not None, "kept to attribute the bytes if the item is dropped"
+        assert forwarder.asked == [(TENANT, SHOP_SIZE)], "room asked for the request's protobuf bytes"
     assert tested.discarded_usage() == {}
 
 

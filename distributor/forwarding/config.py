@@ -19,6 +19,7 @@ FORWARDER_BACKENDS = ("otlpgrpc", "otlphttp")
 COMPRESSIONS = ("none", "gzip")
 # The client settings of a forwarder sit in a sub-section named after its backend.
 CLIENT = "client"
+MIB = 1024 * 1024
 
 
 def _file_or_blank(path: Path | None) -> str:
@@ -79,6 +80,9 @@ class ForwarderConfig:
     compression: str = setting(default="none", within=CLIENT, choices=COMPRESSIONS)
     timeout: float = setting(default=5.0, within=CLIENT, positive=True)
     queue_size: int = setting(default=1000, positive=True)  # requests, per tenant
+    # Payload bytes waiting or being sent, per tenant and over all tenants: what bounds memory.
+    queue_size_bytes: int = setting(default=64 * MIB, positive=True)
+    total_queue_size_bytes: int = setting(default=256 * MIB, positive=True)
     workers: int = setting(default=4, positive=True)  # concurrent sends, per tenant
     retry: RetryConfig = setting(default_factory=RetryConfig)
 
@@ -111,6 +115,7 @@ def _forwarder(entry: Section) -> ForwarderConfig | None:
     _check_endpoints(client, forwarder)
     _check_tls(client.reopened("tls"), forwarder.tls)
     _check_retry(entry.reopened("retry"), forwarder.retry)
+    _check_queue_bytes(entry, forwarder)
     return forwarder
 
 
@@ -148,6 +153,11 @@ def _check_tls(section: Section, tls: TlsConfig) -> None:
 def _check_retry(section: Section, retry: RetryConfig) -> None:
     if retry.max_interval < retry.initial_interval:
         section.fail("max_interval", "must be at least initial_interval")
+
+
+def _check_queue_bytes(entry: Section, forwarder: ForwarderConfig) -> None:
+    if forwarder.total_queue_size_bytes < forwarder.queue_size_bytes:
+        entry.fail("total_queue_size_bytes", "must be at least queue_size_bytes")
 
 
 def forwarder_as_data(forwarder: ForwarderConfig) -> dict[str, Any]:

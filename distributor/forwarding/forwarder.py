@@ -2,7 +2,9 @@
 queues, so one tenant's backlog (a slow or failing backend for its traffic) never blocks another's.
 
 Nothing is lost silently. A request is only accepted when every forwarder of its tenant has room
-(checked by the pipeline before anything is accounted), and every request that later leaves a queue
+(checked by the pipeline before anything is accounted): room in requests waiting for the tenant, and in
+payload bytes waiting or being sent, for the tenant and over all tenants, so that a hanging backend
+costs bounded memory however many tenants send. Every request that later leaves a queue
 without delivery goes through `on_drop` with a reason, which counts it. A client that raises anything
 but ExportFailure (a bug) costs the item it held, counted as `forward_internal_error`, and its worker
 goes on with the queue.
@@ -47,6 +49,7 @@ class _TenantQueue:
     def __init__(self, size: int) -> None:
         self.queue: asyncio.Queue[ForwardItem] = asyncio.Queue(maxsize=size)
         self.workers: list[asyncio.Task[None]] = []
+        self.queued_bytes = 0  # payloads waiting or in the workers' hands
 
 
 class Forwarder:
@@ -70,14 +73,20 @@ class Forwarder:
         self._backoff = backoff or Backoff(config.retry)
         self._tenants: dict[str, _TenantQueue] = {}
         self._held: dict[int, ForwardItem] = {}  # what workers are delivering, by id
+        self._queued_bytes = 0  # payloads waiting or in the workers' hands, over all tenants
         self.dropped_requests = 0  # for any reason, since start
 
     async def start(self) -> None:
         await self.client.start()
 
-    def has_room(self, tenant: str) -> bool:
+    def has_room(self, tenant: str, size: int) -> bool:
+        """Whether a request of `size` payload bytes fits in the tenant's queue and the byte bounds."""
+        if self._queued_bytes + size > self.config.total_queue_size_bytes:
+            return False
         queue = self._tenants.get(tenant)
-        return queue is None or not queue.queue.full()
+        if queue is None:
+            return size <= self.config.queue_size_bytes
+        return not queue.queue.full() and queue.queued_bytes + size <= self.config.queue_size_bytes
 
     def enqueue(self, item: ForwardItem) -> None:
         """Queue for delivery; the caller checked `has_room` (nothing awaits in between)."""
@@ -89,11 +98,20 @@ class Forwarder:
                 for _ in range(self.config.workers)
             ]
         tenant_queue.queue.put_nowait(item)
+        tenant_queue.queued_bytes += len(item.payload)
+        self._queued_bytes += len(item.payload)
 
     def queue_lengths(self) -> Iterator[tuple[str, int]]:
         """(tenant, requests waiting) for every tenant with a queue."""
         for tenant, tenant_queue in self._tenants.items():
             yield tenant, tenant_queue.queue.qsize()
+
+    def queued_bytes(self, tenant: str | None = None) -> int:
+        """Payload bytes waiting or in the workers' hands: the tenant's, or over all tenants."""
+        if tenant is None:
+            return self._queued_bytes
+        tenant_queue = self._tenants.get(tenant)
+        return 0 if tenant_queue is None else tenant_queue.queued_bytes
 
     def pending(self) -> int:
         """Requests not yet delivered or dropped: queued plus in the workers' hands."""
@@ -107,7 +125,12 @@ class Forwarder:
                 await self._deliver(item)
             finally:
                 self._held.pop(id(item), None)
+                self._release(tenant_queue, item)
                 tenant_queue.queue.task_done()
+
+    def _release(self, tenant_queue: _TenantQueue, item: ForwardItem) -> None:
+        tenant_queue.queued_bytes -= len(item.payload)
+        self._queued_bytes -= len(item.payload)
 
     async def _deliver(self, item: ForwardItem) -> None:
         retry = self.config.retry
@@ -185,7 +208,9 @@ class Forwarder:
             for worker in tenant_queue.workers:
                 worker.cancel()
             while not tenant_queue.queue.empty():
-                undelivered.append(tenant_queue.queue.get_nowait())
+                item = tenant_queue.queue.get_nowait()
+                self._release(tenant_queue, item)
+                undelivered.append(item)
         for tenant_queue in self._tenants.values():
             for worker in tenant_queue.workers:
                 with contextlib.suppress(asyncio.CancelledError):

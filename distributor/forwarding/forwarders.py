@@ -27,7 +27,9 @@ class Forwarders(Mapping[str, Forwarder]):
         for config in configs:
             forwarder = Forwarder(config, client_for(config), metrics, on_drop)
             self._forwarders[forwarder.name] = forwarder
-            metrics.watch_queues(forwarder.name, config.queue_size, forwarder.queue_lengths)
+            metrics.watch_queues(
+                forwarder.name, config.queue_size, forwarder.queue_lengths, forwarder.queued_bytes
+            )
 
     def __getitem__(self, name: str) -> Forwarder:
         return self._forwarders[name]

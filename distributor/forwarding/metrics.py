@@ -1,4 +1,4 @@
-"""The forwarders' metrics: deliveries, failures, retries, drops, latency and queue lengths."""
+"""The forwarders' metrics: deliveries, failures, retries, drops, latency, queue lengths and queued bytes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from prometheus_client.registry import Collector
 
 # (tenant, requests waiting) for every tenant with a queue
 QueueLengths = Callable[[], Iterable[tuple[str, int]]]
+# payload bytes waiting or being sent, over all tenants
+QueuedBytes = Callable[[], int]
 
 
 class ForwarderMetrics:
@@ -45,16 +47,19 @@ class ForwarderMetrics:
             ["forwarder", "outcome"],
             registry=registry,
         )
-        self._queues: list[tuple[str, int, QueueLengths]] = []
+        self._queues: list[tuple[str, int, QueueLengths, QueuedBytes]] = []
         registry.register(_QueueCollector(self._queues))
 
-    def watch_queues(self, forwarder: str, capacity: int, lengths: QueueLengths) -> None:
-        """Expose a forwarder's per-tenant queue lengths (read at each scrape) and their capacity."""
-        self._queues.append((forwarder, capacity, lengths))
+    def watch_queues(
+        self, forwarder: str, capacity: int, lengths: QueueLengths, queued_bytes: QueuedBytes
+    ) -> None:
+        """Expose a forwarder's per-tenant queue lengths and its queued bytes (read at each scrape),
+        and the queues' capacity."""
+        self._queues.append((forwarder, capacity, lengths, queued_bytes))
 
 
 class _QueueCollector(Collector):
-    def __init__(self, queues: list[tuple[str, int, QueueLengths]]) -> None:
+    def __init__(self, queues: list[tuple[str, int, QueueLengths, QueuedBytes]]) -> None:
         self._queues = queues
 
     def collect(self) -> Iterator[Metric]:
@@ -68,9 +73,16 @@ class _QueueCollector(Collector):
             "Requests each tenant's queue of a forwarder holds (queue_size)",
             labels=["forwarder"],
         )
-        for forwarder, queue_size, lengths in self._queues:
+        queued = GaugeMetricFamily(
+            "tempo_distributor_forwarder_queued_bytes",
+            "Payload bytes of requests waiting or being sent by a forwarder, over all tenants",
+            labels=["forwarder"],
+        )
+        for forwarder, queue_size, lengths, queued_bytes in self._queues:
             capacity.add_metric([forwarder], queue_size)
+            queued.add_metric([forwarder], queued_bytes())
             for tenant, waiting in lengths():
                 length.add_metric([forwarder, tenant], waiting)
         yield length
         yield capacity
+        yield queued

@@ -42,12 +42,13 @@ class PushRefused(DistributorError):
 
 
 class ForwardQueue(Protocol):
-    """What the pipeline needs of a forwarder: room for a tenant's request, and a queue to put it in."""
+    """What the pipeline needs of a forwarder: room for a tenant's request of `size` protobuf bytes (what is
+    queued is never larger: truncation only shortens it), and a queue to put it in."""
 
     @property
     def name(self) -> str: ...
 
-    def has_room(self, tenant: str) -> bool: ...
+    def has_room(self, tenant: str, size: int) -> bool: ...
 
     def enqueue(self, item: ForwardItem) -> None: ...
 
@@ -105,7 +106,7 @@ class IngestPipeline:
             self._discard(tenant, traces, limits, DiscardReason.RATE_LIMITED)
             raise _rate_limited(tenant, size, limits, decision.never, decision.retry_after)
         forwarders = [self.forwarders[name] for name in limits.forwarders if name in self.forwarders]
-        full = [forwarder.name for forwarder in forwarders if not forwarder.has_room(tenant)]
+        full = [forwarder.name for forwarder in forwarders if not forwarder.has_room(tenant, size)]
         if full:
             self.rate_limiter.give_back(tenant, size)  # refused, so it must not use up the tenant's rate
             self._discard(tenant, traces, limits, DiscardReason.QUEUE_FULL)
