@@ -82,6 +82,10 @@ class Harness:
         assert self.forwarder.has_room(tenant, len(payload))
         self.forwarder.enqueue(ForwardItem(tenant, payload, span_count=2, attribution=None))
 
+    async def in_the_workers_hands(self, tenant: str = "acme") -> None:
+        """Wait until the worker took what `tenant` queued (the test holds the client)."""
+        await wait_for(lambda: dict(self.forwarder.queue_lengths())[tenant] == 0)
+
     async def settled(self) -> None:
         await wait_for(lambda: self.forwarder.pending() == 0)
 
@@ -161,7 +165,7 @@ async def test_a_full_tenant_queue_has_no_room_while_other_tenants_still_have() 
     release = asyncio.Event()
     harness = Harness(ScriptedClient(release=release), queue_size=2, workers=1)
     harness.send()
-    await wait_for(lambda: dict(harness.forwarder.queue_lengths())["acme"] == 0)  # in the worker's hands
+    await harness.in_the_workers_hands()
     harness.send()
     harness.send()
     assert not harness.forwarder.has_room("acme", 1)
@@ -226,7 +230,7 @@ async def test_queued_bytes_count_waiting_and_held_payloads_until_delivered() ->
     release = asyncio.Event()
     harness = Harness(ScriptedClient(release=release), workers=1)
     harness.send("acme", b"a" * 10)
-    await wait_for(lambda: dict(harness.forwarder.queue_lengths())["acme"] == 0)  # in the worker's hands
+    await harness.in_the_workers_hands()
     harness.send("acme", b"b" * 20)
     harness.send("globex", b"c" * 30)
     assert harness.forwarder.queued_bytes("acme") == 10 + 20
@@ -262,7 +266,7 @@ async def test_queued_bytes_are_released_when_retries_are_exhausted() -> None:
 async def test_queued_bytes_are_released_at_stop_for_waiting_and_held_requests() -> None:
     harness = Harness(ScriptedClient(release=asyncio.Event()), workers=1)
     harness.send("acme", b"a" * 10)
-    await wait_for(lambda: dict(harness.forwarder.queue_lengths())["acme"] == 0)  # in the worker's hands
+    await harness.in_the_workers_hands()
     harness.send("acme", b"b" * 20)
     harness.send("globex", b"c" * 30)
     assert harness.forwarder.queued_bytes() == 60
@@ -277,8 +281,8 @@ async def test_a_tenant_has_no_room_past_its_queued_bytes_while_other_tenants_st
         ScriptedClient(release=release), workers=1, queue_size_bytes=100, total_queue_size_bytes=1000
     )
     assert not harness.forwarder.has_room("acme", 101), "larger than the bound even when empty"
-    harness.send("acme", b"a" * 60)  # held by the worker: still counted
-    await wait_for(lambda: dict(harness.forwarder.queue_lengths())["acme"] == 0)
+    harness.send("acme", b"a" * 60)
+    await harness.in_the_workers_hands()  # still counted
     assert harness.forwarder.has_room("acme", 40)
     assert not harness.forwarder.has_room("acme", 41)
     assert harness.forwarder.has_room("globex", 100)

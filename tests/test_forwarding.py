@@ -453,49 +453,52 @@ async def test_queued_bytes_bounds_refuse_tenants_against_a_hanging_backend_then
     )
     running = await start_service(config_for(fwd, multitenancy=True))
     forwarder = running.service.forwarders["backend"]
-    accepted: Counter[str] = Counter()
-    refusals = 0
+    try:
+        accepted: Counter[str] = Counter()
+        refusals = 0
 
-    async def send_until_refused(tenant: str) -> None:
-        nonlocal refusals
-        while (answer := await running.post(body, tenant)).status == 200:
-            accepted[tenant] += 1
-        assert answer.status == 503 and answer.headers.get("Retry-After") == "1"
-        assert "queue full" in Status.FromString(answer.body).message
+        async def send_until_refused(tenant: str) -> None:
+            nonlocal refusals
+            while (answer := await running.post(body, tenant)).status == 200:
+                accepted[tenant] += 1
+            assert answer.status == 503 and answer.headers.get("Retry-After") == "1"
+            assert "queue full" in Status.FromString(answer.body).message
+            refusals += 1
+
+        # One tenant reaches its own bound (one request in the worker's hands, three waiting)...
+        await send_until_refused("heavy")
+        assert accepted["heavy"] == 4 and forwarder.queued_bytes("heavy") == per_tenant
+        # ...while the others still have room, until all of them together reach the forwarder's bound.
+        others = ("t1", "t2", "t3", "t4")
+        for tenant in others:
+            await send_until_refused(tenant)
+        assert [accepted[tenant] for tenant in others] == [4, 2, 0, 0]
+        for tenant in ("heavy", *others):  # and it holds however long they keep sending
+            for _ in range(5):
+                assert (await running.post(body, tenant)).status == 503
+                refusals += 1
+        answer = await running.export(body, "t4")
+        assert answer.code == grpc.StatusCode.UNAVAILABLE
         refusals += 1
 
-    # One tenant reaches its own bound (one request in the worker's hands, three waiting)...
-    await send_until_refused("heavy")
-    assert accepted["heavy"] == 4 and forwarder.queued_bytes("heavy") == per_tenant
-    # ...while the others still have room, until all of them together reach the forwarder's bound.
-    others = ("t1", "t2", "t3", "t4")
-    for tenant in others:
-        await send_until_refused(tenant)
-    assert [accepted[tenant] for tenant in others] == [4, 2, 0, 0]
-    for tenant in ("heavy", *others):  # and it holds however long they keep sending
-        for _ in range(5):
-            assert (await running.post(body, tenant)).status == 503
-            refusals += 1
-    answer = await running.export(body, "t4")
-    assert answer.code == grpc.StatusCode.UNAVAILABLE
-    refusals += 1
+        samples = await running.samples()
+        assert total(samples, QUEUED_BYTES, forwarder="backend") == all_tenants == forwarder.queued_bytes()
+        # Refused by bytes: no queue came near its 1000 requests.
+        assert max(value for (name, _), value in samples.items() if name == QUEUE_LENGTH) == 3
+        assert total(samples, SPANS_RECEIVED) == sum(accepted.values())
+        assert total(samples, DISCARDED_SPANS, reason="queue_full") == refusals
+        assert total(samples, DISCARDED_SPANS) == refusals
 
-    samples = await running.samples()
-    assert total(samples, QUEUED_BYTES, forwarder="backend") == all_tenants == forwarder.queued_bytes()
-    # Refused by bytes: no queue came near its 1000 requests.
-    assert max(value for (name, _), value in samples.items() if name == QUEUE_LENGTH) == 3
-    assert total(samples, SPANS_RECEIVED) == sum(accepted.values())
-    assert total(samples, DISCARDED_SPANS, reason="queue_full") == refusals
-    assert total(samples, DISCARDED_SPANS) == refusals
-
-    hold.set()  # the backend recovers
-    await eventually(lambda: len(backend.deliveries) >= sum(accepted.values()) and idle(running))
-    assert Counter(delivery.tenant for delivery in backend.deliveries) == accepted
-    assert set(backend.bodies()) == {body}
-    samples = await running.samples()
-    assert total(samples, QUEUED_BYTES, forwarder="backend") == 0
-    assert total(samples, DROPPED_REQUESTS) == 0
-    assert (await running.post(body, "t4")).status == 200, "room again once delivered"
+        hold.set()  # the backend recovers
+        await eventually(lambda: len(backend.deliveries) >= sum(accepted.values()) and idle(running))
+        assert Counter(delivery.tenant for delivery in backend.deliveries) == accepted
+        assert set(backend.bodies()) == {body}
+        samples = await running.samples()
+        assert total(samples, QUEUED_BYTES, forwarder="backend") == 0
+        assert total(samples, DROPPED_REQUESTS) == 0
+        assert (await running.post(body, "t4")).status == 200, "room again once delivered"
+    finally:
+        hold.set()  # a failed test must not leave the backend holding requests for its teardown
 
 
 # --- attribute truncation ----------------------------------------------------------------------------
