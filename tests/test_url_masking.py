@@ -12,7 +12,7 @@ import yaml
 
 from distributor.common.url_masking import mask_url, mask_urls_in
 from distributor.config import ConfigError, load_config
-from distributor.forwarding.config import ForwarderConfig, RetryConfig
+from distributor.forwarding.config import ForwarderConfig, RetryConfig, TlsConfig
 from tests.support.config_files import write_config_files
 from tests.support.otlp import sample_request
 from tests.support.polling import eventually
@@ -58,6 +58,7 @@ def test_urls_inside_a_message_are_masked() -> None:
 # Port 99999 makes aiohttp refuse the URL with an error that quotes it whole.
 BASE_URL = "http://alice:pa55word@127.0.0.1:99999"
 TRACES_URL = "http://127.0.0.1:99999/v1/traces?api_key=s3cret&access_token=t0ken"
+GRPC_TARGET = "alice:pa55word@127.0.0.1:1"  # gRPC cannot resolve it, and says so quoting it
 
 
 def forwarders() -> tuple[ForwarderConfig, ...]:
@@ -66,6 +67,13 @@ def forwarders() -> tuple[ForwarderConfig, ...]:
         ForwarderConfig(name="base", backend="otlphttp", endpoint=BASE_URL, retry=no_retry),
         ForwarderConfig(
             name="full", backend="otlphttp", endpoint="", traces_endpoint=TRACES_URL, retry=no_retry
+        ),
+        ForwarderConfig(
+            name="grpc",
+            backend="otlpgrpc",
+            endpoint=GRPC_TARGET,
+            tls=TlsConfig(insecure=True),
+            retry=no_retry,
         ),
     )
 
@@ -77,11 +85,12 @@ async def test_status_config_masks_credentials_in_forwarder_urls(start_service: 
             assert response.status == 200
             text = await response.text()
         assert not [secret for secret in CREDENTIALS if secret in text]
-        base, full = yaml.safe_load(text)["distributor"]["forwarders"]
+        base, full, grpc = yaml.safe_load(text)["distributor"]["forwarders"]
         assert base["otlphttp"]["endpoint"] == "http://<secret>@127.0.0.1:99999"
         assert full["otlphttp"]["traces_endpoint"] == (
             "http://127.0.0.1:99999/v1/traces?api_key=<secret>&access_token=<secret>"
         )
+        assert grpc["otlpgrpc"]["endpoint"] == "<secret>@127.0.0.1:1"
 
 
 async def test_delivery_failures_log_forwarder_urls_masked(
@@ -95,11 +104,12 @@ async def test_delivery_failures_log_forwarder_urls_masked(
     def giving_up() -> list[str]:
         return [r.getMessage() for r in caplog.records if "giving up" in r.getMessage()]
 
-    messages = await eventually(lambda: len(giving_up()) == 2 and giving_up(), "both forwarders giving up")
+    messages = await eventually(lambda: len(giving_up()) == 3 and giving_up(), "every forwarder giving up")
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert not [secret for secret in CREDENTIALS if secret in logged]
     assert any("http://<secret>@127.0.0.1:99999/v1/traces" in message for message in messages)
     assert any("api_key=<secret>&access_token=<secret>" in message for message in messages)
+    assert any("<secret>@127.0.0.1:1" in message for message in messages)
 
 
 def test_a_config_error_quotes_the_url_masked(tmp_path: Path) -> None:
