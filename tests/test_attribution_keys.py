@@ -1,14 +1,14 @@
-"""Who may read usage, without a server: key pairs with the usage_read scope, and the per-key
+"""Who may read usage, without a server: key pairs with the usage_read scope, the per-key
 fixed-window rate limit on a manual clock (what each request's window reports for the X-RateLimit-*
-headers, and when a key pair is refused)."""
+headers, and when a key pair is refused), and the limit on failed authentications per client address."""
 
 from __future__ import annotations
 
 import pytest
 
 from distributor.attribution.config import ApiKeyConfig
-from distributor.attribution.errors import Forbidden, RateLimited
-from distributor.attribution.keys import ApiKeys, ApiRateLimiter, RateLimitWindow
+from distributor.attribution.errors import AuthFailuresLimited, Forbidden, RateLimited
+from distributor.attribution.keys import ApiKeys, ApiRateLimiter, AuthFailureLimiter, RateLimitWindow
 from tests.support.clock import ManualClock
 
 ACME = ApiKeyConfig("acme-api", "acme-app", "acme")
@@ -111,3 +111,89 @@ def test_no_limit_reports_zero_limit_and_remaining() -> None:
 def test_a_fractional_period_is_reported_rounded_up() -> None:
     limiter = ApiRateLimiter(3, 0.5, ManualClock())
     assert limiter.take(ACME) == RateLimitWindow(3, 1, 2, 1)
+
+
+# (seconds since the previous step, client address, "fail" to count a failed authentication or "check"
+# to ask whether the address may try, the window reported when it may not (None: it may))
+AuthStep = tuple[float, str, str, RateLimitWindow | None]
+HOME, ELSEWHERE = "192.0.2.1", "198.51.100.7"
+
+
+def fail(delay: float, address: str = HOME) -> AuthStep:
+    return (delay, address, "fail", None)
+
+
+def may_try(delay: float, address: str = HOME) -> AuthStep:
+    return (delay, address, "check", None)
+
+
+def refused(delay: float, reset: int, address: str = HOME) -> AuthStep:
+    return (delay, address, "check", RateLimitWindow(3, 60, 0, reset))
+
+
+# 3 failures per 60 s per address.
+AUTH_CASES: dict[str, list[AuthStep]] = {
+    "an address may fail up to the limit": [fail(0), fail(10), may_try(0), fail(0)],
+    "past the limit the address is refused until its window ends": [
+        fail(0),
+        fail(20),
+        fail(0),
+        refused(0, 40),
+        refused(39.5, 1),
+        may_try(0.5),
+    ],
+    "the window starts at the first failure, not the last": [
+        fail(0),
+        fail(59),
+        may_try(1),
+        fail(0),
+        fail(0),
+        may_try(0),
+        fail(0),
+        refused(0, 60),
+    ],
+    "another address is never refused for this one's failures": [
+        fail(0),
+        fail(0),
+        fail(0),
+        refused(0, 60),
+        may_try(0, ELSEWHERE),
+        fail(0, ELSEWHERE),
+        may_try(0, ELSEWHERE),
+    ],
+}
+
+
+@pytest.mark.parametrize("steps", AUTH_CASES.values(), ids=AUTH_CASES.keys())
+def test_auth_failure_window(steps: list[AuthStep]) -> None:
+    clock = ManualClock()
+    limiter = AuthFailureLimiter(3, 60.0, clock)
+    for delay, address, action, window in steps:
+        clock.advance(delay)
+        if action == "fail":
+            limiter.failed(address)
+        elif window is None:
+            limiter.check(address)
+        else:
+            with pytest.raises(AuthFailuresLimited) as raised:
+                limiter.check(address)
+            assert raised.value.window == window
+
+
+def test_no_auth_failure_limit_never_refuses_nor_tracks() -> None:
+    """failures: 0 turns the limit off."""
+    limiter = AuthFailureLimiter(0, 60.0, ManualClock())
+    for _ in range(1000):
+        limiter.failed(HOME)
+    limiter.check(HOME)
+    assert len(limiter) == 0
+
+
+def test_tracked_addresses_are_capped_and_dropped_when_their_window_ends() -> None:
+    clock = ManualClock()
+    limiter = AuthFailureLimiter(3, 60.0, clock, max_addresses=100)
+    for n in range(1000):
+        limiter.failed(f"10.0.{n // 256}.{n % 256}")
+    assert len(limiter) == 100
+    clock.advance(60)
+    assert len(limiter) == 0

@@ -93,7 +93,12 @@ EVERY_KEY: dict[str, Any] = {
         "enabled": True,
         "region": "eu",
         "ledger": {"backend": "sqlite", "sqlite": {"path": "ledger.db"}, "flush_period": "2s"},
-        "api": {"page_size": 10, "rate_limit": {"requests": 0, "period": "1s"}, "cursor_ttl": "5m"},
+        "api": {
+            "page_size": 10,
+            "rate_limit": {"requests": 0, "period": "1s"},
+            "auth_failure_limit": {"failures": 3, "period": "30s"},
+            "cursor_ttl": "5m",
+        },
         "orgs": {"acme": {"name": "Acme", "public_id": "acme0001", "parent": "holding"}, "holding": {}},
         "keys": [{"api_key": "api-1", "app_key": "app-1", "org": "acme", "scopes": ["usage_read"]}],
     },
@@ -161,6 +166,7 @@ def test_the_default_configuration_shows_the_dataclass_defaults() -> None:
     assert shown["usage_attribution"]["api"] == {
         "page_size": 500,
         "rate_limit": {"requests": 60, "period": "1m0s"},
+        "auth_failure_limit": {"failures": 10, "period": "1m0s"},
         "cursor_ttl": "1h0m0s",
     }
     assert shown["overrides"]["user_configurable_overrides"]["storage_path"] == "data/user-overrides"

@@ -5,7 +5,8 @@ Semantics: docs/usage-attribution-api.md. shapes: Datadog's "Get hourly usage at
 "Get monthly usage attribution" and "Get usage attribution types" references, so the official clients
 (datadog-api-client) read the answers unchanged.
 
-A request goes: key pair (Forbidden) -> per-key rate limit (RateLimited) -> parameters
+A request goes: failed authentications of the client address (RateLimited) -> key pair (Forbidden,
+counted against the address) -> per-key rate limit (RateLimited) -> parameters
 (InvalidParameter) -> the ledger as of one flush (a snapshot, carried by the cursor) -> every record of
 the result, sorted and cached -> one page.
 """
@@ -22,8 +23,8 @@ from cachetools import TTLCache
 from distributor.attribution.config import ApiKeyConfig, UsageAttributionConfig
 from distributor.attribution.csv_export import monthly_csv
 from distributor.attribution.cursors import CURSOR_PARAMETER, Cursor, CursorCodec, fingerprint
-from distributor.attribution.errors import InvalidParameter
-from distributor.attribution.keys import ApiKeys, ApiRateLimiter, RateLimitWindow
+from distributor.attribution.errors import Forbidden, InvalidParameter
+from distributor.attribution.keys import ApiKeys, ApiRateLimiter, AuthFailureLimiter, RateLimitWindow
 from distributor.attribution.orgs import OrgDirectory, org_describer
 from distributor.attribution.pages import (
     HourlyPage,
@@ -87,6 +88,8 @@ class UsageAttributionApi:
         self.rate_limiter = ApiRateLimiter(
             config.api.rate_limit.requests, config.api.rate_limit.period, clock
         )
+        failure_limit = config.api.auth_failure_limit
+        self.auth_failures = AuthFailureLimiter(failure_limit.failures, failure_limit.period, clock)
         self._wall_clock = wall_clock
         self._codec: CursorCodec | None = None
         # Bounded by records held (a parent org's month by tags can be 100,000); entries live as long
@@ -98,9 +101,15 @@ class UsageAttributionApi:
             getsizeof=lambda result: len(result.records) + 1,
         )
 
-    def admit(self, api_key: str | None, app_key: str | None) -> Grant:
-        """Forbidden without a usage_read key pair; RateLimited when the pair's window is used up."""
-        key = self.keys.authenticate(api_key, app_key)
+    def admit(self, api_key: str | None, app_key: str | None, address: str) -> Grant:
+        """AuthFailuresLimited while the client `address` has failed too often; Forbidden without a
+        usage_read key pair; RateLimited when the pair's window is used up."""
+        self.auth_failures.check(address)
+        try:
+            key = self.keys.authenticate(api_key, app_key)
+        except Forbidden:
+            self.auth_failures.failed(address)
+            raise
         return Grant(key, self.rate_limiter.take(key))
 
     async def types(self, grant: Grant) -> UsageTypes:

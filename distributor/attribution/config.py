@@ -31,9 +31,16 @@ class ApiRateLimit:
 
 
 @settings
+class AuthFailureLimit:
+    failures: int = setting(default=10)  # per client address and period; 0: unlimited
+    period: float = setting(default=60.0, positive=True)
+
+
+@settings
 class AttributionApiConfig:
     page_size: int = setting(default=500, positive=True, maximum=10_000)
     rate_limit: ApiRateLimit = setting(default_factory=ApiRateLimit)
+    auth_failure_limit: AuthFailureLimit = setting(default_factory=AuthFailureLimit)
     # How long a next_record_id stays valid: the ledger keeps each flush apart this long so a paginated
     # answer is a consistent snapshot even while usage arrives.
     cursor_ttl: float = setting(default=3600.0, positive=True)

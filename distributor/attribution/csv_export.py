@@ -1,5 +1,12 @@
 """The monthly answer as CSV, for spreadsheets: every record of the result (a spreadsheet cannot page),
-one row each."""
+one row each.
+
+Tag values and org names come from tenants, and a spreadsheet runs a cell that starts with `=`, `+`,
+`-` or `@` (also after a tab or carriage return) as a formula: OWASP's "CSV Injection" advice is to
+start such a text cell with a single quote, which spreadsheets show as text, and to quote every text
+cell: a carriage return inside one then stays in its cell (the csv module does not quote it when rows
+end in a bare newline). Numbers are never touched.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +24,29 @@ def monthly_csv(
     """Columns: month, the org's fields, one per breakdown key (blank where the org lacks one), then
     the requested fields."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     keys = breakdown or ()
-    writer.writerow(["month", *ORG_FIELDS, *keys, *fields])
+    writer.writerow([_text(name) for name in ("month", *ORG_FIELDS, *keys, *fields)])
     for record in usage:
         tags = record.tags
         writer.writerow(
             [
                 format_time(record.month),
-                *record.org.values(),
-                *((tags[key][0] for key in keys) if tags else ("" for _ in keys)),
+                *(_text(value) for value in record.org.values()),
+                *((_text(tags[key][0]) for key in keys) if tags else ("" for _ in keys)),
                 *(_number(record.values[name]) for name in fields),
             ]
         )
     return out.getvalue()
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if value.is_integer() else repr(value)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(value: str) -> str:
+    """A text cell a spreadsheet shows as text, never runs as a formula."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _number(value: float) -> int | float:
+    return int(value) if value.is_integer() else value

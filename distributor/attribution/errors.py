@@ -37,3 +37,7 @@ class RateLimited(AttributionError):
     def __init__(self, window: RateLimitWindow) -> None:
         super().__init__("Too many requests")
         self.window = window
+
+
+class AuthFailuresLimited(RateLimited):
+    """The client address failed to authenticate as often as its current window allows."""

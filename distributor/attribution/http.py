@@ -1,7 +1,8 @@
 """Datadog's Usage Attribution endpoints on the server port: statuses, X-RateLimit-* headers, content
 negotiation and JSON encoding around UsageAttributionApi.
 
-Statuses: 403 Forbidden, 429 RateLimited, 400 InvalidParameter, 404 while usage attribution is
+Statuses: 403 Forbidden, 429 RateLimited (a key pair's requests, or an address's failed
+authentications), 400 InvalidParameter, 404 while usage attribution is
 disabled; every error body is {"errors": ["<message>"]}.
 """
 
@@ -14,7 +15,13 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from distributor.attribution.api import Grant, UsageAttributionApi
-from distributor.attribution.errors import AttributionError, Forbidden, InvalidParameter, RateLimited
+from distributor.attribution.errors import (
+    AttributionError,
+    AuthFailuresLimited,
+    Forbidden,
+    InvalidParameter,
+    RateLimited,
+)
 from distributor.attribution.keys import RateLimitWindow
 from distributor.attribution.query import Parameters
 
@@ -25,6 +32,7 @@ TYPES_PATHS = ("/api/v2/usage/usage_attribution_types", "/api/v2/usage/usage-att
 JSON_CONTENT_TYPE = "application/json"
 CSV_CONTENT_TYPE = "text/csv"
 RATE_LIMIT_NAME = "usage_attribution"
+AUTH_FAILURE_LIMIT_NAME = "usage_attribution_auth_failures"
 DISABLED = "usage attribution is disabled (usage_attribution.enabled)"
 
 
@@ -80,13 +88,17 @@ class UsageAttributionHttp:
             return web.Response(status=404, body=disabled, content_type=JSON_CONTENT_TYPE)
         try:
             grant = self.api.admit(
-                request.headers.get("DD-API-KEY"), request.headers.get("DD-APPLICATION-KEY")
+                request.headers.get("DD-API-KEY"),
+                request.headers.get("DD-APPLICATION-KEY"),
+                request.remote or "",  # no address (a Unix socket): all such clients share one window
             )
         except Forbidden as err:
             return _error(403, err, {})
+        except AuthFailuresLimited as err:
+            return _error(429, err, _rate_limit_headers(err.window, AUTH_FAILURE_LIMIT_NAME))
         except RateLimited as err:
-            return _error(429, err, _rate_limit_headers(err.window))
-        headers = _rate_limit_headers(grant.window)
+            return _error(429, err, _rate_limit_headers(err.window, RATE_LIMIT_NAME))
+        headers = _rate_limit_headers(grant.window, RATE_LIMIT_NAME)
         try:
             body, content_type = await handle(self.api, grant)
         except InvalidParameter as err:
@@ -107,11 +119,11 @@ def _error(status: int, err: AttributionError, headers: dict[str, str]) -> web.R
     return web.Response(status=status, body=body, headers={"Content-Type": JSON_CONTENT_TYPE, **headers})
 
 
-def _rate_limit_headers(window: RateLimitWindow) -> dict[str, str]:
+def _rate_limit_headers(window: RateLimitWindow, name: str) -> dict[str, str]:
     return {
         "X-RateLimit-Limit": str(window.limit),
         "X-RateLimit-Period": str(window.period),
         "X-RateLimit-Remaining": str(window.remaining),
         "X-RateLimit-Reset": str(window.reset),
-        "X-RateLimit-Name": RATE_LIMIT_NAME,
+        "X-RateLimit-Name": name,
     }

@@ -14,6 +14,7 @@ from distributor.common.config_fields import (
     settings,
 )
 from distributor.common.config_reader import Section, read_entries
+from distributor.common.url_masking import mask_url
 
 FORWARDER_BACKENDS = ("otlpgrpc", "otlphttp")
 COMPRESSIONS = ("none", "gzip")
@@ -71,8 +72,10 @@ def _masked_headers(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
 class ForwarderConfig:
     name: str = setting()
     backend: str = setting()  # one of FORWARDER_BACKENDS
-    endpoint: str = setting(within=CLIENT)  # otlpgrpc: host:port; otlphttp: base URL, /v1/traces appended
-    traces_endpoint: str = setting(default="", within=CLIENT)  # otlphttp only: the full URL, used as is
+    # otlpgrpc: host:port; otlphttp: base URL, /v1/traces appended. URLs may carry credentials.
+    endpoint: str = setting(within=CLIENT, render=mask_url)
+    # otlphttp only: the full URL, used as is
+    traces_endpoint: str = setting(default="", within=CLIENT, render=mask_url)
     tls: TlsConfig = setting(default_factory=TlsConfig, within=CLIENT)
     headers: tuple[tuple[str, str], ...] = setting(
         default=(), within=CLIENT, read=_read_headers, render=_masked_headers
@@ -135,7 +138,7 @@ def _check_endpoints(client: Section, forwarder: ForwarderConfig) -> None:
         for key in ("endpoint", "traces_endpoint"):
             url = getattr(forwarder, key)
             if url and not url.startswith(("http://", "https://")):
-                client.fail(key, f"expected an http:// or https:// URL, got {url!r}")
+                client.fail(key, f"expected an http:// or https:// URL, got {mask_url(url)!r}")
         if not forwarder.endpoint and not forwarder.traces_endpoint:
             client.fail("endpoint", "the backend's URL is required, e.g. http://127.0.0.1:4318")
         return

@@ -8,6 +8,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from distributor.common.rpc_status import RETRY_INFO_TYPE_URL, RetryInfo, Status
+from distributor.common.url_masking import mask_url
 from distributor.forwarding.clients.base import rejected_spans
 from distributor.forwarding.config import ForwarderConfig
 from distributor.forwarding.retry import ExportFailure
@@ -76,7 +77,8 @@ class OtlpGrpcClient:
             raise ExportFailure(
                 code.name.lower(),
                 code in RETRYABLE_GRPC_CODES,
-                err.details() or "",
+                # gRPC quotes a target it cannot resolve, credentials included: the message is logged.
+                (err.details() or "").replace(self.target, mask_url(self.target)),
                 _retry_delay(err.trailing_metadata()),
             ) from None
         return rejected_spans(response)

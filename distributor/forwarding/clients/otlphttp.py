@@ -11,6 +11,7 @@ import aiohttp
 from google.protobuf.message import DecodeError
 
 from distributor.common.rpc_status import Status
+from distributor.common.url_masking import mask_urls_in
 from distributor.forwarding.clients.base import rejected_spans
 from distributor.forwarding.config import ForwarderConfig
 from distributor.forwarding.retry import ExportFailure
@@ -56,7 +57,10 @@ class OtlpHttpClient:
         except TimeoutError:
             raise ExportFailure("timeout", True, f"no answer within {self.config.timeout}s") from None
         except aiohttp.ClientError as err:
-            raise ExportFailure("connection_error", True, str(err) or type(err).__name__) from None
+            # Some aiohttp errors quote the URL, credentials included: the message is logged.
+            raise ExportFailure(
+                "connection_error", True, mask_urls_in(str(err)) or type(err).__name__
+            ) from None
 
     async def close(self) -> None:
         if self._session is not None:
