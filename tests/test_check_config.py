@@ -107,6 +107,14 @@ def test_yaml_errors_and_missing_files_are_problems_too(tmp_path: Path) -> None:
     assert "missing.yaml: cannot read" in str(problems[0])
 
 
+def test_a_deeply_nested_file_is_a_problem_line_without_a_traceback(tmp_path: Path) -> None:
+    write_config_files(tmp_path, GOOD_CONFIG, "overrides:\n  acme: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = run_cli("check-config", "--overrides", str(tmp_path / "overrides.yaml"))
+    assert result.returncode == 1
+    assert result.stdout == f"{tmp_path / 'overrides.yaml'}:2: nested too deeply (more than 100 levels)\n"
+    assert result.stderr == f"1 problem in {tmp_path / 'overrides.yaml'}\n"
+
+
 def test_check_config_agrees_with_the_service_on_the_shipped_files() -> None:
     root = Path(__file__).resolve().parent.parent
     for config, overrides in (

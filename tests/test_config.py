@@ -106,6 +106,9 @@ def test_durations_and_listen_addresses_in_their_accepted_forms(tmp_path: Path) 
     assert (config.otlp_http.endpoint.host, config.otlp_http.endpoint.port) == ("::1", 0)
 
 
+# Deep enough to exhaust Python's recursion limit in a recursive YAML composer.
+NESTED_TOO_DEEPLY = "[" * 5000 + "]" * 5000
+
 BAD_CONFIGS = [
     (
         "unknown top-level key",
@@ -204,6 +207,7 @@ BAD_CONFIGS = [
         "duplicate key",
     ),
     ("invalid YAML", ("server:", "server: [unclosed"), "", "invalid YAML"),
+    ("nested too deeply", ("server:", f"deep: {NESTED_TOO_DEEPLY}\nserver:"), "", "nested too deeply"),
 ]
 
 
@@ -248,6 +252,7 @@ BAD_OVERRIDES = [
         "at least 0",
     ),
     ("unknown top-level key", "limits: {}\n", "limits", "unknown key"),
+    ("nested too deeply", f"overrides:\n  acme: {NESTED_TOO_DEEPLY}\n", "", "nested too deeply"),
 ]
 
 
@@ -286,6 +291,15 @@ def test_cli_refuses_a_bad_per_tenant_file(tmp_path: Path) -> None:
     )
     result = run_cli("--config", str(path))
     assert result.returncode == 1 and "overrides.yaml" in result.stderr and "overrides.acme" in result.stderr
+
+
+def test_cli_refuses_a_deeply_nested_config_with_one_line(tmp_path: Path) -> None:
+    path = write_config_files(tmp_path, f"deep: {NESTED_TOO_DEEPLY}\n")
+    result = run_cli("--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: invalid configuration: {path}:1: nested too deeply (more than 100 levels)"
+    ]
 
 
 def test_cli_refuses_a_missing_config_file(tmp_path: Path) -> None:

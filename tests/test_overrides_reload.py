@@ -28,6 +28,8 @@ BY_NAMESPACE = (
 )
 REQUEST = request(batch({"service.name": "api", "team": "core", "k8s.namespace.name": "prod"}, [span()]))
 SIZE = REQUEST.resource_spans[0].ByteSize()
+# Deep enough to exhaust Python's recursion limit in a recursive YAML composer.
+NESTED_TOO_DEEPLY = "overrides:\n  acme: " + "[" * 5000 + "]" * 5000 + "\n"
 
 
 async def start(start_service: StartService, tmp_path: Path, overrides: str = BY_TEAM) -> RunningService:
@@ -95,6 +97,10 @@ def _invalid_yaml(path: Path) -> None:
     path.write_text("overrides:\n  acme: [unclosed\n")
 
 
+def _nest_too_deeply(path: Path) -> None:
+    path.write_text(NESTED_TOO_DEEPLY)
+
+
 def _invalid_label(path: Path) -> None:
     path.write_text("overrides:\n  acme:\n    cost_attribution:\n      dimensions: {team: __team}\n")
 
@@ -109,6 +115,7 @@ BAD_EDITS = [
     _delete,
     _make_unreadable,
     _invalid_yaml,
+    _nest_too_deeply,
     _invalid_label,
     _unknown_key,
 ]
@@ -151,6 +158,22 @@ async def test_unchanged_content_is_a_no_op_and_each_distinct_error_is_logged_on
     assert len(errors) == 2, errors
     assert "overrides.yaml:4: overrides.acme.cost_attribution.dimensions" in errors[0]
     assert "cannot read" in errors[1]
+
+
+async def test_a_deeply_nested_file_is_one_logged_validation_error_naming_the_file(
+    start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start(start_service, tmp_path)
+    caplog.set_level(logging.ERROR, logger="overrides.reload")
+    path = tmp_path / "overrides.yaml"
+    _nest_too_deeply(path)
+    for _ in range(3):
+        assert not running.service.reload_overrides()
+    assert [r.getMessage() for r in caplog.records] == [
+        "per-tenant overrides not reloaded, the last good ones stay in force: "
+        f"{path}:2: nested too deeply (more than 100 levels)"
+    ]
+    assert (await reload_metrics(running))[0] == 0
 
 
 async def test_lowering_max_cardinality_keeps_existing_series(
