@@ -9,10 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from distributor.common.config_reader import read_bytes
+from distributor.common.config_reader import MAX_FILE_BYTES, read_bytes
 from distributor.config import load_config
 from distributor.overrides import ConfigError, TenantOverrides
 from distributor.overrides.loading import parse_per_tenant_file
+from distributor.overrides.reload import MAX_BYTES_SETTING
 
 
 def check_files(
@@ -23,6 +24,7 @@ def check_files(
     checked: list[Path] = []
     defaults = TenantOverrides()
     forwarder_names: list[str] | None = None  # an overrides file checked alone: names unchecked
+    max_bytes = MAX_FILE_BYTES
     if config_path is not None:
         checked.append(config_path)
         try:
@@ -32,13 +34,14 @@ def check_files(
         else:
             defaults = config.overrides.defaults
             forwarder_names = [forwarder.name for forwarder in config.forwarders]
+            max_bytes = config.overrides.per_tenant_override_max_bytes
             if overrides_path is None:
                 overrides_path = config.overrides.per_tenant_override_config
     if overrides_path is not None:
         checked.append(overrides_path)
         try:
             parse_per_tenant_file(
-                read_bytes(overrides_path),
+                read_bytes(overrides_path, max_bytes, MAX_BYTES_SETTING),
                 str(overrides_path),
                 defaults,
                 expand_env,

@@ -61,6 +61,7 @@ class Service:
                 config.expand_env,
                 wall_clock,
                 [forwarder.name for forwarder in config.forwarders],
+                config.overrides.per_tenant_override_max_bytes,
             )
             self.overrides = self.reloader.provider
         self.user_overrides: UserConfigurableOverrides | None = None
@@ -215,10 +216,10 @@ class Service:
             return ()
         return self.tracker.labels_for(self.overrides.for_tenant(tenant).dimensions)
 
-    def reload_overrides(self) -> bool:
-        """Re-read the per-tenant file and the user-configurable directory now (every period, on
-        SIGHUP, and from tests); True when anything new was put in force."""
-        return self._overrides_refresh.reload()
+    async def reload_overrides(self) -> bool:
+        """Re-read the per-tenant file and the user-configurable directory now, off the event loop
+        (every period, on SIGHUP, and from tests); True when anything new was put in force."""
+        return await self._overrides_refresh.reload()
 
     def reload_overrides_soon(self) -> None:
         """SIGHUP: one reload now, outside the period, its failure counted and logged like the

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from distributor.common.config_fields import read_settings, setting, settings
-from distributor.common.config_reader import Section
+from distributor.common.config_reader import MAX_FILE_BYTES, Section
 from distributor.overrides.loading import TENANT_KEYS, parse_tenant_overrides
 from distributor.overrides.model import OverridesSnapshot, TenantOverrides
 from distributor.overrides.status import dimensions_as_config
@@ -42,6 +42,8 @@ class OverridesConfig:
     defaults: TenantOverrides = setting(default_factory=TenantOverrides, render=defaults_as_data)
     per_tenant_override_config: Path | None = setting(default=None)
     per_tenant_override_period: float = setting(default=10.0, positive=True)
+    # A larger file is refused (at start-up, on reload and by check-config), never read.
+    per_tenant_override_max_bytes: int = setting(default=MAX_FILE_BYTES, positive=True)
     user_configurable_overrides: UserConfigurableOverridesConfig = setting(
         default_factory=UserConfigurableOverridesConfig
     )

@@ -17,11 +17,13 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from distributor.common.config_reader import MAX_FILE_BYTES, FileRefused, read_regular_file
 from distributor.common.errors import DistributorError
 from distributor.overrides.dimensions import DimensionError, parse_dimensions
 from distributor.overrides.model import CostAttributionOverrides, TenantOverrides
@@ -111,6 +113,7 @@ class UserConfigurableOverrides:
         self.provider = provider
         self._loaded: dict[str, bytes] = {}
         self._unreadable: dict[Path, str] = {}  # entries skipped by load_all, with why (logged once)
+        self._generation = 0  # of what is in force, counted up by each load_all that changes it
 
     def _path(self, tenant: str) -> Path:
         return self.directory / f"{tenant}{_SUFFIX}"
@@ -191,11 +194,17 @@ class UserConfigurableOverrides:
     def load_all(self) -> bool:
         """Read every tenant's file and put them in force if anything changed; True when it did.
 
-        Run at start-up, after each write, and every reload period so replicas see each other's writes.
+        Run at start-up, after each write, and every reload period so replicas see each other's writes
+        (the periodic run calls read_directory in a thread and apply_directory on the event loop).
         A file that does not validate (edited by hand) is skipped and logged, never half-applied; so is
-        an entry that cannot be read (a directory named like a tenant's file, no permission), logged
-        once until it changes or can be read.
+        an entry that cannot be read (a directory or FIFO named like a tenant's file, a file over
+        MAX_FILE_BYTES, no permission), logged once until it changes or can be read.
         """
+        return self.apply_directory(self.read_directory())
+
+    def read_directory(self) -> DirectoryRead:
+        """Read and validate every tenant's file; safe to run in a thread."""
+        generation = self._generation
         contents: dict[str, bytes] = {}
         unreadable: dict[Path, str] = {}
         if self.directory.is_dir():
@@ -203,26 +212,54 @@ class UserConfigurableOverrides:
                 tenant = path.name[: -len(_SUFFIX)]
                 if tenant_id_problem(tenant) is None:
                     try:
-                        contents[tenant] = path.read_bytes()
+                        contents[tenant] = read_regular_file(path, MAX_FILE_BYTES)
                     except FileNotFoundError:
                         pass  # deleted since the directory was listed
+                    except FileRefused as err:
+                        unreadable[path] = str(err)
                     except OSError as err:
-                        unreadable[path] = problem = err.strerror or str(err)
-                        if self._unreadable.get(path) != problem:
-                            log.error("ignoring %s, it cannot be read: %s", path, problem)
-        self._unreadable = unreadable
+                        unreadable[path] = err.strerror or str(err)
         if contents == self._loaded:
-            return False
+            return DirectoryRead(generation, contents, unreadable, None, {})
         user: dict[str, TenantOverrides] = {}
+        invalid: dict[str, str] = {}
         for tenant, content in contents.items():
             try:
                 user[tenant] = validate_document(json.loads(content))
             except (ValueError, UserOverridesError) as err:
-                log.error("ignoring user-configurable overrides of tenant %s: %s", tenant, err)
-        self._loaded = contents
+                invalid[tenant] = str(err)
+        return DirectoryRead(generation, contents, unreadable, user, invalid)
+
+    def apply_directory(self, read: DirectoryRead) -> bool:
+        """Put what read_directory found in force; True when anything changed. A read that started
+        before a later one was applied (a write's, while a periodic read ran) is older than what is in
+        force and is dropped."""
+        if read.generation != self._generation:
+            return False
+        for path, problem in read.unreadable.items():
+            if self._unreadable.get(path) != problem:
+                log.error("ignoring %s, it cannot be read: %s", path, problem)
+        self._unreadable = read.unreadable
+        if read.user is None:
+            return False
+        for tenant, problem in read.invalid.items():
+            log.error("ignoring user-configurable overrides of tenant %s: %s", tenant, problem)
+        self._loaded = read.contents
+        self._generation += 1
         snapshot = self.provider.snapshot
-        self.provider.replace(dataclasses.replace(snapshot, user=MappingProxyType(user)))
+        self.provider.replace(dataclasses.replace(snapshot, user=MappingProxyType(read.user)))
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryRead:
+    """The user-configurable overrides directory as one read found it."""
+
+    generation: int  # of what was in force when the read started
+    contents: dict[str, bytes]  # every readable tenant file
+    unreadable: dict[Path, str]  # with why
+    user: dict[str, TenantOverrides] | None  # the valid ones; None: contents are those in force
+    invalid: dict[str, str]  # tenant: why its file was skipped
 
 
 def _check_tenant(tenant: str) -> None:

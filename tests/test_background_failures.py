@@ -79,8 +79,8 @@ async def test_an_unreadable_entry_among_user_overrides_is_skipped_and_logged_on
     (directory / "globex.json").write_text('{"cost_attribution": {"dimensions": ["team"]}}')
 
     await eventually(lambda: "globex" in running.service.overrides.snapshot.user)
-    running.service.reload_overrides()
-    running.service.reload_overrides()
+    await running.service.reload_overrides()
+    await running.service.reload_overrides()
     assert len(logged(caplog, "acme.json")) == 1, "logged once, not at every reload"
     assert "cannot be read" in logged(caplog, "acme.json")[0]
 

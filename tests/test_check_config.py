@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from distributor.check_config import check_files
 from tests.support.cli import run_cli
-from tests.support.config_files import write_config_files
+from tests.support.config_files import NESTED_TOO_DEEPLY, alias_bomb, write_config_files
 
 GOOD_CONFIG = """\
 distributor:
@@ -105,6 +106,37 @@ def test_yaml_errors_and_missing_files_are_problems_too(tmp_path: Path) -> None:
     assert "file is empty" in str(problems[0])
     problems, _ = check_files(tmp_path / "missing.yaml", None)
     assert "missing.yaml: cannot read" in str(problems[0])
+
+
+def test_a_deeply_nested_file_is_a_problem_line_without_a_traceback(tmp_path: Path) -> None:
+    write_config_files(tmp_path, GOOD_CONFIG, f"overrides:\n  acme: {NESTED_TOO_DEEPLY}\n")
+    result = run_cli("check-config", "--overrides", str(tmp_path / "overrides.yaml"))
+    assert result.returncode == 1
+    assert result.stdout == f"{tmp_path / 'overrides.yaml'}:2: nested too deeply (more than 100 levels)\n"
+    assert result.stderr == f"1 problem in {tmp_path / 'overrides.yaml'}\n"
+
+
+def test_an_alias_bomb_a_fifo_and_an_oversized_file_are_problem_lines(tmp_path: Path) -> None:
+    config = write_config_files(
+        tmp_path, GOOD_CONFIG + "  per_tenant_override_max_bytes: 1000\n", GOOD_OVERRIDES + "#" * 1000 + "\n"
+    )
+    overrides = tmp_path / "overrides.yaml"
+    size = overrides.stat().st_size
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb())
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    expected = {
+        None: f"{overrides}: is {size} bytes, over the limit of 1000 bytes "
+        "(overrides.per_tenant_override_max_bytes)",
+        bomb: f"{bomb}:7: too many nodes (more than 1000000 once aliases are expanded)",
+        fifo: f"{fifo}: not a regular file (a FIFO)",
+    }
+    for path, problem in expected.items():
+        arguments = ["--config", str(config)] + (["--overrides", str(path)] if path else [])
+        result = run_cli("check-config", *arguments)
+        assert (result.returncode, result.stdout) == (1, problem + "\n"), result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_check_config_agrees_with_the_service_on_the_shipped_files() -> None:

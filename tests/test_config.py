@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from distributor.config import Config, load_config
 from distributor.overrides import ConfigError, OverridesSnapshot, Scope
 from distributor.service import Service
 from tests.support.cli import run_cli, running_cli
-from tests.support.config_files import write_config_files
+from tests.support.config_files import NESTED_TOO_DEEPLY, alias_bomb, write_config_files
 
 ISSUE_EXAMPLE = """\
 multitenancy_enabled: false
@@ -204,6 +206,7 @@ BAD_CONFIGS = [
         "duplicate key",
     ),
     ("invalid YAML", ("server:", "server: [unclosed"), "", "invalid YAML"),
+    ("nested too deeply", ("server:", f"deep: {NESTED_TOO_DEEPLY}\nserver:"), "", "nested too deeply"),
 ]
 
 
@@ -248,6 +251,15 @@ BAD_OVERRIDES = [
         "at least 0",
     ),
     ("unknown top-level key", "limits: {}\n", "limits", "unknown key"),
+    ("nested too deeply", f"overrides:\n  acme: {NESTED_TOO_DEEPLY}\n", "", "nested too deeply"),
+    ("alias bomb", "overrides: {}\n" + alias_bomb(), "", "too many nodes (more than 1000000"),
+    ("alias cycle", "overrides:\n  acme: &a [*a]\n", "", "nested too deeply"),
+    (
+        "too many aliases",
+        "overrides: {}\na: &a 1\nb: [" + ",".join(["*a"] * 101) + "]\n",
+        "",
+        "too many aliases",
+    ),
 ]
 
 
@@ -261,6 +273,40 @@ def test_bad_per_tenant_file_is_refused_naming_its_own_file(
     message = str(caught.value)
     assert message.startswith(f"{tmp_path / 'overrides.yaml'}:"), message
     assert key in message and problem in message, message
+
+
+@pytest.mark.parametrize(("make", "kind"), [(os.mkfifo, "a FIFO"), (os.mkdir, "a directory")])
+def test_a_per_tenant_path_that_is_not_a_regular_file_is_refused_at_start_up(
+    tmp_path: Path, make: Callable[[Path], None], kind: str
+) -> None:
+    config = load_config(write_config_files(tmp_path, ISSUE_EXAMPLE))
+    make(tmp_path / "overrides.yaml")
+    with pytest.raises(ConfigError) as caught:
+        overrides_in_force(config)
+    assert str(caught.value) == f"{tmp_path / 'overrides.yaml'}: not a regular file ({kind})"
+
+
+def test_a_per_tenant_file_over_its_size_limit_is_refused_at_start_up(tmp_path: Path) -> None:
+    config = ISSUE_EXAMPLE.replace(
+        "per_tenant_override_period: 10s",
+        "per_tenant_override_period: 10s\n  per_tenant_override_max_bytes: 100",
+    )
+    path = write_config_files(tmp_path, config, OVERRIDES + "#" * 100 + "\n")
+    size = (tmp_path / "overrides.yaml").stat().st_size
+    with pytest.raises(ConfigError) as caught:
+        overrides_in_force(load_config(path))
+    assert str(caught.value) == (
+        f"{tmp_path / 'overrides.yaml'}: is {size} bytes, over the limit of 100 bytes "
+        "(overrides.per_tenant_override_max_bytes)"
+    )
+
+
+def test_a_config_file_over_10_mib_is_refused(tmp_path: Path) -> None:
+    path = write_config_files(tmp_path, ISSUE_EXAMPLE + "#" * (10 * 1024 * 1024) + "\n", OVERRIDES)
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}: is \d+ bytes, over the limit of 10485760 bytes$"
+    ):
+        load_config(path)
 
 
 def test_missing_per_tenant_file_is_refused(tmp_path: Path) -> None:
@@ -286,6 +332,25 @@ def test_cli_refuses_a_bad_per_tenant_file(tmp_path: Path) -> None:
     )
     result = run_cli("--config", str(path))
     assert result.returncode == 1 and "overrides.yaml" in result.stderr and "overrides.acme" in result.stderr
+
+
+def test_cli_refuses_a_deeply_nested_config_with_one_line(tmp_path: Path) -> None:
+    path = write_config_files(tmp_path, f"deep: {NESTED_TOO_DEEPLY}\n")
+    result = run_cli("--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: invalid configuration: {path}:1: nested too deeply (more than 100 levels)"
+    ]
+
+
+def test_cli_refuses_an_alias_bomb_config_with_one_line(tmp_path: Path) -> None:
+    path = write_config_files(tmp_path, alias_bomb())
+    result = run_cli("--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: invalid configuration: {path}:7: "
+        "too many nodes (more than 1000000 once aliases are expanded)"
+    ]
 
 
 def test_cli_refuses_a_missing_config_file(tmp_path: Path) -> None:

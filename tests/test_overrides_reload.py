@@ -15,7 +15,7 @@ import pytest
 
 from distributor.config import load_config
 from tests.support.cli import running_cli
-from tests.support.config_files import multitenant_config, write_config_files
+from tests.support.config_files import NESTED_TOO_DEEPLY, multitenant_config, write_config_files
 from tests.support.metrics import labels, parse_usage, scrape
 from tests.support.otlp import batch, request, span
 from tests.support.senders import post_traces
@@ -60,7 +60,7 @@ async def test_edit_in_place_applies_to_the_next_request(start_service: StartSer
     running = await start(start_service, tmp_path)
     assert await attributed_next(running) == {labels("acme", team="core")}
     (tmp_path / "overrides.yaml").write_text(BY_NAMESPACE)
-    assert running.service.reload_overrides()
+    assert await running.service.reload_overrides()
     assert await attributed_next(running) == {labels("acme", namespace="prod")}
     assert await reload_metrics(running) == (1, sha256(tmp_path / "overrides.yaml"))
     assert labels("acme", team="core") in await running.usage(), "old series stay until stale"
@@ -70,7 +70,7 @@ async def test_replace_by_rename_applies(start_service: StartService, tmp_path: 
     running = await start(start_service, tmp_path)
     (tmp_path / "new.yaml").write_text(BY_NAMESPACE)
     os.replace(tmp_path / "new.yaml", tmp_path / "overrides.yaml")
-    assert running.service.reload_overrides()
+    assert await running.service.reload_overrides()
     assert await attributed_next(running) == {labels("acme", namespace="prod")}
 
 
@@ -95,6 +95,10 @@ def _invalid_yaml(path: Path) -> None:
     path.write_text("overrides:\n  acme: [unclosed\n")
 
 
+def _nest_too_deeply(path: Path) -> None:
+    path.write_text(f"overrides:\n  acme: {NESTED_TOO_DEEPLY}\n")
+
+
 def _invalid_label(path: Path) -> None:
     path.write_text("overrides:\n  acme:\n    cost_attribution:\n      dimensions: {team: __team}\n")
 
@@ -109,6 +113,7 @@ BAD_EDITS = [
     _delete,
     _make_unreadable,
     _invalid_yaml,
+    _nest_too_deeply,
     _invalid_label,
     _unknown_key,
 ]
@@ -121,7 +126,7 @@ async def test_a_bad_edit_keeps_the_last_good_overrides_until_fixed(
     running = await start(start_service, tmp_path)
     good_hash = sha256(tmp_path / "overrides.yaml")
     bad_edit(tmp_path / "overrides.yaml")
-    assert not running.service.reload_overrides()
+    assert not await running.service.reload_overrides()
     assert await attributed_next(running) == {labels("acme", team="core")}
     assert await reload_metrics(running) == (0, good_hash)
 
@@ -129,7 +134,7 @@ async def test_a_bad_edit_keeps_the_last_good_overrides_until_fixed(
     if path.is_dir():
         path.rmdir()
     path.write_text(BY_NAMESPACE)
-    assert running.service.reload_overrides()
+    assert await running.service.reload_overrides()
     assert await attributed_next(running) == {labels("acme", namespace="prod")}
     assert await reload_metrics(running) == (1, sha256(path))
 
@@ -138,19 +143,35 @@ async def test_unchanged_content_is_a_no_op_and_each_distinct_error_is_logged_on
     start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start(start_service, tmp_path)
-    assert not running.service.reload_overrides(), "same content, nothing to apply"
+    assert not await running.service.reload_overrides(), "same content, nothing to apply"
     caplog.set_level(logging.ERROR, logger="overrides.reload")
     path = tmp_path / "overrides.yaml"
     _invalid_label(path)
     for _ in range(3):
-        running.service.reload_overrides()
+        await running.service.reload_overrides()
     _delete(path)
     for _ in range(3):
-        running.service.reload_overrides()
+        await running.service.reload_overrides()
     errors = [r.getMessage() for r in caplog.records]
     assert len(errors) == 2, errors
     assert "overrides.yaml:4: overrides.acme.cost_attribution.dimensions" in errors[0]
     assert "cannot read" in errors[1]
+
+
+async def test_a_deeply_nested_file_is_one_logged_validation_error_naming_the_file(
+    start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start(start_service, tmp_path)
+    caplog.set_level(logging.ERROR, logger="overrides.reload")
+    path = tmp_path / "overrides.yaml"
+    _nest_too_deeply(path)
+    for _ in range(3):
+        assert not await running.service.reload_overrides()
+    assert [r.getMessage() for r in caplog.records] == [
+        "per-tenant overrides not reloaded, the last good ones stay in force: "
+        f"{path}:2: nested too deeply (more than 100 levels)"
+    ]
+    assert (await reload_metrics(running))[0] == 0
 
 
 async def test_lowering_max_cardinality_keeps_existing_series(
@@ -163,7 +184,7 @@ async def test_lowering_max_cardinality_keeps_existing_series(
     (tmp_path / "overrides.yaml").write_text(
         "overrides:\n  acme:\n    cost_attribution:\n      max_cardinality: 1\n"
     )
-    assert running.service.reload_overrides()
+    assert await running.service.reload_overrides()
     for name in ("a", "c"):
         body = request(batch({"service.name": name}, [span()])).SerializeToString()
         assert (await running.post(body, "acme")).status == 200
@@ -231,7 +252,7 @@ async def test_status_runtime_config_shows_the_file_in_force_with_hash_and_time(
     path = tmp_path / "overrides.yaml"
     good_hash = sha256(path)
     _invalid_label(path)
-    running.service.reload_overrides()
+    await running.service.reload_overrides()
     async with running.session.get(running.server_url + "/status/runtime_config") as response:
         text = await response.text()
     assert f"# sha256: {good_hash}\n" in text
@@ -293,5 +314,5 @@ async def test_expand_env_applies_to_the_overrides_file_too(
     (tmp_path / "overrides.yaml").write_text(
         "overrides:\n  acme:\n    cost_attribution:\n      dimensions: {team: ${OWNER_LABEL}}  # edited\n"
     )
-    assert running.service.reload_overrides()
+    assert await running.service.reload_overrides()
     assert await attributed_next(running) == {labels("acme", squad="core")}

@@ -384,7 +384,7 @@ async def test_overrides_file_limits_are_enforced_and_reloads_apply_to_the_next_
     # A file naming an unknown forwarder is refused as a whole: acme stays limited as before (the bad
     # file would have lifted the limit).
     overrides.write_text(ingestion_overrides(0, 1500, extra="    forwarders: [nope]\n"))
-    assert not running.service.reload_overrides()
+    assert not await running.service.reload_overrides()
     refused = await post(running, sized(1000), "acme")
     assert_rate_limited_http(refused, rate_limited_message(100, 1500, 1000, "acme"), missing=500, rate=100)
     assert await metric(running, "tempo_runtime_config_last_reload_successful") == 0
@@ -392,13 +392,13 @@ async def test_overrides_file_limits_are_enforced_and_reloads_apply_to_the_next_
     # Burst raised: a 2000-byte request, larger than the old burst (413 before), passes once the bucket
     # holds 2000 tokens, which the old burst of 1500 would have capped.
     overrides.write_text(ingestion_overrides(100, 5000))
-    assert running.service.reload_overrides()
+    assert await running.service.reload_overrides()
     running.clock.advance(20.0)
     assert (await post(running, sized(2000), "acme")).status == 200  # 500 tokens left
 
     # Rate raised: the next request is limited at the new rate (0.5 s for the missing 500 bytes, not 5 s).
     overrides.write_text(ingestion_overrides(1000, 5000))
-    assert running.service.reload_overrides()
+    assert await running.service.reload_overrides()
     refused = await post(running, sized(1000), "acme")
     assert_rate_limited_http(refused, rate_limited_message(1000, 5000, 1000, "acme"), missing=500, rate=1000)
     running.clock.advance(0.5)
@@ -411,7 +411,7 @@ async def test_overrides_file_limits_are_enforced_and_reloads_apply_to_the_next_
     running.clock.advance(4.0)
     assert (await post(running, sized(200), "acme")).status == 200  # 4000 tokens at the raised rate, less 200
     overrides.write_text(ingestion_overrides(100, 1500))
-    assert running.service.reload_overrides()
+    assert await running.service.reload_overrides()
     answer = await post(running, sized(2000), "acme")
     assert answer.status == 413
     assert Status.FromString(answer.body).message == larger_than_burst_message(100, 1500, 2000, "acme")

@@ -166,7 +166,7 @@ async def test_replicas_sharing_the_directory_see_each_others_writes(
     replica_b = await start_service(load_config(tmp_path / "distributor.yaml"))
     _, _, etag = await call(replica_a, "POST", NAMESPACE)
     assert (await call(replica_b, "GET"))[2] == etag, "reads go to the shared directory"
-    assert replica_b.service.reload_overrides(), "the periodic poll picks the write up"
+    assert await replica_b.service.reload_overrides(), "the periodic poll picks the write up"
     assert await attributed_labels(replica_b) == {"namespace"}
     assert (await call(replica_b, "POST", NAMESPACE, {"If-Match": '"stale"'}))[0] == 412
 

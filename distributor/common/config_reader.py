@@ -6,7 +6,9 @@ duration parser and one way of reporting a bad key.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +40,57 @@ class Located:
     path: str
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys: PyYAML silently keeps the last one."""
+# Bounds on what one file may make the reader build. PyYAML composes recursively: without a depth
+# bound a few kilobytes of `[[[[...` raise RecursionError. Aliases share nodes, so a few hundred bytes
+# of nested aliases ("billion laughs") stand for 10^9 nodes once walked. A real overrides file of
+# 10,000 tenants is about 100,000 nodes, 10 levels deep, with no aliases.
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_NESTING_DEPTH = 100
+MAX_ALIASES = 100
+MAX_NODES = 1_000_000
+
+
+_NESTED_TOO_DEEPLY = f"nested too deeply (more than {MAX_NESTING_DEPTH} levels)"
+
+
+class _Refused(Exception):
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(problem)
+        self.line = line
+        self.problem = problem
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_NESTING_DEPTH (before the recursion does) and
+    more than MAX_ALIASES aliases while composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+                raise _Refused(line, f"too many aliases (more than {MAX_ALIASES})")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING_DEPTH:
+                line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+                raise _Refused(line, _NESTED_TOO_DEEPLY)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _compose(text: str, file: str) -> yaml.Node | None:
     try:
-        return yaml.compose(text, Loader=_UniqueKeyLoader)
+        return yaml.compose(text, Loader=_BoundedLoader)
+    except _Refused as err:
+        raise ConfigError(file, err.line, "", err.problem) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -54,6 +100,29 @@ def _compose(text: str, file: str) -> yaml.Node | None:
 
 
 _constructor = yaml.SafeLoader(stream="")
+
+
+def _expanded_size(node: yaml.Node, depth: int, sizes: dict[int, int], file: str) -> int:
+    """How many nodes `node` stands for once every alias is walked, without walking them: aliases share
+    nodes, so each is counted once (memoised by identity). Also bounds the depth, aliases included,
+    which refuses an alias cycle (`&a [*a]`, which PyYAML composes) before anything recurses on it."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if depth > MAX_NESTING_DEPTH:
+        raise ConfigError(file, node.start_mark.line + 1, "", _NESTED_TOO_DEEPLY)
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            size += _expanded_size(key_node, depth + 1, sizes, file)
+            size += _expanded_size(value_node, depth + 1, sizes, file)
+    elif isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, depth + 1, sizes, file) for item in node.value)
+    if size > MAX_NODES:
+        problem = f"too many nodes (more than {MAX_NODES} once aliases are expanded)"
+        raise ConfigError(file, node.start_mark.line + 1, "", problem)
+    sizes[id(node)] = size
+    return size
 
 
 def _to_located(node: yaml.Node, path: str, file: str) -> Located:
@@ -79,11 +148,49 @@ def _to_located(node: yaml.Node, path: str, file: str) -> Located:
     return Located(_constructor.construct_object(node), line, path)
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES, limit_setting: str = "") -> bytes:
+    """A regular file's content, refused over `max_bytes` (`limit_setting`: the key that sets it)."""
     try:
-        return path.read_bytes()
+        return read_regular_file(path, max_bytes)
+    except FileRefused as err:
+        limit = f" ({limit_setting})" if limit_setting and err.over_limit else ""
+        raise ConfigError(str(path), None, "", f"{err}{limit}") from None
     except OSError as err:
         raise ConfigError(str(path), None, "", f"cannot read: {err.strerror or err}") from None
+
+
+class FileRefused(Exception):
+    """A path that is not read: not a regular file, or larger than the limit."""
+
+    def __init__(self, problem: str, over_limit: bool = False) -> None:
+        super().__init__(problem)
+        self.over_limit = over_limit
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """Read a regular file of at most `max_bytes`; raises FileRefused or OSError.
+
+    A FIFO would block the reader until a writer appears and a device may never end, so the type is
+    checked before opening, and the open is non-blocking in case the path is swapped in between."""
+    _refuse_irregular(os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        status = os.fstat(fd)
+        _refuse_irregular(status.st_mode)
+        if status.st_size > max_bytes:
+            raise FileRefused(f"is {status.st_size} bytes, over the limit of {max_bytes} bytes", True)
+        data = file.read(max_bytes + 1)  # the file may have grown since fstat
+    if len(data) > max_bytes:
+        raise FileRefused(f"is over the limit of {max_bytes} bytes", True)
+    return data
+
+
+def _refuse_irregular(mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "a device")
+    raise FileRefused(f"not a regular file ({kind})")
 
 
 def decode_text(data: bytes, file: str, expand_env: bool = False) -> str:
@@ -104,6 +211,7 @@ def parse_yaml_text(text: str, file: str) -> Located | None:
     node = _compose(text, file)
     if node is None:
         return None
+    _expanded_size(node, 0, {}, file)
     return _to_located(node, "", file)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,4 +53,19 @@ overrides:
 """
     if user_configurable:
         text += "  user_configurable_overrides: {enabled: true, storage_path: user-overrides}\n"
+    return text
+
+
+# Hostile YAML for the reader's bounds. Deep enough to exhaust Python's recursion limit in a recursive
+# YAML composer:
+NESTED_TOO_DEEPLY = "[" * 5000 + "]" * 5000
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """A "billion laughs" document of a few hundred bytes: each line's list repeats the previous line's
+    `width` times, so it stands for width**levels nodes once the aliases are walked."""
+    names = "abcdefghijklmnopqrstuvwxyz"[:levels]
+    text = "a: &a [" + ",".join(["lol"] * width) + "]\n"
+    for previous, name in itertools.pairwise(names):
+        text += f"{name}: &{name} [" + ",".join([f"*{previous}"] * width) + "]\n"
     return text
