@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
+import random
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from distributor.common.endpoint import Endpoint
 from distributor.common.rpc_status import Status
 from distributor.ingest.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest
 from distributor.receivers.config import OtlpHttpConfig
@@ -236,3 +239,63 @@ async def test_opentelemetry_sdk_http_exporter_bytes_show_up_in_usage_metrics(
         expected[key] = expected.get(key, 0) + rs.ByteSize()
     assert await running.usage() == expected
     assert len(expected) == 2
+
+
+EMPTY_GZIP_MEMBER = gzip.compress(b"")
+GZIP = {**PROTOBUF, "Content-Encoding": "gzip"}
+
+
+async def test_gzip_body_with_more_members_than_the_limit_is_refused_quickly(
+    start_service: StartService,
+) -> None:
+    running = await start_service()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await running.post(EMPTY_GZIP_MEMBER * 20_000, headers=GZIP)
+    elapsed = loop.time() - started
+    assert answer.status == 400
+    assert "more than 100 members" in Status.FromString(answer.body).message
+    assert elapsed < 0.5, f"refusing 20,000 gzip members took {elapsed:.2f} s"
+    await assert_nothing_recorded(running)
+    answer = await running.post(
+        gzip.compress(sample_request().SerializeToString()) + EMPTY_GZIP_MEMBER * 99, headers=GZIP
+    )
+    assert answer.status == 200, "100 members are within the default limit"
+
+
+async def test_a_body_split_across_gzip_members_counts_as_the_whole(start_service: StartService) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    noise = random.Random(7)
+    incompressible = {f"blob{i}": base64.b64encode(noise.randbytes(1500)).decode() for i in range(20)}
+    raw = request(batch({"service.name": "api"}, [span(incompressible)])).SerializeToString()
+    third = len(raw) // 3
+    members = [gzip.compress(raw[start : start + third]) for start in range(0, len(raw), third)]
+    assert len(members) >= 3 and min(len(member) for member in members[:-1]) > 8 * 1024
+    assert (await running.post(gzip.compress(raw), "whole", GZIP)).status == 200
+    assert (await running.post(b"".join(members), "split", GZIP)).status == 200
+    usage = await running.usage()
+    assert usage[labels("split", service_name="api")] == usage[labels("whole", service_name="api")] > 40_000
+
+
+async def test_ready_answers_promptly_while_a_large_gzip_body_is_inflated(
+    start_service: StartService,
+) -> None:
+    running = await start_service(
+        make_config(otlp_http=OtlpHttpConfig(endpoint=Endpoint("127.0.0.1", 0), max_gzip_members=200_000))
+    )
+    body = gzip.compress(sample_request().SerializeToString()) + EMPTY_GZIP_MEMBER * 100_000
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    upload = asyncio.create_task(running.post(body, headers=GZIP))
+    ready_latencies: list[float] = []
+    while not upload.done():
+        asked = loop.time()
+        async with running.session.get(running.server_url + "/ready") as response:
+            assert response.status == 200
+        ready_latencies.append(loop.time() - asked)
+    answer = await upload
+    elapsed = loop.time() - started
+    assert answer.status == 200, answer.body
+    assert elapsed < 3.0, f"100,000 gzip members took {elapsed:.2f} s"
+    assert len(ready_latencies) > 1
+    assert max(ready_latencies) < 0.1, f"/ready waited {max(ready_latencies) * 1000:.0f} ms"
