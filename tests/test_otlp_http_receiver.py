@@ -20,6 +20,7 @@ from distributor.ingest.wire import LazyResourceSpans, LazyScopeSpans, LazyTrace
 from distributor.receivers.config import OtlpHttpConfig
 from tests.support.metrics import labels, sample_value
 from tests.support.otlp import batch, otlp_json, request, sample_request, span, split_expectation
+from tests.support.raw_http import exchange, raw_request
 from tests.support.senders import JSON, PROTOBUF
 from tests.support.service import StartService, assert_nothing_recorded, make_config
 
@@ -299,3 +300,26 @@ async def test_ready_answers_promptly_while_a_large_gzip_body_is_inflated(
     assert elapsed < 3.0, f"100,000 gzip members took {elapsed:.2f} s"
     assert len(ready_latencies) > 1
     assert max(ready_latencies) < 0.1, f"/ready waited {max(ready_latencies) * 1000:.0f} ms"
+
+
+async def test_tenant_header_that_is_not_utf8_is_refused_as_invalid(start_service: StartService) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    assert running.service.otlp_http_address is not None
+    body = sample_request().SerializeToString()
+    headers = {"Content-Type": b"application/x-protobuf", "X-Scope-OrgID": b"ac\xffme"}
+    status, _, answer = await exchange(
+        running.service.otlp_http_address, raw_request("POST", "/v1/traces", headers, body)
+    )
+    assert status == 400
+    assert Status.FromString(answer).message == "tenant id is not valid UTF-8"
+    await assert_nothing_recorded(running)
+    assert (
+        sample_value(
+            await running.samples(),
+            "tempo_request_duration_seconds_count",
+            method="POST",
+            route="/v1/traces",
+            status_code="400",
+        )
+        == 1
+    )

@@ -56,6 +56,8 @@ class UserOverridesApi:
                 body = json.loads(await request.read())
             except ValueError as err:
                 return _error(400, f"the body is not JSON: {err}")
+            except RecursionError:  # deeper than the parser goes; shallower ones the store refuses
+                return _error(400, "the body is not JSON: nested too deeply")
             if request.method == "POST":
                 return _document(self.store.set(tenant, body, if_match))
             return _document(self.store.patch(tenant, body, if_match))
