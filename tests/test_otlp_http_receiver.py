@@ -6,6 +6,7 @@ import asyncio
 import base64
 import gzip
 import json
+import logging
 import random
 from typing import Any
 
@@ -18,8 +19,9 @@ from distributor.common.endpoint import Endpoint
 from distributor.common.rpc_status import Status
 from distributor.ingest.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest
 from distributor.receivers.config import OtlpHttpConfig
-from tests.support.metrics import labels, sample_value
+from tests.support.metrics import labels, sample_value, total
 from tests.support.otlp import batch, otlp_json, request, sample_request, span, split_expectation
+from tests.support.polling import eventually
 from tests.support.raw_http import exchange, raw_request
 from tests.support.senders import JSON, PROTOBUF
 from tests.support.service import StartService, assert_nothing_recorded, make_config
@@ -323,3 +325,28 @@ async def test_tenant_header_that_is_not_utf8_is_refused_as_invalid(start_servic
         )
         == 1
     )
+
+
+async def test_an_upload_the_client_aborts_is_counted_once_as_aborted_not_as_an_error(
+    start_service: StartService, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    assert running.service.otlp_http_address is not None
+    body = sample_request().SerializeToString()
+    headers = {"Content-Type": b"application/x-protobuf", "X-Scope-OrgID": b"acme"}
+    for _ in range(3):
+        _, writer = await asyncio.open_connection(*running.service.otlp_http_address)
+        writer.write(raw_request("POST", "/v1/traces", headers, body)[: -len(body) // 2])
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def aborted() -> bool:
+        samples = await running.samples()
+        return total(samples, "tempo_distributor_requests_aborted_total", route="/v1/traces") == 3
+
+    await eventually(aborted, "three aborted uploads counted", timeout=5)
+    samples = await running.samples()
+    assert total(samples, "tempo_request_duration_seconds_count", route="/v1/traces") == 0
+    assert [record for record in caplog.records if record.levelno > logging.DEBUG] == []
+    await assert_nothing_recorded(running)

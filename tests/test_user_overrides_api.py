@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,9 @@ import pytest
 
 from distributor.config import load_config
 from tests.support.config_files import multitenant_config, write_config_files
+from tests.support.metrics import total
 from tests.support.otlp import batch, request, span
+from tests.support.polling import eventually
 from tests.support.raw_http import exchange, raw_request
 from tests.support.service import RunningService, StartService, make_config
 
@@ -237,3 +241,25 @@ async def test_a_stored_document_nested_too_deeply_is_ignored_and_logged(
     status, _, _ = await call(running, "POST", NAMESPACE)
     assert status == 200, "the other tenants' documents are in force"
     assert await attributed_labels(running) == {"namespace"}
+
+
+async def test_an_upload_the_client_aborts_is_counted_as_aborted_not_as_an_error(
+    start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start(start_service, tmp_path)
+    assert running.service.server_address is not None
+    body = json.dumps(NAMESPACE).encode()
+    _, writer = await asyncio.open_connection(*running.service.server_address)
+    writer.write(raw_request("POST", "/api/overrides", {"X-Scope-OrgID": b"acme"}, body)[:-10])
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+    async def aborted() -> bool:
+        samples = await running.samples()
+        return total(samples, "tempo_distributor_requests_aborted_total", route="/api/overrides") == 1
+
+    await eventually(aborted, "the aborted upload counted", timeout=5)
+    assert total(await running.samples(), "tempo_request_duration_seconds_count", route="/api/overrides") == 0
+    assert [record for record in caplog.records if record.levelno > logging.DEBUG] == []
+    assert (await call(running, "GET"))[0] == 404

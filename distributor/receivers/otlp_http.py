@@ -8,7 +8,7 @@ import logging
 
 from aiohttp import web
 
-from distributor.common.http_listener import HttpListener, Middleware
+from distributor.common.http_listener import HttpListener, Middleware, RequestAborted, read_body
 from distributor.ingest.limits import retry_after_header
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
 from distributor.ingest.tenant import TenantError, resolve_tenant
@@ -121,6 +121,8 @@ class OtlpHttpReceiver:
             if refused.retry_after is not None:
                 response.headers["Retry-After"] = retry_after_header(refused.retry_after)
             return response
+        except RequestAborted:
+            raise  # no one to answer: counted by the request metrics
         except Exception:  # a bug must still answer with a Status, and be visible in the log
             log.exception("unexpected error handling %s", TRACES_PATH)
             return self._error(encoding, 500, INTERNAL, "internal error")
@@ -131,7 +133,7 @@ class OtlpHttpReceiver:
         if request.content_length is not None and request.content_length > limit:
             raise _body_too_large(limit)
         try:
-            return await request.read()  # the app's client_max_size stops chunked bodies at the limit
+            return await read_body(request)  # the app's client_max_size stops chunked bodies at the limit
         except web.HTTPRequestEntityTooLarge:
             raise _body_too_large(limit) from None
 
