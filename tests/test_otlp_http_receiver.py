@@ -22,7 +22,7 @@ from distributor.receivers.config import OtlpHttpConfig
 from tests.support.metrics import labels, sample_value, total
 from tests.support.otlp import batch, otlp_json, request, sample_request, span, split_expectation
 from tests.support.polling import eventually
-from tests.support.raw_http import exchange, raw_request
+from tests.support.raw_http import abort_upload, exchange, raw_request
 from tests.support.senders import JSON, PROTOBUF
 from tests.support.service import StartService, assert_nothing_recorded, make_config
 
@@ -335,11 +335,9 @@ async def test_an_upload_the_client_aborts_is_counted_once_as_aborted_not_as_an_
     body = sample_request().SerializeToString()
     headers = {"Content-Type": b"application/x-protobuf", "X-Scope-OrgID": b"acme"}
     for _ in range(3):
-        _, writer = await asyncio.open_connection(*running.service.otlp_http_address)
-        writer.write(raw_request("POST", "/v1/traces", headers, body)[: -len(body) // 2])
-        await writer.drain()
-        writer.close()
-        await writer.wait_closed()
+        await abort_upload(
+            running.service.otlp_http_address, raw_request("POST", "/v1/traces", headers, body)
+        )
 
     async def aborted() -> bool:
         samples = await running.samples()

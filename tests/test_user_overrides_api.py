@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from pathlib import Path
@@ -15,7 +14,7 @@ from tests.support.config_files import multitenant_config, write_config_files
 from tests.support.metrics import total
 from tests.support.otlp import batch, request, span
 from tests.support.polling import eventually
-from tests.support.raw_http import exchange, raw_request
+from tests.support.raw_http import abort_upload, exchange, raw_request
 from tests.support.service import RunningService, StartService, make_config
 
 MAIN = multitenant_config(user_configurable=True)
@@ -24,6 +23,7 @@ TRACES = request(
     batch({"service.name": "api", "team": "core", "k8s.namespace.name": "prod", "app": "shop"}, [span()])
 )
 ACME = {"X-Scope-OrgID": "acme"}
+ACME_RAW = {"X-Scope-OrgID": b"acme"}
 
 
 async def start(start_service: StartService, directory: Path) -> RunningService:
@@ -249,11 +249,7 @@ async def test_an_upload_the_client_aborts_is_counted_as_aborted_not_as_an_error
     running = await start(start_service, tmp_path)
     assert running.service.server_address is not None
     body = json.dumps(NAMESPACE).encode()
-    _, writer = await asyncio.open_connection(*running.service.server_address)
-    writer.write(raw_request("POST", "/api/overrides", {"X-Scope-OrgID": b"acme"}, body)[:-10])
-    await writer.drain()
-    writer.close()
-    await writer.wait_closed()
+    await abort_upload(running.service.server_address, raw_request("POST", "/api/overrides", ACME_RAW, body))
 
     async def aborted() -> bool:
         samples = await running.samples()

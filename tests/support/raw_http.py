@@ -32,3 +32,13 @@ async def exchange(address: tuple[str, int], request: bytes) -> tuple[int, dict[
         return await read_response(reader)
     finally:
         writer.close()
+
+
+async def abort_upload(address: tuple[str, int], request: bytes) -> None:
+    """Send the request's headers and the first half of its body, then close the connection."""
+    head_end = request.index(b"\r\n\r\n") + 4
+    _, writer = await asyncio.open_connection(*address)
+    writer.write(request[: head_end + (len(request) - head_end) // 2])
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
