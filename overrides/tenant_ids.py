@@ -14,7 +14,11 @@ def tenant_id_problem(tenant: str) -> str | None:
     """Why `tenant` is not a valid tenant id, or None when it is."""
     if not tenant:
         return "tenant id is empty"
-    if len(tenant.encode("utf-8")) > MAX_TENANT_ID_BYTES:
+    try:
+        size = len(tenant.encode("utf-8"))
+    except UnicodeEncodeError:  # a header byte that is not UTF-8 arrives as a lone surrogate
+        return "tenant id is not valid UTF-8"
+    if size > MAX_TENANT_ID_BYTES:
         return f"tenant id is longer than {MAX_TENANT_ID_BYTES} bytes"
     if tenant in (".", ".."):
         return f"tenant id {tenant!r} is not allowed"

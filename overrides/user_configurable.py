@@ -33,6 +33,9 @@ from distributor.overrides.tenant_ids import tenant_id_problem
 log = logging.getLogger(__name__)
 
 MAX_USER_DIMENSIONS = 10
+# The one accepted shape nests three levels deep; the limit stops a hostile document before anything
+# recurses into it (merging, validating, rendering a message), where it would raise RecursionError.
+MAX_DOCUMENT_DEPTH = 8
 _SUFFIX = ".json"
 
 
@@ -63,8 +66,20 @@ class StoredOverrides:
     etag: str  # quoted, as sent in the ETag header
 
 
+def check_nesting(document: object) -> None:
+    """Refuse a document nested deeper than MAX_DOCUMENT_DEPTH; walks without recursing."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        if children and depth > MAX_DOCUMENT_DEPTH:
+            raise _invalid(f"nested too deeply (at most {MAX_DOCUMENT_DEPTH} levels of objects and arrays)")
+        pending.extend((child, depth + 1) for child in children)
+
+
 def validate_document(document: object) -> TenantOverrides:
     """The only shape accepted: {"cost_attribution": {"dimensions": <map or list>}}."""
+    check_nesting(document)
     if not isinstance(document, dict):
         raise _invalid("the body must be a JSON object")
     for key in document:
@@ -156,6 +171,7 @@ class UserConfigurableOverrides:
         _check_tenant(tenant)
         if not isinstance(patch, dict):
             raise _invalid("the body must be a JSON object (a JSON merge patch)")
+        check_nesting(patch)
         with self._locked(tenant):
             current = self._read(tenant)
             _check_precondition(current, if_match)
@@ -226,6 +242,8 @@ class UserConfigurableOverrides:
         for tenant, content in contents.items():
             try:
                 user[tenant] = validate_document(json.loads(content))
+            except RecursionError:
+                log.error("ignoring user-configurable overrides of tenant %s: nested too deeply", tenant)
             except (ValueError, UserOverridesError) as err:
                 invalid[tenant] = str(err)
         return DirectoryRead(generation, contents, unreadable, user, invalid)

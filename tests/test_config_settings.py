@@ -161,7 +161,11 @@ def test_every_written_key_shows_with_its_value(tmp_path: Path) -> None:
 def test_the_default_configuration_shows_the_dataclass_defaults() -> None:
     shown = config_as_data(Config())
     assert shown["distributor"]["receivers"]["otlp"]["protocols"] == {
-        "http": {"endpoint": "127.0.0.1:4318", "max_request_body_bytes": 20 * 1024 * 1024}
+        "http": {
+            "endpoint": "127.0.0.1:4318",
+            "max_request_body_bytes": 20 * 1024 * 1024,
+            "max_gzip_members": 100,
+        }
     }
     assert shown["usage_attribution"]["api"] == {
         "page_size": 500,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
+import logging
+import random
 from typing import Any
 
 import pytest
@@ -12,11 +15,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from distributor.common.endpoint import Endpoint
 from distributor.common.rpc_status import Status
 from distributor.ingest.wire import LazyResourceSpans, LazyScopeSpans, LazyTracesRequest
 from distributor.receivers.config import OtlpHttpConfig
-from tests.support.metrics import labels, sample_value
+from tests.support.metrics import labels, sample_value, total
 from tests.support.otlp import batch, otlp_json, request, sample_request, span, split_expectation
+from tests.support.polling import eventually
+from tests.support.raw_http import abort_upload, exchange, raw_request
 from tests.support.senders import JSON, PROTOBUF
 from tests.support.service import StartService, assert_nothing_recorded, make_config
 
@@ -236,3 +242,109 @@ async def test_opentelemetry_sdk_http_exporter_bytes_show_up_in_usage_metrics(
         expected[key] = expected.get(key, 0) + rs.ByteSize()
     assert await running.usage() == expected
     assert len(expected) == 2
+
+
+EMPTY_GZIP_MEMBER = gzip.compress(b"")
+GZIP = {**PROTOBUF, "Content-Encoding": "gzip"}
+
+
+async def test_gzip_body_with_more_members_than_the_limit_is_refused_quickly(
+    start_service: StartService,
+) -> None:
+    running = await start_service()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await running.post(EMPTY_GZIP_MEMBER * 20_000, headers=GZIP)
+    elapsed = loop.time() - started
+    assert answer.status == 400
+    assert "more than 100 members" in Status.FromString(answer.body).message
+    assert elapsed < 0.5, f"refusing 20,000 gzip members took {elapsed:.2f} s"
+    await assert_nothing_recorded(running)
+    answer = await running.post(
+        gzip.compress(sample_request().SerializeToString()) + EMPTY_GZIP_MEMBER * 99, headers=GZIP
+    )
+    assert answer.status == 200, "100 members are within the default limit"
+
+
+async def test_a_body_split_across_gzip_members_counts_as_the_whole(start_service: StartService) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    noise = random.Random(7)
+    incompressible = {f"blob{i}": base64.b64encode(noise.randbytes(1500)).decode() for i in range(20)}
+    raw = request(batch({"service.name": "api"}, [span(incompressible)])).SerializeToString()
+    third = len(raw) // 3
+    members = [gzip.compress(raw[start : start + third]) for start in range(0, len(raw), third)]
+    assert len(members) >= 3 and min(len(member) for member in members[:-1]) > 8 * 1024
+    assert (await running.post(gzip.compress(raw), "whole", GZIP)).status == 200
+    assert (await running.post(b"".join(members), "split", GZIP)).status == 200
+    usage = await running.usage()
+    assert usage[labels("split", service_name="api")] == usage[labels("whole", service_name="api")] > 40_000
+
+
+async def test_ready_answers_promptly_while_a_large_gzip_body_is_inflated(
+    start_service: StartService,
+) -> None:
+    running = await start_service(
+        make_config(otlp_http=OtlpHttpConfig(endpoint=Endpoint("127.0.0.1", 0), max_gzip_members=200_000))
+    )
+    body = gzip.compress(sample_request().SerializeToString()) + EMPTY_GZIP_MEMBER * 100_000
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    upload = asyncio.create_task(running.post(body, headers=GZIP))
+    ready_latencies: list[float] = []
+    while not upload.done():
+        asked = loop.time()
+        async with running.session.get(running.server_url + "/ready") as response:
+            assert response.status == 200
+        ready_latencies.append(loop.time() - asked)
+    answer = await upload
+    elapsed = loop.time() - started
+    assert answer.status == 200, answer.body
+    assert elapsed < 3.0, f"100,000 gzip members took {elapsed:.2f} s"
+    assert len(ready_latencies) > 1
+    assert max(ready_latencies) < 0.1, f"/ready waited {max(ready_latencies) * 1000:.0f} ms"
+
+
+async def test_tenant_header_that_is_not_utf8_is_refused_as_invalid(start_service: StartService) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    assert running.service.otlp_http_address is not None
+    body = sample_request().SerializeToString()
+    headers = {"Content-Type": b"application/x-protobuf", "X-Scope-OrgID": b"ac\xffme"}
+    status, _, answer = await exchange(
+        running.service.otlp_http_address, raw_request("POST", "/v1/traces", headers, body)
+    )
+    assert status == 400
+    assert Status.FromString(answer).message == "tenant id is not valid UTF-8"
+    await assert_nothing_recorded(running)
+    assert (
+        sample_value(
+            await running.samples(),
+            "tempo_request_duration_seconds_count",
+            method="POST",
+            route="/v1/traces",
+            status_code="400",
+        )
+        == 1
+    )
+
+
+async def test_an_upload_the_client_aborts_is_counted_once_as_aborted_not_as_an_error(
+    start_service: StartService, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start_service(make_config(multitenancy=True))
+    assert running.service.otlp_http_address is not None
+    body = sample_request().SerializeToString()
+    headers = {"Content-Type": b"application/x-protobuf", "X-Scope-OrgID": b"acme"}
+    for _ in range(3):
+        await abort_upload(
+            running.service.otlp_http_address, raw_request("POST", "/v1/traces", headers, body)
+        )
+
+    async def aborted() -> bool:
+        samples = await running.samples()
+        return total(samples, "tempo_distributor_requests_aborted_total", route="/v1/traces") == 3
+
+    await eventually(aborted, "three aborted uploads counted", timeout=5)
+    samples = await running.samples()
+    assert total(samples, "tempo_request_duration_seconds_count", route="/v1/traces") == 0
+    assert [record for record in caplog.records if record.levelno > logging.DEBUG] == []
+    await assert_nothing_recorded(running)

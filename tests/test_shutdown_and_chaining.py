@@ -32,6 +32,7 @@ from tests.support.config_files import write_config_files
 from tests.support.metrics import Labels, parse_discarded, parse_usage, per_tenant, scrape, usage, with_reason
 from tests.support.otlp import batch, otlp_json, request, span, span_count
 from tests.support.polling import eventually
+from tests.support.raw_http import read_response
 from tests.support.senders import JSON, export_traces, post_traces
 from tests.support.service import RunningService, StartService, make_config, with_forwarders
 
@@ -585,15 +586,6 @@ async def test_stop_finishes_an_upload_in_flight_and_forwards_it(start_service: 
         assert sorted(backend.bodies()) == sorted([slow, other])
     finally:
         await backend.stop()
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length: its status, headers (lower-case names) and body."""
-    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1")
-    status_line, *lines = head.strip().split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
-    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 10)
-    return int(status_line.split()[1]), headers, body
 
 
 async def test_a_request_on_a_kept_alive_connection_during_the_drain_gets_503_retry_after_and_a_close(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from distributor.config import load_config
 from tests.support.config_files import multitenant_config, write_config_files
+from tests.support.metrics import total
 from tests.support.otlp import batch, request, span
+from tests.support.polling import eventually
+from tests.support.raw_http import abort_upload, exchange, raw_request
 from tests.support.service import RunningService, StartService, make_config
 
 MAIN = multitenant_config(user_configurable=True)
@@ -16,6 +23,7 @@ TRACES = request(
     batch({"service.name": "api", "team": "core", "k8s.namespace.name": "prod", "app": "shop"}, [span()])
 )
 ACME = {"X-Scope-OrgID": "acme"}
+ACME_RAW = {"X-Scope-OrgID": b"acme"}
 
 
 async def start(start_service: StartService, directory: Path) -> RunningService:
@@ -175,3 +183,79 @@ async def test_the_api_is_disabled_unless_configured(start_service: StartService
     running = await start_service(make_config(multitenancy=True))
     assert (await call(running, "GET"))[0] == 404
     assert (await call(running, "POST", NAMESPACE))[0] == 404
+
+
+async def test_tenant_header_that_is_not_utf8_is_refused_as_invalid(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    running = await start(start_service, tmp_path)
+    assert running.service.server_address is not None
+    for method in ("GET", "POST", "PATCH", "DELETE"):
+        body = json.dumps(NAMESPACE).encode() if method in ("POST", "PATCH") else b""
+        sent = raw_request(method, "/api/overrides", {"X-Scope-OrgID": b"ac\xffme"}, body)
+        status, _, answer = await exchange(running.service.server_address, sent)
+        assert (status, json.loads(answer)) == (400, {"error": "tenant id is not valid UTF-8"}), method
+    assert not list(tmp_path.glob("**/*.json"))
+
+
+def nested(depth: int, innermost: Any = "team") -> Any:
+    for _ in range(depth):
+        innermost = [innermost]
+    return innermost
+
+
+async def test_deeply_nested_json_is_refused_and_changes_nothing(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    running = await start(start_service, tmp_path)
+    _, _, etag = await call(running, "POST", NAMESPACE)
+    beyond_the_parser = b'{"cost_attribution": {"dimensions": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    within_the_parser = {"cost_attribution": {"dimensions": {"team": nested(900)}}}
+    merged_deeply = {"cost_attribution": {"dims": {"a": nested(900, {})}}}
+    cases = [
+        (beyond_the_parser, "the body is not JSON: nested too deeply"),
+        (json.dumps(within_the_parser).encode(), "nested too deeply"),
+        (json.dumps(merged_deeply).encode(), "nested too deeply"),
+    ]
+    for body, reason in cases:
+        for method in ("POST", "PATCH"):
+            async with running.session.request(
+                method,
+                running.server_url + "/api/overrides",
+                data=body,
+                headers={**ACME, "If-Match": etag or ""},
+            ) as response:
+                assert response.status == 400, (method, reason)
+                assert reason in (await response.json())["error"], (method, reason)
+    assert await call(running, "GET") == (200, NAMESPACE, etag)
+
+
+async def test_a_stored_document_nested_too_deeply_is_ignored_and_logged(
+    start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stored = tmp_path / "user-overrides"
+    stored.mkdir()
+    (stored / "deep.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    running = await start(start_service, tmp_path)
+    assert "ignoring user-configurable overrides of tenant deep: nested too deeply" in caplog.messages
+    status, _, _ = await call(running, "POST", NAMESPACE)
+    assert status == 200, "the other tenants' documents are in force"
+    assert await attributed_labels(running) == {"namespace"}
+
+
+async def test_an_upload_the_client_aborts_is_counted_as_aborted_not_as_an_error(
+    start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start(start_service, tmp_path)
+    assert running.service.server_address is not None
+    body = json.dumps(NAMESPACE).encode()
+    await abort_upload(running.service.server_address, raw_request("POST", "/api/overrides", ACME_RAW, body))
+
+    async def aborted() -> bool:
+        samples = await running.samples()
+        return total(samples, "tempo_distributor_requests_aborted_total", route="/api/overrides") == 1
+
+    await eventually(aborted, "the aborted upload counted", timeout=5)
+    assert total(await running.samples(), "tempo_request_duration_seconds_count", route="/api/overrides") == 0
+    assert [record for record in caplog.records if record.levelno > logging.DEBUG] == []
+    assert (await call(running, "GET"))[0] == 404

@@ -3,12 +3,13 @@ the request metrics every listener keeps."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from distributor.common.endpoint import Endpoint
 
@@ -16,6 +17,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 DEFAULT_MAX_BODY_BYTES = 1024**2  # aiohttp's own default
+# The status an aborted request is "answered" with, as nginx logs it: the answer is never delivered.
+CLIENT_CLOSED_REQUEST = 499
+
+log = logging.getLogger(__name__)
+
+
+class RequestAborted(Exception):
+    """The client closed the connection before sending its whole request: there is no one to answer."""
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body; RequestAborted when the client goes away before sending it all."""
+    try:
+        return await request.read()
+    except ConnectionError:  # aiohttp fails the body being read with the lost connection's error
+        raise RequestAborted from None
 
 
 class HttpListener:
@@ -73,17 +90,26 @@ class HttpListener:
 
 
 def request_metrics_middleware(registry: CollectorRegistry) -> Middleware:
-    """Counts and times every request by route template (not raw path, to bound cardinality)."""
+    """Counts and times every request by route template (not raw path, to bound cardinality); a
+    request its client aborted has no status, so it is counted apart and not timed."""
     request_duration = Histogram(
         "tempo_request_duration_seconds",
         "Time (in seconds) spent serving HTTP requests",
         ["method", "route", "status_code"],
         registry=registry,
     )
+    requests_aborted = Counter(
+        "tempo_distributor_requests_aborted",
+        "Requests whose client closed the connection before sending the whole request",
+        ["route"],
+        registry=registry,
+    )
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "other"
         status = 500
         try:
             response = await handler(request)
@@ -92,9 +118,15 @@ def request_metrics_middleware(registry: CollectorRegistry) -> Middleware:
         except web.HTTPException as err:
             status = err.status
             raise
+        except RequestAborted:
+            status = CLIENT_CLOSED_REQUEST
+            requests_aborted.labels(route).inc()
+            log.debug("%s %s: the client closed the connection before sending it all", request.method, route)
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
         finally:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "other"
-            request_duration.labels(request.method, route, str(status)).observe(time.perf_counter() - started)
+            if status != CLIENT_CLOSED_REQUEST:
+                request_duration.labels(request.method, route, str(status)).observe(
+                    time.perf_counter() - started
+                )
 
     return middleware

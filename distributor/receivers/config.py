@@ -22,6 +22,8 @@ RECEIVERS_KEYS = ("otlp",)
 class OtlpHttpConfig:
     endpoint: Endpoint = setting(default=Endpoint("127.0.0.1", 4318))
     max_request_body_bytes: int = setting(default=20 * MIB, positive=True)
+    # Exporters send one gzip member; concatenated members are legal but each costs a fresh inflater.
+    max_gzip_members: int = setting(default=100, positive=True)
 
 
 @settings

@@ -79,23 +79,45 @@ def check_content_encoding(header: str | None) -> bool:
     )
 
 
-def gunzip(body: bytes, limit: int) -> bytes:
-    """Inflate gzip (one or more members) without ever producing more than `limit` bytes."""
+# The first piece of a member handed to zlib; doubled while the member goes on. zlib copies the input
+# after a member's end into `unused_data`, so feeding the whole rest of the body would copy it once per
+# member (quadratic: 100,000 empty members took 6.9 s, 94 ms this way); pieces that grow with the
+# member keep that copy under twice the member's own size plus this.
+_FIRST_PIECE_BYTES = 1024
+
+
+def gunzip(body: bytes, limit: int, max_members: int) -> bytes:
+    """Inflate gzip (at most `max_members` members, concatenated) without ever producing more than
+    `limit` bytes; time is linear in the size of the body."""
     output = bytearray()
-    data = body
-    while data:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        try:
-            output += inflater.decompress(data, limit + 1 - len(output))
-        except zlib.error as err:
-            raise ReceiveError(ReceiveErrorReason.INVALID_BODY, f"corrupt gzip body: {err}") from None
-        if len(output) > limit:
+    view = memoryview(body)
+    offset = members = 0
+    while offset < len(view):
+        members += 1
+        if members > max_members:
             raise ReceiveError(
-                ReceiveErrorReason.TOO_LARGE, f"decompressed body is larger than the limit of {limit} bytes"
+                ReceiveErrorReason.INVALID_BODY,
+                f"gzip body has more than {max_members} members (max_gzip_members)",
             )
-        if not inflater.eof:
-            raise ReceiveError(ReceiveErrorReason.INVALID_BODY, "corrupt gzip body: truncated")
-        data = inflater.unused_data
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        piece = _FIRST_PIECE_BYTES
+        while not inflater.eof:
+            if offset >= len(view):
+                raise ReceiveError(ReceiveErrorReason.INVALID_BODY, "corrupt gzip body: truncated")
+            chunk = view[offset : offset + piece]
+            offset += len(chunk)
+            piece *= 2
+            try:
+                # Past `limit` only by one byte, so a bomb stops here; below it zlib consumes the chunk.
+                output += inflater.decompress(chunk, limit + 1 - len(output))
+            except zlib.error as err:
+                raise ReceiveError(ReceiveErrorReason.INVALID_BODY, f"corrupt gzip body: {err}") from None
+            if len(output) > limit:
+                raise ReceiveError(
+                    ReceiveErrorReason.TOO_LARGE,
+                    f"decompressed body is larger than the limit of {limit} bytes",
+                )
+        offset -= len(inflater.unused_data)
     return bytes(output)
 
 

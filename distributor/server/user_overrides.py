@@ -6,6 +6,7 @@ import json
 
 from aiohttp import web
 
+from distributor.common.http_listener import read_body
 from distributor.ingest.tenant import TenantError, TenantErrorReason, resolve_tenant
 from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.overrides.user_configurable import (
@@ -53,9 +54,11 @@ class UserOverridesApi:
                     405, f"method {request.method} not allowed", {"Allow": "GET, POST, PATCH, DELETE"}
                 )
             try:
-                body = json.loads(await request.read())
+                body = json.loads(await read_body(request))
             except ValueError as err:
                 return _error(400, f"the body is not JSON: {err}")
+            except RecursionError:  # deeper than the parser goes; shallower ones the store refuses
+                return _error(400, "the body is not JSON: nested too deeply")
             if request.method == "POST":
                 return _document(self.store.set(tenant, body, if_match))
             return _document(self.store.patch(tenant, body, if_match))
