@@ -11,6 +11,8 @@
 (g) the usage ledger's cost: the accounting path with and without recording into the ledger, and end
     to end (HTTP ingest, ledger flushing every second) with and without the ledger
 (h) the monthly Usage Attribution API over a ledger of 12 months x 100 tenants x 1,000 tag sets
+(i) the usage ledger's flush of 200,000 series into a fresh SQLite ledger: new series, then the same
+    series again after a restart (their ids read back from the file), then once more (ids cached)
 and memory per usage series. Rounds of a/b/c are interleaved and the median taken, because this
 machine is shared and noisy: compare the ratios, not one absolute time.
 """
@@ -468,6 +470,57 @@ def build_ledger(path: Path, now: float) -> None:
     store.close()
 
 
+# (i) ---------------------------------------------------------------------------------------------
+
+FLUSH_SERIES = 200_000
+
+
+def flush_entries(now: float) -> list[LedgerEntry]:
+    """One flush of FLUSH_SERIES series: 20 tenants x 10,000 (service_name, team) tag sets, one hour."""
+    hour = int(now // 3600) * 3600
+    return [
+        LedgerEntry(
+            f"tenant-{tenant:02d}",
+            hour,
+            (("service_name", f"checkout-service-{tag_set % 1000}"), ("team", f"team-{tag_set // 1000}")),
+            1000 + tag_set,
+            1 + tag_set % 7,
+        )
+        for tenant in range(20)
+        for tag_set in range(FLUSH_SERIES // 20)
+    ]
+
+
+def measure_ledger_flush() -> dict[str, float]:
+    """Seconds per SqliteLedgerStore.write of FLUSH_SERIES entries: every series new (a fresh ledger),
+    every series known to the file but not to the process (the first flush after a restart), and every
+    series known to both (steady state)."""
+    now = time.time()
+    entries = flush_entries(now)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "ledger.db"
+        timings: dict[str, float] = {}
+        store = SqliteLedgerStore(path)
+        started = time.perf_counter()
+        store.write(entries, now)
+        timings["new"] = time.perf_counter() - started
+        store.close()
+        store = SqliteLedgerStore(path)
+        for name in ("after_restart", "cached"):
+            started = time.perf_counter()
+            store.write(entries, now)
+            timings[name] = time.perf_counter() - started
+        store.close()
+    return timings
+
+
+def print_ledger_flush(flush: dict[str, float]) -> None:
+    print(
+        f"(i) ledger flush of {FLUSH_SERIES:,} series: new {flush['new']:.2f} s, existing after a restart "
+        f"{flush['after_restart']:.2f} s, existing and cached {flush['cached']:.2f} s"
+    )
+
+
 def measure_monthly_api(repeats: int = 5) -> dict[str, float]:
     """Median seconds per GET /api/v1/usage/monthly-attribution through a running service (HTTP
     included): one org's month broken down by its tags (1,000 records, page 1 and page 2 of 500), the
@@ -656,6 +709,8 @@ def main() -> None:
         f"    parent of 100 orgs, no breakdown ({monthly['parent_no_breakdown_records']:.0f} records): "
         f"{monthly['parent_no_breakdown'] * 1e3:.0f} ms"
     )
+    flush = measure_ledger_flush()
+    print_ledger_flush(flush)
     print()
     checks: list[tuple[str, float, float]] = [
         ("b/a", b / a, 2.0),
@@ -686,16 +741,23 @@ def main() -> None:
         print(
             f"{'h monthly ' + name + ' ms':24s} {ms:6.0f}  target < 200    {'met' if ms < 200 else 'NOT met'}"
         )
+    for name in ("new", "after_restart"):
+        seconds = flush[name]
+        verdict = "met" if seconds < 1 else "NOT met"
+        print(f"{'i flush ' + name + ' s':24s} {seconds:6.2f}  target < 1      {verdict}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--loadgen", nargs=3, metavar=("TARGET", "REQUESTS", "CONCURRENCY"))
     parser.add_argument("--sink", action="store_true")
+    parser.add_argument("--ledger-flush", action="store_true", help="only the ledger flush row (i)")
     args = parser.parse_args()
     if args.loadgen:
         _load_generator(args.loadgen[0], int(args.loadgen[1]), int(args.loadgen[2]))
     elif args.sink:
         _sink()
+    elif args.ledger_flush:
+        print_ledger_flush(measure_ledger_flush())
     else:
         main()

@@ -305,6 +305,54 @@ def test_one_flush_across_new_year_lands_in_two_months(store: SqliteLedgerStore)
     }
 
 
+def series_ids(path: Path) -> dict[tuple[str, str], int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return {(tenant, tags): series for series, tenant, tags in db.execute("SELECT * FROM series")}
+
+
+def test_a_flush_of_thousands_of_new_series_stores_each_exactly_and_keeps_ids_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    tag_sets = [(("service_name", f"svc-{n % 50}"), ("team", f"team-{n // 50}")) for n in range(2500)]
+    first = [
+        entry(tenant, H10, 1000 + n, 1 + n % 7, tags)
+        for tenant in ("acme", "globex")
+        for n, tags in enumerate(tag_sets[:500])
+    ]
+    # After the restart: the first flush's series again (their ids read back from the file), next to
+    # 4,000 series the file has never seen.
+    second = [
+        entry(tenant, H10, 7 + n, 2, tags) for tenant in ("acme", "globex") for n, tags in enumerate(tag_sets)
+    ]
+    store = SqliteLedgerStore(path)
+    store.write(first, 1.0)
+    store.close()
+    ids_before_restart = series_ids(path)
+    store = SqliteLedgerStore(path)
+    try:
+        store.write(second, 2.0)
+        expected: StoredUsage = {}
+        for flushed in (first, second):
+            for added in flushed:
+                key = (H10, added.tenant, added.tags)
+                size, spans = expected.get(key, (0, 0))
+                expected[key] = (size + added.spans_bytes, spans + added.spans)
+        assert len(expected) == 5000
+        assert as_usage(store.hourly(["acme", "globex"], H10, H10 + HOUR, 2)) == expected
+        assert as_usage(store.monthly(["acme", "globex"], NOV, NOV + 31 * 24 * HOUR, 2)) == {
+            (NOV, tenant, tags): totals for (_, tenant, tags), totals in expected.items()
+        }
+        assert as_usage(store.hourly(["acme", "globex"], H10, H10 + HOUR, 1)) == {
+            (H10, added.tenant, added.tags): (added.spans_bytes, added.spans) for added in first
+        }
+    finally:
+        store.close()
+    ids_after = series_ids(path)
+    assert len(ids_before_restart) == 1000 and len(ids_after) == 5000
+    assert {key: ids_after[key] for key in ids_before_restart} == ids_before_restart
+
+
 def test_the_cursor_secret_is_stable_per_ledger_file_and_differs_between_files(tmp_path: Path) -> None:
     first = SqliteLedgerStore(tmp_path / "one.db")
     secret = first.secret()

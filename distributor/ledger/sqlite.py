@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from distributor.ledger.ledger import LedgerEntry, Snapshot, Tags, UsageRow, month_of
@@ -48,8 +48,25 @@ CREATE INDEX IF NOT EXISTS monthly_by_seq ON monthly (seq);
 _TABLES = (("hourly", "hour"), ("monthly", "month"))
 
 
+# One encoder for every label set: json.dumps with options builds a new one per call.
+_TAGS_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_tags(tags: Tags) -> str:
-    return json.dumps(dict(tags), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """A label set as the `series.tags` column stores it; the same text for the same set, always."""
+    return _TAGS_ENCODER.encode(dict(tags))
+
+
+_RowKey = tuple[int, str, int]  # (period, tenant, series id)
+
+
+def _summed(rows: Iterable[tuple[_RowKey, int, int]]) -> dict[_RowKey, tuple[int, int]]:
+    """(bytes, spans) per key, rows of the same key added up."""
+    totals: dict[_RowKey, tuple[int, int]] = {}
+    for key, size, spans in rows:
+        total = totals.get(key)
+        totals[key] = (size, spans) if total is None else (total[0] + size, total[1] + spans)
+    return totals
 
 
 class SqliteLedgerStore:
@@ -72,7 +89,8 @@ class SqliteLedgerStore:
         # Each used from one thread only (the ledger's writer and reader threads).
         self._write: sqlite3.Connection | None = None
         self._read: sqlite3.Connection | None = None
-        self._series_ids: dict[tuple[str, str], int] = {}
+        # By (tenant, tags) as flushes carry them, so a known series costs one dict lookup.
+        self._series_ids: dict[tuple[str, Tags], int] = {}
         self._series: dict[int, tuple[str, Tags]] = {}
 
     def _connect(self) -> sqlite3.Connection:
@@ -101,18 +119,15 @@ class SqliteLedgerStore:
             cursor = db.execute("INSERT INTO flushes (at) VALUES (?)", (flushed_at,))
             seq = cursor.lastrowid
             assert seq is not None
-            hourly: dict[tuple[int, str, int], list[int]] = {}
-            monthly: dict[tuple[int, str, int], list[int]] = {}
-            months: dict[int, int] = {}
-            for entry in entries:
-                series = self._series_id(db, entry.tenant, entry.tags)
-                month = months.get(entry.hour)
-                if month is None:
-                    month = months[entry.hour] = month_of(entry.hour)
-                for rows, period in ((hourly, entry.hour), (monthly, month)):
-                    row = rows.setdefault((period, entry.tenant, series), [0, 0])
-                    row[0] += entry.spans_bytes
-                    row[1] += entry.spans
+            hourly = _summed(
+                ((entry.hour, entry.tenant, series), entry.spans_bytes, entry.spans)
+                for entry, series in zip(entries, self._series_of(db, entries), strict=True)
+            )
+            months = {hour: month_of(hour) for hour, _, _ in hourly}
+            monthly = _summed(
+                ((months[hour], tenant, series), size, spans)
+                for (hour, tenant, series), (size, spans) in hourly.items()
+            )
             for (table, _), rows in zip(_TABLES, (hourly, monthly), strict=True):
                 db.executemany(
                     f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
@@ -125,14 +140,29 @@ class SqliteLedgerStore:
             raise
         return seq
 
-    def _series_id(self, db: sqlite3.Connection, tenant: str, tags: Tags) -> int:
-        key = (tenant, encode_tags(tags))
-        series = self._series_ids.get(key)
-        if series is None:
-            db.execute("INSERT OR IGNORE INTO series (tenant, tags) VALUES (?, ?)", key)
-            row = db.execute("SELECT id FROM series WHERE tenant = ? AND tags = ?", key).fetchone()
-            series = self._series_ids[key] = int(row[0])
-        return series
+    def _series_of(self, db: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> list[int]:
+        """The series id of each entry: a dict lookup for label sets this process has met, one INSERT
+        for a new one (its id is the row id), and an INSERT and a SELECT for one the file held before
+        a restart. Measured over 200,000 series on one core, this beats an executemany with the ids
+        read back in bulk: encoding, sorting and mapping the batch in Python cost more than the
+        statements they save."""
+        known = self._series_ids
+        insert = "INSERT OR IGNORE INTO series (tenant, tags) VALUES (?, ?)"
+        lookup = "SELECT id FROM series WHERE tenant = ? AND tags = ?"
+        ids: list[int] = []
+        for entry in entries:
+            key = (entry.tenant, entry.tags)
+            series = known.get(key)
+            if series is None:
+                stored = (entry.tenant, encode_tags(entry.tags))
+                cursor = db.execute(insert, stored)
+                if cursor.rowcount == 1 and cursor.lastrowid is not None:
+                    series = cursor.lastrowid
+                else:
+                    series = int(db.execute(lookup, stored).fetchone()[0])
+                known[key] = series
+            ids.append(series)
+        return ids
 
     def maintain(self, merge_before: float, keep_from_hour: int, keep_from_month: int) -> None:
         db = self._writer
