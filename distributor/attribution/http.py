@@ -3,7 +3,7 @@ negotiation and JSON encoding around UsageAttributionApi.
 
 Statuses: 403 Forbidden, 429 RateLimited (a key pair's requests, or an address's failed
 authentications), 400 InvalidParameter, 404 while usage attribution is
-disabled; every error body is {"errors": ["<message>"]}.
+disabled, 503 while the usage ledger cannot be read; every error body is {"errors": ["<message>"]}.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from aiohttp import web
 
 from distributor.attribution.api import Grant, UsageAttributionApi
 from distributor.attribution.errors import (
-    AttributionError,
     AuthFailuresLimited,
     Forbidden,
     InvalidParameter,
@@ -24,6 +23,8 @@ from distributor.attribution.errors import (
 )
 from distributor.attribution.keys import RateLimitWindow
 from distributor.attribution.query import Parameters
+from distributor.common.errors import DistributorError
+from distributor.ledger.ledger import LedgerUnavailable
 
 HOURLY_PATH = "/api/v1/usage/hourly-attribution"
 MONTHLY_PATH = "/api/v1/usage/monthly-attribution"
@@ -103,6 +104,8 @@ class UsageAttributionHttp:
             body, content_type = await handle(self.api, grant)
         except InvalidParameter as err:
             return _error(400, err, headers)
+        except LedgerUnavailable as err:
+            return _error(503, err, headers)
         return web.Response(status=200, body=body, headers={"Content-Type": content_type, **headers})
 
 
@@ -114,7 +117,7 @@ def _json(answer: _Document) -> bytes:
     return json.dumps(answer.document(), separators=(",", ":")).encode()
 
 
-def _error(status: int, err: AttributionError, headers: dict[str, str]) -> web.Response:
+def _error(status: int, err: DistributorError, headers: dict[str, str]) -> web.Response:
     body = json.dumps({"errors": [str(err)]}, separators=(",", ":")).encode()
     return web.Response(status=status, body=body, headers={"Content-Type": JSON_CONTENT_TYPE, **headers})
 

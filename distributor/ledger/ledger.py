@@ -24,6 +24,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from distributor.common.errors import DistributorError
 from distributor.common.lifecycle import BackgroundTaskMetrics, PeriodicTask, Sleep
 from distributor.common.usage import NO_USAGE, Usage
 
@@ -70,7 +71,8 @@ class UsageRow(NamedTuple):
 class LedgerStore(Protocol):
     """Where the ledger lives (SQLite embedded; PostgreSQL for many replicas next).
 
-    Implementations are called from one writer thread and one reader thread at a time."""
+    Implementations are called from one writer thread and one reader thread at a time. A read that
+    finds the storage unusable (a corrupted file) raises LedgerUnavailable."""
 
     def write(self, entries: Sequence[LedgerEntry], flushed_at: float) -> int:
         """Add one flush atomically (hourly and monthly); returns its sequence number."""
@@ -103,6 +105,48 @@ class LedgerStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class LedgerUnavailable(DistributorError):
+    """The ledger's storage cannot be used (a corrupted file, say): the API answers 503 with this."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"usage ledger unavailable: {reason}")
+
+
+class UnavailableStore:
+    """Stands in for a store that could not be opened, so that the service runs without a ledger:
+    every read raises the error that opening it raised; nothing is ever written."""
+
+    def __init__(self, error: LedgerUnavailable) -> None:
+        self.error = error
+
+    def write(self, entries: Sequence[LedgerEntry], flushed_at: float) -> int:
+        raise self.error
+
+    def snapshot(self) -> Snapshot:
+        raise self.error
+
+    def oldest_snapshot(self) -> int:
+        raise self.error
+
+    def hourly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
+        raise self.error
+
+    def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
+        raise self.error
+
+    def tenants(self) -> list[str]:
+        raise self.error
+
+    def maintain(self, merge_before: float, keep_from_hour: int, keep_from_month: int) -> None:
+        raise self.error
+
+    def secret(self) -> bytes:
+        raise self.error
+
+    def close(self) -> None:
+        pass
 
 
 def hour_of(timestamp: float) -> int:
@@ -145,14 +189,22 @@ class LedgerMetrics:
         )
         self.unrecorded_bytes = Counter(
             "tempo_usage_ledger_unrecorded_bytes_total",
-            "Accepted bytes the ledger could not store (the final flush at shutdown failed)",
+            "Accepted bytes the ledger could not store (the final flush at shutdown failed, or the ledger "
+            "is unavailable)",
             ["tenant"],
             registry=registry,
         )
         self.unrecorded_spans = Counter(
             "tempo_usage_ledger_unrecorded_spans_total",
-            "Accepted spans the ledger could not store (the final flush at shutdown failed)",
+            "Accepted spans the ledger could not store (the final flush at shutdown failed, or the ledger "
+            "is unavailable)",
             ["tenant"],
+            registry=registry,
+        )
+        self.available = Gauge(
+            "tempo_usage_ledger_available",
+            "1 while the usage ledger records usage; 0 when its store could not be opened at start "
+            "(usage is then counted as unrecorded and the attribution API answers 503)",
             registry=registry,
         )
 
@@ -190,6 +242,9 @@ class UsageLedger:
             "usage_ledger_flush", flush_period, self.flush, task_metrics, sleep
         )
         metrics.pending_entries.set_function(lambda: len(self._pending))
+        # Without a store the service still runs: usage is counted as unrecorded, reads raise.
+        self.unavailable = store.error if isinstance(store, UnavailableStore) else None
+        metrics.available.set(0 if self.unavailable else 1)
 
     # -- the hot path (event loop) --------------------------------------------------------------------
 
@@ -201,6 +256,9 @@ class UsageLedger:
         overflowed: Mapping[tuple[str, ...], tuple[str, ...]],
     ) -> None:
         """One accepted request's usage by label values, attributed as the tracker recorded it."""
+        if self.unavailable is not None:
+            self._count_unrecorded(tenant, sum(usage.values(), NO_USAGE))
+            return
         hour = hour_of(self._wall_clock())
         pending = self._pending
         for values, series_usage in usage.items():
@@ -217,11 +275,15 @@ class UsageLedger:
     # -- flushing ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._periodic_flush.start()
+        if self.unavailable is None:
+            await self._periodic_flush.start()
 
     async def flush(self) -> bool:
         """Write what was summed since the last flush; True when it is stored (or there was nothing).
-        On failure the usage goes back into memory and the next flush tries again."""
+        On failure the usage goes back into memory and the next flush tries again. Always False while
+        the store is unavailable (nothing is held: `record` counts usage as unrecorded at once)."""
+        if self.unavailable is not None:
+            return False
         async with self._flush_lock:
             batch, self._pending = self._pending, {}
             now = self._wall_clock()
@@ -256,13 +318,12 @@ class UsageLedger:
         """Stop the periodic flush (a flush under way finishes), flush what is left and release the
         store. Not bound by `deadline`: usage already accepted is stored, or counted as unrecorded."""
         await self._periodic_flush.stop(deadline)
-        if not await self.flush():
+        if self.unavailable is None and not await self.flush():
             lost: dict[str, Usage] = {}
             for (tenant, *_), usage in self._pending.items():
                 lost[tenant] = lost.get(tenant, NO_USAGE) + usage
             for tenant, usage in sorted(lost.items()):
-                self.metrics.unrecorded_bytes.labels(tenant).inc(usage.bytes)
-                self.metrics.unrecorded_spans.labels(tenant).inc(usage.spans)
+                self._count_unrecorded(tenant, usage)
                 log.error(
                     "usage ledger: %d bytes and %d spans of tenant %s were not stored",
                     usage.bytes,
@@ -274,10 +335,15 @@ class UsageLedger:
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
+    def _count_unrecorded(self, tenant: str, usage: Usage) -> None:
+        self.metrics.unrecorded_bytes.labels(tenant).inc(usage.bytes)
+        self.metrics.unrecorded_spans.labels(tenant).inc(usage.spans)
+
     # -- reading ----------------------------------------------------------------------------------------
 
     async def read(self, query: Callable[[LedgerStore], T]) -> T:
-        """Run a read against the store on the reader thread."""
+        """Run a read against the store on the reader thread; LedgerUnavailable when the store cannot be
+        read."""
         return await asyncio.get_running_loop().run_in_executor(self._reader, query, self.store)
 
     async def _in_writer(self, work: Callable[[], T]) -> T:

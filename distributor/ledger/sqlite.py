@@ -17,13 +17,14 @@ sequence); that backend comes next and keeps this interface.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from distributor.ledger.ledger import LedgerEntry, Snapshot, Tags, UsageRow, month_of
+from distributor.ledger.ledger import LedgerEntry, LedgerUnavailable, Snapshot, Tags, UsageRow, month_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -210,26 +211,42 @@ class SqliteLedgerStore:
 
     # -- reading ----------------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A read that finds the file unusable (corrupted, unreadable) raises LedgerUnavailable."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            raise LedgerUnavailable(f"{self.path}: {err}") from err
+
     def snapshot(self) -> Snapshot:
-        row = self._reader.execute("SELECT seq, at FROM flushes ORDER BY seq DESC LIMIT 1").fetchone()
+        with self._reading():
+            row = self._reader.execute("SELECT seq, at FROM flushes ORDER BY seq DESC LIMIT 1").fetchone()
         return Snapshot(0, 0.0) if row is None else Snapshot(int(row[0]), float(row[1]))
 
     def oldest_snapshot(self) -> int:
-        row = self._reader.execute("SELECT value FROM meta WHERE key = 'merged_through'").fetchone()
+        with self._reading():
+            row = self._reader.execute("SELECT value FROM meta WHERE key = 'merged_through'").fetchone()
         return int(row[0])
 
     def secret(self) -> bytes:
-        row = self._reader.execute("SELECT value FROM meta WHERE key = 'cursor_secret'").fetchone()
+        with self._reading():
+            row = self._reader.execute("SELECT value FROM meta WHERE key = 'cursor_secret'").fetchone()
         return bytes(row[0])
 
     def tenants(self) -> list[str]:
-        return [row[0] for row in self._reader.execute("SELECT DISTINCT tenant FROM series ORDER BY tenant")]
+        with self._reading():
+            return [
+                row[0] for row in self._reader.execute("SELECT DISTINCT tenant FROM series ORDER BY tenant")
+            ]
 
     def hourly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
-        return self._rows("hourly", "hour", tenants, start, end, seq)
+        with self._reading():
+            return self._rows("hourly", "hour", tenants, start, end, seq)
 
     def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
-        return self._rows("monthly", "month", tenants, start, end, seq)
+        with self._reading():
+            return self._rows("monthly", "month", tenants, start, end, seq)
 
     def _rows(
         self, table: str, period: str, tenants: Collection[str], start: int, end: int, seq: int
