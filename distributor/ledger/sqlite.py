@@ -125,15 +125,21 @@ class SqliteLedgerStore:
                 for entry, series in zip(entries, self._series_of(db, entries), strict=True)
             )
             months = {hour: month_of(hour) for hour, _, _ in hourly}
-            monthly = _summed(
-                ((months[hour], tenant, series), size, spans)
-                for (hour, tenant, series), (size, spans) in hourly.items()
-            )
-            for (table, _), rows in zip(_TABLES, (hourly, monthly), strict=True):
-                db.executemany(
-                    f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)",
-                    [(p, t, s, size, spans, seq) for (p, t, s), (size, spans) in rows.items()],
+            hourly_rows = [(h, t, s, size, spans, seq) for (h, t, s), (size, spans) in hourly.items()]
+            if len(set(months.values())) == len(months):
+                # Most flushes cover one hour: then, as whenever each hour is in a month of its own, the
+                # month's rows are the hour's rows (summing them again cost ~10% of a flush).
+                monthly_rows = [
+                    (months[h], t, s, size, spans, seq) for h, t, s, size, spans, seq in hourly_rows
+                ]
+            else:
+                monthly = _summed(
+                    ((months[hour], tenant, series), size, spans)
+                    for (hour, tenant, series), (size, spans) in hourly.items()
                 )
+                monthly_rows = [(m, t, s, size, spans, seq) for (m, t, s), (size, spans) in monthly.items()]
+            for (table, _), rows in zip(_TABLES, (hourly_rows, monthly_rows), strict=True):
+                db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?)", rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
