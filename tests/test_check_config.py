@@ -72,7 +72,7 @@ def test_every_problem_in_both_files_is_reported_with_line_and_key(tmp_path: Pat
         f"{config}:12: distributor.usage.cost_attribution.stale_duration: invalid duration 'soon' "
         "(expected e.g. 90s, 15m, 1h30m)",
         f"{config}:13: distributor.usage.cost_attribution.colour: unknown key "
-        "(allowed: enabled, max_cardinality, stale_duration)",
+        "(allowed: enabled, max_cardinality, stale_duration, max_label_value_bytes)",
         f"{config}:16: overrides.defaults.cost_attribution.dimensions: dimension 'service.name': "
         "label 'tenant' is reserved by the usage tracker",
         f"{overrides}:4: overrides.acme.cost_attribution.dimensions: dimension 'team': "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from distributor.ingest.traces import ReceivedTraces
 from distributor.overrides import TenantLimits
 from distributor.usage.config import CostAttributionConfig
-from distributor.usage.tracker import UsageTracker
+from distributor.usage.tracker import UsageTracker, bound_label_value
 from tests.support.clock import ManualClock
 from tests.support.metrics import Labels, labels, usage
 from tests.support.otlp import batch, limits, received, request, span, split_expectation
@@ -32,6 +33,7 @@ class Case:
     expected: dict[Labels, int]
     max_cardinality: int = 0
     tracker_max_cardinality: int = 10_000
+    max_label_value_bytes: int = 256
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -216,6 +218,79 @@ def _large_scopes(pad: int, title: str) -> Case:
     )
 
 
+# The smallest limit allowed: a cut value keeps 32 - 17 = 15 bytes, then "~" and 16 hex digits.
+LIMIT = 32
+
+
+def cut(prefix: str, whole: str) -> str:
+    """The spec's form of a value longer than the limit: a prefix, "~", 16 hex digits of its SHA-256."""
+    return f"{prefix}~{hashlib.sha256(whole.encode()).hexdigest()[:16]}"
+
+
+def _long_value(title: str, value: str, expected: str) -> Case:
+    rs = batch({"service.name": value}, [span()])
+    return Case(
+        title,
+        {"service.name": ""},
+        request(rs),
+        {labels(service_name=expected): rs.ByteSize()},
+        max_label_value_bytes=LIMIT,
+    )
+
+
+def _long_values_sharing_a_prefix() -> Case:
+    first, second = "shared-prefix-" * 4 + "1", "shared-prefix-" * 4 + "2"
+    batches = [batch({"service.name": first}, [span()]), batch({"service.name": second}, [span()])]
+    return Case(
+        "sharing a prefix: two long values with the same first bytes stay two series",
+        {"service.name": ""},
+        request(*batches),
+        {
+            labels(service_name=cut("shared-prefix-s", first)): batches[0].ByteSize(),
+            labels(service_name=cut("shared-prefix-s", second)): batches[1].ByteSize(),
+        },
+        max_label_value_bytes=LIMIT,
+    )
+
+
+def _long_span_values() -> Case:
+    long_service, long_team = "checkout-" * 5, "ü" * 40
+    rs = batch(
+        {"service.name": "api", "team": long_team},
+        [span({"service.name": long_service}), span(), span({"service.name": long_service})],
+    )
+    expected = split_expectation(rs, [long_service, "api", long_service])
+    bounded_team = cut("ü" * 7, long_team)
+    return Case(
+        "span-level: a span's long value is cut as a resource's is, next to a cut resource value",
+        {"service.name": "", "resource.team": ""},
+        request(rs),
+        {
+            labels(service_name=cut("checkout-checko", long_service), team=bounded_team): expected[
+                long_service
+            ],
+            labels(service_name="api", team=bounded_team): expected["api"],
+        },
+        max_label_value_bytes=LIMIT,
+    )
+
+
+def _long_repeated_span_value() -> Case:
+    long_team = "platform-" * 5
+    rs = batch({"team": "core"}, [span([("team", long_team), ("team", "second")]), span()])
+    expected = split_expectation(rs, ["long", "core"])
+    return Case(
+        "span-level, repeated key (read in order): the first value wins and is cut",
+        {"team": ""},
+        request(rs),
+        {
+            labels(team=cut("platform-platfo", long_team)): expected["long"],
+            labels(team="core"): expected["core"],
+        },
+        max_label_value_bytes=LIMIT,
+    )
+
+
 CASES = [
     _standard(),
     _split_batch(),
@@ -233,12 +308,30 @@ CASES = [
     _empty_batches_and_scopes(),
     _large_scopes(200, "ScopeSpans over 127 bytes are exact"),
     _large_scopes(17_000, "ScopeSpans over 16383 bytes are exact"),
+    _long_value("at the limit: a value of 32 bytes stays as it is", "a" * 32, "a" * 32),
+    _long_value("at the limit in 4-byte characters: 8 of them stay", "🚀" * 8, "🚀" * 8),
+    _long_value("one byte over: 15 bytes of prefix, ~, 16 hex digits", "a" * 33, cut("a" * 15, "a" * 33)),
+    _long_value(
+        "a 2-byte character across the cut: left out whole",
+        "a" * 14 + "é" * 10,
+        cut("a" * 14, "a" * 14 + "é" * 10),
+    ),
+    _long_value("4-byte characters: the prefix ends on a character", "🚀" * 9, cut("🚀" * 3, "🚀" * 9)),
+    _long_values_sharing_a_prefix(),
+    _long_span_values(),
+    _long_repeated_span_value(),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name.split(":")[0] for c in CASES])
 def test_tracker_case(case: Case) -> None:
-    tracker = UsageTracker(CostAttributionConfig(enabled=True, max_cardinality=case.tracker_max_cardinality))
+    tracker = UsageTracker(
+        CostAttributionConfig(
+            enabled=True,
+            max_cardinality=case.tracker_max_cardinality,
+            max_label_value_bytes=case.max_label_value_bytes,
+        )
+    )
     receive(tracker, "single-tenant", received(case.request), limits(case.dimensions, case.max_cardinality))
     assert usage(tracker) == case.expected
     attributed = sum(case.expected.values())
@@ -343,6 +436,22 @@ def test_label_values_with_quotes_backslashes_newlines_and_utf8_round_trip_throu
     rs = batch({"service.name": nasty}, [span()])
     receive(tracker, "t", received(request(rs)), limits(["service.name"]))
     assert usage(tracker) == {labels("t", service_name=nasty): rs.ByteSize()}
+
+
+def test_a_bounded_value_is_within_the_limit_a_prefix_of_the_value_and_short_values_are_untouched() -> None:
+    rng = random.Random(11)
+    alphabet = "aé€🚀"  # 1, 2, 3 and 4 bytes of UTF-8
+    for _ in range(2000):
+        limit = rng.randint(32, 300)
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 400)))
+        bounded = bound_label_value(value, limit)
+        size = len(value.encode())
+        if size <= limit:
+            assert bounded == value
+            continue
+        prefix, suffix = bounded.rsplit("~", 1)
+        assert len(bounded.encode()) <= limit < len((prefix + value[len(prefix)]).encode()) + 17
+        assert value.startswith(prefix) and suffix == hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 def _span_level_team(spans_attributes: list[list[tuple[str, object]]]) -> dict[Labels, float]:

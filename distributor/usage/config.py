@@ -13,6 +13,9 @@ class CostAttributionConfig:
     enabled: bool = setting(default=False)
     max_cardinality: int = setting(default=10_000, positive=True)
     stale_duration: float = setting(default=15 * 60.0, positive=True)
+    # Bytes of UTF-8 per label value; a longer value is cut (docs/usage-tracker.md, "Values"). 32 at
+    # least, so a cut value keeps 15 bytes of its start beside its 17-byte digest suffix.
+    max_label_value_bytes: int = setting(default=256, minimum=32)
 
 
 @settings

@@ -7,6 +7,7 @@ everything here avoids touching span objects unless a span-level dimension force
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,23 @@ log = logging.getLogger(__name__)
 MISSING = "__missing__"
 OVERFLOW = "__overflow__"
 TRACKER_NAME = "cost-attribution"
+# A cut label value ends in "~" and this many hex digits of the SHA-256 of the whole value: 64 bits, so
+# even 10,000 long values of one tenant sharing their first bytes all stay distinct series (collision
+# odds about 3e-12; 8 digits would give about 1%, merging two tag sets' bills).
+DIGEST_HEX_DIGITS = 16
+_CUT_SUFFIX_BYTES = 1 + DIGEST_HEX_DIGITS
+
+
+def bound_label_value(value: str, max_bytes: int) -> str:
+    """`value` if its UTF-8 has at most `max_bytes` bytes; else its longest prefix that ends on a
+    character boundary and leaves room for "~" and the first 16 hex digits of the SHA-256 of the whole
+    value's UTF-8, so the result has at most `max_bytes` bytes and distinct values stay distinct."""
+    encoded = value.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return value
+    # Decoding drops only the incomplete character the cut may leave at the end.
+    prefix = encoded[: max_bytes - _CUT_SUFFIX_BYTES].decode("utf-8", "ignore")
+    return f"{prefix}~{hashlib.sha256(encoded).hexdigest()[:DIGEST_HEX_DIGITS]}"
 
 
 def escape_label_value(value: str) -> str:
@@ -46,7 +64,11 @@ def escape_label_value(value: str) -> str:
 class _DimensionPlan:
     """Dimensions compiled for the hot path; built once per distinct dimension set."""
 
-    def __init__(self, dimensions: tuple[Dimension, ...]) -> None:
+    def __init__(self, dimensions: tuple[Dimension, ...], max_value_bytes: int) -> None:
+        self.max_value_bytes = max_value_bytes
+        # A character has at most 4 bytes of UTF-8: a value of this many characters or fewer is within
+        # the limit without being encoded, which keeps the check to one len() on the hot path.
+        self.longest_unchecked = max_value_bytes // 4
         self.labels: tuple[str, ...] = tuple(sorted({d.label for d in dimensions}))
         # Per label, the attributes to try at each level, in configuration order (combining rule).
         self.resource_keys = tuple(
@@ -101,6 +123,8 @@ class _DimensionPlan:
                 if key in wanted and key not in found:
                     value = kv.value.string_value  # "" for any other value type: treated as absent
                     if value:
+                        if len(value) > self.longest_unchecked:
+                            value = bound_label_value(value, self.max_value_bytes)
                         found[key] = value
         return tuple(next((found[k] for k in keys if k in found), MISSING) for keys in self.resource_keys)
 
@@ -131,7 +155,11 @@ class _DimensionPlan:
                 continue
             text = scope.texts.get(encoded)
             if text is None:
-                text = scope.texts[encoded] = AnyValue.FromString(encoded).string_value  # "" if not a string
+                text = AnyValue.FromString(encoded).string_value  # "" if not a string
+                # The encoding holds the string's UTF-8 and more: within the limit, so is the string.
+                if len(encoded) > self.max_value_bytes:
+                    text = bound_label_value(text, self.max_value_bytes)
+                scope.texts[encoded] = text
             if not text:
                 continue
             if values is None:
@@ -158,6 +186,8 @@ class _DimensionPlan:
             if key in wanted and key not in found:
                 value = kv.value.string_value
                 if value:
+                    if len(value) > self.longest_unchecked:
+                        value = bound_label_value(value, self.max_value_bytes)
                     found[key] = value
         values = list(resource_values)
         for label_index, keys in enumerate(self.span_keys):
@@ -281,7 +311,7 @@ class UsageTracker:
     def _plan(self, dimensions: tuple[Dimension, ...]) -> _DimensionPlan:
         plan = self._plans.get(dimensions)
         if plan is None:
-            plan = self._plans[dimensions] = _DimensionPlan(dimensions)
+            plan = self._plans[dimensions] = _DimensionPlan(dimensions, self.config.max_label_value_bytes)
         return plan
 
     def attribute(self, traces: ReceivedTraces, limits: TenantLimits) -> Attribution | None:
