@@ -13,8 +13,9 @@
 (h) the monthly Usage Attribution API over a ledger of 12 months x 100 tenants x 1,000 tag sets
 (i) the usage ledger's flush of 200,000 series into a fresh SQLite ledger: new series, then the same
     series again after a restart (their ids read back from the file), then once more (ids cached)
-and memory per usage series. Rounds of a/b/c are interleaved and the median taken, because this
-machine is shared and noisy: compare the ratios, not one absolute time.
+and memory per usage series (short labels; 3 labels of 22-35 bytes, with and without the ledger).
+Rounds of a/b/c are interleaved and the median taken, because this machine is shared and noisy:
+compare the ratios, not one absolute time.
 """
 
 from __future__ import annotations
@@ -444,6 +445,61 @@ def measure_scrape() -> dict[str, float]:
     }
 
 
+def realistic_label_requests(tenant: int, per_tenant: int = 10_000) -> list[bytes]:
+    """One tenant's series with 3 labels of 22 to 35 bytes (service, namespace, team), 1000 a request."""
+    bodies = []
+    for chunk in range(0, per_tenant, 1000):
+        req = ExportTraceServiceRequest()
+        for i in range(chunk, chunk + 1000):
+            rs = req.resource_spans.add()
+            rs.resource.attributes.extend(
+                [
+                    _kv("service.name", f"checkout-service-{tenant}-{i:05d}-eu-west-1"),
+                    _kv("k8s.namespace.name", f"payments-production-{i % 37:02d}"),
+                    _kv("team", f"platform-observability-team-{i % 11:02d}"),
+                ]
+            )
+            rs.scope_spans.add().spans.add(name="op")
+        bodies.append(req.SerializeToString())
+    return bodies
+
+
+def measure_memory_with_realistic_labels(tenants: int = 10) -> dict[str, float]:
+    """Bytes per series for 100,000 series of 3 realistic labels: the tracker's, and the tracker's plus
+    the ledger's after a flush (what a running service keeps)."""
+    limits = TenantLimits(
+        parse_dimensions({"service.name": "", "k8s.namespace.name": "namespace", "team": ""}), 0
+    )
+    bodies = [(f"tenant-{t:02d}", body) for t in range(tenants) for body in realistic_label_requests(t)]
+    result: dict[str, float] = {}
+    for with_ledger in (False, True):
+        directory = tempfile.TemporaryDirectory()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        tracker = UsageTracker(CostAttributionConfig(enabled=True))
+        store = SqliteLedgerStore(Path(directory.name) / "ledger.db")
+        ledger = standalone_ledger(store, time.time) if with_ledger else None
+        for tenant, body in bodies:
+            attribution = tracker.attribute(decode_traces(body, Encoding.PROTOBUF), limits)
+            assert attribution is not None
+            overflowed = tracker.record_received(tenant, attribution)
+            if ledger is not None:
+                ledger.record(tenant, attribution.labels, attribution.usage, overflowed)
+        del attribution
+        if ledger is not None:
+            assert asyncio.run(ledger.flush())
+        gc.collect()
+        series = sum(s.active_series for s in tracker.stats())
+        result["with_ledger" if with_ledger else "tracker"] = (
+            tracemalloc.get_traced_memory()[0] - before
+        ) / series
+        tracemalloc.stop()
+        store.close()
+        directory.cleanup()
+    return result
+
+
 # (h) ---------------------------------------------------------------------------------------------
 
 LEDGER_MONTHS, LEDGER_TENANTS, LEDGER_TAG_SETS = 12, 100, 1000
@@ -687,6 +743,11 @@ def main() -> None:
         f"prometheus_client.generate_latest {scrape['theirs_s'] * 1e3:.1f} ms"
     )
     print(f"memory per usage series: {scrape['bytes_per_series']:.0f} bytes")
+    realistic = measure_memory_with_realistic_labels()
+    print(
+        f"memory per usage series, 3 labels of 22-35 bytes: {realistic['tracker']:.0f} bytes in the tracker, "
+        f"{realistic['with_ledger']:.0f} with the ledger's after a flush"
+    )
     print(f"forwarded requests delivered to the sink: {delivered['requests']} of {expected_requests}")
     print(
         f"(g) server CPU per request {cpu_without_ledger * 1e3:.2f} ms without the ledger, "
@@ -735,6 +796,9 @@ def main() -> None:
     per_series = scrape["bytes_per_series"]
     verdict = "met" if per_series <= 500 else "NOT met"
     print(f"{'bytes per series':24s} {per_series:6.0f}  target <= 500   {verdict}")
+    per_series = realistic["tracker"]
+    verdict = "met" if per_series <= 500 else "NOT met"
+    print(f"{'bytes per series, 3 labels':24s} {per_series:6.0f}  target <= 500   {verdict}")
     print(f"{'forwarded requests lost':24s} {lost:6d}  target == 0     {'met' if lost == 0 else 'NOT met'}")
     for name in ("org_page1", "org_page2", "parent_page1", "parent_page2"):
         ms = monthly[name] * 1e3
