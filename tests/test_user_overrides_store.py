@@ -4,7 +4,7 @@ are tested through the running service in test_user_overrides_api.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ def new_store(directory: Path) -> UserConfigurableOverrides:
 @dataclass(frozen=True)
 class Refusal:
     name: str
-    change: Callable[[UserConfigurableOverrides, str], object]  # given the store and the current ETag
+    change: Callable[[UserConfigurableOverrides, str], Awaitable[object]]  # given the store, the ETag
     reason: UserOverridesErrorReason
     message: str
     key: str | None = None
@@ -149,35 +149,35 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize("refusal", REFUSALS, ids=[refusal.name for refusal in REFUSALS])
-def test_refused_change_names_its_reason_and_changes_nothing(tmp_path: Path, refusal: Refusal) -> None:
+async def test_refused_change_names_its_reason_and_changes_nothing(tmp_path: Path, refusal: Refusal) -> None:
     store = new_store(tmp_path)
-    stored = store.set(TENANT, TEAM, None)
+    stored = await store.set(TENANT, TEAM, None)
     documents = sorted(path.name for path in tmp_path.glob("*.json"))
     with pytest.raises(UserOverridesError) as refused:
-        refusal.change(store, stored.etag)
+        await refusal.change(store, stored.etag)
     assert (refused.value.reason, str(refused.value), refused.value.key) == (
         refusal.reason,
         refusal.message,
         refusal.key,
     )
-    assert store.get(TENANT) == stored
+    assert await store.get(TENANT) == stored
     assert sorted(path.name for path in tmp_path.glob("*.json")) == documents
 
 
-def test_set_patch_and_delete_with_the_current_etag_put_the_document_in_force(tmp_path: Path) -> None:
+async def test_set_patch_and_delete_with_the_current_etag_put_the_document_in_force(tmp_path: Path) -> None:
     store = new_store(tmp_path)
-    created = store.set(TENANT, TEAM, None)
-    assert (store.get(TENANT), created.document) == (created, TEAM)
+    created = await store.set(TENANT, TEAM, None)
+    assert (await store.get(TENANT), created.document) == (created, TEAM)
     assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["team"]
 
-    patched = store.patch(TENANT, NAMESPACE, created.etag)
+    patched = await store.patch(TENANT, NAMESPACE, created.etag)
     assert patched.document == NAMESPACE and patched.etag != created.etag, "an object replaces a list whole"
     assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["namespace"]
 
-    replaced = store.set(TENANT, TEAM, "*")
+    replaced = await store.set(TENANT, TEAM, "*")
     assert replaced.document == TEAM
-    store.delete(TENANT, replaced.etag)
+    await store.delete(TENANT, replaced.etag)
     assert store.provider.for_tenant(TENANT).dimensions == ()
     with pytest.raises(UserOverridesError) as missing:
-        store.get(TENANT)
+        await store.get(TENANT)
     assert missing.value.reason is UserOverridesErrorReason.NOT_FOUND
