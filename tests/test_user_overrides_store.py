@@ -181,3 +181,27 @@ async def test_set_patch_and_delete_with_the_current_etag_put_the_document_in_fo
     with pytest.raises(UserOverridesError) as missing:
         await store.get(TENANT)
     assert missing.value.reason is UserOverridesErrorReason.NOT_FOUND
+
+
+async def test_a_directory_read_from_before_a_write_is_dropped_and_one_from_after_finds_nothing_new(
+    tmp_path: Path,
+) -> None:
+    store = new_store(tmp_path)
+    (tmp_path / "globex.json").write_text('{"cost_attribution": {"dimensions": ["app"]}}')
+    read_before_the_write = store.read_directory()
+    created = await store.set(TENANT, TEAM, None)
+    assert not store.apply_directory(read_before_the_write), "it would take acme's document away"
+    assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["team"]
+    assert store.provider.for_tenant("globex").dimensions == (), "another writer's file waits for a read"
+    assert store.apply_directory(store.read_directory())
+    assert [d.label for d in store.provider.for_tenant("globex").dimensions] == ["app"]
+    await store.patch(TENANT, NAMESPACE, created.etag)
+    assert not store.apply_directory(store.read_directory()), "what a write put in force is known as read"
+    assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["namespace"]
+
+
+async def test_writes_by_many_tenants_share_one_lock_file(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    for number in range(5):
+        await store.set(f"tenant{number}", TEAM, None)
+    assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".json")) == [".lock"]
