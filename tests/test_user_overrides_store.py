@@ -4,18 +4,21 @@ are tested through the running service in test_user_overrides_api.py."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
-from distributor.overrides import OverridesProvider, OverridesSnapshot, TenantOverrides
+from distributor.overrides import OverridesProvider, OverridesSnapshot, TenantOverrides, user_configurable
 from distributor.overrides.user_configurable import (
     MAX_USER_DIMENSIONS,
     UserConfigurableOverrides,
     UserOverridesError,
     UserOverridesErrorReason,
+    validate_document,
 )
 
 TENANT = "acme"
@@ -205,3 +208,25 @@ async def test_writes_by_many_tenants_share_one_lock_file(tmp_path: Path) -> Non
     for number in range(5):
         await store.set(f"tenant{number}", TEAM, None)
     assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".json")) == [".lock"]
+
+
+async def test_a_snapshot_put_in_force_while_a_write_builds_its_own_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = new_store(tmp_path)
+    build = user_configurable._with_user_document
+    runtime_file = MappingProxyType(
+        {"globex": validate_document({"cost_attribution": {"dimensions": ["app"]}})}
+    )
+
+    def build_while_the_runtime_file_is_reloaded(
+        snapshot: OverridesSnapshot, tenant: str, content: bytes | None
+    ) -> OverridesSnapshot:
+        if not store.provider.snapshot.per_tenant:
+            store.provider.replace(dataclasses.replace(store.provider.snapshot, per_tenant=runtime_file))
+        return build(snapshot, tenant, content)
+
+    monkeypatch.setattr(user_configurable, "_with_user_document", build_while_the_runtime_file_is_reloaded)
+    await store.set(TENANT, TEAM, None)
+    assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["team"]
+    assert [d.label for d in store.provider.for_tenant("globex").dimensions] == ["app"]
