@@ -8,6 +8,7 @@ fsync, rename) under an flock, so replicas that mount the same directory share i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import fcntl
@@ -16,7 +17,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 from distributor.common.config_reader import MAX_FILE_BYTES, FileRefused, read_regular_file
 from distributor.common.errors import DistributorError
 from distributor.overrides.dimensions import DimensionError, parse_dimensions
-from distributor.overrides.model import CostAttributionOverrides, TenantOverrides
+from distributor.overrides.model import CostAttributionOverrides, OverridesSnapshot, TenantOverrides
 from distributor.overrides.provider import OverridesProvider
 from distributor.overrides.tenant_ids import tenant_id_problem
 
@@ -37,6 +38,7 @@ MAX_USER_DIMENSIONS = 10
 # recurses into it (merging, validating, rendering a message), where it would raise RecursionError.
 MAX_DOCUMENT_DEPTH = 8
 _SUFFIX = ".json"
+LOCK_FILE = ".lock"  # the one lock file of the directory, for every tenant
 
 
 class UserOverridesErrorReason(Enum):
@@ -122,22 +124,36 @@ def _etag(content: bytes) -> str:
     return '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
 
 
+def _stored(content: bytes) -> StoredOverrides:
+    return StoredOverrides(json.loads(content), _etag(content))
+
+
 class UserConfigurableOverrides:
     def __init__(self, directory: Path, provider: OverridesProvider) -> None:
         self.directory = directory
         self.provider = provider
-        self._loaded: dict[str, bytes] = {}
+        self._loaded: dict[str, bytes] = {}  # replaced, never changed in place: read_directory compares
         self._unreadable: dict[Path, str] = {}  # entries skipped by load_all, with why (logged once)
-        self._generation = 0  # of what is in force, counted up by each load_all that changes it
+        self._generation = 0  # of what is in force, counted up by every change put in force
+        # One write at a time in this process, as the one shared flock allows anyway: a thread never
+        # waits on the flock for a write of this process, and writes are put in force in file order.
+        self._one_write_at_a_time = asyncio.Lock()
 
     def _path(self, tenant: str) -> Path:
         return self.directory / f"{tenant}{_SUFFIX}"
 
     @contextlib.contextmanager
-    def _locked(self, tenant: str) -> Iterator[None]:
-        """Serialises read-check-write for one tenant across processes sharing the directory."""
+    def _locked(self) -> Iterator[None]:
+        """Serialises read-check-write across processes sharing the directory.
+
+        One lock file for every tenant: writes are rare and take milliseconds, so serialising them
+        all costs nothing, and it leaves one file behind, not one per tenant that ever wrote. (Removing
+        a per-tenant lock file after use is unsafe with flock: a process waiting on the old inode and
+        one that creates a new file would both hold "the" lock.) Lock files `.{tenant}.lock` of older
+        versions are ignored like any name not ending in .json.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / f".{tenant}.lock", "a+b") as lock:
+        with open(self.directory / LOCK_FILE, "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -146,72 +162,130 @@ class UserConfigurableOverrides:
 
     def _read(self, tenant: str) -> StoredOverrides | None:
         try:
-            content = self._path(tenant).read_bytes()
+            content = read_regular_file(self._path(tenant), MAX_FILE_BYTES)
         except FileNotFoundError:
             return None
-        return StoredOverrides(json.loads(content), _etag(content))
+        return _stored(content)
 
-    def get(self, tenant: str) -> StoredOverrides:
+    async def get(self, tenant: str) -> StoredOverrides:
         _check_tenant(tenant)
-        stored = self._read(tenant)
+        stored = await asyncio.to_thread(self._read, tenant)
         if stored is None:
             raise _not_found(tenant)
         return stored
 
-    def set(self, tenant: str, document: object, if_match: str | None) -> StoredOverrides:
+    async def set(self, tenant: str, document: object, if_match: str | None) -> StoredOverrides:
         """POST: replace the tenant's document."""
         _check_tenant(tenant)
         validate_document(document)
-        with self._locked(tenant):
-            _check_precondition(self._read(tenant), if_match)
-            return self._write(tenant, document)
 
-    def patch(self, tenant: str, patch: object, if_match: str | None) -> StoredOverrides:
+        def replace(current: StoredOverrides | None) -> object:
+            _check_precondition(current, if_match)
+            return document
+
+        content = await self._change(tenant, replace)
+        assert content is not None, "only a removal leaves no document"
+        return _stored(content)
+
+    async def patch(self, tenant: str, patch: object, if_match: str | None) -> StoredOverrides:
         """PATCH: a JSON merge patch over the current document (or over {} when there is none)."""
         _check_tenant(tenant)
         if not isinstance(patch, dict):
             raise _invalid("the body must be a JSON object (a JSON merge patch)")
         check_nesting(patch)
-        with self._locked(tenant):
-            current = self._read(tenant)
+
+        def merge(current: StoredOverrides | None) -> object:
             _check_precondition(current, if_match)
             document = merge_patch(current.document if current else {}, patch)
             validate_document(document)
-            return self._write(tenant, document)
+            return document
 
-    def delete(self, tenant: str, if_match: str | None) -> None:
+        content = await self._change(tenant, merge)
+        assert content is not None, "only a removal leaves no document"
+        return _stored(content)
+
+    async def delete(self, tenant: str, if_match: str | None) -> None:
         _check_tenant(tenant)
-        with self._locked(tenant):
-            current = self._read(tenant)
+
+        def remove(current: StoredOverrides | None) -> None:
             if current is None:
                 raise _not_found(tenant)
             _check_precondition(current, if_match)
-            self._path(tenant).unlink()
-            _fsync_directory(self.directory)
-        self.load_all()
 
-    def _write(self, tenant: str, document: object) -> StoredOverrides:
-        content = json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{tenant}.", suffix=".tmp")
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(content)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self._path(tenant))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        _fsync_directory(self.directory)
-        self.load_all()
-        return StoredOverrides(json.loads(content), _etag(content))
+        await self._change(tenant, remove)
+
+    async def _change(
+        self, tenant: str, change: Callable[[StoredOverrides | None], object | None]
+    ) -> bytes | None:
+        """Write the tenant's file in a thread, then put that one tenant's document in force.
+
+        Only this tenant's entry changes: re-reading the whole directory after each write took 150 ms
+        of the event loop per write at 3,000 tenants; now about 1 ms. Other replicas' writes arrive
+        with the periodic reload; one that read the directory before this write is dropped by the
+        generation count. Shielded: a request cancelled mid-write still puts what it wrote in force.
+        """
+        return await asyncio.shield(self._write_and_put_in_force(tenant, change))
+
+    async def _write_and_put_in_force(
+        self, tenant: str, change: Callable[[StoredOverrides | None], object | None]
+    ) -> bytes | None:
+        async with self._one_write_at_a_time:
+            content = await asyncio.to_thread(self._write_file, tenant, change)
+            await self._put_in_force(tenant, content)
+        return content
+
+    def _write_file(
+        self, tenant: str, change: Callable[[StoredOverrides | None], object | None]
+    ) -> bytes | None:
+        """Under the lock: read the current document, let `change` check and compute the new one
+        (None: remove it), and write it durably. The new content, None when removed."""
+        with self._locked():
+            document = change(self._read(tenant))
+            if document is None:
+                self._path(tenant).unlink()
+                _fsync_directory(self.directory)
+                return None
+            content = json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+            descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{tenant}.", suffix=".tmp")
+            try:
+                with os.fdopen(descriptor, "wb") as file:
+                    file.write(content)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, self._path(tenant))
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+                raise
+            _fsync_directory(self.directory)
+            return content
+
+    async def _put_in_force(self, tenant: str, content: bytes | None) -> None:
+        """Put one tenant's just-written document (None: removed) in force; the others stay as they are.
+
+        A snapshot resolves every tenant when built (24 ms at 3,000 tenants), so it is built in a
+        thread; if another snapshot was put in force meanwhile (a reload), it is built again on that.
+        """
+        while True:
+            base = self.provider.snapshot
+            snapshot = await asyncio.to_thread(_with_user_document, base, tenant, content)
+            if self.provider.snapshot is base:
+                break
+        loaded = dict(self._loaded)
+        if content is None:
+            loaded.pop(tenant, None)
+        else:
+            loaded[tenant] = content
+        self._loaded = loaded
+        self._generation += 1
+        self.provider.replace(snapshot)
 
     def load_all(self) -> bool:
         """Read every tenant's file and put them in force if anything changed; True when it did.
 
-        Run at start-up, after each write, and every reload period so replicas see each other's writes
-        (the periodic run calls read_directory in a thread and apply_directory on the event loop).
+        Run at start-up, and every reload period so replicas see each other's writes (the periodic
+        run calls read_directory in a thread and apply_directory on the event loop); a write of this
+        process puts only its own tenant's document in force.
         A file that does not validate (edited by hand) is skipped and logged, never half-applied; so is
         an entry that cannot be read (a directory or FIFO named like a tenant's file, a file over
         MAX_FILE_BYTES, no permission), logged once until it changes or can be read.
@@ -220,7 +294,7 @@ class UserConfigurableOverrides:
 
     def read_directory(self) -> DirectoryRead:
         """Read and validate every tenant's file; safe to run in a thread."""
-        generation = self._generation
+        generation, loaded = self._generation, self._loaded
         contents: dict[str, bytes] = {}
         unreadable: dict[Path, str] = {}
         if self.directory.is_dir():
@@ -235,7 +309,7 @@ class UserConfigurableOverrides:
                         unreadable[path] = str(err)
                     except OSError as err:
                         unreadable[path] = err.strerror or str(err)
-        if contents == self._loaded:
+        if contents == loaded:
             return DirectoryRead(generation, contents, unreadable, None, {})
         user: dict[str, TenantOverrides] = {}
         invalid: dict[str, str] = {}
@@ -278,6 +352,15 @@ class DirectoryRead:
     unreadable: dict[Path, str]  # with why
     user: dict[str, TenantOverrides] | None  # the valid ones; None: contents are those in force
     invalid: dict[str, str]  # tenant: why its file was skipped
+
+
+def _with_user_document(snapshot: OverridesSnapshot, tenant: str, content: bytes | None) -> OverridesSnapshot:
+    user = dict(snapshot.user)
+    if content is None:
+        user.pop(tenant, None)
+    else:
+        user[tenant] = validate_document(json.loads(content))
+    return dataclasses.replace(snapshot, user=MappingProxyType(user))
 
 
 def _check_tenant(tenant: str) -> None:

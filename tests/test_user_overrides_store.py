@@ -4,18 +4,21 @@ are tested through the running service in test_user_overrides_api.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
-from distributor.overrides import OverridesProvider, OverridesSnapshot, TenantOverrides
+from distributor.overrides import OverridesProvider, OverridesSnapshot, TenantOverrides, user_configurable
 from distributor.overrides.user_configurable import (
     MAX_USER_DIMENSIONS,
     UserConfigurableOverrides,
     UserOverridesError,
     UserOverridesErrorReason,
+    validate_document,
 )
 
 TENANT = "acme"
@@ -32,7 +35,7 @@ def new_store(directory: Path) -> UserConfigurableOverrides:
 @dataclass(frozen=True)
 class Refusal:
     name: str
-    change: Callable[[UserConfigurableOverrides, str], object]  # given the store and the current ETag
+    change: Callable[[UserConfigurableOverrides, str], Awaitable[object]]  # given the store, the ETag
     reason: UserOverridesErrorReason
     message: str
     key: str | None = None
@@ -149,35 +152,81 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize("refusal", REFUSALS, ids=[refusal.name for refusal in REFUSALS])
-def test_refused_change_names_its_reason_and_changes_nothing(tmp_path: Path, refusal: Refusal) -> None:
+async def test_refused_change_names_its_reason_and_changes_nothing(tmp_path: Path, refusal: Refusal) -> None:
     store = new_store(tmp_path)
-    stored = store.set(TENANT, TEAM, None)
+    stored = await store.set(TENANT, TEAM, None)
     documents = sorted(path.name for path in tmp_path.glob("*.json"))
     with pytest.raises(UserOverridesError) as refused:
-        refusal.change(store, stored.etag)
+        await refusal.change(store, stored.etag)
     assert (refused.value.reason, str(refused.value), refused.value.key) == (
         refusal.reason,
         refusal.message,
         refusal.key,
     )
-    assert store.get(TENANT) == stored
+    assert await store.get(TENANT) == stored
     assert sorted(path.name for path in tmp_path.glob("*.json")) == documents
 
 
-def test_set_patch_and_delete_with_the_current_etag_put_the_document_in_force(tmp_path: Path) -> None:
+async def test_set_patch_and_delete_with_the_current_etag_put_the_document_in_force(tmp_path: Path) -> None:
     store = new_store(tmp_path)
-    created = store.set(TENANT, TEAM, None)
-    assert (store.get(TENANT), created.document) == (created, TEAM)
+    created = await store.set(TENANT, TEAM, None)
+    assert (await store.get(TENANT), created.document) == (created, TEAM)
     assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["team"]
 
-    patched = store.patch(TENANT, NAMESPACE, created.etag)
+    patched = await store.patch(TENANT, NAMESPACE, created.etag)
     assert patched.document == NAMESPACE and patched.etag != created.etag, "an object replaces a list whole"
     assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["namespace"]
 
-    replaced = store.set(TENANT, TEAM, "*")
+    replaced = await store.set(TENANT, TEAM, "*")
     assert replaced.document == TEAM
-    store.delete(TENANT, replaced.etag)
+    await store.delete(TENANT, replaced.etag)
     assert store.provider.for_tenant(TENANT).dimensions == ()
     with pytest.raises(UserOverridesError) as missing:
-        store.get(TENANT)
+        await store.get(TENANT)
     assert missing.value.reason is UserOverridesErrorReason.NOT_FOUND
+
+
+async def test_a_directory_read_from_before_a_write_is_dropped_and_one_from_after_finds_nothing_new(
+    tmp_path: Path,
+) -> None:
+    store = new_store(tmp_path)
+    (tmp_path / "globex.json").write_text('{"cost_attribution": {"dimensions": ["app"]}}')
+    read_before_the_write = store.read_directory()
+    created = await store.set(TENANT, TEAM, None)
+    assert not store.apply_directory(read_before_the_write), "it would take acme's document away"
+    assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["team"]
+    assert store.provider.for_tenant("globex").dimensions == (), "another writer's file waits for a read"
+    assert store.apply_directory(store.read_directory())
+    assert [d.label for d in store.provider.for_tenant("globex").dimensions] == ["app"]
+    await store.patch(TENANT, NAMESPACE, created.etag)
+    assert not store.apply_directory(store.read_directory()), "what a write put in force is known as read"
+    assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["namespace"]
+
+
+async def test_writes_by_many_tenants_share_one_lock_file(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    for number in range(5):
+        await store.set(f"tenant{number}", TEAM, None)
+    assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".json")) == [".lock"]
+
+
+async def test_a_snapshot_put_in_force_while_a_write_builds_its_own_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = new_store(tmp_path)
+    build = user_configurable._with_user_document
+    runtime_file = MappingProxyType(
+        {"globex": validate_document({"cost_attribution": {"dimensions": ["app"]}})}
+    )
+
+    def build_while_the_runtime_file_is_reloaded(
+        snapshot: OverridesSnapshot, tenant: str, content: bytes | None
+    ) -> OverridesSnapshot:
+        if not store.provider.snapshot.per_tenant:
+            store.provider.replace(dataclasses.replace(store.provider.snapshot, per_tenant=runtime_file))
+        return build(snapshot, tenant, content)
+
+    monkeypatch.setattr(user_configurable, "_with_user_document", build_while_the_runtime_file_is_reloaded)
+    await store.set(TENANT, TEAM, None)
+    assert [d.label for d in store.provider.for_tenant(TENANT).dimensions] == ["team"]
+    assert [d.label for d in store.provider.for_tenant("globex").dimensions] == ["app"]

@@ -45,9 +45,9 @@ class UserOverridesApi:
             tenant = resolve_tenant(request.headers.get(ORG_ID_HEADER), self.multitenancy_enabled)
             if_match = request.headers.get("If-Match")
             if request.method == "GET":
-                return _document(self.store.get(tenant))
+                return _document(await self.store.get(tenant))
             if request.method == "DELETE":
-                self.store.delete(tenant, if_match)
+                await self.store.delete(tenant, if_match)
                 return web.Response(status=204)
             if request.method not in ("POST", "PATCH"):
                 return _error(
@@ -60,8 +60,8 @@ class UserOverridesApi:
             except RecursionError:  # deeper than the parser goes; shallower ones the store refuses
                 return _error(400, "the body is not JSON: nested too deeply")
             if request.method == "POST":
-                return _document(self.store.set(tenant, body, if_match))
-            return _document(self.store.patch(tenant, body, if_match))
+                return _document(await self.store.set(tenant, body, if_match))
+            return _document(await self.store.patch(tenant, body, if_match))
         except TenantError as err:
             return _error(_TENANT_STATUSES[err.reason], str(err))
         except UserOverridesError as err:
