@@ -11,7 +11,7 @@ import time
 from distributor.attribution.api import UsageAttributionApi
 from distributor.attribution.http import UsageAttributionHttp
 from distributor.common.clock import Clock
-from distributor.common.http_listener import HttpListener, request_metrics_middleware
+from distributor.common.http_listener import ConnectionLimits, HttpListener, request_metrics_middleware
 from distributor.common.lifecycle import (
     BackgroundTaskMetrics,
     Component,
@@ -114,6 +114,11 @@ class Service:
             self.endpoints.routes() + self.user_overrides_api.routes() + self.attribution_http.routes(),
             request_metrics,
             shutdown_timeout,
+            ConnectionLimits(
+                config.server.http_server_idle_timeout,
+                config.server.http_server_read_header_timeout,
+                config.server.http_server_read_body_timeout,
+            ),
         )
         self.otlp_http = OtlpHttpReceiver(
             config.otlp_http, self.pipeline, config.multitenancy_enabled, request_metrics, shutdown_timeout

@@ -3,12 +3,16 @@ the request metrics every listener keeps."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from distributor.common.endpoint import Endpoint
@@ -17,22 +21,127 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 DEFAULT_MAX_BODY_BYTES = 1024**2  # aiohttp's own default
+LISTEN_BACKLOG = 1024
+# Longer than the idle timeout of Go's HTTP client (90s), which the Collector's exporters use: the client
+# closes an idle connection first, so a request is never sent on one the server is closing.
+IDLE_TIMEOUT_SECONDS = 120.0
+# Long enough for any client on a slow link to send a few KB of headers; short enough that a
+# slowloris holding connections open must keep opening new ones.
+READ_HEADER_TIMEOUT_SECONDS = 10.0
+# A typical export (under 1 MiB) takes well under a second; 60s lets a 20 MiB body arrive at 350 KB/s
+# while an upload trickling at 200 B/s is cut after 12 KB.
+READ_BODY_TIMEOUT_SECONDS = 60.0
 # The status an aborted request is "answered" with, as nginx logs it: the answer is never delivered.
 CLIENT_CLOSED_REQUEST = 499
+# What aiohttp reads of a refused body before closing (so the client sees the answer, not a reset):
+# its own default, or less when bodies must arrive faster than that.
+MAX_LINGERING_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
+BODY_READ_TIMEOUT = web.AppKey("body_read_timeout", float)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """How long a client may hold a connection without using it: `idle_timeout` between requests
+    (before the next request's first byte), `read_header_timeout` for a request's headers (from the
+    connection's opening for its first request, else from the request's first byte),
+    `read_body_timeout` for its whole body (from its headers)."""
+
+    idle_timeout: float
+    read_header_timeout: float
+    read_body_timeout: float
 
 
 class RequestAborted(Exception):
     """The client closed the connection before sending its whole request: there is no one to answer."""
 
 
+class BodyReadTimeout(RequestAborted):
+    """The client did not send its whole body within the body read timeout: as for an abort, the
+    handler has nothing to answer; the listener answers 408 and closes the connection."""
+
+
 async def read_body(request: web.Request) -> bytes:
-    """The whole body; RequestAborted when the client goes away before sending it all."""
+    """The whole body; RequestAborted when the client goes away before sending it all,
+    BodyReadTimeout when it does not send it all in time."""
     try:
-        return await request.read()
+        async with asyncio.timeout(request.app[BODY_READ_TIMEOUT]):
+            return await request.read()
+    except TimeoutError:
+        raise BodyReadTimeout from None
     except ConnectionError:  # aiohttp fails the body being read with the lost connection's error
         raise RequestAborted from None
+
+
+class _ConnectionHandler(web.RequestHandler):
+    """aiohttp's connection protocol, which bounds only the wait for a request (keepalive_timeout),
+    with a deadline for each request's headers, so a client sending them byte by byte (slowloris)
+    cannot hold the connection. It reads aiohttp's per-connection count of parsed requests and their
+    queue to see where headers end; the connection tests fail if a new aiohttp changes them."""
+
+    __slots__ = ("_header_timeout", "_header_timer", "_last_body")
+
+    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._last_body: StreamReader | None = None  # the body of the last request whose headers came
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        awaiting_headers = self._last_body is None or self._last_body.is_eof()
+        if data and self._header_timer is None and awaiting_headers:  # aiohttp also feeds b"" to re-parse
+            self._arm_header_timer()  # the first byte of the next request's headers
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed and self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+            self._last_body = self._messages[-1][1] if self._messages else None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self._loop.call_later(self._header_timeout, self._headers_late)
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        log.debug("closing a connection that sent no complete request headers in %ss", self._header_timeout)
+        self.force_close()
+
+
+class _ListenerSite(web.BaseSite):
+    """Serves a bound socket with a protocol factory of its own (aiohttp's SockSite takes the
+    runner's, which cannot be given the header timeout)."""
+
+    __slots__ = ("_protocol_factory", "_sock")
+
+    def __init__(
+        self, runner: web.AppRunner, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol]
+    ) -> None:
+        super().__init__(runner, backlog=LISTEN_BACKLOG)
+        self._sock = sock
+        self._protocol_factory = protocol_factory
+
+    @property
+    def name(self) -> str:
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._protocol_factory, sock=self._sock, backlog=self._backlog
+        )
 
 
 class HttpListener:
@@ -45,11 +154,14 @@ class HttpListener:
         routes: list[web.AbstractRouteDef],
         middleware: Middleware,
         shutdown_timeout: float,
+        limits: ConnectionLimits,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         auto_decompress: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self._app = web.Application(client_max_size=max_body_bytes)
+        self._app[BODY_READ_TIMEOUT] = limits.read_body_timeout
+        self._limits = limits
         self._app.middlewares.append(middleware)  # type: ignore[arg-type]
         self._app.add_routes(routes)
         self._shutdown_timeout = shutdown_timeout
@@ -58,17 +170,30 @@ class HttpListener:
         self.address: tuple[str, int] | None = None
 
     async def start(self) -> None:
-        sock = socket.create_server((self.endpoint.host, self.endpoint.port), backlog=1024)
+        sock = socket.create_server((self.endpoint.host, self.endpoint.port), backlog=LISTEN_BACKLOG)
         runner = web.AppRunner(
             self._app,
-            access_log=None,
             handle_signals=False,
-            auto_decompress=self._auto_decompress,
             shutdown_timeout=self._shutdown_timeout,  # for requests in flight
         )
         await runner.setup()
+        server = runner.server
+        assert server is not None
+        limits, loop = self._limits, asyncio.get_running_loop()
+
+        def connection() -> _ConnectionHandler:
+            return _ConnectionHandler(
+                server,
+                loop=loop,
+                header_timeout=limits.read_header_timeout,
+                keepalive_timeout=limits.idle_timeout,
+                lingering_time=min(MAX_LINGERING_SECONDS, limits.read_body_timeout),
+                access_log=None,
+                auto_decompress=self._auto_decompress,
+            )
+
         try:
-            await web.SockSite(runner, sock).start()
+            await _ListenerSite(runner, sock, connection).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -118,6 +243,12 @@ def request_metrics_middleware(registry: CollectorRegistry) -> Middleware:
         except web.HTTPException as err:
             status = err.status
             raise
+        except BodyReadTimeout:
+            status = 408
+            log.debug("%s %s: the body did not arrive in time", request.method, route)
+            late = web.Response(status=status, text="the request body did not arrive in time")
+            late.force_close()
+            return late
         except RequestAborted:
             status = CLIENT_CLOSED_REQUEST
             requests_aborted.labels(route).inc()

@@ -13,6 +13,11 @@ from distributor.common.config_fields import (
 )
 from distributor.common.config_reader import Section
 from distributor.common.endpoint import Endpoint
+from distributor.common.http_listener import (
+    IDLE_TIMEOUT_SECONDS,
+    READ_BODY_TIMEOUT_SECONDS,
+    READ_HEADER_TIMEOUT_SECONDS,
+)
 
 MIB = 1024 * 1024
 RECEIVERS_KEYS = ("otlp",)
@@ -24,6 +29,9 @@ class OtlpHttpConfig:
     max_request_body_bytes: int = setting(default=20 * MIB, positive=True)
     # Exporters send one gzip member; concatenated members are legal but each costs a fresh inflater.
     max_gzip_members: int = setting(default=100, positive=True)
+    idle_timeout: float = setting(default=IDLE_TIMEOUT_SECONDS, positive=True)
+    read_header_timeout: float = setting(default=READ_HEADER_TIMEOUT_SECONDS, positive=True)
+    read_body_timeout: float = setting(default=READ_BODY_TIMEOUT_SECONDS, positive=True)
 
 
 @settings

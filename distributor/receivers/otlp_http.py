@@ -8,7 +8,13 @@ import logging
 
 from aiohttp import web
 
-from distributor.common.http_listener import HttpListener, Middleware, RequestAborted, read_body
+from distributor.common.http_listener import (
+    ConnectionLimits,
+    HttpListener,
+    Middleware,
+    RequestAborted,
+    read_body,
+)
 from distributor.ingest.limits import retry_after_header
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
 from distributor.ingest.tenant import TenantError, resolve_tenant
@@ -60,6 +66,7 @@ class OtlpHttpReceiver:
             [web.route("*", TRACES_PATH, self.handle_traces)],
             request_metrics,
             shutdown_timeout,
+            ConnectionLimits(config.idle_timeout, config.read_header_timeout, config.read_body_timeout),
             max_body_bytes=config.max_request_body_bytes,
             auto_decompress=False,
         )

@@ -1,0 +1,140 @@
+"""How long a client may hold a connection of the server port or the OTLP/HTTP receiver without
+using it: idle between requests, sending headers, sending a body. Raw sockets, short timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from distributor.common.endpoint import Endpoint
+from distributor.config import Config
+from distributor.receivers.config import OtlpHttpConfig
+from distributor.server.config import ServerConfig
+from tests.support.metrics import total
+from tests.support.otlp import sample_request
+from tests.support.raw_http import raw_request, read_response
+from tests.support.service import RunningService, StartService, assert_nothing_recorded, make_config
+
+LISTENERS = ("server", "otlp_http")
+PARTIAL_HEADERS = b"POST /v1/traces HTTP/1.1\r\nHost: distributor\r\nContent-Type: application/x-"
+
+
+def with_timeouts(idle: float = 5.0, header: float = 5.0, body: float = 5.0) -> Config:
+    """Both HTTP listeners with these timeouts."""
+    return make_config(
+        server=ServerConfig(
+            "127.0.0.1",
+            0,
+            http_server_idle_timeout=idle,
+            http_server_read_header_timeout=header,
+            http_server_read_body_timeout=body,
+        ),
+        otlp_http=OtlpHttpConfig(
+            endpoint=Endpoint("127.0.0.1", 0),
+            idle_timeout=idle,
+            read_header_timeout=header,
+            read_body_timeout=body,
+        ),
+    )
+
+
+def address(running: RunningService, listener: str) -> tuple[str, int]:
+    found = running.service.server_address if listener == "server" else running.service.otlp_http_address
+    assert found is not None
+    return found
+
+
+def valid_request(listener: str) -> bytes:
+    if listener == "server":
+        return raw_request("GET", "/ready", {})
+    body = sample_request().SerializeToString()
+    return raw_request("POST", "/v1/traces", {"Content-Type": b"application/x-protobuf"}, body)
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """True once the server closes the connection (bounded, so a connection left open fails)."""
+    return await asyncio.wait_for(reader.read(), 10) == b""
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+async def test_a_connection_sending_nothing_is_closed_after_the_header_timeout(
+    start_service: StartService, listener: str
+) -> None:
+    running = await start_service(with_timeouts(header=0.2))
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    reader, writer = await asyncio.open_connection(*address(running, listener))
+    try:
+        assert await closed_by_server(reader)
+        assert loop.time() - opened >= 0.2
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+async def test_a_connection_sending_its_headers_slowly_is_closed_after_the_header_timeout(
+    start_service: StartService, listener: str
+) -> None:
+    running = await start_service(with_timeouts(header=0.2))
+    reader, writer = await asyncio.open_connection(*address(running, listener))
+    try:
+        for byte in PARTIAL_HEADERS[:8]:  # slowloris: a byte now and then, never the end of the headers
+            writer.write(bytes([byte]))
+            await writer.drain()
+        assert await closed_by_server(reader)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
+    start_service: StartService, listener: str
+) -> None:
+    running = await start_service(with_timeouts(idle=0.3))
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(*address(running, listener))
+    try:
+        writer.write(valid_request(listener))
+        status, headers, _ = await read_response(reader)
+        answered = loop.time()
+        assert status == 200 and headers.get("connection", "").lower() != "close"
+        assert await closed_by_server(reader)
+        assert loop.time() - answered >= 0.3
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+async def test_the_header_timeout_counts_from_the_next_requests_first_byte_not_from_the_last_answer(
+    start_service: StartService, listener: str
+) -> None:
+    running = await start_service(with_timeouts(idle=5.0, header=0.2))
+    reader, writer = await asyncio.open_connection(*address(running, listener))
+    try:
+        writer.write(valid_request(listener))
+        assert (await read_response(reader))[0] == 200
+        await asyncio.sleep(0.3)  # idle past the header timeout, well within the idle timeout
+        writer.write(valid_request(listener))
+        assert (await read_response(reader))[0] == 200
+    finally:
+        writer.close()
+
+
+async def test_a_body_arriving_slower_than_the_body_timeout_is_answered_408_and_the_connection_closed(
+    start_service: StartService,
+) -> None:
+    running = await start_service(with_timeouts(body=0.2))
+    body = sample_request().SerializeToString()
+    request = raw_request("POST", "/v1/traces", {"Content-Type": b"application/x-protobuf"}, body)
+    reader, writer = await asyncio.open_connection(*address(running, "otlp_http"))
+    try:
+        writer.write(request[: request.index(b"\r\n\r\n") + 4 + 10])  # the headers and 10 bytes of body
+        status, headers, _ = await read_response(reader)
+        assert (status, headers["connection"].lower()) == (408, "close")
+        assert await closed_by_server(reader)
+    finally:
+        writer.close()
+    await assert_nothing_recorded(running)
+    samples = await running.samples()
+    assert total(samples, "tempo_request_duration_seconds_count", route="/v1/traces", status_code="408") == 1
