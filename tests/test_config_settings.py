@@ -35,6 +35,7 @@ EVERY_KEY: dict[str, Any] = {
         "http_server_idle_timeout": "90s",
         "http_server_read_header_timeout": "5s",
         "http_server_read_body_timeout": "30s",
+        "http_listen_conn_limit": 50,
     },
     "distributor": {
         "receivers": {
@@ -46,6 +47,7 @@ EVERY_KEY: dict[str, Any] = {
                         "idle_timeout": "1m",
                         "read_header_timeout": "2s",
                         "read_body_timeout": "20s",
+                        "max_connections": 60,
                     },
                     "grpc": {"endpoint": "[::1]:4317", "max_recv_msg_size_bytes": 2000},
                 }
@@ -150,6 +152,7 @@ def test_every_written_key_shows_with_its_value(tmp_path: Path) -> None:
         "http_server_idle_timeout": "1m30s",
         "http_server_read_header_timeout": "5s",
         "http_server_read_body_timeout": "30s",
+        "http_listen_conn_limit": 50,
     }
     http = shown["distributor"]["receivers"]["otlp"]["protocols"]["http"]
     assert (http["idle_timeout"], http["read_header_timeout"], http["read_body_timeout"]) == (
@@ -186,6 +189,7 @@ def test_the_default_configuration_shows_the_dataclass_defaults() -> None:
             "idle_timeout": "2m0s",
             "read_header_timeout": "10s",
             "read_body_timeout": "1m0s",
+            "max_connections": 10_000,
         }
     }
     assert shown["usage_attribution"]["api"] == {

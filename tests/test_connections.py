@@ -1,5 +1,6 @@
 """How long a client may hold a connection of the server port or the OTLP/HTTP receiver without
-using it: idle between requests, sending headers, sending a body. Raw sockets, short timeouts."""
+using it (idle between requests, sending headers, sending a body), and how many it may open.
+Raw sockets, short timeouts, small limits."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from distributor.common.endpoint import Endpoint
 from distributor.config import Config
 from distributor.receivers.config import OtlpHttpConfig
 from distributor.server.config import ServerConfig
-from tests.support.metrics import total
+from tests.support.metrics import sample_value, total
 from tests.support.otlp import sample_request
+from tests.support.polling import eventually
 from tests.support.raw_http import raw_request, read_response
 from tests.support.service import RunningService, StartService, assert_nothing_recorded, make_config
 
@@ -20,8 +22,10 @@ LISTENERS = ("server", "otlp_http")
 PARTIAL_HEADERS = b"POST /v1/traces HTTP/1.1\r\nHost: distributor\r\nContent-Type: application/x-"
 
 
-def with_timeouts(idle: float = 5.0, header: float = 5.0, body: float = 5.0) -> Config:
-    """Both HTTP listeners with these timeouts."""
+def with_timeouts(
+    idle: float = 5.0, header: float = 5.0, body: float = 5.0, max_connections: int = 100
+) -> Config:
+    """Both HTTP listeners with these timeouts and this connection limit."""
     return make_config(
         server=ServerConfig(
             "127.0.0.1",
@@ -29,12 +33,14 @@ def with_timeouts(idle: float = 5.0, header: float = 5.0, body: float = 5.0) -> 
             http_server_idle_timeout=idle,
             http_server_read_header_timeout=header,
             http_server_read_body_timeout=body,
+            http_listen_conn_limit=max_connections,
         ),
         otlp_http=OtlpHttpConfig(
             endpoint=Endpoint("127.0.0.1", 0),
             idle_timeout=idle,
             read_header_timeout=header,
             read_body_timeout=body,
+            max_connections=max_connections,
         ),
     )
 
@@ -138,3 +144,60 @@ async def test_a_body_arriving_slower_than_the_body_timeout_is_answered_408_and_
     await assert_nothing_recorded(running)
     samples = await running.samples()
     assert total(samples, "tempo_request_duration_seconds_count", route="/v1/traces", status_code="408") == 1
+
+
+async def served(address: tuple[str, int], listener: str) -> asyncio.StreamWriter:
+    """A new connection that has been answered once (so the listener has admitted it), left open."""
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(valid_request(listener))
+    assert (await read_response(reader))[0] == 200
+    return writer
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+async def test_a_connection_past_the_listeners_limit_is_closed_at_once_until_one_closes(
+    start_service: StartService, listener: str
+) -> None:
+    running = await start_service(with_timeouts(max_connections=2))
+    listening = address(running, listener)
+    held = [await served(listening, listener), await served(listening, listener)]
+    reader, writer = await asyncio.open_connection(*listening)
+    try:
+        assert await closed_by_server(reader)
+    finally:
+        writer.close()
+    held.pop().close()
+
+    async def a_new_connection_is_served() -> bool:
+        reader, writer = await asyncio.open_connection(*listening)
+        try:
+            writer.write(valid_request(listener))
+            return bool(await reader.read(12) == b"HTTP/1.1 200")
+        finally:
+            writer.close()
+
+    await eventually(a_new_connection_is_served, "a connection served once one closed", timeout=5)
+    held[0].close()
+
+
+async def test_open_and_refused_connections_are_counted_per_listener(start_service: StartService) -> None:
+    config = with_timeouts(max_connections=1)
+    running = await start_service(
+        make_config(server=ServerConfig("127.0.0.1", 0), otlp_http=config.otlp_http)
+    )
+    listening = address(running, "otlp_http")
+    held = await served(listening, "otlp_http")
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection(*listening)
+        assert await closed_by_server(reader)
+        writer.close()
+    samples = await running.samples()
+    assert sample_value(samples, "tempo_distributor_open_connections", listener="otlp_http") == 1
+    assert sample_value(samples, "tempo_distributor_connections_refused_total", listener="otlp_http") == 3
+    held.close()
+
+    async def none_open() -> bool:
+        samples = await running.samples()
+        return sample_value(samples, "tempo_distributor_open_connections", listener="otlp_http") == 0
+
+    await eventually(none_open, "the closed connection no longer counted as open", timeout=5)

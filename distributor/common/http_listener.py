@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from distributor.common.endpoint import Endpoint
 
@@ -31,6 +31,11 @@ READ_HEADER_TIMEOUT_SECONDS = 10.0
 # A typical export (under 1 MiB) takes well under a second; 60s lets a 20 MiB body arrive at 350 KB/s
 # while an upload trickling at 200 B/s is cut after 12 KB.
 READ_BODY_TIMEOUT_SECONDS = 60.0
+# Open connections per OTLP/HTTP listener: far more than the exporters of a large fleet keep, each one
+# costing a file descriptor and about 10 KB; the server port serves scrapers and API clients, far fewer.
+# Their sum (plus gRPC's) stays under the usual 65,536 file descriptors a service is given.
+MAX_CONNECTIONS = 10_000
+MAX_SERVER_CONNECTIONS = 1_000
 # The status an aborted request is "answered" with, as nginx logs it: the answer is never delivered.
 CLIENT_CLOSED_REQUEST = 499
 # What aiohttp reads of a refused body before closing (so the client sees the answer, not a reset):
@@ -46,11 +51,53 @@ class ConnectionLimits:
     """How long a client may hold a connection without using it: `idle_timeout` between requests
     (before the next request's first byte), `read_header_timeout` for a request's headers (from the
     connection's opening for its first request, else from the request's first byte),
-    `read_body_timeout` for its whole body (from its headers)."""
+    `read_body_timeout` for its whole body (from its headers); at most `max_connections` open at once
+    (past it, a new connection is closed as soon as it is accepted)."""
 
     idle_timeout: float
     read_header_timeout: float
     read_body_timeout: float
+    max_connections: int
+
+
+class ConnectionMetrics:
+    """The connections of every listener, by listener name."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.open = Gauge(
+            "tempo_distributor_open_connections",
+            "Connections open on a listener",
+            ["listener"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "tempo_distributor_connections_refused_total",
+            "Connections closed as soon as accepted because the listener had max_connections open",
+            ["listener"],
+            registry=registry,
+        )
+
+
+class _OpenConnections:
+    """One listener's open connections, held under its limit."""
+
+    def __init__(self, listener: str, limit: int, metrics: ConnectionMetrics) -> None:
+        self.count = 0
+        self._limit = limit
+        self._gauge = metrics.open.labels(listener)
+        self._refused = metrics.refused.labels(listener)
+
+    def admit(self) -> bool:
+        if self.count >= self._limit:
+            self._refused.inc()
+            return False
+        self.count += 1
+        self._gauge.inc()
+        return True
+
+    def release(self) -> None:
+        self.count -= 1
+        self._gauge.dec()
 
 
 class RequestAborted(Exception):
@@ -80,19 +127,29 @@ class _ConnectionHandler(web.RequestHandler):
     cannot hold the connection. It reads aiohttp's per-connection count of parsed requests and their
     queue to see where headers end; the connection tests fail if a new aiohttp changes them."""
 
-    __slots__ = ("_header_timeout", "_header_timer", "_last_body")
+    __slots__ = ("_admitted", "_connections", "_header_timeout", "_header_timer", "_last_body")
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, manager: web.Server, connections: _OpenConnections, *, header_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(manager, **kwargs)
+        self._connections = connections
+        self._admitted = False
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
         self._last_body: StreamReader | None = None  # the body of the last request whose headers came
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._admitted = self._connections.admit()
+        if not self._admitted:
+            transport.close()  # counted, not logged: a flood would otherwise write a line per connection
+            return
         super().connection_made(transport)
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return
         awaiting_headers = self._last_body is None or self._last_body.is_eof()
         if data and self._header_timer is None and awaiting_headers:  # aiohttp also feeds b"" to re-parse
             self._arm_header_timer()  # the first byte of the next request's headers
@@ -104,6 +161,10 @@ class _ConnectionHandler(web.RequestHandler):
             self._last_body = self._messages[-1][1] if self._messages else None
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._connections.release()
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
@@ -150,11 +211,13 @@ class HttpListener:
 
     def __init__(
         self,
+        name: str,
         endpoint: Endpoint,
         routes: list[web.AbstractRouteDef],
         middleware: Middleware,
         shutdown_timeout: float,
         limits: ConnectionLimits,
+        connection_metrics: ConnectionMetrics,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         auto_decompress: bool = True,
     ) -> None:
@@ -162,6 +225,7 @@ class HttpListener:
         self._app = web.Application(client_max_size=max_body_bytes)
         self._app[BODY_READ_TIMEOUT] = limits.read_body_timeout
         self._limits = limits
+        self._connections = _OpenConnections(name, limits.max_connections, connection_metrics)
         self._app.middlewares.append(middleware)  # type: ignore[arg-type]
         self._app.add_routes(routes)
         self._shutdown_timeout = shutdown_timeout
@@ -179,11 +243,12 @@ class HttpListener:
         await runner.setup()
         server = runner.server
         assert server is not None
-        limits, loop = self._limits, asyncio.get_running_loop()
+        limits, connections, loop = self._limits, self._connections, asyncio.get_running_loop()
 
         def connection() -> _ConnectionHandler:
             return _ConnectionHandler(
                 server,
+                connections,
                 loop=loop,
                 header_timeout=limits.read_header_timeout,
                 keepalive_timeout=limits.idle_timeout,

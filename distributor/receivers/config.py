@@ -15,6 +15,7 @@ from distributor.common.config_reader import Section
 from distributor.common.endpoint import Endpoint
 from distributor.common.http_listener import (
     IDLE_TIMEOUT_SECONDS,
+    MAX_CONNECTIONS,
     READ_BODY_TIMEOUT_SECONDS,
     READ_HEADER_TIMEOUT_SECONDS,
 )
@@ -32,6 +33,7 @@ class OtlpHttpConfig:
     idle_timeout: float = setting(default=IDLE_TIMEOUT_SECONDS, positive=True)
     read_header_timeout: float = setting(default=READ_HEADER_TIMEOUT_SECONDS, positive=True)
     read_body_timeout: float = setting(default=READ_BODY_TIMEOUT_SECONDS, positive=True)
+    max_connections: int = setting(default=MAX_CONNECTIONS, positive=True)
 
 
 @settings

@@ -7,6 +7,7 @@ from distributor.common.config_reader import Section
 from distributor.common.endpoint import Endpoint, parse_endpoint
 from distributor.common.http_listener import (
     IDLE_TIMEOUT_SECONDS,
+    MAX_SERVER_CONNECTIONS,
     READ_BODY_TIMEOUT_SECONDS,
     READ_HEADER_TIMEOUT_SECONDS,
 )
@@ -21,6 +22,7 @@ class ServerConfig:
     http_server_idle_timeout: float = setting(default=IDLE_TIMEOUT_SECONDS, positive=True)
     http_server_read_header_timeout: float = setting(default=READ_HEADER_TIMEOUT_SECONDS, positive=True)
     http_server_read_body_timeout: float = setting(default=READ_BODY_TIMEOUT_SECONDS, positive=True)
+    http_listen_conn_limit: int = setting(default=MAX_SERVER_CONNECTIONS, positive=True)
 
     @property
     def endpoint(self) -> Endpoint:
