@@ -49,7 +49,13 @@ EVERY_KEY: dict[str, Any] = {
                         "read_body_timeout": "20s",
                         "max_connections": 60,
                     },
-                    "grpc": {"endpoint": "[::1]:4317", "max_recv_msg_size_bytes": 2000},
+                    "grpc": {
+                        "endpoint": "[::1]:4317",
+                        "max_recv_msg_size_bytes": 2000,
+                        "max_connection_idle": "3m",
+                        "handshake_timeout": "3s",
+                        "max_connections": 70,
+                    },
                 }
             }
         },

@@ -40,6 +40,11 @@ class OtlpHttpConfig:
 class OtlpGrpcConfig:
     endpoint: Endpoint = setting(default=Endpoint("127.0.0.1", 4317))
     max_recv_msg_size_bytes: int = setting(default=4 * MIB, positive=True)
+    # As for OTLP/HTTP. An idle connection is closed with a GOAWAY, which clients follow by reconnecting
+    # before their next call; the handshake (HTTP/2 preface and settings) bounds what headers do there.
+    max_connection_idle: float = setting(default=IDLE_TIMEOUT_SECONDS, positive=True)
+    handshake_timeout: float = setting(default=READ_HEADER_TIMEOUT_SECONDS, positive=True)
+    max_connections: int = setting(default=MAX_CONNECTIONS, positive=True)
 
 
 def parse_receivers(section: Section) -> tuple[OtlpHttpConfig, OtlpGrpcConfig | None]:
