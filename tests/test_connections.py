@@ -5,6 +5,9 @@ Raw sockets, short timeouts, small limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import resource
 
 import pytest
 
@@ -201,3 +204,48 @@ async def test_open_and_refused_connections_are_counted_per_listener(start_servi
         return sample_value(samples, "tempo_distributor_open_connections", listener="otlp_http") == 0
 
     await eventually(none_open, "the closed connection no longer counted as open", timeout=5)
+
+
+async def test_accepts_failing_for_want_of_file_descriptors_are_counted_and_logged_once_without_traceback(
+    start_service: StartService, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start_service(with_timeouts())
+    listening = address(running, "otlp_http")
+
+    def accept_failures() -> float:
+        found = running.service.registry.get_sample_value(
+            "tempo_distributor_accept_failures_total", {"listener": "otlp_http"}
+        )
+        return found or 0.0
+
+    clients: list[asyncio.StreamWriter] = []
+    fillers: list[int] = []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 1, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while True:  # take every free descriptor below the limit...
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+        for _ in range(4):  # ...but a few: each connection takes one for the client, one accepted
+            os.close(fillers.pop())
+        for _ in range(50):
+            try:
+                clients.append((await asyncio.open_connection(*listening))[1])
+            except OSError:  # the client got the last descriptor: free one for the next to take
+                clients.pop().close()
+            for _ in range(5):
+                await asyncio.sleep(0)  # the listener's accept
+            if accept_failures():
+                break
+        # asyncio tries the rest of the backlog, and again every second while descriptors stay exhausted.
+        await eventually(lambda: accept_failures() >= 2, "failed accepts counted", timeout=5)
+    finally:
+        for descriptor in fillers:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    reports = [record for record in caplog.records if "cannot accept connections" in record.getMessage()]
+    assert len(reports) == 1 and "Too many open files" in reports[0].getMessage()
+    assert [record for record in caplog.records if record.exc_info] == []
+    for writer in clients:
+        writer.close()
+    (await served(listening, "otlp_http")).close()  # accepting again once descriptors are free

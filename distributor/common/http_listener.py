@@ -4,6 +4,7 @@ the request metrics every listener keeps."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -36,6 +37,10 @@ READ_BODY_TIMEOUT_SECONDS = 60.0
 # Their sum (plus gRPC's) stays under the usual 65,536 file descriptors a service is given.
 MAX_CONNECTIONS = 10_000
 MAX_SERVER_CONNECTIONS = 1_000
+# Out of file descriptors, asyncio reports every failed accept with a traceback, up to the backlog's
+# worth (1024) in a row each time it retries (every second): 262 MB of log in 2 minutes in an attack.
+ACCEPT_FAILURE_LOG_INTERVAL_SECONDS = 60.0
+_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 # The status an aborted request is "answered" with, as nginx logs it: the answer is never delivered.
 CLIENT_CLOSED_REQUEST = 499
 # What aiohttp reads of a refused body before closing (so the client sees the answer, not a reset):
@@ -76,6 +81,59 @@ class ConnectionMetrics:
             ["listener"],
             registry=registry,
         )
+        self.accept_failures = Counter(
+            "tempo_distributor_accept_failures_total",
+            "Connections a listener could not accept for want of file descriptors or memory",
+            ["listener"],
+            registry=registry,
+        )
+
+
+class _AcceptFailureReport:
+    """An event loop exception handler that takes asyncio's reports of one listening socket's failed
+    accepts: counts each, logs one line (no traceback) per interval, and hands every other report to
+    the handler it replaced."""
+
+    def __init__(
+        self,
+        listener: str,
+        sock: socket.socket,
+        metrics: ConnectionMetrics,
+        replaced: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
+    ) -> None:
+        self._listener = listener
+        self._fileno = sock.fileno()
+        self._failures = metrics.accept_failures.labels(listener)
+        self.replaced = replaced
+        self._next_log = float("-inf")
+        self._unlogged = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        failure, failed_socket = context.get("exception"), context.get("socket")
+        if (
+            isinstance(failure, OSError)
+            and failure.errno in _OUT_OF_RESOURCES
+            and failed_socket is not None
+            and failed_socket.fileno() == self._fileno
+        ):
+            self._failures.inc()
+            self._unlogged += 1
+            if loop.time() >= self._next_log:
+                log.error(
+                    "%s listener cannot accept connections: %s (%d failed accepts; reported at most"
+                    " every %ds, counted in tempo_distributor_accept_failures_total)",
+                    self._listener,
+                    failure.strerror,
+                    self._unlogged,
+                    ACCEPT_FAILURE_LOG_INTERVAL_SECONDS,
+                )
+                self._unlogged = 0
+                self._next_log = loop.time() + ACCEPT_FAILURE_LOG_INTERVAL_SECONDS
+            return
+        if self.replaced is not None:
+            self.replaced(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
 
 class _OpenConnections:
@@ -226,6 +284,9 @@ class HttpListener:
         self._app[BODY_READ_TIMEOUT] = limits.read_body_timeout
         self._limits = limits
         self._connections = _OpenConnections(name, limits.max_connections, connection_metrics)
+        self._name = name
+        self._connection_metrics = connection_metrics
+        self._accept_failures: _AcceptFailureReport | None = None
         self._app.middlewares.append(middleware)  # type: ignore[arg-type]
         self._app.add_routes(routes)
         self._shutdown_timeout = shutdown_timeout
@@ -263,6 +324,10 @@ class HttpListener:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._accept_failures = _AcceptFailureReport(
+            self._name, sock, self._connection_metrics, loop.get_exception_handler()
+        )
+        loop.set_exception_handler(self._accept_failures)
         host, port = sock.getsockname()[:2]
         self.address = (str(host), int(port))
 
@@ -277,6 +342,10 @@ class HttpListener:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        report, self._accept_failures = self._accept_failures, None
+        loop = asyncio.get_running_loop()
+        if report is not None and loop.get_exception_handler() is report:  # else another one came later
+            loop.set_exception_handler(report.replaced)
 
 
 def request_metrics_middleware(registry: CollectorRegistry) -> Middleware:
