@@ -1,5 +1,6 @@
 """Serving an aiohttp application on one TCP endpoint (the server port, the OTLP/HTTP receiver), with
-the request metrics every listener keeps."""
+the request metrics every listener keeps, and bounds on its connections: how many, and how long a
+client may hold one without sending (idle, headers, body)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ READ_HEADER_TIMEOUT_SECONDS = 10.0
 # A typical export (under 1 MiB) takes well under a second; 60s lets a 20 MiB body arrive at 350 KB/s
 # while an upload trickling at 200 B/s is cut after 12 KB.
 READ_BODY_TIMEOUT_SECONDS = 60.0
-# Open connections per OTLP/HTTP listener: far more than the exporters of a large fleet keep, each one
-# costing a file descriptor and about 10 KB; the server port serves scrapers and API clients, far fewer.
-# Their sum (plus gRPC's) stays under the usual 65,536 file descriptors a service is given.
+# Open connections per OTLP/HTTP listener: far more than the exporters of a large fleet keep (each
+# holds one or a few), each costing a file descriptor; the server port serves scrapers and API clients,
+# far fewer. With gRPC's 10,000, the defaults hold at most 21,000 descriptors: the process's limit
+# (ulimit -n) must be above that, or these lower, for the limits to act before descriptors run out.
 MAX_CONNECTIONS = 10_000
 MAX_SERVER_CONNECTIONS = 1_000
 # Out of file descriptors, asyncio reports every failed accept with a traceback, up to the backlog's
