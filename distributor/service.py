@@ -11,7 +11,12 @@ import time
 from distributor.attribution.api import UsageAttributionApi
 from distributor.attribution.http import UsageAttributionHttp
 from distributor.common.clock import Clock
-from distributor.common.http_listener import HttpListener, request_metrics_middleware
+from distributor.common.http_listener import (
+    ConnectionLimits,
+    ConnectionMetrics,
+    HttpListener,
+    request_metrics_middleware,
+)
 from distributor.common.lifecycle import (
     BackgroundTaskMetrics,
     Component,
@@ -109,14 +114,28 @@ class Service:
         self.endpoints = ServerEndpoints(config, self.tracker, self.registry, self.overrides, self.reloader)
         self.user_overrides_api = UserOverridesApi(self.user_overrides, config.multitenancy_enabled)
         shutdown_timeout = config.server.graceful_shutdown_timeout
+        connection_metrics = ConnectionMetrics(self.registry)
         self.server_port = HttpListener(
+            "server",
             config.server.endpoint,
             self.endpoints.routes() + self.user_overrides_api.routes() + self.attribution_http.routes(),
             request_metrics,
             shutdown_timeout,
+            ConnectionLimits(
+                config.server.http_server_idle_timeout,
+                config.server.http_server_read_header_timeout,
+                config.server.http_server_read_body_timeout,
+                config.server.http_listen_conn_limit,
+            ),
+            connection_metrics,
         )
         self.otlp_http = OtlpHttpReceiver(
-            config.otlp_http, self.pipeline, config.multitenancy_enabled, request_metrics, shutdown_timeout
+            config.otlp_http,
+            self.pipeline,
+            config.multitenancy_enabled,
+            request_metrics,
+            connection_metrics,
+            shutdown_timeout,
         )
         receivers: list[tuple[str, Component]] = [("OTLP/HTTP receiver", self.otlp_http)]
         self.otlp_grpc: OtlpGrpcReceiver | None = None

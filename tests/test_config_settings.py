@@ -32,13 +32,30 @@ EVERY_KEY: dict[str, Any] = {
         "http_listen_address": "0.0.0.0",
         "http_listen_port": 3201,
         "graceful_shutdown_timeout": "45s",
+        "http_server_idle_timeout": "90s",
+        "http_server_read_header_timeout": "5s",
+        "http_server_read_body_timeout": "30s",
+        "http_listen_conn_limit": 50,
     },
     "distributor": {
         "receivers": {
             "otlp": {
                 "protocols": {
-                    "http": {"endpoint": "127.0.0.1:4319", "max_request_body_bytes": 1000},
-                    "grpc": {"endpoint": "[::1]:4317", "max_recv_msg_size_bytes": 2000},
+                    "http": {
+                        "endpoint": "127.0.0.1:4319",
+                        "max_request_body_bytes": 1000,
+                        "idle_timeout": "1m",
+                        "read_header_timeout": "2s",
+                        "read_body_timeout": "20s",
+                        "max_connections": 60,
+                    },
+                    "grpc": {
+                        "endpoint": "[::1]:4317",
+                        "max_recv_msg_size_bytes": 2000,
+                        "max_connection_idle": "3m",
+                        "handshake_timeout": "3s",
+                        "max_connections": 70,
+                    },
                 }
             }
         },
@@ -138,7 +155,17 @@ def test_every_written_key_shows_with_its_value(tmp_path: Path) -> None:
         "http_listen_address": "0.0.0.0",
         "http_listen_port": 3201,
         "graceful_shutdown_timeout": "45s",
+        "http_server_idle_timeout": "1m30s",
+        "http_server_read_header_timeout": "5s",
+        "http_server_read_body_timeout": "30s",
+        "http_listen_conn_limit": 50,
     }
+    http = shown["distributor"]["receivers"]["otlp"]["protocols"]["http"]
+    assert (http["idle_timeout"], http["read_header_timeout"], http["read_body_timeout"]) == (
+        "1m0s",
+        "2s",
+        "20s",
+    )
     backend, archive = shown["distributor"]["forwarders"]
     assert backend["otlpgrpc"]["tls"]["ca_file"] == str(tmp_path / "ca.pem")
     assert (backend["otlpgrpc"]["timeout"], backend["retry"]["max_elapsed_time"]) == ("0.5s", "0s")
@@ -165,6 +192,10 @@ def test_the_default_configuration_shows_the_dataclass_defaults() -> None:
             "endpoint": "127.0.0.1:4318",
             "max_request_body_bytes": 20 * 1024 * 1024,
             "max_gzip_members": 100,
+            "idle_timeout": "2m0s",
+            "read_header_timeout": "10s",
+            "read_body_timeout": "1m0s",
+            "max_connections": 10_000,
         }
     }
     assert shown["usage_attribution"]["api"] == {

@@ -104,3 +104,60 @@ async def test_grpc_series_match_the_spec_arithmetic(start_service: StartService
     rs = batch({"service.name": "auth-service"}, [span(), span()])
     assert (await running.export(request(rs).SerializeToString())).code == grpc.StatusCode.OK
     assert await running.usage() == {labels(service_name="auth-service"): rs.ByteSize()}
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS_FRAME = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+GOAWAY = 0x7
+
+
+def grpc_config(**options: float) -> OtlpGrpcConfig:
+    return replace(OtlpGrpcConfig(Endpoint("127.0.0.1", 0)), **options)
+
+
+def frame_types(data: bytes) -> list[int]:
+    """The types of the HTTP/2 frames in `data`."""
+    types, offset = [], 0
+    while offset + 9 <= len(data):
+        types.append(data[offset + 3])
+        offset += 9 + int.from_bytes(data[offset : offset + 3], "big")
+    return types
+
+
+async def test_an_idle_grpc_connection_is_sent_goaway_and_closed(start_service: StartService) -> None:
+    running = await start_service(make_config(otlp_grpc=grpc_config(max_connection_idle=0.3)))
+    host, port = running.grpc_target.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(HTTP2_PREFACE + EMPTY_SETTINGS_FRAME)
+        received = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+        assert GOAWAY in frame_types(received)
+    finally:
+        writer.close()
+
+
+async def test_a_grpc_connection_without_a_handshake_is_closed_after_the_handshake_timeout(
+    start_service: StartService,
+) -> None:
+    running = await start_service(make_config(otlp_grpc=grpc_config(handshake_timeout=0.2)))
+    host, port = running.grpc_target.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        received = await asyncio.wait_for(reader.read(), 10)  # until the server closes
+        assert GOAWAY in frame_types(received)
+    finally:
+        writer.close()
+
+
+async def test_a_grpc_connection_past_the_limit_is_closed_at_once(start_service: StartService) -> None:
+    running = await start_service(make_config(otlp_grpc=grpc_config(max_connections=1)))
+    host, port = running.grpc_target.rsplit(":", 1)
+    _, held = await asyncio.open_connection(host, int(port))
+    held.write(HTTP2_PREFACE + EMPTY_SETTINGS_FRAME)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(HTTP2_PREFACE + EMPTY_SETTINGS_FRAME)
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+        held.close()

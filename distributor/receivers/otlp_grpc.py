@@ -29,6 +29,17 @@ log = logging.getLogger(__name__)
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}  # google.rpc.Code -> grpc's
 
 
+def server_options(config: OtlpGrpcConfig) -> list[tuple[str, int]]:
+    """grpc's channel arguments for the receiver's server."""
+    return [
+        ("grpc.max_receive_message_length", config.max_recv_msg_size_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_connection_idle_ms", round(config.max_connection_idle * 1000)),
+        ("grpc.server_handshake_timeout_ms", round(config.handshake_timeout * 1000)),
+        ("grpc.max_allowed_incoming_connections", config.max_connections),
+    ]
+
+
 class OtlpGrpcReceiver:
     def __init__(self, config: OtlpGrpcConfig, pipeline: IngestPipeline, multitenancy_enabled: bool) -> None:
         self.config = config
@@ -38,12 +49,7 @@ class OtlpGrpcReceiver:
         self.address: tuple[str, int] | None = None  # (host, port) bound, once started
 
     async def start(self) -> None:
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", self.config.max_recv_msg_size_bytes),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        server = grpc.aio.server(options=server_options(self.config))
         handler = grpc.unary_unary_rpc_method_handler(self.export)  # bytes in, bytes out
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
         endpoint = self.config.endpoint

@@ -8,7 +8,14 @@ import logging
 
 from aiohttp import web
 
-from distributor.common.http_listener import HttpListener, Middleware, RequestAborted, read_body
+from distributor.common.http_listener import (
+    ConnectionLimits,
+    ConnectionMetrics,
+    HttpListener,
+    Middleware,
+    RequestAborted,
+    read_body,
+)
 from distributor.ingest.limits import retry_after_header
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
 from distributor.ingest.tenant import TenantError, resolve_tenant
@@ -44,6 +51,7 @@ class OtlpHttpReceiver:
         pipeline: IngestPipeline,
         multitenancy_enabled: bool,
         request_metrics: Middleware,
+        connection_metrics: ConnectionMetrics,
         shutdown_timeout: float,
     ) -> None:
         self.config = config
@@ -56,10 +64,18 @@ class OtlpHttpReceiver:
         # The receiver inflates gzip itself: it must count compressed ingress bytes and stop a gzip
         # bomb at max_request_body_bytes, which aiohttp's automatic inflation would not.
         self.listener = HttpListener(
+            "otlp_http",
             config.endpoint,
             [web.route("*", TRACES_PATH, self.handle_traces)],
             request_metrics,
             shutdown_timeout,
+            ConnectionLimits(
+                config.idle_timeout,
+                config.read_header_timeout,
+                config.read_body_timeout,
+                config.max_connections,
+            ),
+            connection_metrics,
             max_body_bytes=config.max_request_body_bytes,
             auto_decompress=False,
         )

@@ -5,6 +5,12 @@ from __future__ import annotations
 from distributor.common.config_fields import read_settings, setting, settings
 from distributor.common.config_reader import Section
 from distributor.common.endpoint import Endpoint, parse_endpoint
+from distributor.common.http_listener import (
+    IDLE_TIMEOUT_SECONDS,
+    MAX_SERVER_CONNECTIONS,
+    READ_BODY_TIMEOUT_SECONDS,
+    READ_HEADER_TIMEOUT_SECONDS,
+)
 
 
 @settings
@@ -12,6 +18,11 @@ class ServerConfig:
     http_listen_address: str = setting(default="127.0.0.1")
     http_listen_port: int = setting(default=3200, maximum=65535)
     graceful_shutdown_timeout: float = setting(default=30.0)  # Tempo's default
+    # Named as in Tempo's server block; the same defaults as the OTLP/HTTP receiver's, for the same reasons.
+    http_server_idle_timeout: float = setting(default=IDLE_TIMEOUT_SECONDS, positive=True)
+    http_server_read_header_timeout: float = setting(default=READ_HEADER_TIMEOUT_SECONDS, positive=True)
+    http_server_read_body_timeout: float = setting(default=READ_BODY_TIMEOUT_SECONDS, positive=True)
+    http_listen_conn_limit: int = setting(default=MAX_SERVER_CONNECTIONS, positive=True)
 
     @property
     def endpoint(self) -> Endpoint:
