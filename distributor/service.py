@@ -142,6 +142,15 @@ class Service:
                 ),
             ),
             (
+                "idle forwarding queues release",
+                PeriodicTask(
+                    "release_idle_forwarding_queues",
+                    STALE_PURGE_INTERVAL_SECONDS,
+                    self.forwarders.release_idle_tenants,
+                    task_metrics,
+                ),
+            ),
+            (
                 "full rate buckets purge",
                 PeriodicTask(
                     "forget_full_rate_buckets",

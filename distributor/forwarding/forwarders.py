@@ -44,6 +44,14 @@ class Forwarders(Mapping[str, Forwarder]):
         for forwarder in self._forwarders.values():
             await forwarder.start()
 
+    async def release_idle_tenants(self) -> int:
+        """Release the queues and workers of tenants idle past each forwarder's idle_tenant_timeout;
+        returns how many were released over all forwarders."""
+        released = 0
+        for forwarder in self._forwarders.values():
+            released += await forwarder.release_idle_tenants()
+        return released
+
     async def stop(self, deadline: float) -> None:
         """Deliver what the queues hold until `deadline`; what is left is dropped and counted by each
         forwarder. Every forwarder is stopped even when one fails to."""
