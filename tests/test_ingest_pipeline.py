@@ -200,6 +200,13 @@ def test_request_larger_than_the_burst_is_refused_with_no_time_to_wait() -> None
     assert tested.received_spans() == 0 and tested.queued() == []
 
 
+def test_ingress_bytes_of_a_request_with_spans_are_counted_also_when_it_is_refused() -> None:
+    tested = build(burst=SHOP_SIZE)
+    tested.push(SHOP)
+    tested.refusal(SHOP)
+    assert tested.counter("tempo_distributor_ingress_bytes_total", tenant=TENANT) == 2 * SHOP_SIZE
+
+
 def test_full_queue_refuses_the_request_and_gives_its_rate_tokens_back() -> None:
     tested = build(burst=SHOP_SIZE)  # room for exactly one request
     tested.forwarders["primary"].room = False
@@ -226,11 +233,17 @@ def test_tenant_without_forwarders_is_accounted_and_counted_as_no_forwarder() ->
     assert tested.discarded_usage() == {}, "measured only: its bytes were received, not discarded"
 
 
-def test_request_without_spans_counts_only_its_ingress_bytes() -> None:
+def test_request_without_spans_makes_no_series_not_even_of_ingress_bytes() -> None:
     tested = build(burst=SHOP_SIZE)
     empty = request(batch({"service.name": "idle"}), batch({"service.name": "shop"}, []))
     tested.push(empty)
-    assert tested.counter("tempo_distributor_ingress_bytes_total", tenant=TENANT) == empty.ByteSize()
+    tenant_samples = [
+        sample
+        for metric in tested.registry.collect()
+        for sample in metric.samples
+        if "tenant" in sample.labels
+    ]
+    assert tenant_samples == []
     assert tested.received_spans() == 0
     assert tested.counter("tempo_distributor_bytes_received_total", tenant=TENANT) == 0
     assert usage(tested.tracker) == {} and tested.queued() == []

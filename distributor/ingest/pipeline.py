@@ -95,10 +95,13 @@ class IngestPipeline:
         """Account and queue one validated request, or raise PushRefused having changed nothing but
         the discard counters. Nothing here awaits, so the room checked in the queues is still there
         when the request is queued."""
+        if not traces.span_count:
+            # Nothing to limit, count or forward (Tempo answers these with success too). Not even its
+            # ingress bytes: a request with spans makes the tenant's series anyway (received or
+            # discarded), one without would make a series of its own for any tenant id sent.
+            return
         metrics = self.metrics
         metrics.ingress_bytes.labels(tenant).inc(ingress_bytes)
-        if not traces.span_count:
-            return  # nothing to limit, count or forward (Tempo answers these with success too)
         limits = self.overrides.for_tenant(tenant)
         size = len(traces.protobuf)
         decision = self.rate_limiter.take(tenant, size, limits.rate_limit_bytes, limits.burst_size_bytes)
