@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from distributor.common.discards import DiscardReason
 from distributor.forwarding.forwarder import ForwardItem
+from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.pipeline import Discards, IngestPipeline, PushRefused, Refusal
@@ -135,6 +136,7 @@ def build(
         Discards(metrics, tracker),
         IngestionRateLimiter(clock),
         fakes,
+        TenantActivity(clock, idle_after=900.0),
         ledger,
     )
     return Pipeline(pipeline, tracker, registry, clock, fakes)

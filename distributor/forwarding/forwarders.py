@@ -44,6 +44,10 @@ class Forwarders(Mapping[str, Forwarder]):
         for forwarder in self._forwarders.values():
             await forwarder.start()
 
+    def hold_requests_of(self, tenant: str) -> bool:
+        """Whether any forwarder still has requests of the tenant waiting or being sent."""
+        return any(forwarder.queued_bytes(tenant) for forwarder in self._forwarders.values())
+
     async def release_idle_tenants(self) -> int:
         """Release the queues and workers of tenants idle past each forwarder's idle_tenant_timeout;
         returns how many were released over all forwarders."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter
+
+from distributor.common.tenant_series import remove_tenants
 
 
 class IngestMetrics:
@@ -37,3 +41,14 @@ class IngestMetrics:
             ["tenant", "scope"],
             registry=registry,
         )
+
+    def release_tenants(self, tenants: Sequence[str]) -> None:
+        """Drop the series of tenants gone idle."""
+        for counter in (
+            self.spans_received,
+            self.bytes_received,
+            self.ingress_bytes,
+            self.discarded_spans,
+            self.attributes_truncated,
+        ):
+            remove_tenants(counter, tenants)

@@ -17,6 +17,7 @@ from distributor.common.discards import DiscardReason
 from distributor.common.errors import DistributorError
 from distributor.common.usage import Usage
 from distributor.forwarding.forwarder import ForwardItem
+from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.traces import ReceivedTraces
@@ -81,6 +82,7 @@ class IngestPipeline:
         discards: Discards,
         rate_limiter: IngestionRateLimiter,
         forwarders: Mapping[str, ForwardQueue],
+        activity: TenantActivity,
         ledger: UsageLedger | None = None,
     ) -> None:
         self.overrides = overrides
@@ -89,6 +91,7 @@ class IngestPipeline:
         self.discards = discards
         self.rate_limiter = rate_limiter
         self.forwarders = forwarders
+        self.activity = activity
         self.ledger = ledger
 
     def push(self, tenant: str, traces: ReceivedTraces, ingress_bytes: int) -> None:
@@ -100,6 +103,7 @@ class IngestPipeline:
             # ingress bytes: a request with spans makes the tenant's series anyway (received or
             # discarded), one without would make a series of its own for any tenant id sent.
             return
+        self.activity.seen(tenant)
         metrics = self.metrics
         metrics.ingress_bytes.labels(tenant).inc(ingress_bytes)
         limits = self.overrides.for_tenant(tenant)
