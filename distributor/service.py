@@ -110,6 +110,7 @@ class Service:
             self.rate_limiter,
             self.forwarders,
             self.tenant_activity,
+            config.max_active_tenants,
             self.ledger,
         )
         self.endpoints = ServerEndpoints(config, self.tracker, self.registry, self.overrides, self.reloader)

@@ -113,7 +113,10 @@ class Pipeline:
 
 
 def build(
-    burst: int = 10 * SHOP_SIZE, forwarders: tuple[str, ...] = ("primary",), ledger: UsageLedger | None = None
+    burst: int = 10 * SHOP_SIZE,
+    forwarders: tuple[str, ...] = ("primary",),
+    ledger: UsageLedger | None = None,
+    max_active_tenants: int = 10_000,
 ) -> Pipeline:
     clock = ManualClock()
     registry = CollectorRegistry()
@@ -137,6 +140,7 @@ def build(
         IngestionRateLimiter(clock),
         fakes,
         TenantActivity(clock, idle_after=900.0),
+        max_active_tenants,
         ledger,
     )
     return Pipeline(pipeline, tracker, registry, clock, fakes)
@@ -251,3 +255,29 @@ def test_request_without_spans_makes_no_series_not_even_of_ingress_bytes() -> No
     assert usage(tested.tracker) == {} and tested.queued() == []
     tested.push(SHOP)  # the whole burst is still there: the empty request took no tokens
     assert tested.received_spans() == 3
+
+
+def test_a_new_tenant_past_max_active_tenants_is_refused_before_anything_is_counted_for_it() -> None:
+    tested = build(max_active_tenants=2)
+    tested.push(SHOP, tenant="first")
+    tested.push(SHOP, tenant="second")
+    refused = tested.refusal(SHOP, tenant="third")
+    assert refused.reason is Refusal.TOO_MANY_ACTIVE_TENANTS
+    assert "too many active tenants" in str(refused)
+    assert tested.counter("tempo_distributor_refused_requests_total", reason="too_many_active_tenants") == 1
+    third = [
+        sample for metric in tested.registry.collect() for sample in metric.samples
+        if sample.labels.get("tenant") == "third"
+    ]  # fmt: skip
+    assert third == []
+    tested.push(SHOP, tenant="first")  # a tenant already active is never refused for it
+    assert tested.received_spans("first") == 6
+
+
+def test_a_new_tenant_is_accepted_once_an_active_one_is_released_as_idle() -> None:
+    tested = build(max_active_tenants=1)
+    tested.push(SHOP, tenant="first")
+    tested.clock.advance(900.0)
+    tested.pipeline.activity.release_idle()
+    tested.push(SHOP, tenant="second")
+    assert tested.received_spans("second") == 3

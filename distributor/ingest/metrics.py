@@ -35,6 +35,12 @@ class IngestMetrics:
             ["tenant", "reason"],
             registry=registry,
         )
+        self.refused_requests = Counter(
+            "tempo_distributor_refused_requests_total",
+            "Requests refused before anything of them was counted per tenant, by reason",
+            ["reason"],
+            registry=registry,
+        )
         self.attributes_truncated = Counter(
             "tempo_distributor_attributes_truncated_total",
             "The total number of attribute keys or values truncated per tenant and scope",

@@ -26,11 +26,15 @@ from distributor.ledger.ledger import UsageLedger
 from distributor.overrides import OverridesProvider, TenantLimits
 from distributor.usage.tracker import Attribution, UsageTracker
 
+# Idle tenants are released once a minute: a refused new tenant may find room after that.
+TENANT_ROOM_RETRY_SECONDS = 60.0
+
 
 class Refusal(Enum):
     RATE_LIMITED = "rate_limited"  # the tenant's rate; it may pass after `retry_after`
     LARGER_THAN_BURST = "larger_than_burst"  # larger than the tenant's burst: no wait lets it pass
     QUEUE_FULL = "queue_full"  # a forwarder of the tenant has no room
+    TOO_MANY_ACTIVE_TENANTS = "too_many_active_tenants"  # a new tenant while max_active_tenants are
 
 
 class PushRefused(DistributorError):
@@ -83,6 +87,7 @@ class IngestPipeline:
         rate_limiter: IngestionRateLimiter,
         forwarders: Mapping[str, ForwardQueue],
         activity: TenantActivity,
+        max_active_tenants: int,
         ledger: UsageLedger | None = None,
     ) -> None:
         self.overrides = overrides
@@ -92,6 +97,7 @@ class IngestPipeline:
         self.rate_limiter = rate_limiter
         self.forwarders = forwarders
         self.activity = activity
+        self.max_active_tenants = max_active_tenants
         self.ledger = ledger
 
     def push(self, tenant: str, traces: ReceivedTraces, ingress_bytes: int) -> None:
@@ -103,7 +109,17 @@ class IngestPipeline:
             # ingress bytes: a request with spans makes the tenant's series anyway (received or
             # discarded), one without would make a series of its own for any tenant id sent.
             return
-        self.activity.seen(tenant)
+        activity = self.activity
+        if len(activity) >= self.max_active_tenants and tenant not in activity:
+            # Refused before any per-tenant series exists: a flood of tenant ids costs one counter.
+            self.metrics.refused_requests.labels(Refusal.TOO_MANY_ACTIVE_TENANTS.value).inc()
+            raise PushRefused(
+                Refusal.TOO_MANY_ACTIVE_TENANTS,
+                f"too many active tenants: {self.max_active_tenants} tenants sent spans recently, a new "
+                "tenant is accepted once one of them has been idle long enough; retry later",
+                retry_after=TENANT_ROOM_RETRY_SECONDS,
+            )
+        activity.seen(tenant)
         metrics = self.metrics
         metrics.ingress_bytes.labels(tenant).inc(ingress_bytes)
         limits = self.overrides.for_tenant(tenant)
