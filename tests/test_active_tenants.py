@@ -3,8 +3,15 @@ anything is counted for it, on both transports, and finds room once an active te
 
 from __future__ import annotations
 
-import grpc
+from pathlib import Path
+from typing import Any
 
+import grpc
+import pytest
+
+from distributor.common.config_reader import ConfigError
+from distributor.config import config_as_data, load_config
+from tests.support.config_files import write_config_files
 from tests.support.metrics import sample_value
 from tests.support.otlp import batch, request, span
 from tests.support.service import StartService, make_config
@@ -46,3 +53,19 @@ async def test_a_refused_tenant_is_accepted_once_an_active_tenant_has_been_idle_
     assert (await running.post(BODY, tenant="second")).status == 200
     samples = await running.samples()
     assert sample_value(samples, "tempo_distributor_spans_received_total", tenant="second") == 1
+
+
+@pytest.mark.parametrize(("written", "expected"), [(None, 10_000), (3, 3)], ids=["default", "set"])
+def test_max_active_tenants_is_read_from_the_distributor_section(
+    tmp_path: Path, written: int | None, expected: int
+) -> None:
+    distributor: dict[str, Any] = {} if written is None else {"max_active_tenants": written}
+    config = load_config(write_config_files(tmp_path, {"distributor": distributor}))
+    assert config.max_active_tenants == expected
+    assert config_as_data(config)["distributor"]["max_active_tenants"] == expected
+
+
+def test_max_active_tenants_of_zero_is_refused_naming_the_key(tmp_path: Path) -> None:
+    path = write_config_files(tmp_path, {"distributor": {"max_active_tenants": 0}})
+    with pytest.raises(ConfigError, match="max_active_tenants"):
+        load_config(path)
