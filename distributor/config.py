@@ -26,7 +26,9 @@ from distributor.server.config import ServerConfig, parse_server
 from distributor.usage.config import CostAttributionConfig, UsageConfig, parse_usage, usage_as_data
 
 TOP_KEYS = ("multitenancy_enabled", "server", "distributor", "overrides", "usage_attribution")
-DISTRIBUTOR_KEYS = ("receivers", "usage", "forwarders")
+DISTRIBUTOR_KEYS = ("receivers", "usage", "forwarders", "max_active_tenants")
+# Tenants that sent spans within the usage tracker's stale_duration; a new one past it is refused.
+DEFAULT_MAX_ACTIVE_TENANTS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class Config:
     otlp_http: OtlpHttpConfig = field(default_factory=OtlpHttpConfig)
     otlp_grpc: OtlpGrpcConfig | None = None  # enabled when listed, or when no protocols are listed
     forwarders: tuple[ForwarderConfig, ...] = ()
+    max_active_tenants: int = DEFAULT_MAX_ACTIVE_TENANTS
     cost_attribution: CostAttributionConfig = field(default_factory=CostAttributionConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
     usage_attribution: UsageAttributionConfig = field(default_factory=UsageAttributionConfig)
@@ -63,6 +66,7 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
         otlp_http=otlp_http,
         otlp_grpc=otlp_grpc,
         forwarders=forwarders,
+        max_active_tenants=distributor.positive_integer("max_active_tenants", DEFAULT_MAX_ACTIVE_TENANTS),
         cost_attribution=cost_attribution,
         overrides=overrides,
         usage_attribution=parse_usage_attribution(
@@ -82,6 +86,7 @@ def config_as_data(config: Config) -> dict[str, Any]:
             "receivers": receivers_as_data(config.otlp_http, config.otlp_grpc),
             "forwarders": [forwarder_as_data(forwarder) for forwarder in config.forwarders],
             "usage": usage_as_data(config.cost_attribution),
+            "max_active_tenants": config.max_active_tenants,
         },
         "overrides": render_settings(config.overrides),
         "usage_attribution": render_settings(config.usage_attribution),

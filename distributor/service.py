@@ -28,6 +28,7 @@ from distributor.common.lifecycle import (
 from distributor.config import Config
 from distributor.forwarding.forwarders import Forwarders
 from distributor.forwarding.metrics import ForwarderMetrics
+from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.pipeline import Discards, IngestPipeline
@@ -83,9 +84,13 @@ class Service:
         task_metrics = BackgroundTaskMetrics(self.registry)
         ingest_metrics = IngestMetrics(self.registry)
         discards = Discards(ingest_metrics, self.tracker)
-        self.forwarders = Forwarders(
-            config.forwarders, ForwarderMetrics(self.registry), discards.forward_dropped
-        )
+        forwarder_metrics = ForwarderMetrics(self.registry)
+        self.forwarders = Forwarders(config.forwarders, forwarder_metrics, discards.forward_dropped)
+        # A tenant's process metric series are released when idle as long as its usage series are.
+        self.tenant_activity = TenantActivity(clock, config.cost_attribution.stale_duration)
+        self.tenant_activity.busy_while(self.forwarders.hold_requests_of)
+        self.tenant_activity.on_release(ingest_metrics.release_tenants)
+        self.tenant_activity.on_release(forwarder_metrics.release_tenants)
         self.rate_limiter = IngestionRateLimiter(clock)
         self.ledger: UsageLedger | None = None
         attribution_api: UsageAttributionApi | None = None
@@ -109,6 +114,8 @@ class Service:
             discards,
             self.rate_limiter,
             self.forwarders,
+            self.tenant_activity,
+            config.max_active_tenants,
             self.ledger,
         )
         self.endpoints = ServerEndpoints(config, self.tracker, self.registry, self.overrides, self.reloader)
@@ -158,6 +165,24 @@ class Service:
                 "stale series purge",
                 PeriodicTask(
                     "purge_stale_series", STALE_PURGE_INTERVAL_SECONDS, self.tracker.purge_stale, task_metrics
+                ),
+            ),
+            (
+                "idle forwarding queues release",
+                PeriodicTask(
+                    "release_idle_forwarding_queues",
+                    STALE_PURGE_INTERVAL_SECONDS,
+                    self.forwarders.release_idle_tenants,
+                    task_metrics,
+                ),
+            ),
+            (
+                "idle tenants' series release",
+                PeriodicTask(
+                    "release_idle_tenant_series",
+                    STALE_PURGE_INTERVAL_SECONDS,
+                    self.tenant_activity.release_idle,
+                    task_metrics,
                 ),
             ),
             (

@@ -346,6 +346,7 @@ def test_a_forwarder_allows_its_own_keys_and_one_section_per_backend() -> None:
         "queue_size_bytes",
         "total_queue_size_bytes",
         "workers",
+        "idle_tenant_timeout",
         "retry",
     )
     assert setting_keys(ForwarderConfig, within=CLIENT) == (

@@ -313,6 +313,55 @@ async def test_no_tenant_has_room_past_the_queued_bytes_of_all_tenants() -> None
 BACKOFF = RetryConfig(initial_interval=1.0, max_interval=5.0)
 
 
+async def test_an_idle_tenant_queue_and_its_workers_are_released_after_the_idle_timeout() -> None:
+    harness = Harness(ScriptedClient(), idle_tenant_timeout=300.0, workers=2)
+    harness.send("acme")
+    await harness.settled()
+    workers = list(asyncio.all_tasks())
+    harness.clock.advance(299.0)
+    assert await harness.forwarder.release_idle_tenants() == 0
+    assert dict(harness.forwarder.queue_lengths()) == {"acme": 0}
+    harness.clock.advance(1.0)
+    assert await harness.forwarder.release_idle_tenants() == 1
+    assert dict(harness.forwarder.queue_lengths()) == {}
+    assert len(workers) - len(asyncio.all_tasks()) == 2
+    length = harness.registry.get_sample_value(
+        "tempo_distributor_forwarder_queue_length", {"forwarder": "backend", "tenant": "acme"}
+    )
+    assert length is None
+    await harness.stop_now()
+
+
+async def test_a_tenant_with_a_request_being_sent_is_not_released_however_long_it_takes() -> None:
+    release = asyncio.Event()
+    harness = Harness(ScriptedClient(release=release), idle_tenant_timeout=300.0, workers=1)
+    harness.send("acme")
+    await harness.in_the_workers_hands("acme")
+    harness.clock.advance(3600.0)
+    assert await harness.forwarder.release_idle_tenants() == 0
+    release.set()
+    await harness.settled()
+    assert await harness.forwarder.release_idle_tenants() == 0  # idle from the delivery on
+    harness.clock.advance(300.0)
+    assert await harness.forwarder.release_idle_tenants() == 1
+    await harness.stop_now()
+
+
+async def test_a_released_tenant_coming_back_gets_a_new_queue_and_is_delivered() -> None:
+    harness = Harness(ScriptedClient(), idle_tenant_timeout=300.0)
+    harness.send("acme", b"first")
+    await harness.settled()
+    harness.clock.advance(300.0)
+    assert await harness.forwarder.release_idle_tenants() == 1
+    harness.send("acme", b"second")
+    await harness.settled()
+    assert harness.client.exports == [("acme", b"first"), ("acme", b"second")]
+    assert harness.sample("sent_requests_total", forwarder="backend", tenant="acme") == 2
+    assert dict(harness.forwarder.queue_lengths()) == {"acme": 0}
+    await harness.stop_now()
+    assert harness.dropped == []
+
+
 @pytest.mark.parametrize(
     ("attempt", "uniform", "expected"),
     [

@@ -23,7 +23,7 @@ from distributor.config import Config
 from distributor.forwarding.config import ForwarderConfig, RetryConfig
 from distributor.server.config import ServerConfig
 from tests.support.backends import Answer, RecordingBackend, forwarder_to
-from tests.support.metrics import Labels, labels, total, with_reason
+from tests.support.metrics import Labels, Samples, labels, sample_value, total, with_reason
 from tests.support.otlp import attributes, batch, otlp_json, request, span, span_count
 from tests.support.polling import eventually
 from tests.support.senders import JSON
@@ -554,3 +554,64 @@ async def test_without_an_attribute_limit_the_body_is_forwarded_byte_identical(
     assert list(backend.bodies()) == [body]
     samples = await running.samples()
     assert total(samples, TRUNCATED) == 0
+
+
+def tenant_metrics(samples: Samples, tenant: str) -> set[str]:
+    """The names of the /metrics samples labelled with this tenant (usage series aside)."""
+    return {
+        name
+        for name, keys in samples
+        if ("tenant", tenant) in keys and not name.startswith("tempo_usage_tracker_")
+    }
+
+
+async def test_an_idle_tenants_metric_series_are_released_while_an_active_tenants_stay(
+    start_backend: StartBackend, start_service: StartService
+) -> None:
+    backend = await start_backend()
+    config = config_for(forwarder_to(backend, "http"), multitenancy=True, max_attribute_bytes=4)
+    running = await start_service(config)
+    body = request(batch({"service.name": "authentication"}, [span()])).SerializeToString()
+    for tenant in ("gone", "staying"):
+        assert (await running.post(body, tenant=tenant)).status == 200
+    await eventually(lambda: idle(running))
+    every_series = {
+        "tempo_distributor_spans_received_total",
+        "tempo_distributor_bytes_received_total",
+        "tempo_distributor_ingress_bytes_total",
+        "tempo_distributor_attributes_truncated_total",
+        SENT_REQUESTS,
+        "tempo_distributor_forwarder_sent_spans_total",
+        "tempo_distributor_forwarder_sent_bytes_total",
+        "tempo_distributor_forwarder_queue_length",
+    }
+    assert every_series <= tenant_metrics(await running.samples(), "gone")
+
+    running.clock.advance(14 * 60)
+    assert (await running.post(body, tenant="staying")).status == 200
+    await eventually(lambda: idle(running))
+    running.clock.advance(60)
+    assert running.service.tenant_activity.release_idle() == 1  # what the once-a-minute task runs
+
+    samples = await running.samples()
+    assert tenant_metrics(samples, "gone") <= {"tempo_distributor_forwarder_queue_length"}
+    assert every_series <= tenant_metrics(samples, "staying")
+    assert sample_value(samples, SENT_REQUESTS, forwarder="backend", tenant="staying") == 2
+    assert (await running.post(body, tenant="gone")).status == 200
+    await eventually(lambda: idle(running))
+    samples = await running.samples()
+    assert sample_value(samples, SENT_REQUESTS, forwarder="backend", tenant="gone") == 1  # a reset
+
+
+async def test_a_tenant_whose_requests_a_forwarder_still_holds_is_not_released(
+    start_backend: StartBackend, start_service: StartService
+) -> None:
+    backend = await start_backend(always=Answer())
+    retry = RetryConfig(initial_interval=0.01, max_interval=0.02, max_elapsed_time=0)
+    running = await start_service(config_for(forwarder_to(backend, "http", retry=retry)))
+    body = request(batch({"service.name": "auth"}, [span()])).SerializeToString()
+    assert (await running.post(body)).status == 200
+    running.clock.advance(3600)
+    assert running.service.tenant_activity.release_idle() == 0
+    samples = await running.samples()
+    assert sample_value(samples, "tempo_distributor_spans_received_total", tenant=TENANT) == 1

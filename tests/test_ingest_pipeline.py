@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from distributor.common.discards import DiscardReason
 from distributor.forwarding.forwarder import ForwardItem
+from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.pipeline import Discards, IngestPipeline, PushRefused, Refusal
@@ -112,7 +113,10 @@ class Pipeline:
 
 
 def build(
-    burst: int = 10 * SHOP_SIZE, forwarders: tuple[str, ...] = ("primary",), ledger: UsageLedger | None = None
+    burst: int = 10 * SHOP_SIZE,
+    forwarders: tuple[str, ...] = ("primary",),
+    ledger: UsageLedger | None = None,
+    max_active_tenants: int = 10_000,
 ) -> Pipeline:
     clock = ManualClock()
     registry = CollectorRegistry()
@@ -135,6 +139,8 @@ def build(
         Discards(metrics, tracker),
         IngestionRateLimiter(clock),
         fakes,
+        TenantActivity(clock, idle_after=900.0),
+        max_active_tenants,
         ledger,
     )
     return Pipeline(pipeline, tracker, registry, clock, fakes)
@@ -200,6 +206,13 @@ def test_request_larger_than_the_burst_is_refused_with_no_time_to_wait() -> None
     assert tested.received_spans() == 0 and tested.queued() == []
 
 
+def test_ingress_bytes_of_a_request_with_spans_are_counted_also_when_it_is_refused() -> None:
+    tested = build(burst=SHOP_SIZE)
+    tested.push(SHOP)
+    tested.refusal(SHOP)
+    assert tested.counter("tempo_distributor_ingress_bytes_total", tenant=TENANT) == 2 * SHOP_SIZE
+
+
 def test_full_queue_refuses_the_request_and_gives_its_rate_tokens_back() -> None:
     tested = build(burst=SHOP_SIZE)  # room for exactly one request
     tested.forwarders["primary"].room = False
@@ -226,13 +239,45 @@ def test_tenant_without_forwarders_is_accounted_and_counted_as_no_forwarder() ->
     assert tested.discarded_usage() == {}, "measured only: its bytes were received, not discarded"
 
 
-def test_request_without_spans_counts_only_its_ingress_bytes() -> None:
+def test_request_without_spans_makes_no_series_not_even_of_ingress_bytes() -> None:
     tested = build(burst=SHOP_SIZE)
     empty = request(batch({"service.name": "idle"}), batch({"service.name": "shop"}, []))
     tested.push(empty)
-    assert tested.counter("tempo_distributor_ingress_bytes_total", tenant=TENANT) == empty.ByteSize()
+    tenant_samples = [
+        sample
+        for metric in tested.registry.collect()
+        for sample in metric.samples
+        if "tenant" in sample.labels
+    ]
+    assert tenant_samples == []
     assert tested.received_spans() == 0
     assert tested.counter("tempo_distributor_bytes_received_total", tenant=TENANT) == 0
     assert usage(tested.tracker) == {} and tested.queued() == []
     tested.push(SHOP)  # the whole burst is still there: the empty request took no tokens
     assert tested.received_spans() == 3
+
+
+def test_a_new_tenant_past_max_active_tenants_is_refused_before_anything_is_counted_for_it() -> None:
+    tested = build(max_active_tenants=2)
+    tested.push(SHOP, tenant="first")
+    tested.push(SHOP, tenant="second")
+    refused = tested.refusal(SHOP, tenant="third")
+    assert refused.reason is Refusal.TOO_MANY_ACTIVE_TENANTS
+    assert "too many active tenants" in str(refused)
+    assert tested.counter("tempo_distributor_refused_requests_total", reason="too_many_active_tenants") == 1
+    third = [
+        sample for metric in tested.registry.collect() for sample in metric.samples
+        if sample.labels.get("tenant") == "third"
+    ]  # fmt: skip
+    assert third == []
+    tested.push(SHOP, tenant="first")  # a tenant already active is never refused for it
+    assert tested.received_spans("first") == 6
+
+
+def test_a_new_tenant_is_accepted_once_an_active_one_is_released_as_idle() -> None:
+    tested = build(max_active_tenants=1)
+    tested.push(SHOP, tenant="first")
+    tested.clock.advance(900.0)
+    tested.pipeline.activity.release_idle()
+    tested.push(SHOP, tenant="second")
+    assert tested.received_spans("second") == 3

@@ -87,6 +87,9 @@ class ForwarderConfig:
     queue_size_bytes: int = setting(default=64 * MIB, positive=True)
     total_queue_size_bytes: int = setting(default=256 * MIB, positive=True)
     workers: int = setting(default=4, positive=True)  # concurrent sends, per tenant
+    # A tenant's queue and workers are released once it has had nothing queued or being sent for
+    # this long; its next request makes them anew.
+    idle_tenant_timeout: float = setting(default=300.0, positive=True)
     retry: RetryConfig = setting(default_factory=RetryConfig)
 
 

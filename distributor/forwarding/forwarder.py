@@ -1,6 +1,10 @@
 """One configured forwarder: a bounded queue and a set of workers per tenant, like Tempo's forwarder
 queues, so one tenant's backlog (a slow or failing backend for its traffic) never blocks another's.
 
+A tenant's queue and workers exist only while it has traffic: they are made by its first request and
+released once it has had nothing queued or being sent for `idle_tenant_timeout`, so tenants that come
+and go cost nothing once gone.
+
 Nothing is lost silently. A request is only accepted when every forwarder of its tenant has room
 (checked by the pipeline before anything is accounted): room in requests waiting for the tenant, and in
 payload bytes waiting or being sent, for the tenant and over all tenants, so that a hanging backend
@@ -46,10 +50,14 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class _TenantQueue:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, now: float) -> None:
         self.queue: asyncio.Queue[ForwardItem] = asyncio.Queue(maxsize=size)
         self.workers: list[asyncio.Task[None]] = []
         self.queued_bytes = 0  # payloads waiting or in the workers' hands
+        self.last_active = now  # when a request was last queued or left the workers' hands
+
+    def idle_since(self, instant: float) -> bool:
+        return self.queued_bytes == 0 and self.queue.empty() and self.last_active <= instant
 
 
 class Forwarder:
@@ -92,12 +100,13 @@ class Forwarder:
         """Queue for delivery; the caller checked `has_room` (nothing awaits in between)."""
         tenant_queue = self._tenants.get(item.tenant)
         if tenant_queue is None:
-            tenant_queue = self._tenants[item.tenant] = _TenantQueue(self.config.queue_size)
+            tenant_queue = self._tenants[item.tenant] = _TenantQueue(self.config.queue_size, self._clock())
             tenant_queue.workers = [
                 asyncio.create_task(self._work(tenant_queue), name=f"forwarder-{self.name}-{item.tenant}")
                 for _ in range(self.config.workers)
             ]
         tenant_queue.queue.put_nowait(item)
+        tenant_queue.last_active = self._clock()
         tenant_queue.queued_bytes += len(item.payload)
         self._queued_bytes += len(item.payload)
 
@@ -131,6 +140,22 @@ class Forwarder:
     def _release(self, tenant_queue: _TenantQueue, item: ForwardItem) -> None:
         tenant_queue.queued_bytes -= len(item.payload)
         self._queued_bytes -= len(item.payload)
+        tenant_queue.last_active = self._clock()
+
+    async def release_idle_tenants(self) -> int:
+        """Release the queue and workers of every tenant that has had nothing queued or being sent
+        for `idle_tenant_timeout`; returns how many were released."""
+        idle_since = self._clock() - self.config.idle_tenant_timeout
+        idle = [tenant for tenant, queue in self._tenants.items() if queue.idle_since(idle_since)]
+        workers: list[asyncio.Task[None]] = []
+        for tenant in idle:
+            workers += self._tenants.pop(tenant).workers
+        for worker in workers:
+            worker.cancel()  # each waits for its queue's next item: nothing is cut off
+        for worker in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        return len(idle)
 
     async def _deliver(self, item: ForwardItem) -> None:
         retry = self.config.retry

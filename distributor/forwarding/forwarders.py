@@ -44,6 +44,18 @@ class Forwarders(Mapping[str, Forwarder]):
         for forwarder in self._forwarders.values():
             await forwarder.start()
 
+    def hold_requests_of(self, tenant: str) -> bool:
+        """Whether any forwarder still has requests of the tenant waiting or being sent."""
+        return any(forwarder.queued_bytes(tenant) for forwarder in self._forwarders.values())
+
+    async def release_idle_tenants(self) -> int:
+        """Release the queues and workers of tenants idle past each forwarder's idle_tenant_timeout;
+        returns how many were released over all forwarders."""
+        released = 0
+        for forwarder in self._forwarders.values():
+            released += await forwarder.release_idle_tenants()
+        return released
+
     async def stop(self, deadline: float) -> None:
         """Deliver what the queues hold until `deadline`; what is left is dropped and counted by each
         forwarder. Every forwarder is stopped even when one fails to."""

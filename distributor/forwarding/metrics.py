@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from distributor.common.tenant_series import remove_tenants
 
 # (tenant, requests waiting) for every tenant with a queue
 QueueLengths = Callable[[], Iterable[tuple[str, int]]]
@@ -49,6 +51,18 @@ class ForwarderMetrics:
         )
         self._queues: list[tuple[str, int, QueueLengths, QueuedBytes]] = []
         registry.register(_QueueCollector(self._queues))
+
+    def release_tenants(self, tenants: Sequence[str]) -> None:
+        """Drop the series of tenants gone idle (the queue gauges follow the queues themselves)."""
+        for counter in (
+            self.sent_requests,
+            self.sent_spans,
+            self.sent_bytes,
+            self.dropped_requests,
+            self.dropped_spans,
+            self.rejected_spans,
+        ):
+            remove_tenants(counter, tenants)
 
     def watch_queues(
         self, forwarder: str, capacity: int, lengths: QueueLengths, queued_bytes: QueuedBytes

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter
+
+from distributor.common.tenant_series import remove_tenants
 
 
 class IngestMetrics:
@@ -31,9 +35,26 @@ class IngestMetrics:
             ["tenant", "reason"],
             registry=registry,
         )
+        self.refused_requests = Counter(
+            "tempo_distributor_refused_requests_total",
+            "Requests refused before anything of them was counted per tenant, by reason",
+            ["reason"],
+            registry=registry,
+        )
         self.attributes_truncated = Counter(
             "tempo_distributor_attributes_truncated_total",
             "The total number of attribute keys or values truncated per tenant and scope",
             ["tenant", "scope"],
             registry=registry,
         )
+
+    def release_tenants(self, tenants: Sequence[str]) -> None:
+        """Drop the series of tenants gone idle."""
+        for counter in (
+            self.spans_received,
+            self.bytes_received,
+            self.ingress_bytes,
+            self.discarded_spans,
+            self.attributes_truncated,
+        ):
+            remove_tenants(counter, tenants)

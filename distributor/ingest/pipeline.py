@@ -17,6 +17,7 @@ from distributor.common.discards import DiscardReason
 from distributor.common.errors import DistributorError
 from distributor.common.usage import Usage
 from distributor.forwarding.forwarder import ForwardItem
+from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.traces import ReceivedTraces
@@ -25,11 +26,15 @@ from distributor.ledger.ledger import UsageLedger
 from distributor.overrides import OverridesProvider, TenantLimits
 from distributor.usage.tracker import Attribution, UsageTracker
 
+# Idle tenants are released once a minute: a refused new tenant may find room after that.
+TENANT_ROOM_RETRY_SECONDS = 60.0
+
 
 class Refusal(Enum):
     RATE_LIMITED = "rate_limited"  # the tenant's rate; it may pass after `retry_after`
     LARGER_THAN_BURST = "larger_than_burst"  # larger than the tenant's burst: no wait lets it pass
     QUEUE_FULL = "queue_full"  # a forwarder of the tenant has no room
+    TOO_MANY_ACTIVE_TENANTS = "too_many_active_tenants"  # a new tenant while max_active_tenants are
 
 
 class PushRefused(DistributorError):
@@ -81,6 +86,8 @@ class IngestPipeline:
         discards: Discards,
         rate_limiter: IngestionRateLimiter,
         forwarders: Mapping[str, ForwardQueue],
+        activity: TenantActivity,
+        max_active_tenants: int,
         ledger: UsageLedger | None = None,
     ) -> None:
         self.overrides = overrides
@@ -89,16 +96,32 @@ class IngestPipeline:
         self.discards = discards
         self.rate_limiter = rate_limiter
         self.forwarders = forwarders
+        self.activity = activity
+        self.max_active_tenants = max_active_tenants
         self.ledger = ledger
 
     def push(self, tenant: str, traces: ReceivedTraces, ingress_bytes: int) -> None:
         """Account and queue one validated request, or raise PushRefused having changed nothing but
         the discard counters. Nothing here awaits, so the room checked in the queues is still there
         when the request is queued."""
+        if not traces.span_count:
+            # Nothing to limit, count or forward (Tempo answers these with success too). Not even its
+            # ingress bytes: a request with spans makes the tenant's series anyway (received or
+            # discarded), one without would make a series of its own for any tenant id sent.
+            return
+        activity = self.activity
+        if len(activity) >= self.max_active_tenants and tenant not in activity:
+            # Refused before any per-tenant series exists: a flood of tenant ids costs one counter.
+            self.metrics.refused_requests.labels(Refusal.TOO_MANY_ACTIVE_TENANTS.value).inc()
+            raise PushRefused(
+                Refusal.TOO_MANY_ACTIVE_TENANTS,
+                f"too many active tenants: {self.max_active_tenants} tenants sent spans recently, a new "
+                "tenant is accepted once one of them has been idle long enough; retry later",
+                retry_after=TENANT_ROOM_RETRY_SECONDS,
+            )
+        activity.seen(tenant)
         metrics = self.metrics
         metrics.ingress_bytes.labels(tenant).inc(ingress_bytes)
-        if not traces.span_count:
-            return  # nothing to limit, count or forward (Tempo answers these with success too)
         limits = self.overrides.for_tenant(tenant)
         size = len(traces.protobuf)
         decision = self.rate_limiter.take(tenant, size, limits.rate_limit_bytes, limits.burst_size_bytes)

@@ -191,6 +191,7 @@ _REFUSAL_ANSWERS = {
     # No retry can help: 413 and no RetryInfo tell exporters so.
     Refusal.LARGER_THAN_BURST: ErrorAnswer(413, RESOURCE_EXHAUSTED),
     Refusal.QUEUE_FULL: ErrorAnswer(503, UNAVAILABLE),
+    Refusal.TOO_MANY_ACTIVE_TENANTS: ErrorAnswer(429, RESOURCE_EXHAUSTED),
 }
 
 
