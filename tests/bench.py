@@ -13,6 +13,8 @@
 (h) the monthly Usage Attribution API over a ledger of 12 months x 100 tenants x 1,000 tag sets
 (i) the usage ledger's flush of 200,000 series into a fresh SQLite ledger: new series, then the same
     series again after a restart (their ids read back from the file), then once more (ids cached)
+(j) /usage_metrics scrapes of 100,000 series in a server process while ingestion runs: the longest
+    OTLP/HTTP request that overlapped a scrape
 and memory per usage series (short labels; 3 labels of 22-35 bytes, with and without the ledger).
 Rounds of a/b/c are interleaved and the median taken, because this machine is shared and noisy:
 compare the ratios, not one absolute time.
@@ -500,6 +502,95 @@ def measure_memory_with_realistic_labels(tenants: int = 10) -> dict[str, float]:
     return result
 
 
+# (j) ---------------------------------------------------------------------------------------------
+
+SCRAPED_SERIES = 100_000
+SCRAPES = 5
+
+
+def measure_scrape_during_ingestion() -> dict[str, float]:
+    """A server process holding SCRAPED_SERIES usage series is scraped SCRAPES times while two senders
+    keep POSTing 1000-span requests: the longest an OTLP/HTTP request overlapping a scrape took, against
+    the longest one took with no scrape running."""
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "bench.yaml"
+        config.write_text(
+            "server: {http_listen_port: 0}\n"
+            "distributor:\n"
+            "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
+            f"  usage: {{cost_attribution: {{enabled: true, max_cardinality: {SCRAPED_SERIES}}}}}\n"
+            "overrides:\n  defaults:\n    cost_attribution: {dimensions: {service.name: ''}}\n"
+            "    ingestion: {rate_limit_bytes: 0}\n"
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert server.stderr is not None
+            for line in server.stderr:
+                found = re.search(r"ready: server (http://\S+), OTLP/HTTP (http://\S+/v1/traces)", line)
+                if found:
+                    server_url, traces_url = found.groups()
+                    break
+            else:
+                raise RuntimeError("the server did not start")
+            return asyncio.run(_scrape_during_ingestion(server_url, traces_url))
+        finally:
+            server.terminate()
+            server.wait(timeout=120)
+
+
+async def _scrape_during_ingestion(server_url: str, traces_url: str) -> dict[str, float]:
+    import aiohttp
+
+    headers = {"Content-Type": "application/x-protobuf"}
+    payloads = make_payloads(span_team=False)
+    async with aiohttp.ClientSession() as session:
+        for chunk in range(0, SCRAPED_SERIES, 1000):  # 1000 new series per request
+            req = ExportTraceServiceRequest()
+            for i in range(chunk, chunk + 1000):
+                rs = req.resource_spans.add()
+                rs.resource.attributes.append(_kv("service.name", f"service-{i:06d}"))
+                rs.scope_spans.add().spans.add(name="op")
+            async with session.post(traces_url, data=req.SerializeToString(), headers=headers) as answer:
+                assert answer.status == 200, answer.status
+        requests: list[tuple[float, float]] = []
+        scrapes: list[tuple[float, float]] = []
+        sending = True
+
+        async def sender() -> None:
+            index = 0
+            while sending:
+                started = time.perf_counter()
+                async with session.post(
+                    traces_url, data=payloads[index % PAYLOADS], headers=headers
+                ) as answer:
+                    assert answer.status == 200, answer.status
+                requests.append((started, time.perf_counter()))
+                index += 1
+
+        senders = [asyncio.create_task(sender()) for _ in range(2)]
+        await asyncio.sleep(1)  # requests with no scrape running
+        for _ in range(SCRAPES):
+            started = time.perf_counter()
+            async with session.get(server_url + "/usage_metrics") as answer:
+                body = await answer.read()
+            scrapes.append((started, time.perf_counter()))
+            await asyncio.sleep(0.3)
+        sending = False
+        await asyncio.gather(*senders)
+    assert body.count(b"\ntempo_usage_tracker_bytes_received_total{") >= SCRAPED_SERIES
+    during = [end - start for start, end in requests if any(s < end and start < e for s, e in scrapes)]
+    outside = [end - start for start, end in requests if not any(s < end and start < e for s, e in scrapes)]
+    return {
+        "scrape_s": statistics.median(end - start for start, end in scrapes),
+        "scrape_mb": len(body) / 1e6,
+        "worst_during_s": max(during),
+        "worst_outside_s": max(outside),
+        "requests_during": len(during),
+    }
+
+
 # (h) ---------------------------------------------------------------------------------------------
 
 LEDGER_MONTHS, LEDGER_TENANTS, LEDGER_TAG_SETS = 12, 100, 1000
@@ -665,6 +756,15 @@ def measure_monthly_api(repeats: int = 5) -> dict[str, float]:
         return results
 
 
+def print_scrape_during_ingestion(scraped: dict[str, float]) -> None:
+    print(
+        f"(j) /usage_metrics of {SCRAPED_SERIES:,} series ({scraped['scrape_mb']:.1f} MB, "
+        f"{scraped['scrape_s'] * 1e3:.0f} ms a scrape) while ingesting: the longest OTLP/HTTP request "
+        f"overlapping a scrape {scraped['worst_during_s'] * 1e3:.0f} ms ({scraped['requests_during']:.0f} "
+        f"requests), with no scrape {scraped['worst_outside_s'] * 1e3:.0f} ms"
+    )
+
+
 def main() -> None:
     print(
         f"benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}; medians of interleaved rounds"
@@ -772,6 +872,8 @@ def main() -> None:
     )
     flush = measure_ledger_flush()
     print_ledger_flush(flush)
+    scraped = measure_scrape_during_ingestion()
+    print_scrape_during_ingestion(scraped)
     print()
     checks: list[tuple[str, float, float]] = [
         ("b/a", b / a, 2.0),
@@ -809,6 +911,9 @@ def main() -> None:
         seconds = flush[name]
         verdict = "met" if seconds < 1 else "NOT met"
         print(f"{'i flush ' + name + ' s':24s} {seconds:6.2f}  target < 1      {verdict}")
+    worst_ms = scraped["worst_during_s"] * 1e3
+    verdict = "met" if worst_ms < 100 else "NOT met"
+    print(f"{'j request during scrape':24s} {worst_ms:6.0f}  target < 100 ms {verdict}")
 
 
 if __name__ == "__main__":
@@ -816,6 +921,7 @@ if __name__ == "__main__":
     parser.add_argument("--loadgen", nargs=3, metavar=("TARGET", "REQUESTS", "CONCURRENCY"))
     parser.add_argument("--sink", action="store_true")
     parser.add_argument("--ledger-flush", action="store_true", help="only the ledger flush row (i)")
+    parser.add_argument("--scrape-during-ingestion", action="store_true", help="only the row (j)")
     args = parser.parse_args()
     if args.loadgen:
         _load_generator(args.loadgen[0], int(args.loadgen[1]), int(args.loadgen[2]))
@@ -823,5 +929,7 @@ if __name__ == "__main__":
         _sink()
     elif args.ledger_flush:
         print_ledger_flush(measure_ledger_flush())
+    elif args.scrape_during_ingestion:
+        print_scrape_during_ingestion(measure_scrape_during_ingestion())
     else:
         main()

@@ -13,6 +13,7 @@ the result, sorted and cached -> one page.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -154,12 +155,18 @@ class UsageAttributionApi:
         usage = list(self._monthly_usage(query, located, page))
         return MonthlyPage(usage, hour_of(located.position.flushed_at), located.result.aggregates, next_id)
 
-    async def monthly_csv(self, grant: Grant, parameters: Parameters) -> str:
-        """The monthly answer as CSV: every record at once, since a spreadsheet cannot page."""
+    async def monthly_csv(self, grant: Grant, parameters: Parameters) -> bytes:
+        """The monthly answer as UTF-8 CSV: every record at once, since a spreadsheet cannot page."""
         query = parse_monthly(parameters)
         located = await self._monthly(grant.key, query)
-        usage = self._monthly_usage(query, located, located.result.records)
-        return monthly_csv(usage, query.breakdown, query.fields)
+
+        def build() -> bytes:
+            usage = self._monthly_usage(query, located, located.result.records)
+            return monthly_csv(usage, query.breakdown, query.fields).encode()
+
+        # On a worker thread (a 65.8 MB CSV took 4.45 s), from the result, which never changes once
+        # computed; org tags are read there as the result's computation reads them on the reader thread.
+        return await asyncio.to_thread(build)
 
     async def _monthly(self, key: ApiKeyConfig, query: MonthlyQuery) -> _Located:
         self._check_retention("start_month", query.start)

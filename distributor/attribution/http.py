@@ -70,8 +70,7 @@ class UsageAttributionHttp:
 
         async def handle(api: UsageAttributionApi, grant: Grant) -> tuple[bytes, str]:
             if csv_wanted:
-                table = await api.monthly_csv(grant, parameters)
-                return table.encode(), CSV_CONTENT_TYPE + "; charset=utf-8"
+                return await api.monthly_csv(grant, parameters), CSV_CONTENT_TYPE + "; charset=utf-8"
             return _json(await api.monthly(grant, parameters)), JSON_CONTENT_TYPE
 
         return await self._answer(request, handle)

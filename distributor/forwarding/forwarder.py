@@ -112,7 +112,8 @@ class Forwarder:
 
     def queue_lengths(self) -> Iterator[tuple[str, int]]:
         """(tenant, requests waiting) for every tenant with a queue."""
-        for tenant, tenant_queue in self._tenants.items():
+        # Read by /metrics on a worker thread while the loop may add a tenant: dict.copy() is atomic.
+        for tenant, tenant_queue in self._tenants.copy().items():
             yield tenant, tenant_queue.queue.qsize()
 
     def queued_bytes(self, tenant: str | None = None) -> int:

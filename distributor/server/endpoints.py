@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import yaml
@@ -13,11 +14,9 @@ from distributor.overrides import OverridesProvider, tenant_id_problem
 from distributor.overrides.reload import RuntimeOverridesReloader
 from distributor.overrides.status import describe_tenant
 from distributor.usage.exposition import (
-    DISCARDED_HELP,
-    DISCARDED_METRIC,
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
-    render_counter,
+    usage_exposition,
     wants_openmetrics,
 )
 from distributor.usage.tracker import UsageTracker
@@ -84,18 +83,26 @@ class ServerEndpoints:
             return web.Response(status=400, text=problem + "\n")
         return yaml_response(describe_tenant(self.overrides.snapshot, tenant))
 
-    async def usage_metrics(self, request: web.Request) -> web.Response:
+    async def usage_metrics(self, request: web.Request) -> web.StreamResponse:
         openmetrics = wants_openmetrics(request.headers.get("Accept"))
-        body = render_counter(self.tracker.series(), openmetrics, last=False) + render_counter(
-            self.tracker.discarded_series(), openmetrics, DISCARDED_METRIC, DISCARDED_HELP
-        )
+        pieces = await usage_exposition(self.tracker, openmetrics)
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response.content_length = sum(map(len, pieces))
+        await response.prepare(request)
+        if request.method != "HEAD":
+            # Piece by piece, each written once the previous one has drained: one write of the whole
+            # answer would copy all of it into the transport's buffer on the loop.
+            for piece in pieces:
+                await response.write(piece)
+        await response.write_eof()
+        return response
 
     async def process_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        # Off the loop: 50,000 tenants made a 36 MB answer that took 4.4 s. Safe on a thread: the
+        # prometheus_client metrics lock themselves, and our collectors copy the dicts they walk.
+        body = await asyncio.to_thread(generate_latest, self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def readiness(self, request: web.Request) -> web.Response:
         if self.ready:

@@ -475,18 +475,26 @@ class UsageTracker:
 
     def series(self) -> Iterator[tuple[str, int]]:
         """(rendered label set, bytes) for every live received-bytes series."""
-        for usage in self._tenants.values():
-            for key, entry in usage.series.items():
-                yield key, entry.total
+        for labels, values in self.series_by_tenant():
+            yield from zip(labels, values, strict=True)
 
     def discarded_series(self) -> Iterator[tuple[str, int]]:
         """(rendered label set including `reason`, bytes) for every live discarded-bytes series."""
-        for usage in self._discarded.values():
-            for key, entry in usage.series.items():
-                yield key, entry.total
+        for labels, values in self.series_by_tenant(discarded=True):
+            yield from zip(labels, values, strict=True)
+
+    def series_by_tenant(self, discarded: bool = False) -> Iterator[tuple[list[str], list[int]]]:
+        """The received (or discarded) series, one tenant's copy at a time, each as of the moment it is
+        taken: the caller may let the event loop run between two tenants. Two parallel lists rather
+        than a tuple per series: 100,000 new tuples that live on bring on a full garbage collection,
+        which walks every series (~170 ms at 100,000 series, stopping every thread)."""
+        for usage in list((self._discarded if discarded else self._tenants).values()):
+            series = usage.series
+            yield list(series), [entry.total for entry in series.values()]
 
     def stats(self) -> list[TenantUsageStats]:
+        # Read by /metrics on a worker thread while the loop may add a tenant: dict.copy() is atomic.
         return [
             TenantUsageStats(tenant, usage.active_series(), usage.overflow_bytes)
-            for tenant, usage in self._tenants.items()
+            for tenant, usage in self._tenants.copy().items()
         ]
