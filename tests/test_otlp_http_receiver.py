@@ -115,7 +115,9 @@ BAD_INPUT = [
 async def test_bad_input_is_refused_whole_with_a_status_body(
     start_service: StartService, name: str, body: bytes, headers: dict[str, str], status: int
 ) -> None:
-    running = await start_service(make_config(otlp_http=OtlpHttpConfig(max_request_body_bytes=65_536)))
+    running = await start_service(
+        make_config(otlp_http=OtlpHttpConfig(Endpoint("127.0.0.1", 0), max_request_body_bytes=65_536))
+    )
     answer = await running.post(body, headers=headers)
     assert answer.status == status, answer.body
     if answer.content_type == "application/json":
@@ -127,7 +129,9 @@ async def test_bad_input_is_refused_whole_with_a_status_body(
 
 
 async def test_chunked_body_over_the_limit_is_refused(start_service: StartService) -> None:
-    running = await start_service(make_config(otlp_http=OtlpHttpConfig(max_request_body_bytes=65_536)))
+    running = await start_service(
+        make_config(otlp_http=OtlpHttpConfig(Endpoint("127.0.0.1", 0), max_request_body_bytes=65_536))
+    )
 
     async def chunks() -> Any:
         for _ in range(20):
