@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from distributor.common.utf8 import utf8_prefix
 from distributor.ingest.traces import ReceivedTraces
 from distributor.ingest.wire import LazyResourceSpans, LazyScopeSpans
 
@@ -126,10 +127,4 @@ def _cut(text: str, max_bytes: int) -> str | None:
     """The longest prefix of `text` that fits in `max_bytes` UTF-8 bytes, or None if `text` fits."""
     if not _too_long(text, max_bytes):
         return None
-    encoded = text.encode()
-    end = max_bytes
-    # encoded[end] is the first byte dropped; a continuation byte (10xxxxxx) there means the cut
-    # falls inside a character, so back up to that character's first byte and drop it whole.
-    while encoded[end] & 0xC0 == 0x80:
-        end -= 1
-    return encoded[:end].decode()
+    return utf8_prefix(text.encode(), max_bytes)

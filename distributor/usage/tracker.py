@@ -19,6 +19,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from distributor.common.clock import Clock
 from distributor.common.discards import DiscardReason
 from distributor.common.usage import Usage
+from distributor.common.utf8 import utf8_prefix
 from distributor.ingest.traces import ReceivedTraces
 from distributor.ingest.wire import (
     AttributeListScopeSpans,
@@ -49,8 +50,7 @@ def bound_label_value(value: str, max_bytes: int) -> str:
     encoded = value.encode("utf-8")
     if len(encoded) <= max_bytes:
         return value
-    # Decoding drops only the incomplete character the cut may leave at the end.
-    prefix = encoded[: max_bytes - _CUT_SUFFIX_BYTES].decode("utf-8", "ignore")
+    prefix = utf8_prefix(encoded, max_bytes - _CUT_SUFFIX_BYTES)
     return f"{prefix}~{hashlib.sha256(encoded).hexdigest()[:DIGEST_HEX_DIGITS]}"
 
 
