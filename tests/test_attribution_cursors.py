@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import string
 from collections.abc import Callable
 
 import pytest
@@ -75,6 +76,13 @@ def without_signature(text: str) -> str:
     return text.partition(".")[0]
 
 
+def unused_bits_changed(text: str) -> str:
+    """The last character of the 16-byte signature carries 4 bits base64 ignores: changing one of them
+    must still invalidate the cursor."""
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    return text[:-1] + alphabet[alphabet.index(text[-1]) ^ 1]
+
+
 def not_base64(text: str) -> str:
     return "!" + text[1:]
 
@@ -82,6 +90,7 @@ def not_base64(text: str) -> str:
 TAMPERINGS: dict[str, Callable[[str], str]] = {
     "payload changed": tampered_payload,
     "signature changed": tampered_signature,
+    "unused bits changed": unused_bits_changed,
     "signature missing": without_signature,
     "not base64url": not_base64,
     "empty": lambda _: "",

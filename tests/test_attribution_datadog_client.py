@@ -409,7 +409,8 @@ async def test_pagination_is_a_snapshot_while_usage_arrives(tmp_path: Path) -> N
             )
             assert status == 400 and len(body["errors"]) == 1
             # A tampered cursor is a 400 too, through the client as an ApiException.
-            tampered = pages[0].metadata.pagination.next_record_id[:-2] + "AA"
+            cursor = pages[0].metadata.pagination.next_record_id
+            tampered = cursor[:-1] + ("B" if cursor[-1] == "A" else "A")
             with pytest.raises(ApiException) as raised:
                 await running.call(api.get_hourly_usage_attribution, next_record_id=tampered, **params)
             assert raised.value.status == 400

@@ -228,7 +228,8 @@ async def test_accepts_failing_for_want_of_file_descriptors_are_counted_and_logg
     clients: list[asyncio.StreamWriter] = []
     fillers: list[int] = []
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 1, hard))
+    # A few descriptors above the highest open one, so that there are always some to take and give back.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 9, hard))
     try:
         with contextlib.suppress(OSError):
             while True:  # take every free descriptor below the limit...

@@ -80,6 +80,11 @@ def _unb64(text: str) -> bytes:
     if not text or not re.fullmatch(r"[A-Za-z0-9_-]+", text):
         raise ValueError("not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (ValueError, TypeError) as err:
         raise ValueError(str(err)) from None
+    # base64 ignores the unused low bits of the last character, so several texts decode to the same
+    # bytes; accept only the one `_b64` writes, so that any changed character invalidates a cursor.
+    if _b64(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
