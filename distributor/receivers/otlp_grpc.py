@@ -10,13 +10,11 @@ import logging
 import grpc
 
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
+from distributor.ingest.scan import InvalidTraces
 from distributor.ingest.tenant import TenantError, resolve_tenant
 from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.receivers.config import OtlpGrpcConfig
 from distributor.receivers.otlp import (
-    Encoding,
-    ReceiveError,
-    decode_traces,
     error_answer,
     retry_info,
     status_message,
@@ -71,12 +69,13 @@ class OtlpGrpcReceiver:
         metadata = dict(context.invocation_metadata() or ())
         try:
             tenant = resolve_tenant(metadata.get(ORG_ID_METADATA), self.multitenancy_enabled)
-            traces = decode_traces(request, Encoding.PROTOBUF)
-        except (TenantError, ReceiveError) as err:
+        except TenantError as err:
             await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
         try:
             # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
-            self.pipeline.push(tenant, traces, ingress_bytes=len(request))
+            self.pipeline.push(tenant, request, ingress_bytes=len(request))
+        except InvalidTraces as err:
+            await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
         except PushRefused as refused:
             code = error_answer(refused).code
             trailing: list[tuple[str, bytes]] = []
