@@ -4,7 +4,9 @@
 (b) the receiver's accounting path (validating decode, attribute, record_received), resource-level
     dimensions
 (c) the same with a span-level dimension present on every span
-(d) end to end: a load-generator process POSTing to a running server process over loopback
+(d) end to end: a load-generator process POSTing to a running server process over loopback;
+(d') the same with a span-level dimension (team) on every span; and 1-span requests/s against a bare
+    aiohttp handler that only reads the body, with the same load generator
 (f) end to end with one forwarder (otlpgrpc) to a local sink process, ingest over HTTP and over gRPC,
     each against the same ingest without a forwarder: the cost of forwarding
 (e) one /usage_metrics render of 100,000 series vs prometheus_client.generate_latest over the same
@@ -104,6 +106,25 @@ def make_payloads(span_team: bool, seed: int = 1) -> list[bytes]:
     return payloads
 
 
+def one_span_payloads() -> list[bytes]:
+    """Requests of one span each (the bench payload's first span, its resource and scope)."""
+    payloads = []
+    for body in make_payloads(span_team=False):
+        req = ExportTraceServiceRequest.FromString(body)
+        batch = req.resource_spans[0]
+        del req.resource_spans[1:]
+        del batch.scope_spans[0].spans[1:]
+        payloads.append(req.SerializeToString())
+    return payloads
+
+
+PAYLOAD_KINDS: dict[str, Callable[[], list[bytes]]] = {
+    "plain": lambda: make_payloads(span_team=False),
+    "team": lambda: make_payloads(span_team=True),
+    "one-span": one_span_payloads,
+}
+
+
 def _per_round(fn: Callable[[bytes], object], payloads: list[bytes]) -> float:
     started = time.perf_counter()
     for body in payloads:
@@ -171,13 +192,18 @@ def measure_decode_paths() -> dict[str, float]:
 EXPORT_PATH = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
-def _load_generator(target: str, requests: int, concurrency: int) -> None:
-    """Runs in its own process: send the payloads as fast as the server answers, over OTLP/HTTP when
-    `target` is a URL, else over OTLP/gRPC to host:port."""
+def _load_generator(target: str, requests: int, concurrency: int, kind: str = "plain") -> None:
+    """Runs in its own process: send the payloads of `kind` as fast as the server answers, over
+    OTLP/HTTP when `target` is a URL, else over OTLP/gRPC to host:port."""
     import aiohttp
     import grpc
 
-    payloads = make_payloads(span_team=False)
+    payloads = PAYLOAD_KINDS[kind]()
+    spans_per_request = sum(
+        len(scope.spans)
+        for batch in ExportTraceServiceRequest.FromString(payloads[0]).resource_spans
+        for scope in batch.scope_spans
+    )
 
     async def run() -> None:
         connector = aiohttp.TCPConnector(limit=concurrency)
@@ -208,7 +234,14 @@ def _load_generator(target: str, requests: int, concurrency: int) -> None:
             elapsed = time.perf_counter() - started
         if channel is not None:
             await channel.close()
-        print(json.dumps({"spans_per_second": requests * SPANS_PER_REQUEST / elapsed}))
+        print(
+            json.dumps(
+                {
+                    "spans_per_second": requests * spans_per_request / elapsed,
+                    "requests_per_second": requests / elapsed,
+                }
+            )
+        )
 
     asyncio.run(run())
 
@@ -277,6 +310,66 @@ def _sink() -> None:
     asyncio.run(run())
 
 
+def _bare_server() -> None:
+    """Runs in its own process: an aiohttp server whose OTLP/HTTP handler only reads the body and
+    answers an empty success, the ceiling any Python receiver on aiohttp can reach."""
+    from aiohttp import web
+
+    async def traces(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    async def run() -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/traces", traces)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        print(json.dumps({"url": f"http://127.0.0.1:{runner.addresses[0][1]}/v1/traces"}))
+        sys.stdout.flush()
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+def measure_bare(requests: int, concurrency: int, kind: str) -> float:
+    """Requests/s of the load generator against the bare aiohttp handler."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench", "--bare-server"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        url = json.loads(server.stdout.readline())["url"]
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.bench", "--loadgen", url, str(requests), str(concurrency), kind],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        return float(json.loads(result.stdout.strip().splitlines()[-1])["requests_per_second"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+ONE_SPAN_REQUESTS = 4000
+
+
+def measure_one_span_requests() -> tuple[float, float]:
+    """(ours, bare) requests/s for 1-span requests, medians of interleaved runs."""
+    ours: list[float] = []
+    bare: list[float] = []
+    for _ in range(FORWARDING_ROUNDS):
+        ours.append(
+            measure_end_to_end(
+                requests=ONE_SPAN_REQUESTS, concurrency=8, kind="one-span", per="requests_per_second"
+            )
+        )
+        bare.append(measure_bare(ONE_SPAN_REQUESTS, 8, "one-span"))
+    return statistics.median(ours), statistics.median(bare)
+
+
 def _start_sink() -> tuple[subprocess.Popen[str], dict[str, str]]:
     sink = subprocess.Popen(
         [sys.executable, "-m", "tests.bench", "--sink"], stdout=subprocess.PIPE, text=True
@@ -306,6 +399,9 @@ def measure_end_to_end(
     sink_http: str = "",
     cpu_per_request: list[float] | None = None,
     ledger: bool = False,
+    dimensions: str = "{service.name: ''}",
+    kind: str = "plain",
+    per: str = "spans_per_second",
 ) -> float:
     """Spans/s through a server process; with `forward_to` (a sink's OTLP/gRPC host:port or OTLP/HTTP
     URL) every request is also forwarded, and the run only ends once the sink has the last of them.
@@ -330,7 +426,7 @@ def measure_end_to_end(
             "    grpc: {endpoint: '127.0.0.1:0', max_recv_msg_size_bytes: 67108864}}}}\n"
             "  usage: {cost_attribution: {enabled: true}}\n"
             f"{forwarding}"
-            "overrides:\n  defaults:\n    cost_attribution: {dimensions: {service.name: ''}}\n"
+            f"overrides:\n  defaults:\n    cost_attribution: {{dimensions: {dimensions}}}\n"
             "    ingestion: {rate_limit_bytes: 0}\n"  # the benchmark measures throughput, not limits
             f"    forwarders: {'[sink]' if forward_to else '[]'}\n"
         )
@@ -362,14 +458,17 @@ def measure_end_to_end(
             result = subprocess.run(
                 [
                     sys.executable, "-m", "tests.bench", "--loadgen",
-                    url if ingest == "http" else grpc_target, str(requests), str(concurrency),
+                    url if ingest == "http" else grpc_target, str(requests), str(concurrency), kind,
                 ],
                 capture_output=True,
                 text=True,
                 check=True,
                 timeout=600,
             )  # fmt: skip
-            spans_per_second = float(json.loads(result.stdout.strip().splitlines()[-1])["spans_per_second"])
+            measured_rate = json.loads(result.stdout.strip().splitlines()[-1])
+            if per != "spans_per_second":
+                return float(measured_rate[per])
+            spans_per_second = float(measured_rate["spans_per_second"])
             if forward_to is None:
                 cpu_per_request.append((_cpu_seconds(server.pid) - cpu_before) / (2 * requests))
                 return spans_per_second
@@ -765,10 +864,29 @@ def print_scrape_during_ingestion(scraped: dict[str, float]) -> None:
     )
 
 
+def print_core_status() -> None:
+    from distributor.ingest.scan import CORE
+
+    if CORE is None:
+        print("compiled ingest core: NOT loaded (the reference path scans every request)")
+    else:
+        print(f"compiled ingest core: loaded ({CORE.__file__})")
+
+
+def print_decode_paths() -> None:
+    """Rows (a) to (c) alone: the accounting path against FromString."""
+    print_core_status()
+    decode = measure_decode_paths()
+    a = decode["a"]
+    for name in ("a", "b", "b_resource_scoped", "c"):
+        print(f"({name}) {decode[name]:12,.0f} spans/s   /a {decode[name] / a:5.2f}")
+
+
 def main() -> None:
     print(
         f"benchmark on {os.cpu_count()} cores, Python {sys.version.split()[0]}; medians of interleaved rounds"
     )
+    print_core_status()
     decode = measure_decode_paths()
     a, b, c = decode["a"], decode["b"], decode["c"]
     mb_per_span = decode["bytes_per_span"] / 1e6
@@ -783,6 +901,8 @@ def main() -> None:
     ]
     d = measure_end_to_end()
     rows.append(("(d) end to end over loopback", d))
+    d_team = measure_end_to_end(dimensions="{service.name: '', team: ''}", kind="team")
+    rows.append(("(d') end to end, span-level dim (team) on every span", d_team))
     rows.append(("(g) accounting path, span-level dim, no ledger", decode["g_without"]))
     rows.append(("(g) same, recorded into the ledger", decode["g_ledger"]))
     ledger_runs: tuple[list[float], list[float]] = ([], [])
@@ -875,10 +995,14 @@ def main() -> None:
     scraped = measure_scrape_during_ingestion()
     print_scrape_during_ingestion(scraped)
     print()
+    one_span, bare = measure_one_span_requests()
+    print(f"1-span requests/s: ours {one_span:,.0f}, bare aiohttp handler {bare:,.0f}")
     checks: list[tuple[str, float, float]] = [
-        ("b/a", b / a, 2.0),
-        ("c/a", c / a, 1.0),
-        ("d/a", d / a, 0.5),
+        ("b/a", b / a, 2.5),
+        ("c/a", c / a, 1.5),
+        ("d/a", d / a, 0.75),
+        ("d'/a", d_team / a, 0.6),
+        ("1-span ours/bare", one_span / bare, 0.6),
         ("e generate_latest/ours", scrape["theirs_s"] / scrape["ours_s"], 5.0),
     ]
     for path, (without, forwarded) in forwarding.items():
@@ -918,13 +1042,25 @@ def main() -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--loadgen", nargs=3, metavar=("TARGET", "REQUESTS", "CONCURRENCY"))
+    parser.add_argument("--loadgen", nargs="+", metavar="TARGET REQUESTS CONCURRENCY [KIND]")
+    parser.add_argument("--bare-server", action="store_true")
+    parser.add_argument("--decode-paths", action="store_true", help="only the rows (a) to (c)")
+    parser.add_argument("--one-span", action="store_true", help="only the 1-span requests/s comparison")
     parser.add_argument("--sink", action="store_true")
     parser.add_argument("--ledger-flush", action="store_true", help="only the ledger flush row (i)")
     parser.add_argument("--scrape-during-ingestion", action="store_true", help="only the row (j)")
     args = parser.parse_args()
     if args.loadgen:
-        _load_generator(args.loadgen[0], int(args.loadgen[1]), int(args.loadgen[2]))
+        _load_generator(args.loadgen[0], int(args.loadgen[1]), int(args.loadgen[2]), *args.loadgen[3:])
+    elif args.bare_server:
+        _bare_server()
+    elif args.decode_paths:
+        print_decode_paths()
+    elif args.one_span:
+        ours, bare = measure_one_span_requests()
+        print(
+            f"1-span requests/s: ours {ours:,.0f}, bare aiohttp handler {bare:,.0f}, ratio {ours / bare:.2f}"
+        )
     elif args.sink:
         _sink()
     elif args.ledger_flush:

@@ -67,4 +67,4 @@ def scan(payload: bytes, plan: ScanPlan | None, max_attribute_bytes: int) -> tup
         request = ExportTraceServiceRequest.FromString(payload)
     except DecodeError as err:
         raise InvalidTraces(f"invalid protobuf ExportTraceServiceRequest: {err}") from None
-    return scan_decoded(request, resource_keys, span_keys, missing, max_attribute_bytes), request
+    return scan_decoded(payload, request, resource_keys, span_keys, missing, max_attribute_bytes), request
