@@ -28,6 +28,7 @@ from distributor.common.lifecycle import (
 from distributor.config import Config
 from distributor.forwarding.forwarders import Forwarders
 from distributor.forwarding.metrics import ForwarderMetrics
+from distributor.ingest import scan
 from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
@@ -83,6 +84,13 @@ class Service:
         request_metrics = request_metrics_middleware(self.registry)
         task_metrics = BackgroundTaskMetrics(self.registry)
         ingest_metrics = IngestMetrics(self.registry)
+        ingest_metrics.core_loaded.set(1 if scan.CORE is not None else 0)
+        if scan.CORE is None:
+            log.warning(
+                "the compiled ingest core is not loaded (it could not be built on this machine): every "
+                "request is scanned by the reference path, several times slower; reinstall with a C "
+                "compiler and the Python headers to build it"
+            )
         discards = Discards(ingest_metrics, self.tracker)
         forwarder_metrics = ForwarderMetrics(self.registry)
         self.forwarders = Forwarders(config.forwarders, forwarder_metrics, discards.forward_dropped)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from distributor.common.tenant_series import remove_tenants
 
@@ -39,6 +39,11 @@ class IngestMetrics:
             "tempo_distributor_refused_requests_total",
             "Requests refused before anything of them was counted per tenant, by reason",
             ["reason"],
+            registry=registry,
+        )
+        self.core_loaded = Gauge(
+            "tempo_distributor_ingest_core_loaded",
+            "1 when requests are scanned by the compiled ingest core, 0 when by the slower reference path",
             registry=registry,
         )
         self.attributes_truncated = Counter(
