@@ -601,6 +601,8 @@ async def test_an_idle_tenants_metric_series_are_released_while_an_active_tenant
     await eventually(lambda: idle(running))
     samples = await running.samples()
     assert sample_value(samples, SENT_REQUESTS, forwarder="backend", tenant="gone") == 1  # a reset
+    assert sample_value(samples, "tempo_distributor_spans_received_total", tenant="gone") == 1
+    assert sample_value(samples, "tempo_distributor_ingress_bytes_total", tenant="gone") == len(body)
 
 
 async def test_a_tenant_whose_requests_a_forwarder_still_holds_is_not_released(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -53,8 +54,26 @@ class IngestMetrics:
             registry=registry,
         )
 
+        # Each accepted request counts into three per-tenant series: their children are kept here, as
+        # `labels()` costs ~3 us a call (a lock, a tuple, a dict lookup), a tenth of a 1-span request's
+        # own work. Released with the series, so a tenant that comes back gets new ones.
+        self._tenant_children: dict[str, tuple[Any, Any, Any]] = {}
+
+    def received(self, tenant: str) -> tuple[Any, Any, Any]:
+        """The tenant's (ingress bytes, spans received, bytes received) counters."""
+        children = self._tenant_children.get(tenant)
+        if children is None:
+            children = self._tenant_children[tenant] = (
+                self.ingress_bytes.labels(tenant),
+                self.spans_received.labels(tenant),
+                self.bytes_received.labels(tenant),
+            )
+        return children
+
     def release_tenants(self, tenants: Sequence[str]) -> None:
         """Drop the series of tenants gone idle."""
+        for tenant in tenants:
+            self._tenant_children.pop(tenant, None)
         for counter in (
             self.spans_received,
             self.bytes_received,

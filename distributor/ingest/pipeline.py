@@ -124,7 +124,8 @@ class IngestPipeline:
             )
         activity.seen(tenant)
         metrics = self.metrics
-        metrics.ingress_bytes.labels(tenant).inc(ingress_bytes)
+        ingress_bytes_counter, spans_counter, bytes_counter = metrics.received(tenant)
+        ingress_bytes_counter.inc(ingress_bytes)
         size = len(traces.protobuf)
         decision = self.rate_limiter.take(tenant, size, limits.rate_limit_bytes, limits.burst_size_bytes)
         if not decision.allowed:
@@ -149,8 +150,8 @@ class IngestPipeline:
                 ledger.record(tenant, attribution.labels, attribution.usage, overflowed)
         elif ledger is not None:  # not tracked (no dimensions): the ledger still bills the tenant
             ledger.record_total(tenant, Usage(traces.attributable_bytes, traces.span_count))
-        metrics.spans_received.labels(tenant).inc(traces.span_count)
-        metrics.bytes_received.labels(tenant).inc(size)
+        spans_counter.inc(traces.span_count)
+        bytes_counter.inc(size)
         if not forwarders:
             self.discards.record(tenant, traces.span_count, None, DiscardReason.NO_FORWARDER)
             return
