@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from distributor.attribution.config import UsageAttributionConfig, parse_usage_attribution
-from distributor.common.config_fields import render_settings, settings_section
+from distributor.common.config_fields import read_settings, render_settings, settings_section
 from distributor.common.config_reader import ConfigError, Section, read_yaml
 from distributor.forwarding.config import ForwarderConfig, forwarder_as_data, parse_forwarders
+from distributor.ingest.workers import IngestWorkersConfig
 from distributor.overrides.config import OverridesConfig, parse_overrides
 from distributor.receivers.config import (
     RECEIVERS_KEYS,
@@ -26,7 +27,7 @@ from distributor.server.config import ServerConfig, parse_server
 from distributor.usage.config import CostAttributionConfig, UsageConfig, parse_usage, usage_as_data
 
 TOP_KEYS = ("multitenancy_enabled", "server", "distributor", "overrides", "usage_attribution")
-DISTRIBUTOR_KEYS = ("receivers", "usage", "forwarders", "max_active_tenants")
+DISTRIBUTOR_KEYS = ("receivers", "usage", "forwarders", "max_active_tenants", "ingest_workers")
 # Tenants that sent spans within the usage tracker's stale_duration; a new one past it is refused.
 DEFAULT_MAX_ACTIVE_TENANTS = 10_000
 
@@ -39,6 +40,7 @@ class Config:
     otlp_grpc: OtlpGrpcConfig | None = None  # enabled when listed, or when no protocols are listed
     forwarders: tuple[ForwarderConfig, ...] = ()
     max_active_tenants: int = DEFAULT_MAX_ACTIVE_TENANTS
+    ingest_workers: IngestWorkersConfig = field(default_factory=IngestWorkersConfig)
     cost_attribution: CostAttributionConfig = field(default_factory=CostAttributionConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
     usage_attribution: UsageAttributionConfig = field(default_factory=UsageAttributionConfig)
@@ -67,6 +69,9 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
         otlp_grpc=otlp_grpc,
         forwarders=forwarders,
         max_active_tenants=distributor.positive_integer("max_active_tenants", DEFAULT_MAX_ACTIVE_TENANTS),
+        ingest_workers=read_settings(
+            settings_section(distributor, "ingest_workers", IngestWorkersConfig), IngestWorkersConfig
+        ),
         cost_attribution=cost_attribution,
         overrides=overrides,
         usage_attribution=parse_usage_attribution(
@@ -87,6 +92,7 @@ def config_as_data(config: Config) -> dict[str, Any]:
             "forwarders": [forwarder_as_data(forwarder) for forwarder in config.forwarders],
             "usage": usage_as_data(config.cost_attribution),
             "max_active_tenants": config.max_active_tenants,
+            "ingest_workers": render_settings(config.ingest_workers),
         },
         "overrides": render_settings(config.overrides),
         "usage_attribution": render_settings(config.usage_attribution),

@@ -33,6 +33,7 @@ from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.pipeline import Discards, IngestPipeline
+from distributor.ingest.workers import IngestWorkerMetrics, IngestWorkers
 from distributor.ledger.ledger import LedgerMetrics, UsageLedger
 from distributor.ledger.stores import open_store
 from distributor.overrides import OverridesProvider, OverridesSnapshot
@@ -126,6 +127,9 @@ class Service:
             config.max_active_tenants,
             self.ledger,
         )
+        self.ingest_workers = IngestWorkers(
+            config.ingest_workers, IngestWorkerMetrics(self.registry), ingest_metrics.refused_requests
+        )
         self.endpoints = ServerEndpoints(config, self.tracker, self.registry, self.overrides, self.reloader)
         self.user_overrides_api = UserOverridesApi(self.user_overrides, config.multitenancy_enabled)
         shutdown_timeout = config.server.graceful_shutdown_timeout
@@ -151,11 +155,14 @@ class Service:
             request_metrics,
             connection_metrics,
             shutdown_timeout,
+            self.ingest_workers,
         )
         receivers: list[tuple[str, Component]] = [("OTLP/HTTP receiver", self.otlp_http)]
         self.otlp_grpc: OtlpGrpcReceiver | None = None
         if config.otlp_grpc is not None:
-            self.otlp_grpc = OtlpGrpcReceiver(config.otlp_grpc, self.pipeline, config.multitenancy_enabled)
+            self.otlp_grpc = OtlpGrpcReceiver(
+                config.otlp_grpc, self.pipeline, config.multitenancy_enabled, self.ingest_workers
+            )
             receivers.append(("OTLP/gRPC receiver", self.otlp_grpc))
         self._overrides_refresh = OverridesRefresh(self.reloader, self.user_overrides)
 
@@ -168,6 +175,7 @@ class Service:
         components += [
             ("server port", self.server_port),
             ("forwarders", self.forwarders),
+            ("ingest workers", self.ingest_workers),
             ("receivers", StoppedTogether(receivers)),
             (
                 "stale series purge",

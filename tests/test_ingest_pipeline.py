@@ -88,7 +88,8 @@ class Pipeline:
     forwarders: dict[str, FakeForwarder] = field(default_factory=dict)
 
     def push(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> None:
-        self.pipeline.push(tenant, traces.SerializeToString(), ingress_bytes=traces.ByteSize())
+        body = traces.SerializeToString()
+        self.pipeline.push(tenant, self.pipeline.scan(tenant, body), ingress_bytes=len(body))
 
     def refusal(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> PushRefused:
         with pytest.raises(PushRefused) as refused:

@@ -341,6 +341,7 @@ async def test_an_upload_the_client_aborts_is_counted_once_as_aborted_not_as_an_
     start_service: StartService, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start_service(make_config(multitenancy=True))
+    caplog.clear()  # what the start logged is not in question
     assert running.service.otlp_http_address is not None
     body = sample_request().SerializeToString()
     headers = {"Content-Type": b"application/x-protobuf", "X-Scope-OrgID": b"acme"}

@@ -68,6 +68,7 @@ async def test_an_alias_bomb_is_refused_and_the_last_good_overrides_stay(
     start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start(start_service, tmp_path)
+    caplog.clear()  # what the start logged is not in question
     good_hash = sha256(tmp_path / "overrides.yaml")
     caplog.set_level(logging.ERROR, logger="overrides.reload")
     bomb = "overrides: {}\n" + alias_bomb()
@@ -88,6 +89,7 @@ async def test_a_file_over_the_size_limit_is_refused_naming_the_file_and_the_lim
     start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start(start_service, tmp_path, "  per_tenant_override_max_bytes: 1000\n")
+    caplog.clear()  # what the start logged is not in question
     good_hash = sha256(tmp_path / "overrides.yaml")
     caplog.set_level(logging.ERROR, logger="overrides.reload")
     path = tmp_path / "overrides.yaml"
@@ -110,6 +112,7 @@ async def test_a_fifo_at_the_path_is_refused_without_blocking_and_a_file_put_bac
     start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start(start_service, tmp_path)
+    caplog.clear()  # what the start logged is not in question
     caplog.set_level(logging.ERROR, logger="overrides.reload")
     path = tmp_path / "overrides.yaml"
     path.unlink()
@@ -150,6 +153,7 @@ async def test_a_fifo_among_user_overrides_is_skipped_without_blocking(
 ) -> None:
     config = write_config_files(tmp_path, multitenant_config(user_configurable=True), BY_TEAM)
     running = await start_service(load_config(config))
+    caplog.clear()  # what the start logged is not in question
     caplog.set_level(logging.ERROR, logger="overrides.user_configurable")
     directory = tmp_path / "user-overrides"
     directory.mkdir(exist_ok=True)

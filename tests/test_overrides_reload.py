@@ -143,6 +143,7 @@ async def test_unchanged_content_is_a_no_op_and_each_distinct_error_is_logged_on
     start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start(start_service, tmp_path)
+    caplog.clear()  # what the start logged is not in question
     assert not await running.service.reload_overrides(), "same content, nothing to apply"
     caplog.set_level(logging.ERROR, logger="overrides.reload")
     path = tmp_path / "overrides.yaml"
@@ -162,6 +163,7 @@ async def test_a_deeply_nested_file_is_one_logged_validation_error_naming_the_fi
     start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start(start_service, tmp_path)
+    caplog.clear()  # what the start logged is not in question
     caplog.set_level(logging.ERROR, logger="overrides.reload")
     path = tmp_path / "overrides.yaml"
     _nest_too_deeply(path)

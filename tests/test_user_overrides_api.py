@@ -250,6 +250,7 @@ async def test_an_upload_the_client_aborts_is_counted_as_aborted_not_as_an_error
     start_service: StartService, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     running = await start(start_service, tmp_path)
+    caplog.clear()  # what the start logged is not in question
     assert running.service.server_address is not None
     body = json.dumps(NAMESPACE).encode()
     await abort_upload(running.service.server_address, raw_request("POST", "/api/overrides", ACME_RAW, body))

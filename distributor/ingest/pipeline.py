@@ -20,6 +20,7 @@ from distributor.forwarding.forwarder import ForwardItem
 from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
+from distributor.ingest.scan import ScanPlan
 from distributor.ingest.traces import ReceivedTraces
 from distributor.ingest.truncation import truncate_attributes
 from distributor.ledger.ledger import UsageLedger
@@ -100,13 +101,25 @@ class IngestPipeline:
         self.max_active_tenants = max_active_tenants
         self.ledger = ledger
 
-    def push(self, tenant: str, protobuf: bytes, ingress_bytes: int) -> None:
-        """Validate, account and queue one request, or raise InvalidTraces having changed nothing, or
-        PushRefused having changed nothing but the discard counters. Nothing here awaits, so the room
-        checked in the queues is still there when the request is queued."""
+    def scan_plan(self, tenant: str) -> tuple[ScanPlan | None, int]:
+        """What scanning a request of `tenant` needs: its dimensions as the scan reads them (None when
+        it is not tracked) and its attribute length limit. Read on the loop; the scan itself
+        (`ReceivedTraces`) may then run on any thread."""
         limits = self.overrides.for_tenant(tenant)
-        # One scan validates the request and attributes it under the tenant's dimensions.
-        traces = ReceivedTraces(protobuf, self.tracker.scan_plan(limits), limits.max_attribute_bytes)
+        return self.tracker.scan_plan(limits), limits.max_attribute_bytes
+
+    def scan(self, tenant: str, protobuf: bytes) -> ReceivedTraces:
+        """Validate and attribute a request inline; raises InvalidTraces. (Receivers with large
+        requests scan through the ingest workers instead, with `scan_plan`.)"""
+        plan, max_attribute_bytes = self.scan_plan(tenant)
+        return ReceivedTraces(protobuf, plan, max_attribute_bytes)
+
+    def push(self, tenant: str, traces: ReceivedTraces, ingress_bytes: int) -> None:
+        """Account and queue one validated request, or raise PushRefused having changed nothing but the
+        discard counters. Nothing here awaits, so the room checked in the queues is still there when
+        the request is queued. (Should the tenant's dimensions have changed since the scan, the usage
+        is attributed again under the new ones.)"""
+        limits = self.overrides.for_tenant(tenant)
         if not traces.span_count:
             # Nothing to limit, count or forward (Tempo answers these with success too). Not even its
             # ingress bytes: a request with spans makes the tenant's series anyway (received or
@@ -160,7 +173,7 @@ class IngestPipeline:
             forwarder.enqueue(ForwardItem(tenant, payload, traces.span_count, attribution))
 
     def _truncated(self, tenant: str, traces: ReceivedTraces, max_attribute_bytes: int) -> bytes:
-        if not traces.long_attribute:
+        if traces.max_attribute_bytes == max_attribute_bytes and not traces.long_attribute:
             return traces.protobuf  # the scan saw nothing to cut: forwarded exactly as received
         truncation = truncate_attributes(traces, max_attribute_bytes)
         if truncation is None:

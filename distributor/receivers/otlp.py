@@ -14,9 +14,11 @@ from typing import Any, NamedTuple
 
 from distributor.common.errors import DistributorError
 from distributor.common.rpc_status import RETRY_INFO_TYPE_URL, RetryInfo, Status
-from distributor.ingest.pipeline import PushRefused, Refusal
+from distributor.ingest.pipeline import IngestPipeline, PushRefused, Refusal
 from distributor.ingest.scan import InvalidTraces
 from distributor.ingest.tenant import TenantError, TenantErrorReason
+from distributor.ingest.traces import ReceivedTraces
+from distributor.ingest.workers import IngestWorkers, WorkersBusy
 from distributor.receivers.otlp_json import OtlpJsonError, export_response_json, otlp_json_to_protobuf
 
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
@@ -129,6 +131,15 @@ def protobuf_body(payload: bytes, encoding: Encoding) -> bytes:
     return payload
 
 
+async def scan_traces(
+    workers: IngestWorkers, pipeline: IngestPipeline, tenant: str, protobuf: bytes
+) -> ReceivedTraces:
+    """The request validated and attributed for `tenant`: inline when small, on a worker thread when
+    large; raises InvalidTraces, or WorkersBusy when the workers hold too much already."""
+    plan, max_attribute_bytes = pipeline.scan_plan(tenant)
+    return await workers.run(len(protobuf), ReceivedTraces, protobuf, plan, max_attribute_bytes)
+
+
 def encode_success(encoding: Encoding) -> bytes:
     # An empty ExportTraceServiceResponse (full success) encodes to no bytes in protobuf.
     return export_response_json() if encoding is Encoding.JSON else b""
@@ -183,9 +194,13 @@ _REFUSAL_ANSWERS = {
 }
 
 
-def error_answer(error: ReceiveError | InvalidTraces | TenantError | PushRefused) -> ErrorAnswer:
+def error_answer(
+    error: ReceiveError | InvalidTraces | WorkersBusy | TenantError | PushRefused,
+) -> ErrorAnswer:
     if isinstance(error, ReceiveError):
         return _RECEIVE_ANSWERS[error.reason]
+    if isinstance(error, WorkersBusy):
+        return ErrorAnswer(503, UNAVAILABLE)
     if isinstance(error, InvalidTraces):
         return _RECEIVE_ANSWERS[ReceiveErrorReason.INVALID_BODY]
     if isinstance(error, TenantError):

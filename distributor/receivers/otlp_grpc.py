@@ -12,11 +12,13 @@ import grpc
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
 from distributor.ingest.scan import InvalidTraces
 from distributor.ingest.tenant import TenantError, resolve_tenant
+from distributor.ingest.workers import IngestWorkers, WorkersBusy
 from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.receivers.config import OtlpGrpcConfig
 from distributor.receivers.otlp import (
     error_answer,
     retry_info,
+    scan_traces,
     status_message,
 )
 
@@ -43,8 +45,15 @@ def server_options(config: OtlpGrpcConfig) -> list[tuple[str, int]]:
 
 
 class OtlpGrpcReceiver:
-    def __init__(self, config: OtlpGrpcConfig, pipeline: IngestPipeline, multitenancy_enabled: bool) -> None:
+    def __init__(
+        self,
+        config: OtlpGrpcConfig,
+        pipeline: IngestPipeline,
+        multitenancy_enabled: bool,
+        workers: IngestWorkers,
+    ) -> None:
         self.config = config
+        self.workers = workers
         self.pipeline = pipeline
         self.multitenancy_enabled = multitenancy_enabled
         self._server: grpc.aio.Server | None = None
@@ -81,11 +90,12 @@ class OtlpGrpcReceiver:
             # that nothing was taken (a real export always carries at least one ResourceSpans).
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, EMPTY_MESSAGE)
         try:
+            traces = await scan_traces(self.workers, self.pipeline, tenant, request)
             # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
-            self.pipeline.push(tenant, request, ingress_bytes=len(request))
+            self.pipeline.push(tenant, traces, ingress_bytes=len(request))
         except InvalidTraces as err:
             await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
-        except PushRefused as refused:
+        except (PushRefused, WorkersBusy) as refused:
             code = error_answer(refused).code
             trailing: list[tuple[str, bytes]] = []
             if refused.retry_after is not None:

@@ -20,6 +20,7 @@ from distributor.ingest.limits import retry_after_header
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
 from distributor.ingest.scan import InvalidTraces
 from distributor.ingest.tenant import TenantError, resolve_tenant
+from distributor.ingest.workers import IngestWorkers, WorkersBusy
 from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.receivers.config import OtlpHttpConfig
 from distributor.receivers.otlp import (
@@ -35,13 +36,15 @@ from distributor.receivers.otlp import (
     gunzip,
     parse_content_type,
     protobuf_body,
+    scan_traces,
 )
 
 TRACES_PATH = "/v1/traces"
-# Larger gzip bodies are inflated in a worker thread, where 100,000 empty members (2 MB) take 94 ms that
-# every other client would otherwise wait. A smaller body costs less than the hand-over: inflating 1 MiB
-# takes 0.5 ms, and even a small body that inflates to the 20 MiB limit about 30 ms.
-INLINE_GUNZIP_MAX_BYTES = 1024 * 1024
+# OTLP protobuf and JSON compress about 5 to 10 times: a gzip body counts as this many times its size
+# when the ingest workers decide whether to inflate it inline. Larger ones go to a worker thread, where
+# 100,000 empty members (2 MB) take 94 ms that every other client would otherwise wait; a body that
+# small cannot take long (the worst, one that inflates to the 20 MiB limit, ~30 ms).
+GZIP_RATIO = 8
 log = logging.getLogger(__name__)
 
 
@@ -54,8 +57,10 @@ class OtlpHttpReceiver:
         request_metrics: Middleware,
         connection_metrics: ConnectionMetrics,
         shutdown_timeout: float,
+        workers: IngestWorkers,
     ) -> None:
         self.config = config
+        self.workers = workers
         self.pipeline = pipeline
         self.multitenancy_enabled = multitenancy_enabled
         self.draining = False
@@ -126,11 +131,24 @@ class OtlpHttpReceiver:
             encoding = parse_content_type(request.headers.get("Content-Type"))
             compressed = check_content_encoding(request.headers.get("Content-Encoding"))
             body = await self._read_body(request)
-            payload = await self._gunzip(body) if compressed else body
-            self.pipeline.push(tenant, protobuf_body(payload, encoding), ingress_bytes=len(body))
+            workers = self.workers
+            payload = body
+            if compressed:
+                limit, max_members = self.config.max_request_body_bytes, self.config.max_gzip_members
+                # Sized as inflated: a small gzip body may become a large one.
+                payload = await workers.run(len(body) * GZIP_RATIO, gunzip, body, limit, max_members)
+            if encoding is Encoding.JSON:
+                payload = await workers.run(len(payload), protobuf_body, payload, encoding)
+            traces = await scan_traces(workers, self.pipeline, tenant, payload)
+            self.pipeline.push(tenant, traces, ingress_bytes=len(body))
         except (ReceiveError, InvalidTraces, TenantError) as err:
             status, code = error_answer(err)
             return self._error(encoding, status, code, str(err))
+        except WorkersBusy as busy:
+            status, code = error_answer(busy)
+            response = self._error(encoding, status, code, str(busy), busy.retry_after)
+            response.headers["Retry-After"] = retry_after_header(busy.retry_after)
+            return response
         except PushRefused as refused:
             status, code = error_answer(refused)
             response = self._error(encoding, status, code, str(refused), refused.retry_after)
@@ -152,12 +170,6 @@ class OtlpHttpReceiver:
             return await read_body(request)  # the app's client_max_size stops chunked bodies at the limit
         except web.HTTPRequestEntityTooLarge:
             raise _body_too_large(limit) from None
-
-    async def _gunzip(self, body: bytes) -> bytes:
-        limit, max_members = self.config.max_request_body_bytes, self.config.max_gzip_members
-        if len(body) > INLINE_GUNZIP_MAX_BYTES:
-            return await asyncio.to_thread(gunzip, body, limit, max_members)
-        return gunzip(body, limit, max_members)
 
     @staticmethod
     def _error(

@@ -1,0 +1,115 @@
+"""Large requests are inflated, converted and scanned on the ingest worker threads: the event loop keeps
+answering while they are, and a pool that holds too much refuses new large requests with 503 /
+UNAVAILABLE before anything of them is counted."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import gzip
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import grpc
+
+from distributor.ingest.workers import IngestWorkersConfig
+from tests.support.metrics import sample_value
+from tests.support.otlp import batch, request, span
+from tests.support.senders import PROTOBUF
+from tests.support.service import RunningService, StartService, assert_nothing_recorded, make_config
+
+GZIP_PROTOBUF = {**PROTOBUF, "Content-Encoding": "gzip"}
+
+
+def many_spans(spans: int, services: int = 50) -> bytes:
+    """A request of `spans` spans in `services` batches, each span with its own `team`."""
+    per_batch = spans // services
+    return request(
+        *(
+            batch(
+                {"service.name": f"service-{b}"},
+                [span({"team": f"team-{i % 7}", "http.route": "/api/items/{id}"}) for i in range(per_batch)],
+            )
+            for b in range(services)
+        )
+    ).SerializeToString()
+
+
+async def longest_ready_wait(running: RunningService, work: Awaitable[object]) -> tuple[float, object]:
+    """Ask /ready back to back while `work` runs: the longest an answer took, and the work's result."""
+    gc.collect()  # what earlier tests left must not be collected in the middle of this one
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    waits: list[float] = []
+    while not task.done():
+        asked = loop.time()
+        async with running.session.get(running.server_url + "/ready") as response:
+            assert response.status == 200
+        waits.append(loop.time() - asked)
+    assert len(waits) > 1, "the work ended before /ready was asked twice"
+    return max(waits), task.result()
+
+
+async def test_ready_answers_promptly_while_large_requests_of_every_kind_are_processed(
+    start_service: StartService,
+) -> None:
+    running = await start_service(make_config(dimensions=["service.name", "team"], multitenancy=True))
+    body = many_spans(20_000)  # ~2.5 MB of protobuf, every span with a span-level value
+    sends: dict[str, Callable[[], Awaitable[object]]] = {
+        "protobuf": lambda: running.post(body, "protobuf"),
+        "gzip": lambda: running.post(gzip.compress(body), "gzip", GZIP_PROTOBUF),
+    }
+    for name, send in sends.items():
+        longest, answer = await longest_ready_wait(running, send())
+        assert getattr(answer, "status", None) == 200, (name, answer)
+        assert longest < 0.1, f"{name}: /ready waited {longest * 1000:.0f} ms"
+    samples = await running.samples()
+    assert sample_value(samples, "tempo_distributor_ingest_workers_steps_total") >= len(sends)
+    usage = await running.usage()
+    totals: dict[str, float] = {}
+    for labels, value in usage.items():
+        tenant = dict(labels)["tenant"]
+        totals[tenant] = totals.get(tenant, 0) + value
+    assert totals["protobuf"] == totals["gzip"] > len(body) * 0.99
+
+
+def request_of(body: bytes) -> object:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return ExportTraceServiceRequest.FromString(body)
+
+
+async def test_a_full_pool_refuses_large_requests_with_503_and_counts_nothing(
+    start_service: StartService,
+) -> None:
+    workers = IngestWorkersConfig(workers=1, inline_max_bytes=1024, max_pending_bytes=64 * 1024)
+    running = await start_service(replace(make_config(), ingest_workers=workers))
+    pool = running.service.ingest_workers
+    body = many_spans(200, services=2)
+    assert 1024 < len(body) < 64 * 1024
+    # The one worker is busy with a step that holds most of the pool's bytes until released.
+    release = threading.Event()
+    holding = asyncio.ensure_future(pool.run(60 * 1024, release.wait, 10))
+    await asyncio.sleep(0)
+    try:
+        answer = await running.post(body)
+        assert answer.status == 503 and answer.headers["Retry-After"] == "1"
+        assert b"ingest workers" in answer.body
+        grpc_answer = await running.export(body)
+        assert grpc_answer.code == grpc.StatusCode.UNAVAILABLE
+        assert "google.rpc.retryinfo-bin" in grpc_answer.trailing
+        await assert_nothing_recorded(running)
+        refused = sample_value(
+            await running.samples(), "tempo_distributor_refused_requests_total", reason="ingest_workers_busy"
+        )
+        assert refused == 2
+        # A small request does not need the pool: it is taken inline.
+        small = request(batch({"service.name": "small"}, [span()])).SerializeToString()
+        assert len(small) <= 1024 and (await running.post(small)).status == 200
+    finally:
+        release.set()
+        await holding
+    answer = await running.post(body)  # the pool has room again
+    assert answer.status == 200, answer.body
+    assert sum((await running.usage()).values()) > len(body)
