@@ -17,6 +17,8 @@
     series again after a restart (their ids read back from the file), then once more (ids cached)
 (j) /usage_metrics scrapes of 100,000 series in a server process while ingestion runs: the longest
     OTLP/HTTP request that overlapped a scrape
+OTLP/JSON ingest end to end on 50-span and 5-span requests against protobuf ingest of the same requests,
+and the longest /ready answer while one 12 MB OTLP/JSON request is converted and scanned;
 and memory per usage series (short labels; 3 labels of 22-35 bytes, with and without the ledger).
 Rounds of a/b/c are interleaved and the median taken, because this machine is shared and noisy:
 compare the ratios, not one absolute time.
@@ -118,10 +120,31 @@ def one_span_payloads() -> list[bytes]:
     return payloads
 
 
+def small_payloads(spans: int) -> list[bytes]:
+    """Requests of `spans` spans each (one batch of the bench payload), like a browser's."""
+    payloads = []
+    for body in make_payloads(span_team=False):
+        req = ExportTraceServiceRequest.FromString(body)
+        del req.resource_spans[1:]
+        del req.resource_spans[0].scope_spans[0].spans[spans:]
+        payloads.append(req.SerializeToString())
+    return payloads
+
+
+def as_json(payloads: list[bytes]) -> list[bytes]:
+    from tests.support.otlp import otlp_json
+
+    return [otlp_json(ExportTraceServiceRequest.FromString(body)) for body in payloads]
+
+
 PAYLOAD_KINDS: dict[str, Callable[[], list[bytes]]] = {
     "plain": lambda: make_payloads(span_team=False),
     "team": lambda: make_payloads(span_team=True),
     "one-span": one_span_payloads,
+    "proto-50": lambda: small_payloads(50),
+    "json-50": lambda: as_json(small_payloads(50)),
+    "proto-5": lambda: small_payloads(5),
+    "json-5": lambda: as_json(small_payloads(5)),
 }
 
 
@@ -199,9 +222,11 @@ def _load_generator(target: str, requests: int, concurrency: int, kind: str = "p
     import grpc
 
     payloads = PAYLOAD_KINDS[kind]()
+    content_type = "application/json" if kind.startswith("json") else "application/x-protobuf"
+    protobuf = PAYLOAD_KINDS[kind.replace("json", "proto")]()[0] if kind.startswith("json") else payloads[0]
     spans_per_request = sum(
         len(scope.spans)
-        for batch in ExportTraceServiceRequest.FromString(payloads[0]).resource_spans
+        for batch in ExportTraceServiceRequest.FromString(protobuf).resource_spans
         for scope in batch.scope_spans
     )
 
@@ -217,7 +242,7 @@ def _load_generator(target: str, requests: int, concurrency: int, kind: str = "p
                     await export(body)
                     return
                 async with session.post(
-                    target, data=body, headers={"Content-Type": "application/x-protobuf"}
+                    target, data=body, headers={"Content-Type": content_type}
                 ) as response:
                     assert response.status == 200, response.status
                     await response.read()
@@ -354,6 +379,77 @@ def measure_bare(requests: int, concurrency: int, kind: str) -> float:
 
 
 ONE_SPAN_REQUESTS = 4000
+JSON_REQUESTS = 1000
+
+
+def measure_json_ingest() -> dict[str, float]:
+    """Spans/s of OTLP/JSON ingest end to end against protobuf ingest of the same requests, for
+    50-span and 5-span requests; medians of interleaved runs."""
+    runs: dict[str, list[float]] = {kind: [] for kind in ("proto-50", "json-50", "proto-5", "json-5")}
+    for _ in range(FORWARDING_ROUNDS):
+        for kind in runs:
+            runs[kind].append(measure_end_to_end(requests=JSON_REQUESTS, concurrency=8, kind=kind))
+    return {kind: statistics.median(values) for kind, values in runs.items()}
+
+
+def measure_json_stall(megabytes: int = 12) -> dict[str, float]:
+    """The longest /ready answer while a server process converts and scans one OTLP/JSON request of
+    about `megabytes` MB (span-level dimension on every span), and how long that request took."""
+    spans = make_payloads(span_team=True)
+    req = ExportTraceServiceRequest()
+    while req.ByteSize() * 2.6 < megabytes * 1e6:  # OTLP/JSON is about 2.6 times protobuf's size here
+        req.MergeFromString(spans[len(req.resource_spans) // 10 % len(spans)])
+    body = as_json([req.SerializeToString()])[0]
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "bench.yaml"
+        config.write_text(
+            "server: {http_listen_port: 0}\n"
+            "distributor:\n"
+            "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
+            "  usage: {cost_attribution: {enabled: true}}\n"
+            "overrides:\n  defaults:\n    cost_attribution: {dimensions: {service.name: '', team: ''}}\n"
+            "    ingestion: {rate_limit_bytes: 0}\n"
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
+        )
+        try:
+            assert server.stderr is not None
+            for line in server.stderr:
+                found = re.search(r"ready: server (http://\S+), OTLP/HTTP (http://\S+/v1/traces)", line)
+                if found:
+                    server_url, traces_url = found.groups()
+                    break
+            else:
+                raise RuntimeError("the server did not start")
+            return asyncio.run(_stall_during(server_url, traces_url, body)) | {"megabytes": len(body) / 1e6}
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+async def _stall_during(server_url: str, traces_url: str, body: bytes) -> dict[str, float]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        loop = asyncio.get_running_loop()
+
+        async def post() -> float:
+            started = loop.time()
+            async with session.post(
+                traces_url, data=body, headers={"Content-Type": "application/json"}
+            ) as answer:
+                assert answer.status == 200, await answer.text()
+            return loop.time() - started
+
+        task = asyncio.ensure_future(post())
+        waits: list[float] = []
+        while not task.done():
+            asked = loop.time()
+            async with session.get(server_url + "/ready") as response:
+                await response.read()
+            waits.append(loop.time() - asked)
+        return {"worst_ready_s": max(waits), "request_s": task.result()}
 
 
 def measure_one_span_requests() -> tuple[float, float]:
@@ -864,6 +960,22 @@ def print_scrape_during_ingestion(scraped: dict[str, float]) -> None:
     )
 
 
+def print_json_ingest(runs: dict[str, float]) -> None:
+    for spans in (50, 5):
+        proto, json_rate = runs[f"proto-{spans}"], runs[f"json-{spans}"]
+        print(
+            f"OTLP/JSON ingest, {spans}-span requests: {json_rate:,.0f} spans/s, protobuf {proto:,.0f} "
+            f"spans/s, json/protobuf {json_rate / proto:.2f}"
+        )
+
+
+def print_json_stall(stall: dict[str, float]) -> None:
+    print(
+        f"one {stall['megabytes']:.1f} MB OTLP/JSON request: answered in {stall['request_s']:.2f} s, "
+        f"longest /ready answer meanwhile {stall['worst_ready_s'] * 1e3:.0f} ms"
+    )
+
+
 def print_core_status() -> None:
     from distributor.ingest.scan import CORE
 
@@ -997,12 +1109,17 @@ def main() -> None:
     print()
     one_span, bare = measure_one_span_requests()
     print(f"1-span requests/s: ours {one_span:,.0f}, bare aiohttp handler {bare:,.0f}")
+    json_ingest = measure_json_ingest()
+    print_json_ingest(json_ingest)
+    stall = measure_json_stall()
+    print_json_stall(stall)
     checks: list[tuple[str, float, float]] = [
         ("b/a", b / a, 2.5),
         ("c/a", c / a, 1.5),
         ("d/a", d / a, 0.75),
         ("d'/a", d_team / a, 0.6),
         ("1-span ours/bare", one_span / bare, 0.6),
+        ("json/protobuf, 50 spans", json_ingest["json-50"] / json_ingest["proto-50"], 0.3),
         ("e generate_latest/ours", scrape["theirs_s"] / scrape["ours_s"], 5.0),
     ]
     for path, (without, forwarded) in forwarding.items():
@@ -1038,6 +1155,9 @@ def main() -> None:
     worst_ms = scraped["worst_during_s"] * 1e3
     verdict = "met" if worst_ms < 100 else "NOT met"
     print(f"{'j request during scrape':24s} {worst_ms:6.0f}  target < 100 ms {verdict}")
+    worst_ms = stall["worst_ready_s"] * 1e3
+    verdict = "met" if worst_ms < 100 else "NOT met"
+    print(f"{'loop stall, 12 MB JSON':24s} {worst_ms:6.0f}  target < 100 ms {verdict}")
 
 
 if __name__ == "__main__":
@@ -1046,6 +1166,7 @@ if __name__ == "__main__":
     parser.add_argument("--bare-server", action="store_true")
     parser.add_argument("--decode-paths", action="store_true", help="only the rows (a) to (c)")
     parser.add_argument("--one-span", action="store_true", help="only the 1-span requests/s comparison")
+    parser.add_argument("--json", action="store_true", help="only the OTLP/JSON rows")
     parser.add_argument("--sink", action="store_true")
     parser.add_argument("--ledger-flush", action="store_true", help="only the ledger flush row (i)")
     parser.add_argument("--scrape-during-ingestion", action="store_true", help="only the row (j)")
@@ -1056,6 +1177,9 @@ if __name__ == "__main__":
         _bare_server()
     elif args.decode_paths:
         print_decode_paths()
+    elif args.json:
+        print_json_ingest(measure_json_ingest())
+        print_json_stall(measure_json_stall())
     elif args.one_span:
         ours, bare = measure_one_span_requests()
         print(
