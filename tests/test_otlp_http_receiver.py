@@ -152,6 +152,22 @@ async def test_methods_other_than_post_get_405(start_service: StartService, meth
     await assert_nothing_recorded(running)
 
 
+async def test_methods_that_are_not_http_methods_share_one_request_metric_label(
+    start_service: StartService,
+) -> None:
+    running = await start_service()
+    for method in ("PROPFIND", "MKCOL", "LOCK"):
+        async with running.session.request(method, running.traces_url) as response:
+            assert response.status == 405
+    samples = await running.samples()
+    methods = {
+        dict(labels)["method"]
+        for name, labels in samples
+        if name == "tempo_request_duration_seconds_count" and dict(labels).get("route") == "/v1/traces"
+    }
+    assert methods == {"other"}
+
+
 async def test_request_without_spans_is_accepted_and_records_nothing(start_service: StartService) -> None:
     running = await start_service()
     empty = request(batch({"service.name": "idle"}), batch({"service.name": "idle"}, []))
