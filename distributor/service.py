@@ -72,6 +72,13 @@ class Service:
                 config.overrides.per_tenant_override_max_bytes,
             )
             self.overrides = self.reloader.provider
+            # Tempo resolves this path against its working directory; this service, against the config
+            # file's: said here so that an operator coming from Tempo sees which file is read.
+            log.info(
+                "per-tenant overrides file %s (overrides.per_tenant_override_config; a relative path is "
+                "resolved against the config file's directory, not the working directory)",
+                path,
+            )
         self.user_overrides: UserConfigurableOverrides | None = None
         user_config = config.overrides.user_configurable_overrides
         if user_config.enabled:
@@ -148,16 +155,19 @@ class Service:
             ),
             connection_metrics,
         )
-        self.otlp_http = OtlpHttpReceiver(
-            config.otlp_http,
-            self.pipeline,
-            config.multitenancy_enabled,
-            request_metrics,
-            connection_metrics,
-            shutdown_timeout,
-            self.ingest_workers,
-        )
-        receivers: list[tuple[str, Component]] = [("OTLP/HTTP receiver", self.otlp_http)]
+        receivers: list[tuple[str, Component]] = []
+        self.otlp_http: OtlpHttpReceiver | None = None
+        if config.otlp_http is not None:
+            self.otlp_http = OtlpHttpReceiver(
+                config.otlp_http,
+                self.pipeline,
+                config.multitenancy_enabled,
+                request_metrics,
+                connection_metrics,
+                shutdown_timeout,
+                self.ingest_workers,
+            )
+            receivers.append(("OTLP/HTTP receiver", self.otlp_http))
         self.otlp_grpc: OtlpGrpcReceiver | None = None
         if config.otlp_grpc is not None:
             self.otlp_grpc = OtlpGrpcReceiver(
@@ -230,7 +240,7 @@ class Service:
 
     @property
     def otlp_http_address(self) -> tuple[str, int] | None:
-        return self.otlp_http.address
+        return self.otlp_http.address if self.otlp_http is not None else None
 
     @property
     def otlp_grpc_address(self) -> tuple[str, int] | None:
@@ -248,13 +258,16 @@ class Service:
                 await self.stop()
             raise
         self.endpoints.ready = True
-        assert self.server_address is not None and self.otlp_http_address is not None
-        log.info(
-            "distributor ready: server http://%s:%d, OTLP/HTTP http://%s:%d%s",
-            *self.server_address,
-            *self.otlp_http_address,
-            "/v1/traces",
-        )
+        assert self.server_address is not None
+        if self.otlp_http_address is None:
+            log.info("distributor ready: server http://%s:%d, OTLP/HTTP disabled", *self.server_address)
+        else:
+            log.info(
+                "distributor ready: server http://%s:%d, OTLP/HTTP http://%s:%d%s",
+                *self.server_address,
+                *self.otlp_http_address,
+                "/v1/traces",
+            )
 
     async def stop(self) -> None:
         """Graceful shutdown within server.graceful_shutdown_timeout: /ready answers 503, the receivers

@@ -6,9 +6,14 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from distributor.common.config_fields import read_settings, setting, settings
+from distributor.common.config_fields import read_settings, setting, setting_keys, settings
 from distributor.common.config_reader import MAX_FILE_BYTES, Section
-from distributor.overrides.loading import TENANT_KEYS, parse_tenant_overrides
+from distributor.overrides.loading import (
+    LEGACY_TENANT_KEYS,
+    TENANT_FOREIGN,
+    TENANT_KEYS,
+    parse_tenant_overrides,
+)
 from distributor.overrides.model import OverridesSnapshot, TenantOverrides
 from distributor.overrides.status import dimensions_as_config
 
@@ -22,6 +27,7 @@ def defaults_as_data(defaults: TenantOverrides) -> dict[str, Any]:
             "max_cardinality": limits.max_cardinality,
         },
         "ingestion": {
+            "rate_strategy": "local",  # the only one there is (see loading.RATE_STRATEGY_LOCAL)
             "rate_limit_bytes": limits.rate_limit_bytes,
             "burst_size_bytes": limits.burst_size_bytes,
             "max_attribute_bytes": limits.max_attribute_bytes,
@@ -49,7 +55,32 @@ class OverridesConfig:
     )
 
 
+OVERRIDES_KEYS = setting_keys(OverridesConfig)
+# Tempo's legacy format writes the defaults' settings flat in this block instead of under `defaults`.
+LEGACY_DEFAULTS_KEYS = (*TENANT_KEYS, *LEGACY_TENANT_KEYS)
+
+
+def overrides_section(parent: Section) -> Section:
+    """The `overrides:` block: this service's settings, Tempo's legacy flat defaults, and Tempo's settings
+    for its other components (ignored with a note)."""
+    return parent.section("overrides", OVERRIDES_KEYS, TENANT_FOREIGN, LEGACY_DEFAULTS_KEYS)
+
+
 def parse_overrides(section: Section, forwarder_names: Collection[str]) -> OverridesConfig:
     """`forwarder_names`: the configured forwarders, the only ones the defaults may name."""
-    defaults = parse_tenant_overrides(section.section("defaults", TENANT_KEYS), forwarder_names)
+    legacy = [key for key in LEGACY_DEFAULTS_KEYS if section.node(key) is not None]
+    if legacy and section.node("defaults") is not None:
+        for key in legacy:
+            section.fail(
+                key,
+                "Tempo's legacy flat format cannot be mixed with `defaults` in one block: "
+                "move it under defaults (legacy ingestion_* names become ingestion.*)",
+            )
+    if legacy and section.node("defaults") is None:
+        # The block itself holds the defaults, as Tempo reads a legacy configuration.
+        defaults = parse_tenant_overrides(section, forwarder_names)
+    else:
+        defaults = parse_tenant_overrides(
+            section.section("defaults", TENANT_KEYS, TENANT_FOREIGN, LEGACY_TENANT_KEYS), forwarder_names
+        )
     return read_settings(section, OverridesConfig, given={"defaults": defaults})

@@ -6,7 +6,17 @@ from collections.abc import Collection
 from dataclasses import fields
 from types import MappingProxyType
 
-from distributor.common.config_reader import ConfigError, Located, Section, decode_text, parse_yaml_text
+from distributor.common.config_reader import (
+    ConfigError,
+    ConfigNote,
+    Foreign,
+    Located,
+    Section,
+    decode_text,
+    foreign_keys,
+    parse_yaml_text,
+    unexpanded_references,
+)
 from distributor.overrides.dimensions import DimensionError, parse_dimensions
 from distributor.overrides.model import (
     WILDCARD_TENANT,
@@ -23,9 +33,70 @@ def _keys(layer: type) -> tuple[str, ...]:
     return tuple(field.name for field in fields(layer))
 
 
-TENANT_KEYS = _keys(TenantOverrides)
 COST_ATTRIBUTION_KEYS = _keys(CostAttributionOverrides)
 INGESTION_KEYS = _keys(IngestionOverrides)
+
+# Tempo's ingestion.rate_strategy: "local" is what this service does (each replica applies a tenant's
+# limits on its own); "global" divides them among the replicas, which needs their shared state.
+RATE_STRATEGY_LOCAL = "local"
+RATE_STRATEGY_GLOBAL = "global"
+
+# Tempo 2.x's legacy flat format, which it still reads (in the main file's `overrides:` block and in each
+# tenant's entry of the per-tenant file): the flat name -> the `ingestion` key it stands for.
+LEGACY_INGESTION_KEYS = {
+    "ingestion_rate_strategy": "rate_strategy",
+    "ingestion_rate_limit_bytes": "rate_limit_bytes",
+    "ingestion_burst_size_bytes": "burst_size_bytes",
+    "ingestion_max_attribute_bytes": "max_attribute_bytes",
+}
+# `forwarders` and `cost_attribution` have the same names in both formats.
+TENANT_KEYS = _keys(TenantOverrides)
+LEGACY_TENANT_KEYS = tuple(LEGACY_INGESTION_KEYS)
+
+_INGESTER = "enforced by Tempo's ingesters, which this service does not have"
+_OTHER_COMPONENTS = "enforced by Tempo components this service does not have"
+_METRICS_GENERATOR = "Tempo's metrics-generator settings; this service has no metrics-generator"
+_DISTRIBUTOR_ONLY = "a setting of Tempo's distributor this service does not implement"
+
+# A tenant's settings that Tempo's other components enforce, in both formats: accepted (a Tempo overrides
+# file loads as it is) and named in a warning.
+TENANT_FOREIGN: Foreign = foreign_keys(
+    {
+        # The current format's sections
+        "read": _OTHER_COMPONENTS,
+        "compaction": _OTHER_COMPONENTS,
+        "metrics_generator": _METRICS_GENERATOR,
+        "global": _OTHER_COMPONENTS,
+        "storage": _OTHER_COMPONENTS,
+        # the legacy flat names
+        "max_traces_per_user": _INGESTER,
+        "max_global_traces_per_user": _INGESTER,
+        "ingestion_tenant_shard_size": _DISTRIBUTOR_ONLY,
+        "ingestion_artificial_delay": _DISTRIBUTOR_ONLY,
+        "ingestion_retry_info_enabled": _DISTRIBUTOR_ONLY,
+        "max_bytes_per_trace": _OTHER_COMPONENTS,
+        "block_retention": _OTHER_COMPONENTS,
+        "compaction_window": _OTHER_COMPONENTS,
+        "compaction_disabled": _OTHER_COMPONENTS,
+        "max_bytes_per_tag_values_query": _OTHER_COMPONENTS,
+        "max_blocks_per_tag_values_query": _OTHER_COMPONENTS,
+        "max_search_duration": _OTHER_COMPONENTS,
+        "max_metrics_duration": _OTHER_COMPONENTS,
+        "unsafe_query_hints": _OTHER_COMPONENTS,
+        "parquet_dedicated_columns": _OTHER_COMPONENTS,
+    },
+    {"metrics_generator_": _METRICS_GENERATOR},
+)
+INGESTION_SECTION_KEYS = (*INGESTION_KEYS, "rate_strategy")
+INGESTION_FOREIGN: Foreign = foreign_keys(
+    {
+        "max_traces_per_user": _INGESTER,
+        "max_global_traces_per_user": _INGESTER,
+        "tenant_shard_size": _DISTRIBUTOR_ONLY,
+        "artificial_delay": _DISTRIBUTOR_ONLY,
+        "retry_info_enabled": _DISTRIBUTOR_ONLY,
+    }
+)
 
 
 def parse_tenant_overrides(
@@ -44,8 +115,18 @@ def parse_tenant_overrides(
         except DimensionError as err:
             cost.fail("dimensions", str(err))  # when collecting problems: inherit instead
     max_cardinality = cost.integer("max_cardinality", -1)
-    ingestion = section.section("ingestion", INGESTION_KEYS)
+    ingestion = section.section("ingestion", INGESTION_SECTION_KEYS, INGESTION_FOREIGN)
     ingestion_values = {key: ingestion.integer(key, -1) for key in INGESTION_KEYS}
+    _check_rate_strategy(ingestion, "rate_strategy")
+    for legacy, key in LEGACY_INGESTION_KEYS.items():
+        if section.node(legacy) is None:
+            continue
+        if ingestion.node(key) is not None:
+            section.fail(legacy, f"set twice: here and as ingestion.{key}; keep one")
+        elif key == "rate_strategy":
+            _check_rate_strategy(section, legacy)
+        else:
+            ingestion_values[key] = section.integer(legacy, -1)
     return TenantOverrides(
         cost_attribution=CostAttributionOverrides(
             dimensions=dimensions, max_cardinality=None if max_cardinality < 0 else max_cardinality
@@ -55,6 +136,19 @@ def parse_tenant_overrides(
         ),
         forwarders=_forwarders(section, forwarder_names),
     )
+
+
+def _check_rate_strategy(section: Section, key: str) -> None:
+    """Only `local` is accepted; nothing is stored, since it is the only behaviour there is."""
+    strategy = section.string(key, RATE_STRATEGY_LOCAL)
+    if strategy == RATE_STRATEGY_GLOBAL:
+        section.fail(
+            key,
+            "global comes with the shared-state backend, which this service does not have yet; "
+            "use local (each replica applies the tenant's limits on its own)",
+        )
+    elif strategy != RATE_STRATEGY_LOCAL:
+        section.fail(key, f"expected local or global, got {strategy!r}")
 
 
 def _forwarders(section: Section, known: Collection[str] | None) -> tuple[str, ...] | None:
@@ -86,25 +180,51 @@ def parse_per_tenant_file(
     expand_env: bool = False,
     problems: list[ConfigError] | None = None,
     forwarder_names: Collection[str] | None = None,
+    notes: list[ConfigNote] | None = None,
 ) -> OverridesSnapshot:
-    """Validate the runtime file's content as a whole (the reloader hashes exactly these bytes)."""
+    """Validate the runtime file's content as a whole (the reloader hashes exactly these bytes).
+
+    Tempo's settings for its other components, in either format, are accepted and reported in `notes`,
+    one note per setting however many tenants set it."""
     text = decode_text(data, file, expand_env)
     if not text.strip():
         # Usually a file caught between truncate and write: applying it would drop every tenant's
         # overrides at once, so an empty file is an error and `overrides: {}` says "none" explicitly.
         raise ConfigError(file, None, "", "file is empty (write `overrides: {}` for no per-tenant overrides)")
     root = parse_yaml_text(text, file)
-    top = Section(root, "", file, ("overrides",), problems)
+    found: list[ConfigNote] = [] if expand_env else unexpanded_references(root, file)
+    top = Section(root, "", file, ("overrides",), problems, found)
     tenants = top.section("overrides", None)  # keys are tenant ids, checked below
     per_tenant: dict[str, TenantOverrides] = {}
+    ignored: dict[str, tuple[ConfigNote, int]] = {}  # setting -> its first note, how many tenants
     for tenant, entry in tenants.items():
         problem = None if tenant == WILDCARD_TENANT else tenant_id_problem(tenant)
         if problem:
             tenants.fail_at(entry, problem)
             continue
+        tenant_notes: list[ConfigNote] = []
         per_tenant[tenant] = parse_tenant_overrides(
-            Section(entry, entry.path, file, TENANT_KEYS, problems), forwarder_names
+            Section(
+                entry,
+                entry.path,
+                file,
+                TENANT_KEYS,
+                problems,
+                tenant_notes,
+                TENANT_FOREIGN,
+                LEGACY_TENANT_KEYS,
+            ),
+            forwarder_names,
         )
+        for note in tenant_notes:
+            setting = note.key.removeprefix(entry.path)
+            first, count = ignored.get(setting, (note, 0))
+            ignored[setting] = (first, count + 1)
+    for first, count in ignored.values():
+        more = f" (and in {count - 1} more tenant{'s' if count > 2 else ''})" if count > 1 else ""
+        found.append(ConfigNote(first.file, first.line, first.key, first.text + more))
+    if notes is not None:
+        notes.extend(sorted(found, key=lambda note: note.line or 0))
     return OverridesSnapshot(defaults=defaults, per_tenant=MappingProxyType(per_tenant), source=file)
 
 
@@ -118,4 +238,11 @@ def _plain(node: Located) -> object:
     return value
 
 
-__all__ = ["ConfigError", "parse_per_tenant_file", "parse_tenant_overrides"]
+__all__ = [
+    "LEGACY_TENANT_KEYS",
+    "TENANT_FOREIGN",
+    "TENANT_KEYS",
+    "ConfigError",
+    "parse_per_tenant_file",
+    "parse_tenant_overrides",
+]

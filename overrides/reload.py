@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from distributor.common.config_reader import MAX_FILE_BYTES, ConfigError, read_bytes
+from distributor.common.config_reader import MAX_FILE_BYTES, ConfigError, ConfigNote, read_bytes
 from distributor.overrides.loading import parse_per_tenant_file
 from distributor.overrides.model import OverridesSnapshot, TenantOverrides
 from distributor.overrides.provider import OverridesProvider
@@ -46,6 +46,7 @@ class _FileRead:
     data: bytes
     snapshot: OverridesSnapshot | None
     error: str | None
+    notes: tuple[ConfigNote, ...] = ()  # what it holds that is accepted with a warning
 
 
 class RuntimeOverridesReloader:
@@ -86,7 +87,9 @@ class RuntimeOverridesReloader:
         """Read the file at start-up, before anything is served, with the same limits as a reload; here
         an invalid file is fatal (raises ConfigError)."""
         data = read_bytes(path, max_bytes, MAX_BYTES_SETTING)
-        snapshot = parse_per_tenant_file(data, str(path), defaults, expand_env, None, forwarder_names)
+        notes: list[ConfigNote] = []
+        snapshot = parse_per_tenant_file(data, str(path), defaults, expand_env, None, forwarder_names, notes)
+        _log_notes(notes)
         reloader = cls(
             OverridesProvider(snapshot), path, defaults, expand_env, wall_clock, forwarder_names, max_bytes
         )
@@ -120,13 +123,14 @@ class RuntimeOverridesReloader:
         content_hash = hashlib.sha256(data).hexdigest()
         if content_hash == self._hash_last_seen:
             return None  # unchanged since the last attempt, good or bad: nothing new to say or apply
+        notes: list[ConfigNote] = []
         try:
             snapshot = parse_per_tenant_file(
-                data, str(self.path), self.defaults, self.expand_env, None, self.forwarder_names
+                data, str(self.path), self.defaults, self.expand_env, None, self.forwarder_names, notes
             )
         except ConfigError as err:
             return _FileRead(content_hash, data, None, str(err))
-        return _FileRead(content_hash, data, snapshot, None)
+        return _FileRead(content_hash, data, snapshot, None, tuple(notes))
 
     def _apply(self, read: _FileRead) -> bool:
         """On the event loop: put a good read in force, or record why it was refused."""
@@ -141,6 +145,7 @@ class RuntimeOverridesReloader:
         self._success_time = self._wall_clock()
         self._last_error = None
         log.info("per-tenant overrides reloaded from %s (sha256 %s)", self.path, read.content_hash[:12])
+        _log_notes(read.notes)
         return True
 
     def _fail(self, error: str, content_hash: str) -> None:
@@ -149,6 +154,12 @@ class RuntimeOverridesReloader:
         if error != self._last_error:
             log.error("per-tenant overrides not reloaded, the last good ones stay in force: %s", error)
         self._last_error = error
+
+
+def _log_notes(notes: Collection[ConfigNote]) -> None:
+    """Once per content put in force: an unchanged file is not read again."""
+    for note in notes:
+        log.warning("%s", note)
 
 
 class OverridesRefresh:

@@ -74,6 +74,7 @@ def test_defaults_follow_tempo_and_the_collector(tmp_path: Path) -> None:
     assert config.server.graceful_shutdown_timeout == 30.0
     data = config_as_data(config)
     assert data["overrides"]["defaults"]["ingestion"] == {
+        "rate_strategy": "local",
         "rate_limit_bytes": 15_000_000,
         "burst_size_bytes": 20_000_000,
         "max_attribute_bytes": 2048,

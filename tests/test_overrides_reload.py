@@ -286,16 +286,16 @@ async def test_status_config_shows_effective_defaults_and_diff(
         "multitenancy_enabled": True,
         "server": {"http_listen_port": 0},
         "distributor": {
-            "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
+            # Only HTTP is listed, so gRPC, which the defaults run, is off.
+            "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}, "grpc": None}}},
             "usage": {"cost_attribution": {"enabled": True}},
         },
+        # Nothing of the features left off (user-configurable overrides, usage attribution), although
+        # their relative paths, resolved against the config file, differ from the bare defaults.
         "overrides": {
             "defaults": {"cost_attribution": {"dimensions": {"service.name": "service_name"}}},
             "per_tenant_override_config": str(tmp_path / "overrides.yaml"),
-            "user_configurable_overrides": {"storage_path": str(tmp_path / "data" / "user-overrides")},
         },
-        # Relative paths are resolved against the config file, so they differ from the bare default.
-        "usage_attribution": {"ledger": {"sqlite": {"path": str(tmp_path / "data" / "ledger.db")}}},
     }
     status, _ = await get("?mode=everything")
     assert status == 400

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,36 @@ class ConfigError(DistributorError):
         self.problem = problem
         where = f"{file}:{line}" if line is not None else file
         super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigNote:
+    """Something in a file that is accepted but worth a warning (a Tempo setting this service does not
+    use, a value that looks like an unexpanded `${VAR}`); str() is one line: `file:line: key: note`."""
+
+    file: str
+    line: int | None
+    key: str
+    text: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.key}: {self.text}" if self.key else f"{where}: {self.text}"
+
+
+# A section's keys that belong to other Tempo components: key -> why it is ignored (None: not one).
+Foreign = Callable[[str], str | None]
+
+
+def foreign_keys(reasons: Mapping[str, str], prefixes: Mapping[str, str] | None = None) -> Foreign:
+    """The Foreign for these keys, and for every key starting with one of `prefixes`."""
+
+    def reason(key: str) -> str | None:
+        if key in reasons:
+            return reasons[key]
+        return next((why for prefix, why in (prefixes or {}).items() if key.startswith(prefix)), None)
+
+    return reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +255,40 @@ def expand_env_vars(text: str) -> str:
     return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), text)
 
 
+def unexpanded_references(root: Located | None, file: str) -> list[ConfigNote]:
+    """A note for every string value holding what looks like a `${VAR}` or `${VAR:-default}` reference,
+    for a file read without -config.expand-env: such a value is taken literally (a key such as
+    `${DD_API_KEY:-x}` would work as the key "${DD_API_KEY:-x}"). Only the variable is named: a default
+    may be a secret."""
+    notes: list[ConfigNote] = []
+
+    def walk(node: Located) -> None:
+        value = node.value
+        if isinstance(value, dict):
+            for child in value.values():
+                walk(child)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child)
+        elif isinstance(value, str):
+            names = sorted({found.group(1) for found in _ENV_REFERENCE.finditer(value)})
+            if names:
+                listed = ", ".join(f"${{{name}}}" for name in names)
+                notes.append(
+                    ConfigNote(
+                        file,
+                        node.line,
+                        node.path,
+                        f"looks like an unexpanded reference to {listed}; it is taken literally "
+                        "(start with -config.expand-env to expand it)",
+                    )
+                )
+
+    if root is not None:
+        walk(root)
+    return notes
+
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d|w|y)")
 _UNIT_SECONDS = {
     "ns": 1e-9,
@@ -276,6 +340,10 @@ class Section:
 
     Without `problems` the first error raises ConfigError (what the service does). With a list, every
     error is recorded there and reading goes on with the default, so a checker can report them all.
+
+    A key that `foreign` names (one of Tempo's, for a component this service does not have) is not an
+    error: it is dropped with a note in `notes`, which sub-sections share. `legacy` keys (Tempo's former
+    names of allowed ones) are accepted without being offered in the unknown-key message.
     """
 
     def __init__(
@@ -285,10 +353,14 @@ class Section:
         file: str,
         allowed: tuple[str, ...] | None,
         problems: list[ConfigError] | None = None,
+        notes: list[ConfigNote] | None = None,
+        foreign: Foreign | None = None,
+        legacy: tuple[str, ...] = (),
     ) -> None:
         self.file = file
         self.path = path
         self.problems = problems
+        self.notes: list[ConfigNote] = [] if notes is None else notes
         self.line = node.line if node is not None else None
         self._items: dict[str, Located] = {}
         if node is not None and node.value is not None:
@@ -297,9 +369,16 @@ class Section:
             else:
                 self.fail_at(node, f"expected a mapping, got {_type_name(node.value)}")
         for key, child in list(self._items.items()):
-            if allowed is not None and key not in allowed:
-                self.fail_at(child, f"unknown key (allowed: {', '.join(allowed)})")
+            if allowed is not None and key not in allowed and key not in legacy:
+                reason = foreign(key) if foreign is not None else None
+                if reason is not None:
+                    self.note_at(child, f"ignored: {reason}")
+                else:
+                    self.fail_at(child, f"unknown key (allowed: {', '.join(allowed)})")
                 del self._items[key]
+
+    def note_at(self, node: Located, text: str) -> None:
+        self.notes.append(ConfigNote(self.file, node.line, node.path or self.path, text))
 
     def fail_at(self, node: Located, problem: str) -> None:
         self._report(ConfigError(self.file, node.line, node.path or self.path, problem))
@@ -320,15 +399,24 @@ class Section:
     def node(self, key: str) -> Located | None:
         return self._items.get(key)
 
-    def section(self, key: str, allowed: tuple[str, ...] | None) -> Section:
-        """A nested mapping; `allowed=None` accepts any key (e.g. tenant ids)."""
+    def section(
+        self,
+        key: str,
+        allowed: tuple[str, ...] | None,
+        foreign: Foreign | None = None,
+        legacy: tuple[str, ...] = (),
+    ) -> Section:
+        """A nested mapping; `allowed=None` accepts any key (e.g. tenant ids); `foreign` and `legacy`:
+        see the class."""
         path = f"{self.path}.{key}" if self.path else key
-        return Section(self._items.get(key), path, self.file, allowed, self.problems)
+        item = self._items.get(key)
+        return Section(item, path, self.file, allowed, self.problems, self.notes, foreign, legacy)
 
     def reopened(self, key: str) -> Section:
         """The sub-section `key` again, to report what a check across its keys finds after reading; its
         shape and keys were reported when it was first opened, so they are not reported twice."""
-        reopened = Section(None, f"{self.path}.{key}" if self.path else key, self.file, None, self.problems)
+        path = f"{self.path}.{key}" if self.path else key
+        reopened = Section(None, path, self.file, None, self.problems, self.notes)
         node = self._items.get(key)
         if node is not None:
             reopened.line = node.line
@@ -347,7 +435,7 @@ class Section:
             return
         path = f"{self.path}.{key}" if self.path else key
         for index, item in enumerate(node.value):
-            yield Section(item, f"{path}[{index}]", self.file, allowed, self.problems)
+            yield Section(item, f"{path}[{index}]", self.file, allowed, self.problems, self.notes)
 
     def items(self) -> Iterator[tuple[str, Located]]:
         return iter(self._items.items())

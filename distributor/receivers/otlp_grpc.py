@@ -5,7 +5,9 @@ through exactly the same validating decode and accounting as OTLP/HTTP."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 
 import grpc
 
@@ -44,6 +46,28 @@ def server_options(config: OtlpGrpcConfig) -> list[tuple[str, int]]:
     ]
 
 
+def _refuse_address_in_use(host: str, port: int) -> None:
+    """Raise OSError(EADDRINUSE) when another socket holds the port. Checked before grpc binds: grpc
+    reports a busy port as a RuntimeError, after writing a line of its own to stderr, so the service
+    could not say it in one clean line as it does for a busy HTTP port. Other bind errors are left
+    for grpc to judge (it listens if any of the resolved addresses binds)."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc does
+            try:
+                probe.bind(address)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    problem = f"cannot listen for OTLP/gRPC on {host}:{port}: address already in use"
+                    raise OSError(errno.EADDRINUSE, problem) from None
+
+
 class OtlpGrpcReceiver:
     def __init__(
         self,
@@ -64,7 +88,11 @@ class OtlpGrpcReceiver:
         handler = grpc.unary_unary_rpc_method_handler(self.export)  # bytes in, bytes out
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
         endpoint = self.config.endpoint
-        port = server.add_insecure_port(str(endpoint))
+        _refuse_address_in_use(endpoint.host, endpoint.port)
+        try:
+            port = server.add_insecure_port(str(endpoint))
+        except RuntimeError as err:  # grpcio raises this, not OSError, when it cannot bind
+            raise OSError(f"cannot listen for OTLP/gRPC on {endpoint}: {err}") from None
         if port == 0:
             raise OSError(f"cannot listen for OTLP/gRPC on {endpoint}")
         await server.start()

@@ -9,7 +9,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from distributor.config import Config, config_as_data, differences
+from distributor.config import Config, config_as_data, default_config, differences
 from distributor.overrides import OverridesProvider, tenant_id_problem
 from distributor.overrides.reload import RuntimeOverridesReloader
 from distributor.overrides.status import describe_tenant
@@ -53,7 +53,7 @@ class ServerEndpoints:
         mode = request.query.get("mode", "")
         if mode not in ("", "defaults", "diff"):
             return web.Response(status=400, text=f"unknown mode {mode!r}: use defaults or diff\n")
-        defaults = config_as_data(Config())
+        defaults = config_as_data(default_config())  # both OTLP protocols, as an empty file has
         if mode == "defaults":
             return yaml_response(defaults)
         current = config_as_data(self.config)
