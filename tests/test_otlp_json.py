@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import copy
+import enum
 import json
+import math
 import random
-from typing import Any
+import re
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, TypeAlias
 
 import pytest
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -888,3 +893,386 @@ def test_export_response_message_is_valid_utf8_even_with_lone_surrogates() -> No
 def test_export_response_rejects_negative_counts() -> None:
     with pytest.raises(ValueError, match="non-negative"):
         export_response_json(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# reference: the converter as it was before the direct encoder (json.loads, a validating walk that
+# rewrites ids to base64, then json_format.ParseDict and SerializeToString). The new one must give the
+# same bytes or the same error for every body; tests/bench_json.py measures against it too.
+
+# Same limit as protobuf's binary decoder (upb) and ParseDict, so anything accepted here also
+# decodes on the protobuf path.
+_REF_MAX_DEPTH: Final = 100
+
+# Field name -> (decoded size in bytes, wording for errors).
+_REF_ID_FIELDS: Final[dict[str, tuple[int, str]]] = {
+    "trace_id": (16, "trace id"),
+    "span_id": (8, "span id"),
+    "parent_span_id": (8, "parent span id"),
+}
+
+_REF_INT_TYPES: Final[dict[int, tuple[str, int, int]]] = {
+    FieldDescriptor.TYPE_INT32: ("int32", -(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: ("sint32", -(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: ("sfixed32", -(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: ("uint32", 0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: ("fixed32", 0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: ("int64", -(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: ("sint64", -(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: ("sfixed64", -(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: ("uint64", 0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: ("fixed64", 0, 2**64 - 1),
+}
+
+_REF_HEX_RE: Final = re.compile(r"[0-9a-fA-F]*")
+_REF_INT_RE: Final = re.compile(r"[+-]?[0-9]+")
+_REF_NUMBER_RE: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# Standard or URL-safe alphabet, padding optional (proto3 JSON accepts all of these).
+_REF_BASE64_RE: Final = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+# json.loads joins escaped surrogate pairs, so any surrogate left in a str is unpaired.
+_REF_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+_REF_DOUBLE_WORDS: Final = frozenset({"NaN", "Infinity", "-Infinity"})
+# Returned for values that are dropped (unknown enum names) instead of being handed to ParseDict.
+_REF_OMIT: Final = object()
+
+
+# A JSON path as a linked list (parent, key): building it costs one tuple per node, and it is
+# only turned into text when something is wrong.
+_RefPath: TypeAlias = "tuple[_RefPath, str | int] | None"
+
+
+class _RefKind(enum.Enum):
+    MESSAGE = enum.auto()
+    ID = enum.auto()
+    STRING = enum.auto()
+    BYTES = enum.auto()
+    BOOL = enum.auto()
+    INT = enum.auto()
+    DOUBLE = enum.auto()
+    ENUM = enum.auto()
+    PASS = enum.auto()  # no such fields in OTLP traces (maps, groups); left to ParseDict
+
+
+@dataclass(frozen=True, slots=True)
+class _RefField:
+    name: str
+    json_name: str
+    kind: _RefKind
+    repeated: bool
+    oneof: str | None = None
+    message: _RefMessage | None = None
+    type_name: str = ""
+    int_min: int = 0
+    int_max: int = 0
+    id_size: int = 0
+    enum_names: frozenset[str] = frozenset()
+    enum_numbers: frozenset[int] | None = None  # only for closed enums
+
+
+class _RefMessage:
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        # Both spellings (lowerCamelCase and proto name) map to the same _RefField.
+        self.fields: dict[str, _RefField] = {}
+
+
+def _ref_is_repeated(fd: Any) -> bool:
+    # FieldDescriptor.label is gone in protobuf 7, is_repeated is missing in older releases.
+    is_repeated = getattr(fd, "is_repeated", None)
+    if is_repeated is not None:
+        return bool(is_repeated)
+    return bool(fd.label == FieldDescriptor.LABEL_REPEATED)
+
+
+def _ref_build_message(descriptor: Any, cache: dict[str, _RefMessage]) -> _RefMessage:
+    message = cache.get(descriptor.full_name)
+    if message is None:
+        message = cache[descriptor.full_name] = _RefMessage()  # registered first: AnyValue is recursive
+        for fd in descriptor.fields:
+            field = _ref_build_field(fd, cache)
+            message.fields[field.json_name] = field
+            message.fields[field.name] = field
+    return message
+
+
+def _ref_build_field(fd: Any, cache: dict[str, _RefMessage]) -> _RefField:
+    name: str = fd.name
+    common: dict[str, Any] = {
+        "name": name,
+        "json_name": fd.json_name,
+        "repeated": _ref_is_repeated(fd),
+        "oneof": fd.containing_oneof.name if fd.containing_oneof is not None else None,
+    }
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        if fd.message_type.GetOptions().map_entry:
+            return _RefField(kind=_RefKind.PASS, **common)
+        return _RefField(kind=_RefKind.MESSAGE, message=_ref_build_message(fd.message_type, cache), **common)
+    if fd.type == FieldDescriptor.TYPE_BYTES:
+        if name in _REF_ID_FIELDS:
+            size, label = _REF_ID_FIELDS[name]
+            return _RefField(kind=_RefKind.ID, id_size=size, type_name=label, **common)
+        return _RefField(kind=_RefKind.BYTES, **common)
+    if fd.type == FieldDescriptor.TYPE_STRING:
+        return _RefField(kind=_RefKind.STRING, **common)
+    if fd.type == FieldDescriptor.TYPE_BOOL:
+        return _RefField(kind=_RefKind.BOOL, **common)
+    if fd.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return _RefField(kind=_RefKind.DOUBLE, **common)
+    if fd.type == FieldDescriptor.TYPE_ENUM:
+        enum_type = fd.enum_type
+        closed = bool(getattr(enum_type, "is_closed", False))
+        return _RefField(
+            kind=_RefKind.ENUM,
+            type_name="int32",
+            int_min=-(2**31),
+            int_max=2**31 - 1,
+            enum_names=frozenset(enum_type.values_by_name),
+            enum_numbers=frozenset(enum_type.values_by_number) if closed else None,
+            **common,
+        )
+    if fd.type in _REF_INT_TYPES:
+        type_name, low, high = _REF_INT_TYPES[fd.type]
+        return _RefField(kind=_RefKind.INT, type_name=type_name, int_min=low, int_max=high, **common)
+    return _RefField(kind=_RefKind.PASS, **common)
+
+
+_REF_REQUEST: Final = _ref_build_message(ExportTraceServiceRequest.DESCRIPTOR, {})
+
+
+def reference_otlp_json_to_protobuf(body: bytes) -> bytes:
+    """The converter as it was before the direct encoder: json.loads, a validating walk, ParseDict."""
+    try:
+        # OTLP/JSON is UTF-8; json.loads(bytes) would also guess UTF-16/32. A BOM is tolerated.
+        text = str(body, "utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise OtlpJsonError(f"body is not valid UTF-8 (bad byte at offset {err.start})") from None
+    try:
+        document = json.loads(text, parse_constant=_ref_reject_constant)
+    except OtlpJsonError:
+        raise
+    except json.JSONDecodeError as err:
+        raise OtlpJsonError(
+            f"body is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+        ) from None
+    except RecursionError:
+        raise OtlpJsonError("body is nested too deeply to decode") from None
+    except ValueError as err:  # e.g. an integer literal beyond int_max_str_digits
+        raise OtlpJsonError(f"body is not valid JSON: {_ref_clip(str(err).split(';')[0])}") from None
+    if not isinstance(document, dict):
+        raise OtlpJsonError(f"body must be a JSON object, got {_ref_json_type(document)}")
+
+    canonical = _ref_walk_message(document, _REF_REQUEST, None, 1)
+    message = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(
+            canonical, message, ignore_unknown_fields=True, max_recursion_depth=_REF_MAX_DEPTH
+        )
+    except json_format.ParseError as err:
+        # The walk should have caught everything ParseDict rejects; this keeps the contract if not.
+        raise _reword_parse_error(err) from None
+    except (ValueError, TypeError) as err:
+        raise OtlpJsonError(f"request: {_ref_clip(str(err))}") from None
+    result: bytes = message.SerializeToString()
+    return result
+
+
+def _ref_walk_message(obj: object, message: _RefMessage, path: _RefPath, depth: int) -> dict[str, object]:
+    if not isinstance(obj, dict):
+        _ref_fail(path, f"expected an object, got {_ref_json_type(obj)}")
+    if depth > _REF_MAX_DEPTH:
+        _ref_fail(path, f"nested too deeply (more than {_REF_MAX_DEPTH} levels of messages)")
+    out: dict[str, object] = {}
+    oneofs: dict[str, str] | None = None
+    for key, value in obj.items():
+        field = message.fields.get(key)
+        # Unknown fields must be ignored; null means "not set" in proto3 JSON.
+        if field is None or value is None:
+            continue
+        if field.json_name in out:
+            _ref_fail(path, f'both "{field.json_name}" and "{field.name}" given')
+        if field.oneof is not None:
+            if oneofs is None:
+                oneofs = {}
+            other = oneofs.setdefault(field.oneof, key)
+            if other != key:
+                _ref_fail(path, f'only one of "{other}" and "{key}" may be set')
+        field_path = (path, key)
+        if field.repeated and field.kind is not _RefKind.PASS:
+            if not isinstance(value, list):
+                _ref_fail(field_path, f"expected an array, got {_ref_json_type(value)}")
+            items = [
+                _ref_walk_value(item, field, (field_path, index), depth) for index, item in enumerate(value)
+            ]
+            if field.kind is _RefKind.ENUM:
+                items = [item for item in items if item is not _REF_OMIT]
+            out[field.json_name] = items
+        else:
+            converted = _ref_walk_value(value, field, field_path, depth)
+            if converted is not _REF_OMIT:
+                out[field.json_name] = converted
+    return out
+
+
+def _ref_walk_value(value: object, field: _RefField, path: _RefPath, depth: int) -> object:
+    kind = field.kind
+    if kind is _RefKind.MESSAGE:
+        assert field.message is not None
+        return _ref_walk_message(value, field.message, path, depth + 1)
+    if kind is _RefKind.STRING:
+        if not isinstance(value, str):
+            _ref_fail(path, f"expected a string, got {_ref_json_type(value)}")
+        if not value.isascii() and _REF_SURROGATE_RE.search(value):
+            _ref_fail(path, "string contains an unpaired UTF-16 surrogate")
+        return value
+    if kind is _RefKind.INT:
+        return _ref_to_int(value, field, path)
+    if kind is _RefKind.ID:
+        return _ref_hex_id_to_base64(value, field, path)
+    if kind is _RefKind.DOUBLE:
+        return _ref_to_double(value, path)
+    if kind is _RefKind.BOOL:
+        if not isinstance(value, bool):
+            _ref_fail(path, f"expected true or false, got {_ref_json_type(value)}")
+        return value
+    if kind is _RefKind.ENUM:
+        return _ref_to_enum(value, field, path)
+    if kind is _RefKind.BYTES:
+        if not isinstance(value, str):
+            _ref_fail(path, f"expected a base64 string, got {_ref_json_type(value)}")
+        data_length = len(value.rstrip("="))
+        if (
+            not _REF_BASE64_RE.fullmatch(value)
+            or data_length % 4 == 1
+            or (data_length != len(value) and len(value) % 4)
+        ):
+            _ref_fail(path, f"invalid base64 {_ref_describe(value)}")
+        return value
+    return value
+
+
+def _ref_hex_id_to_base64(value: object, field: _RefField, path: _RefPath) -> str:
+    digits = 2 * field.id_size
+    if not isinstance(value, str):
+        _ref_fail(path, f"{field.type_name} must be a hex string, got {_ref_json_type(value)}")
+    if (value and len(value) != digits) or not _REF_HEX_RE.fullmatch(value):
+        _ref_fail(path, f"invalid {field.type_name} {_ref_describe(value)} (expected {digits} hex digits)")
+    # ParseDict reads bytes fields as base64.
+    return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def _ref_to_int(value: object, field: _RefField, path: _RefPath) -> int:
+    number: int
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        _ref_fail(path, f"expected an integer, got {_ref_json_type(value)}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _REF_INT_RE.fullmatch(value):
+        try:
+            number = int(value)
+        except ValueError:  # beyond int_max_str_digits, so far out of range anyway
+            _ref_fail(path, f"{_ref_describe(value)} is out of range for {field.type_name}")
+    else:
+        if isinstance(value, str):
+            if not _REF_NUMBER_RE.fullmatch(value):
+                _ref_fail(path, f"invalid integer {_ref_describe(value)}")
+            # proto3 JSON also allows "1e3" and "5.0" for integers.
+            as_float = float(value)
+        else:
+            as_float = value
+        if not math.isfinite(as_float):
+            _ref_fail(path, f"{_ref_describe(value)} is out of range for {field.type_name}")
+        if not as_float.is_integer():
+            _ref_fail(path, f"expected an integer, got {_ref_describe(value)}")
+        number = int(as_float)
+    if not field.int_min <= number <= field.int_max:
+        _ref_fail(
+            path,
+            f"{_ref_describe(value)} is out of range for {field.type_name}"
+            f" ({field.int_min} to {field.int_max})",
+        )
+    return number
+
+
+def _ref_to_double(value: object, path: _RefPath) -> float | str:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        _ref_fail(path, f"expected a number, got {_ref_json_type(value)}")
+    if isinstance(value, str):
+        if value in _REF_DOUBLE_WORDS:
+            return value  # ParseDict understands these spellings, not float('nan') and friends
+        if not _REF_NUMBER_RE.fullmatch(value):
+            _ref_fail(path, f"invalid number {_ref_describe(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # a huge JSON integer literal
+        number = math.inf
+    if not math.isfinite(number):  # e.g. 1e400, which json.loads turns into inf
+        _ref_fail(path, f"{_ref_describe(value)} is out of range for double")
+    return number
+
+
+def _ref_to_enum(value: object, field: _RefField, path: _RefPath) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        _ref_fail(path, f"expected an enum name or integer, got {_ref_json_type(value)}")
+    if isinstance(value, str) and not _REF_INT_RE.fullmatch(value):
+        if value in field.enum_names:
+            return value
+        # Unknown names are ignored like unknown fields, as ParseDict does with ignore_unknown_fields
+        # (and it lets old receivers accept newer senders). They are dropped here rather than passed
+        # on: upb's enum name lookup raises SystemError for a name with a lone surrogate.
+        return _REF_OMIT
+    number = _ref_to_int(value, field, path)
+    if field.enum_numbers is not None and number not in field.enum_numbers:
+        _ref_fail(path, f"unknown enum value {number}")
+    return number
+
+
+def _ref_reject_constant(name: str) -> NoReturn:
+    raise OtlpJsonError(
+        f'body is not valid JSON: {name} is not a JSON value (proto3 JSON spells it "{name}")'
+    )
+
+
+def _ref_fail(path: _RefPath, problem: str) -> NoReturn:
+    raise OtlpJsonError(f"{_ref_render_path(path)}: {problem}")
+
+
+def _ref_render_path(path: _RefPath) -> str:
+    parts: list[str] = []
+    while path is not None:
+        path, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    text = "".join(reversed(parts)).lstrip(".") or "request"
+    # Only deeply nested AnyValues get this long; the two ends are what locate the problem.
+    return text if len(text) <= 120 else f"{text[:50]}...{text[-60:]}"
+
+
+def _ref_json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _ref_describe(value: object) -> str:
+    """A short, single-line, ASCII rendering of a JSON scalar for error messages."""
+    if isinstance(value, str):
+        # json.dumps escapes control characters and lone surrogates.
+        return json.dumps(value) if len(value) <= 40 else json.dumps(value[:40])[:-1] + '..."'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _ref_clip(repr(value), 40)
+    return _ref_json_type(value)
+
+
+def _ref_clip(text: str, limit: int = 200) -> str:
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
