@@ -103,12 +103,22 @@ def measure_converters(spans_per_request: int) -> dict[str, float]:
 def print_converters(results: dict[str, float]) -> None:
     n = int(results["spans_per_request"])
     print(
-        f"OTLP/JSON converter, {n}-span requests ({results['json_bytes_per_span']:.0f} JSON bytes a span):"
-        f" new {results['new_spans_per_second']:,.0f} spans/s ({results['new_per_request_us']:.0f} us"
-        f" a request), old {results['old_spans_per_second']:,.0f} spans/s"
-        f" ({results['old_per_request_us']:.0f} us), FromString {results['from_string_spans_per_second']:,.0f}"
-        f" spans/s; new/old {results['new_over_old']:.1f}x, new/FromString"
-        f" {results['new_over_from_string']:.3f}, old/FromString {results['old_over_from_string']:.3f}"
+        f"OTLP/JSON -> protobuf, {n}-span requests ({results['json_bytes_per_span']:.0f} JSON bytes a span)"
+    )
+    print(
+        f"  new converter  {results['new_spans_per_second']:>11,.0f} spans/s"
+        f"  ({results['new_per_request_us']:,.0f} us a request)"
+    )
+    print(
+        f"  old converter  {results['old_spans_per_second']:>11,.0f} spans/s"
+        f"  ({results['old_per_request_us']:,.0f} us a request)"
+    )
+    print(
+        f"  FromString     {results['from_string_spans_per_second']:>11,.0f} spans/s (same spans as protobuf)"
+    )
+    print(
+        f"  new/old {results['new_over_old']:.2f}x   new/FromString {results['new_over_from_string']:.3f}"
+        f"   old/FromString {results['old_over_from_string']:.3f}"
     )
 
 

@@ -15,12 +15,13 @@ request, so the same spans cost the same whether they came as JSON or as protobu
 from __future__ import annotations
 
 import base64
-import enum
 import json
 import math
 import re
 import struct
-from dataclasses import dataclass, field as dataclass_field
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Final, NoReturn, TypeAlias
 
 import orjson
@@ -69,10 +70,6 @@ _I32: Final = 5
 
 _MASK64: Final = 2**64 - 1
 _pack_double: Final = struct.Struct("<d").pack
-_pack_u32: Final = struct.Struct("<I").pack
-_pack_i32: Final = struct.Struct("<i").pack
-_pack_u64: Final = struct.Struct("<Q").pack
-_pack_i64: Final = struct.Struct("<q").pack
 
 _HEX_RE: Final = re.compile(r"[0-9a-fA-F]*")
 _INT_RE: Final = re.compile(r"[+-]?[0-9]+")
@@ -81,6 +78,7 @@ _NUMBER_RE: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-
 _BASE64_RE: Final = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 _DOUBLE_WORDS: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
+_KEY_VALUE: Final = "opentelemetry.proto.common.v1.KeyValue"
 
 # ParseDict error texts look like 'Failed to parse a field: Failed to parse b field: <why> at <path>.'
 _PARSE_PREFIX_RE: Final = re.compile(r"Failed to parse (\S+) field: ")
@@ -91,39 +89,15 @@ _PARSE_AT_RE: Final = re.compile(r' at "?ExportTraceServiceRequest\.?([\w.\[\]]*
 _Path: TypeAlias = "tuple[_Path, str | int] | None"
 
 
-class _Kind(enum.Enum):
-    MESSAGE = enum.auto()
-    ID = enum.auto()
-    STRING = enum.auto()
-    BYTES = enum.auto()
-    BOOL = enum.auto()
-    INT = enum.auto()
-    DOUBLE = enum.auto()
-    ENUM = enum.auto()
-
-
-class _IntEncoding(enum.Enum):
-    VARINT = enum.auto()  # int32, int64, uint32, uint64 and enums: negatives as 10-byte two's complement
-    ZIGZAG = enum.auto()  # sint32, sint64
-    FIXED32 = enum.auto()
-    SFIXED32 = enum.auto()
-    FIXED64 = enum.auto()
-    SFIXED64 = enum.auto()
-
-
-_INT_ENCODINGS: Final[dict[int, _IntEncoding]] = {
-    FieldDescriptor.TYPE_SINT32: _IntEncoding.ZIGZAG,
-    FieldDescriptor.TYPE_SINT64: _IntEncoding.ZIGZAG,
-    FieldDescriptor.TYPE_FIXED32: _IntEncoding.FIXED32,
-    FieldDescriptor.TYPE_SFIXED32: _IntEncoding.SFIXED32,
-    FieldDescriptor.TYPE_FIXED64: _IntEncoding.FIXED64,
-    FieldDescriptor.TYPE_SFIXED64: _IntEncoding.SFIXED64,
-}
-
-
 class _ExactNumbersNeeded(Exception):
     """orjson reads an integer literal beyond 64 bits as a float, where the stdlib keeps it exact; an
     integer field holding such a float is decided on the stdlib's reading of the body instead."""
+
+
+# Encodes one field's JSON value: the field's tag and value, b"" for a default value that proto3 leaves
+# out, or None for a value that leaves the field unset (an unknown enum name). Arguments: the value,
+# the field, the path of the object holding it and its key there (a path is built only for errors).
+_Encoder: TypeAlias = "Callable[[object, _Field, _Path, str | int], bytes | None]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,30 +105,32 @@ class _Field:
     number: int
     name: str
     json_name: str
-    kind: _Kind
     repeated: bool
     tag: bytes  # the encoded field key: number and wire type
-    bit: int  # this field's bit in the mask of fields seen in one JSON object
+    slot: int  # where its chunk goes in its message: slots are in field-number order
     presence: bool  # encoded even when it holds the default value (oneof members and messages)
+    encode: _Encoder | None  # None for message fields
     oneof: str | None = None
     message: _Message | None = None
     type_name: str = ""
     int_min: int = 0
     int_max: int = 0
-    int_encoding: _IntEncoding = _IntEncoding.VARINT
+    pack_int: Callable[[int], bytes] | None = None
     id_size: int = 0
     enum_numbers_by_name: dict[str, int] = dataclass_field(default_factory=dict)
     enum_numbers: frozenset[int] | None = None  # only for closed enums
     # False when the table is used on orjson's reading of a body (see _ExactNumbersNeeded).
     exact_numbers: bool = True
+    key_values: bool = False  # a repeated KeyValue field: attributes, mostly
 
 
 class _Message:
-    __slots__ = ("fields",)
+    __slots__ = ("fields", "slot_count")
 
     def __init__(self) -> None:
         # Both spellings (lowerCamelCase and proto name) map to the same _Field.
         self.fields: dict[str, _Field] = {}
+        self.slot_count = 0
 
 
 def _is_repeated(fd: Any) -> bool:
@@ -169,8 +145,10 @@ def _build_message(descriptor: Any, cache: dict[str, _Message], exact_numbers: b
     message = cache.get(descriptor.full_name)
     if message is None:
         message = cache[descriptor.full_name] = _Message()  # registered first: AnyValue is recursive
-        for index, fd in enumerate(descriptor.fields):
-            field = _build_field(fd, 1 << index, cache, exact_numbers)
+        by_number = sorted(descriptor.fields, key=lambda fd: fd.number)
+        message.slot_count = len(by_number)
+        for slot, fd in enumerate(by_number):
+            field = _build_field(fd, slot, cache, exact_numbers)
             message.fields[field.json_name] = field
             message.fields[field.name] = field
     return message
@@ -180,7 +158,7 @@ def _tag(number: int, wire_type: int) -> bytes:
     return _varint(number << 3 | wire_type)
 
 
-def _build_field(fd: Any, bit: int, cache: dict[str, _Message], exact_numbers: bool) -> _Field:
+def _build_field(fd: Any, slot: int, cache: dict[str, _Message], exact_numbers: bool) -> _Field:
     name: str = fd.name
     repeated = _is_repeated(fd)
     oneof = fd.containing_oneof.name if fd.containing_oneof is not None else None
@@ -189,7 +167,7 @@ def _build_field(fd: Any, bit: int, cache: dict[str, _Message], exact_numbers: b
         "name": name,
         "json_name": fd.json_name,
         "repeated": repeated,
-        "bit": bit,
+        "slot": slot,
         "presence": fd.type == FieldDescriptor.TYPE_MESSAGE or oneof is not None,
         "oneof": oneof,
         "exact_numbers": exact_numbers,
@@ -205,28 +183,31 @@ def _build_field(fd: Any, bit: int, cache: dict[str, _Message], exact_numbers: b
         if fd.message_type.GetOptions().map_entry:
             raise TypeError(f"{fd.full_name}: map fields are not supported")
         return _Field(
-            kind=_Kind.MESSAGE,
             tag=_tag(fd.number, _LEN),
+            encode=None,
             message=_build_message(fd.message_type, cache, exact_numbers),
+            key_values=repeated and fd.message_type.full_name == _KEY_VALUE,
             **common,
         )
     if fd.type == FieldDescriptor.TYPE_BYTES:
         if name in _ID_FIELDS:
             size, label = _ID_FIELDS[name]
-            return _Field(kind=_Kind.ID, tag=_tag(fd.number, _LEN), id_size=size, type_name=label, **common)
-        return _Field(kind=_Kind.BYTES, tag=_tag(fd.number, _LEN), **common)
+            return _Field(
+                tag=_tag(fd.number, _LEN), encode=_encode_id, id_size=size, type_name=label, **common
+            )
+        return _Field(tag=_tag(fd.number, _LEN), encode=_encode_bytes, **common)
     if fd.type == FieldDescriptor.TYPE_STRING:
-        return _Field(kind=_Kind.STRING, tag=_tag(fd.number, _LEN), **common)
+        return _Field(tag=_tag(fd.number, _LEN), encode=_encode_string, **common)
     if fd.type == FieldDescriptor.TYPE_BOOL:
-        return _Field(kind=_Kind.BOOL, tag=_tag(fd.number, _VARINT), **common)
+        return _Field(tag=_tag(fd.number, _VARINT), encode=_encode_bool, **common)
     if fd.type == FieldDescriptor.TYPE_DOUBLE:
-        return _Field(kind=_Kind.DOUBLE, tag=_tag(fd.number, _I64), **common)
+        return _Field(tag=_tag(fd.number, _I64), encode=_encode_double, **common)
     if fd.type == FieldDescriptor.TYPE_ENUM:
         enum_type = fd.enum_type
         closed = bool(getattr(enum_type, "is_closed", False))
         return _Field(
-            kind=_Kind.ENUM,
             tag=_tag(fd.number, _VARINT),
+            encode=_encode_enum,
             type_name="int32",
             int_min=-(2**31),
             int_max=2**31 - 1,
@@ -236,17 +217,14 @@ def _build_field(fd: Any, bit: int, cache: dict[str, _Message], exact_numbers: b
         )
     if fd.type in _INT_TYPES:
         type_name, low, high = _INT_TYPES[fd.type]
-        encoding = _INT_ENCODINGS.get(fd.type, _IntEncoding.VARINT)
-        wire_type = {_IntEncoding.FIXED32: _I32, _IntEncoding.SFIXED32: _I32}.get(
-            encoding, _I64 if encoding in (_IntEncoding.FIXED64, _IntEncoding.SFIXED64) else _VARINT
-        )
+        wire_type, pack_int = _INT_ENCODINGS[fd.type]
         return _Field(
-            kind=_Kind.INT,
             tag=_tag(fd.number, wire_type),
+            encode=_encode_int,
             type_name=type_name,
             int_min=low,
             int_max=high,
-            int_encoding=encoding,
+            pack_int=pack_int,
             **common,
         )
     # float and group fields: none in trace requests.
@@ -270,9 +248,29 @@ def _varint(number: int) -> bytes:
     return bytes(out)
 
 
-# One table for orjson's reading of a body, one for the stdlib's (see _ExactNumbersNeeded).
-_REQUEST: Final = _build_message(ExportTraceServiceRequest.DESCRIPTOR, {}, exact_numbers=False)
-_REQUEST_EXACT: Final = _build_message(ExportTraceServiceRequest.DESCRIPTOR, {}, exact_numbers=True)
+def _signed_varint(number: int) -> bytes:
+    # int32, int64 and enums: a negative number is written as its 64-bit two's complement (10 bytes).
+    return _varint(number & _MASK64)
+
+
+def _zigzag_varint(number: int) -> bytes:
+    # sint32, sint64: 0, -1, 1, -2, ... -> 0, 1, 2, 3, ...
+    return _varint(-2 * number - 1 if number < 0 else 2 * number)
+
+
+# Integer field type -> (wire type, how its values are written).
+_INT_ENCODINGS: Final[dict[int, tuple[int, Callable[[int], bytes]]]] = {
+    FieldDescriptor.TYPE_INT32: (_VARINT, _signed_varint),
+    FieldDescriptor.TYPE_INT64: (_VARINT, _signed_varint),
+    FieldDescriptor.TYPE_UINT32: (_VARINT, _varint),
+    FieldDescriptor.TYPE_UINT64: (_VARINT, _varint),
+    FieldDescriptor.TYPE_SINT32: (_VARINT, _zigzag_varint),
+    FieldDescriptor.TYPE_SINT64: (_VARINT, _zigzag_varint),
+    FieldDescriptor.TYPE_FIXED32: (_I32, struct.Struct("<I").pack),
+    FieldDescriptor.TYPE_SFIXED32: (_I32, struct.Struct("<i").pack),
+    FieldDescriptor.TYPE_FIXED64: (_I64, struct.Struct("<Q").pack),
+    FieldDescriptor.TYPE_SFIXED64: (_I64, struct.Struct("<q").pack),
+}
 
 
 def otlp_json_to_protobuf(body: bytes) -> bytes:
@@ -339,7 +337,7 @@ def export_response_json(rejected_spans: int = 0, error_message: str = "") -> by
 
 # --------------------------------------------------------------------------------------------------
 # The walk. Each JSON object is checked in its own key order, so the first problem found (and named)
-# is the same one a depth-first reading of the document meets first.
+# is the one a depth-first reading of the document meets first.
 
 
 def _encode_message(obj: object, message: _Message, path: _Path, depth: int) -> bytearray:
@@ -349,18 +347,16 @@ def _encode_message(obj: object, message: _Message, path: _Path, depth: int) -> 
         _fail(path, f"nested too deeply (more than {_MAX_DEPTH} levels of messages)")
     fields = message.fields
     # Senders write keys in any order (the OpenTelemetry JS exporters put parentSpanId before traceState,
-    # for one); the chunks are put in field-number order at the end.
-    chunks: list[tuple[int, bytes | bytearray]] = []
-    in_order = True
-    last_number = 0
-    seen = 0
+    # for one): each field's chunk goes into its slot, and the slots are joined in field-number order.
+    # A filled slot (b"" for a default value) also tells that a field came in both spellings.
+    slots: list[bytes | bytearray | None] = [None] * message.slot_count
     oneofs: dict[str, str] | None = None
     for key, value in obj.items():
         field = fields.get(key)
         # Unknown fields must be ignored; null means "not set" in proto3 JSON.
         if field is None or value is None:
             continue
-        if seen & field.bit:
+        if slots[field.slot] is not None:
             _fail(path, f'both "{field.json_name}" and "{field.name}" given')
         if field.oneof is not None:
             if oneofs is None:
@@ -368,42 +364,26 @@ def _encode_message(obj: object, message: _Message, path: _Path, depth: int) -> 
             other = oneofs.setdefault(field.oneof, key)
             if other != key:
                 _fail(path, f'only one of "{other}" and "{key}" may be set')
-        chunk: bytes | bytearray
         if field.repeated:
             if type(value) is not list:
                 _fail((path, key), f"expected an array, got {_json_type(value)}")
-            chunk = _encode_repeated(value, field, (path, key), depth)
-        elif field.kind is _Kind.MESSAGE:
+            slots[field.slot] = _encode_repeated(value, field, (path, key), depth)
+        elif field.encode is not None:
+            slots[field.slot] = field.encode(value, field, path, key)
+        else:
             assert field.message is not None
             encoded = _encode_message(value, field.message, (path, key), depth + 1)
-            chunk = field.tag + _varint(len(encoded)) + encoded
-        else:
-            scalar = _encode_scalar(value, field, path, key)
-            if scalar is None:
-                continue
-            chunk = scalar
-        seen |= field.bit
-        number = field.number
-        if number < last_number:
-            in_order = False
-        last_number = number
-        chunks.append((number, chunk))
-    if not in_order:
-        chunks.sort(key=_first)  # field numbers are unique within the object: the chunks never compare
-    return bytearray().join([chunk for _, chunk in chunks])
-
-
-def _first(item: tuple[int, bytes | bytearray]) -> int:
-    return item[0]
+            slots[field.slot] = field.tag + _varint(len(encoded)) + encoded
+    return bytearray().join(filter(None, slots))
 
 
 def _encode_repeated(values: list[Any], field: _Field, path: _Path, depth: int) -> bytearray:
+    if field.key_values and depth + 2 <= _MAX_DEPTH:  # a KeyValue and its AnyValue: two levels down
+        return _encode_key_values(values, field, path, depth)
     out = bytearray()
     tag = field.tag
-    kind = field.kind
-    if kind is _Kind.MESSAGE:
-        message = field.message
-        assert message is not None
+    message = field.message
+    if message is not None:
         for index, item in enumerate(values):
             encoded = _encode_message(item, message, (path, index), depth + 1)
             out += tag
@@ -413,7 +393,7 @@ def _encode_repeated(values: list[Any], field: _Field, path: _Path, depth: int) 
         # Repeated strings and bytes (the only repeated scalars _build_field admits): every element is
         # written, empty ones included.
         for index, item in enumerate(values):
-            if kind is _Kind.STRING:
+            if field.encode is _encode_string:
                 data = _utf8(item, (path, index))
             else:
                 data = _decode_base64(item, (path, index))
@@ -421,6 +401,98 @@ def _encode_repeated(values: list[Any], field: _Field, path: _Path, depth: int) 
             out += _varint(len(data))
             out += data
     return out
+
+
+# AnyValue's scalar members (both spellings) -> their field numbers.
+_STRING_VALUE: Final = 1
+_BOOL_VALUE: Final = 2
+_INT_VALUE: Final = 3
+_DOUBLE_VALUE: Final = 4
+_SCALAR_VALUES: Final = {
+    "stringValue": _STRING_VALUE,
+    "string_value": _STRING_VALUE,
+    "boolValue": _BOOL_VALUE,
+    "bool_value": _BOOL_VALUE,
+    "intValue": _INT_VALUE,
+    "int_value": _INT_VALUE,
+    "doubleValue": _DOUBLE_VALUE,
+    "double_value": _DOUBLE_VALUE,
+}
+
+# Attribute key -> its encoding as KeyValue.key. A deployment uses a few hundred keys at most; the cap
+# keeps a sender of ever new keys from growing it.
+_KEY_FIELDS: dict[str, bytes] = {}
+_KEY_FIELDS_CAP: Final = 4096
+
+
+def _encode_key_values(values: list[Any], field: _Field, path: _Path, depth: int) -> bytearray:
+    """Attributes are most of a span, and nearly all of them look like {"key": "<non-empty>", "value":
+    {"<string, bool, int or double>Value": <valid value>}}: those are encoded right here, several times
+    faster than by the generic walk, which takes everything else (and names what is wrong)."""
+    out = bytearray()
+    tag = field.tag
+    message = field.message
+    assert message is not None
+    for index, item in enumerate(values):
+        encoded: bytes | bytearray | None = None
+        if type(item) is dict and len(item) == 2:
+            key = item.get("key")
+            value = item.get("value")
+            if type(key) is str and key and type(value) is dict and len(value) == 1:
+                [(name, scalar)] = value.items()
+                value_part = _scalar_any_value(_SCALAR_VALUES.get(name), scalar)
+                key_part = _KEY_FIELDS.get(key) or _key_field(key)
+                if value_part is not None and key_part is not None:
+                    size = len(value_part)
+                    value_size = _SMALL_VARINTS[size] if size < 0x80 else _varint(size)
+                    encoded = key_part + b"\x12" + value_size + value_part
+        if encoded is None:
+            encoded = _encode_message(item, message, (path, index), depth + 1)
+        size = len(encoded)
+        out += tag
+        out += _SMALL_VARINTS[size] if size < 0x80 else _varint(size)
+        out += encoded
+    return out
+
+
+def _key_field(key: str) -> bytes | None:
+    """KeyValue.key encoded, or None if the key has a lone surrogate (for the generic walk to name)."""
+    try:
+        data = key.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    encoded = b"\x0a" + _varint(len(data)) + data
+    if len(_KEY_FIELDS) < _KEY_FIELDS_CAP:
+        _KEY_FIELDS[key] = encoded
+    return encoded
+
+
+def _scalar_any_value(member: int | None, scalar: object) -> bytes | None:
+    """The encoded AnyValue holding a valid string, int, double or bool, or None for anything else."""
+    if member == _STRING_VALUE:
+        if type(scalar) is not str:
+            return None
+        try:
+            data = scalar.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        size = len(data)
+        return b"\x0a" + (_SMALL_VARINTS[size] if size < 0x80 else _varint(size)) + data
+    if member == _INT_VALUE:
+        if type(scalar) is int and -(2**63) <= scalar < 2**63:
+            return b"\x18" + _varint(scalar & _MASK64)
+        if type(scalar) is str and scalar.isascii() and scalar.isdigit() and len(scalar) < 19:
+            return b"\x18" + _varint(int(scalar))  # below 10**18, so within int64
+        return None
+    if member == _DOUBLE_VALUE:
+        if type(scalar) is float and math.isfinite(scalar):
+            return b"\x21" + _pack_double(scalar)
+        if type(scalar) is int and -(2**63) <= scalar < 2**64:  # JavaScript writes 1.0 as 1
+            return b"\x21" + _pack_double(float(scalar))
+        return None
+    if member == _BOOL_VALUE and type(scalar) is bool:
+        return b"\x10\x01" if scalar else b"\x10\x00"
+    return None
 
 
 def _utf8(value: object, path: _Path) -> bytes:
@@ -432,82 +504,74 @@ def _utf8(value: object, path: _Path) -> bytes:
         _fail(path, "string contains an unpaired UTF-16 surrogate")
 
 
-def _encode_scalar(value: object, field: _Field, path: _Path, key: str) -> bytes | None:
-    """The encoded field, b"" for a default value that proto3 leaves out, or None for a value that is
-    dropped (an unknown enum name)."""
-    kind = field.kind
-    if kind is _Kind.STRING:
-        if type(value) is str and value.isascii():  # ASCII: no surrogates, and UTF-8 is the same length
-            if not value and not field.presence:
-                return b""
-            return field.tag + _varint(len(value)) + value.encode("ascii")
-        data = _utf8(value, (path, key))
-        if not data and not field.presence:
-            return b""
-        return field.tag + _varint(len(data)) + data
-    if kind is _Kind.INT:
-        number = _int_value(value, field, path, key)
-        if not number and not field.presence:
-            return b""
-        return field.tag + _encode_int(number, field.int_encoding)
-    if kind is _Kind.ID:
-        if not value and type(value) is str:
-            return b""  # "" means no id, as an empty bytes field does
-        return field.tag + _varint(field.id_size) + _hex_id(value, field, (path, key))
-    if kind is _Kind.ENUM:
-        if type(value) is int and field.enum_numbers is None and field.int_min <= value <= field.int_max:
-            number = value
-        else:
-            resolved = _to_enum(value, field, (path, key))
-            if resolved is None:
-                return None
-            number = resolved
-        if not number and not field.presence:
-            return b""
-        return field.tag + _varint(number & _MASK64)
-    if kind is _Kind.DOUBLE:
-        encoded = _pack_double(_to_double(value, (path, key)))
-        # Proto3 leaves out a double whose bits are all zero: -0.0 (sign bit set) is written.
-        if not field.presence and encoded == b"\x00" * 8:
-            return b""
-        return field.tag + encoded
-    if kind is _Kind.BOOL:
-        if type(value) is not bool:
-            _fail((path, key), f"expected true or false, got {_json_type(value)}")
-        if not value and not field.presence:
-            return b""
-        return field.tag + (b"\x01" if value else b"\x00")
-    # _Kind.BYTES
+def _encode_string(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+    if type(value) is not str:
+        _fail((path, key), f"expected a string, got {_json_type(value)}")
+    if not value and not field.presence:
+        return b""
+    data = _utf8(value, (path, key))
+    size = len(data)
+    return field.tag + (_SMALL_VARINTS[size] if size < 0x80 else _varint(size)) + data
+
+
+def _encode_int(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+    # The usual spellings first: a JSON integer in range, or a decimal string (64-bit integers).
+    number: int
+    if type(value) is int and field.int_min <= value <= field.int_max:
+        number = value
+    elif type(value) is str and value.isascii() and value.isdigit() and len(value) < 20:
+        number = int(value)  # below 10**19: out of range only for 32-bit fields
+        if number > field.int_max:
+            number = _to_int(value, field, (path, key))  # says which range it is out of
+    else:
+        number = _to_int(value, field, (path, key))
+    if not number and not field.presence:
+        return b""
+    assert field.pack_int is not None
+    return field.tag + field.pack_int(number)
+
+
+def _encode_id(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+    if value == "":
+        return b""  # no id, as an empty bytes field says in protobuf
+    return field.tag + _SMALL_VARINTS[field.id_size] + _hex_id(value, field, (path, key))
+
+
+def _encode_enum(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+    number: int
+    if type(value) is int and field.enum_numbers is None and field.int_min <= value <= field.int_max:
+        number = value
+    else:
+        resolved = _to_enum(value, field, (path, key))
+        if resolved is None:
+            return None
+        number = resolved
+    if not number and not field.presence:
+        return b""
+    return field.tag + _signed_varint(number)
+
+
+def _encode_double(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+    encoded = _pack_double(_to_double(value, (path, key)))
+    # Proto3 leaves out a double whose bits are all zero: -0.0 (sign bit set) is written.
+    if not field.presence and encoded == b"\x00" * 8:
+        return b""
+    return field.tag + encoded
+
+
+def _encode_bool(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+    if type(value) is not bool:
+        _fail((path, key), f"expected true or false, got {_json_type(value)}")
+    if not value and not field.presence:
+        return b""
+    return field.tag + (b"\x01" if value else b"\x00")
+
+
+def _encode_bytes(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
     data = _decode_base64(value, (path, key))
     if not data and not field.presence:
         return b""
     return field.tag + _varint(len(data)) + data
-
-
-def _int_value(value: object, field: _Field, path: _Path, key: str) -> int:
-    # The usual spellings first: a JSON integer in range, or a decimal string (64-bit integers).
-    if type(value) is int:
-        if field.int_min <= value <= field.int_max:
-            return value
-    elif type(value) is str and value.isascii() and value.isdigit() and len(value) <= 20:
-        number = int(value)
-        if number <= field.int_max:
-            return number
-    return _to_int(value, field, (path, key))
-
-
-def _encode_int(number: int, encoding: _IntEncoding) -> bytes:
-    if encoding is _IntEncoding.VARINT:
-        return _varint(number & _MASK64)
-    if encoding is _IntEncoding.FIXED64:
-        return _pack_u64(number)
-    if encoding is _IntEncoding.FIXED32:
-        return _pack_u32(number)
-    if encoding is _IntEncoding.ZIGZAG:
-        return _varint((number << 1) ^ (number >> 63) if number < 0 else number << 1)
-    if encoding is _IntEncoding.SFIXED64:
-        return _pack_i64(number)
-    return _pack_i32(number)
 
 
 def _hex_id(value: object, field: _Field, path: _Path) -> bytes:
@@ -674,3 +738,9 @@ def _describe(value: object) -> str:
 def _clip(text: str, limit: int = 200) -> str:
     text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Built last: the tables refer to the encoders above.
+# One table for orjson's reading of a body, one for the stdlib's (see _ExactNumbersNeeded).
+_REQUEST: Final = _build_message(ExportTraceServiceRequest.DESCRIPTOR, {}, exact_numbers=False)
+_REQUEST_EXACT: Final = _build_message(ExportTraceServiceRequest.DESCRIPTOR, {}, exact_numbers=True)
