@@ -15,6 +15,8 @@ from typing import Any, Final, NoReturn, TypeAlias
 import pytest
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -31,6 +33,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from distributor.receivers import otlp_json
 from distributor.receivers.otlp_json import (
     OtlpJsonError,
     _reword_parse_error,
@@ -893,6 +896,424 @@ def test_export_response_message_is_valid_utf8_even_with_lone_surrogates() -> No
 def test_export_response_rejects_negative_counts() -> None:
     with pytest.raises(ValueError, match="non-negative"):
         export_response_json(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# the direct encoder against the reference converter (defined at the end of this file)
+
+
+def outcome(convert_body: Any, body: bytes) -> tuple[str, bytes | str]:
+    try:
+        return ("ok", convert_body(body))
+    except OtlpJsonError as err:
+        return ("error", str(err))
+
+
+def assert_same_as_reference(body: bytes) -> tuple[str, bytes | str]:
+    expected = outcome(reference_otlp_json_to_protobuf, body)
+    assert outcome(otlp_json_to_protobuf, body) == expected, body[:300]
+    return expected
+
+
+_texts = st.text(max_size=10)  # no lone surrogates: protobuf strings cannot hold them
+_int64s = st.integers(-(2**63), 2**63 - 1)
+_int32s = st.integers(-(2**31), 2**31 - 1)
+_uint32s = st.integers(0, 2**32 - 1)
+_uint64s = st.integers(0, 2**64 - 1)
+# Any double JSON can carry; NaN only as float("nan"), the one NaN that proto3 JSON's "NaN" reads back as.
+_doubles = st.floats(allow_nan=False) | st.just(math.nan)
+
+_scalar_any_values = st.one_of(
+    st.builds(lambda v: AnyValue(string_value=v), _texts),
+    st.builds(lambda v: AnyValue(bool_value=v), st.booleans()),
+    st.builds(lambda v: AnyValue(int_value=v), _int64s),
+    st.builds(lambda v: AnyValue(double_value=v), _doubles),
+    st.builds(lambda v: AnyValue(bytes_value=v), st.binary(max_size=7)),
+    st.builds(lambda v: AnyValue(string_value_strindex=v), _int32s),
+    st.just(AnyValue()),
+)
+
+
+def _key_value(key: str, value: AnyValue | None, strindex: int) -> KeyValue:
+    return KeyValue(key=key, value=value, key_strindex=strindex)
+
+
+_any_values = st.recursive(
+    _scalar_any_values,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3).map(lambda vs: AnyValue(array_value=ArrayValue(values=vs))),
+        st.lists(st.builds(_key_value, _texts, children | st.none(), st.just(0)), max_size=3).map(
+            lambda kvs: AnyValue(kvlist_value=KeyValueList(values=kvs))
+        ),
+    ),
+    max_leaves=6,
+)
+_key_values = st.lists(
+    st.builds(_key_value, _texts, _any_values | st.none(), st.just(0) | _int32s), max_size=4
+)
+_ids16 = st.just(b"") | st.binary(min_size=16, max_size=16)
+_ids8 = st.just(b"") | st.binary(min_size=8, max_size=8)
+# Known enum values mostly; any int32 is allowed (proto3 enums are open).
+_span_kinds = st.integers(0, 5) | _int32s
+_status_codes = st.integers(0, 2) | _int32s
+
+_events = st.builds(
+    Span.Event,
+    time_unix_nano=_uint64s,
+    name=_texts,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+)
+_links = st.builds(
+    Span.Link,
+    trace_id=_ids16,
+    span_id=_ids8,
+    trace_state=_texts,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+    flags=_uint32s,
+)
+_spans = st.builds(
+    Span,
+    trace_id=_ids16,
+    span_id=_ids8,
+    trace_state=_texts,
+    parent_span_id=_ids8,
+    flags=_uint32s,
+    name=_texts,
+    kind=_span_kinds,
+    start_time_unix_nano=_uint64s,
+    end_time_unix_nano=_uint64s,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+    events=st.lists(_events, max_size=2),
+    dropped_events_count=_uint32s,
+    links=st.lists(_links, max_size=2),
+    dropped_links_count=_uint32s,
+    status=st.none() | st.builds(Status, message=_texts, code=_status_codes),
+)
+_scopes = st.builds(
+    InstrumentationScope,
+    name=_texts,
+    version=_texts,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+)
+_entity_refs = st.builds(
+    EntityRef,
+    schema_url=_texts,
+    type=_texts,
+    id_keys=st.lists(_texts, max_size=2),
+    description_keys=st.lists(_texts, max_size=2),
+)
+_resources = st.builds(
+    Resource,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+    entity_refs=st.lists(_entity_refs, max_size=2),
+)
+_requests = st.builds(
+    ExportTraceServiceRequest,
+    resource_spans=st.lists(
+        st.builds(
+            ResourceSpans,
+            resource=st.none() | _resources,
+            scope_spans=st.lists(
+                st.builds(
+                    ScopeSpans,
+                    scope=st.none() | _scopes,
+                    spans=st.lists(_spans, max_size=3),
+                    schema_url=_texts,
+                ),
+                max_size=2,
+            ),
+            schema_url=_texts,
+        ),
+        max_size=2,
+    ),
+)
+
+_INT64_KEYS = {"startTimeUnixNano", "endTimeUnixNano", "timeUnixNano", "intValue"}
+_INT64_KEYS |= {"start_time_unix_nano", "end_time_unix_nano", "time_unix_nano", "int_value"}
+
+
+def shuffle_and_number(node: Any, rng: random.Random, numbers: bool) -> Any:
+    """The same document with every object's keys in a random order (senders use any order), and with
+    64-bit integers as JSON numbers instead of strings if `numbers`."""
+    if isinstance(node, dict):
+        items = list(node.items())
+        rng.shuffle(items)
+        return {
+            key: int(value)
+            if numbers and key in _INT64_KEYS and isinstance(value, str)
+            else shuffle_and_number(value, rng, numbers)
+            for key, value in items
+        }
+    if isinstance(node, list):
+        return [shuffle_and_number(item, rng, numbers) for item in node]
+    return node
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(
+    request=_requests,
+    proto_names=st.booleans(),
+    enum_names=st.booleans(),
+    upper_ids=st.booleans(),
+    numbers=st.booleans(),
+    seed=st.integers(0, 2**32),
+)
+def test_random_requests_convert_to_their_canonical_encoding_like_the_reference(
+    request: ExportTraceServiceRequest,
+    proto_names: bool,
+    enum_names: bool,
+    upper_ids: bool,
+    numbers: bool,
+    seed: int,
+) -> None:
+    document = json_format.MessageToDict(
+        request, preserving_proto_field_name=proto_names, use_integers_for_enums=not enum_names
+    )
+    document = shuffle_and_number(ids_to_hex(document, upper=upper_ids), random.Random(seed), numbers)
+    body = json.dumps(document).encode()
+
+    encoded = otlp_json_to_protobuf(body)
+
+    assert encoded == request.SerializeToString()
+    assert encoded == reference_otlp_json_to_protobuf(body)
+
+
+# Values that have broken converters: wrong types, edges of every range, spellings proto3 JSON allows
+# or not, integers beyond 64 bits (orjson reads those as floats), lone surrogates (orjson refuses them).
+_HOSTILE_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1.5, -0.0, 2**31, 2**32, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63),
+    -(2**63) - 1, 10**30, -(10**30), 1e19, 1.8446744073709552e19, -9.3e18, 1e300, "", "x", "\ud800",
+    "a\udc00", "NaN", "Infinity", "-Infinity", "1e3", "1000.0", "+7", "-0", "00", " 1", "0x10",
+    "18446744073709551615", "18446744073709551616", "-9223372036854775809", "ab" * 8, "AB" * 16,
+    "0g" * 8, "AAEC/w==", "AAEC_w", "QQ=", "QR==", "SPAN_KIND_SERVER", "STATUS_CODE_ERROR", [], [None],
+    [1], ["x"], [{}], {}, {"a": 1}, {"stringValue": "s"}, {"intValue": "5", "boolValue": True},
+    {"key": "k", "value": {}}, {"key": "k", "value": {"doubleValue": 2}},
+]  # fmt: skip
+
+
+def documents_with(value: Any) -> list[Any]:
+    """`value` at every kind of place in a request: each field of a span, attribute and value, and the
+    other messages' numbers, strings and lists."""
+    span_fields = [fd.json_name for fd in Span.DESCRIPTOR.fields] + ["trace_id", "start_time_unix_nano"]
+    value_fields = [fd.json_name for fd in AnyValue.DESCRIPTOR.fields] + ["int_value", "bytes_value"]
+    return [
+        value,
+        {"resourceSpans": value},
+        {"resourceSpans": [value]},
+        {
+            "resourceSpans": [
+                {"resource": {"droppedAttributesCount": value, "entityRefs": [{"idKeys": [value]}]}}
+            ]
+        },
+        {"resourceSpans": [{"scopeSpans": [{"scope": {"version": value}, "schemaUrl": value}]}]},
+        *[one_span(**{name: value}) for name in span_fields],
+        *[one_value({name: value}) for name in value_fields],
+        one_value(value),
+        one_span(attributes=[value]),
+        one_span(attributes=[{"key": value, "value": {"stringValue": "s"}}]),
+        one_span(attributes=[{"key": "k", "value": {"intValue": 1}, "keyStrindex": value}]),
+        one_span(status={"code": value, "message": value}),
+        one_span(
+            events=[{"timeUnixNano": value, "attributes": [{"key": "k", "value": {"doubleValue": value}}]}]
+        ),
+        one_span(links=[{"flags": value, "traceId": value, "droppedAttributesCount": value}]),
+        one_value({"arrayValue": {"values": [value]}}),
+        one_value({"kvlistValue": {"values": [{"key": "k", "value": {"intValue": value}}]}}),
+    ]
+
+
+def test_hostile_values_anywhere_give_the_same_bytes_or_the_same_error_as_the_reference() -> None:
+    results = {"ok": 0, "error": 0}
+    for value in _HOSTILE_VALUES:
+        for document in documents_with(value):
+            kind, _ = assert_same_as_reference(json.dumps(document).encode())
+            results[kind] += 1
+    assert results["ok"] > 400 and results["error"] > 1000, results
+
+
+def locations(node: Any) -> list[tuple[Any, Any]]:
+    found: list[tuple[Any, Any]] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, child in items:
+        found.append((node, key))
+        found.extend(locations(child))
+    return found
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(request=_requests, proto_names=st.booleans(), data=st.data())
+def test_corrupted_requests_give_the_same_bytes_or_the_same_error_as_the_reference(
+    request: ExportTraceServiceRequest, proto_names: bool, data: st.DataObject
+) -> None:
+    document = ids_to_hex(
+        json_format.MessageToDict(
+            request, preserving_proto_field_name=proto_names, use_integers_for_enums=True
+        )
+    )
+    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+        spots = locations(document)
+        if not spots:
+            document = data.draw(st.sampled_from(_HOSTILE_VALUES), label="document")
+            break
+        parent, key = data.draw(st.sampled_from(spots), label="where")
+        if isinstance(parent, dict) and data.draw(st.booleans(), label="rename"):
+            # The other spelling of the key, alongside or instead; or an unknown key.
+            other = data.draw(st.sampled_from([camel_to_snake(key), snake_to_camel(key), "unknown"]))
+            parent[other] = copy.deepcopy(parent[key])
+            if data.draw(st.booleans(), label="drop original"):
+                del parent[key]
+        else:
+            parent[key] = copy.deepcopy(data.draw(st.sampled_from(_HOSTILE_VALUES), label="value"))
+    body = json.dumps(document, ensure_ascii=data.draw(st.booleans(), label="ascii")).encode(
+        "utf-8", "surrogatepass"
+    )
+    assert_same_as_reference(body)
+
+
+def camel_to_snake(name: Any) -> Any:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name) if isinstance(name, str) else name
+
+
+def snake_to_camel(name: Any) -> Any:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name) if isinstance(name, str) else name
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@given(request=_requests, data=st.data())
+def test_damaged_bodies_give_the_same_bytes_or_the_same_error_as_the_reference(
+    request: ExportTraceServiceRequest, data: st.DataObject
+) -> None:
+    body = bytearray(json.dumps(ids_to_hex(json_format.MessageToDict(request))).encode())
+    damage = data.draw(st.sampled_from(["truncate", "byte", "bom", "insert"]), label="damage")
+    if damage == "truncate":
+        del body[data.draw(st.integers(0, len(body)), label="at") :]
+    elif damage == "byte":
+        body[data.draw(st.integers(0, len(body) - 1), label="at")] = data.draw(st.integers(0, 255))
+    elif damage == "bom":
+        body[0:0] = b"\xef\xbb\xbf" * data.draw(st.integers(1, 2), label="boms")
+    else:
+        insert = data.draw(st.sampled_from([b" ", b"\n", b",", b"\\ud800", b"\xc3", b"1e400", b"NaN"]))
+        body[data.draw(st.integers(0, len(body)), label="at") : 0] = insert
+    assert_same_as_reference(bytes(body))
+
+
+def test_keys_in_the_javascript_exporters_order_give_the_canonical_encoding() -> None:
+    # Status before links, parentSpanId before traceState: not field-number order.
+    span = {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "parentSpanId": "eee19b7ec3c1b173",
+        "traceState": "a=b",
+        "name": "GET",
+        "kind": 3,
+        "startTimeUnixNano": "1544712660000000000",
+        "endTimeUnixNano": "1544712661000000000",
+        "attributes": [{"key": "http.method", "value": {"stringValue": "GET"}}],
+        "droppedAttributesCount": 0,
+        "events": [],
+        "droppedEventsCount": 0,
+        "status": {"code": 2, "message": "boom"},
+        "links": [{"traceId": "00000000000000000000000000000001", "spanId": "00000000000000ff"}],
+        "droppedLinksCount": 1,
+    }
+    expected = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                trace_id=bytes.fromhex(span["traceId"]),  # type: ignore[arg-type]
+                                span_id=bytes.fromhex("eee19b7ec3c1b174"),
+                                parent_span_id=bytes.fromhex("eee19b7ec3c1b173"),
+                                trace_state="a=b",
+                                name="GET",
+                                kind=Span.SPAN_KIND_CLIENT,
+                                start_time_unix_nano=1544712660000000000,
+                                end_time_unix_nano=1544712661000000000,
+                                attributes=[kv("http.method", AnyValue(string_value="GET"))],
+                                status=Status(code=Status.STATUS_CODE_ERROR, message="boom"),
+                                links=[
+                                    Span.Link(trace_id=b"\x00" * 15 + b"\x01", span_id=b"\x00" * 7 + b"\xff")
+                                ],
+                                dropped_links_count=1,
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    assert otlp_json_to_protobuf(json.dumps(one_span(**span)).encode()) == expected.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # Integer literals beyond 64 bits: orjson reads them as floats, -2**63 - 1 as exactly -2**63.
+        {"attributes": [{"key": "k", "value": {"intValue": -(2**63) - 1}}]},
+        {"endTimeUnixNano": 2**64},
+        {"kind": -(2**63) - 1},
+        # Float literals in 64-bit fields are valid when integral and in range.
+        {"endTimeUnixNano": 1.8e19},
+        {"startTimeUnixNano": 9.3e18, "attributes": [{"key": "k", "value": {"intValue": -9.2e18}}]},
+        # Doubles written as integers, as JavaScript writes 2.0, however large.
+        {
+            "attributes": [
+                {"key": "k", "value": {"doubleValue": 2}},
+                {"key": "l", "value": {"doubleValue": 10**30}},
+            ]
+        },
+    ],
+)
+def test_numbers_orjson_cannot_hold_exactly_are_read_as_before(fields: dict[str, Any]) -> None:
+    assert_same_as_reference(json.dumps(one_span(**fields)).encode())
+
+
+def nested_kvlist(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"stringValue": "leaf"}
+    for _ in range(levels):
+        value = {"kvlistValue": {"values": [{"key": "k", "value": value}]}}
+    return one_value(value)
+
+
+# Six messages down to the first AnyValue, and each kvlist level adds three: 31 levels reach the limit.
+@pytest.mark.parametrize("levels", [30, 31, 32])
+def test_attributes_at_the_depth_limit_are_judged_as_before(levels: int) -> None:
+    kind, _ = assert_same_as_reference(json.dumps(nested_kvlist(levels)).encode())
+    assert kind == ("ok" if levels <= 31 else "error")
+
+
+def test_attribute_keys_are_encoded_right_after_the_key_cache_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(otlp_json, "_KEY_FIELDS", {})
+    monkeypatch.setattr(otlp_json, "_KEY_FIELDS_CAP", 2)
+    attributes = [{"key": f"key.{i}", "value": {"stringValue": f"v{i}"}} for i in range(5)]
+    document = one_span(attributes=attributes * 2)
+    expected = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                attributes=[kv(f"key.{i}", AnyValue(string_value=f"v{i}")) for i in range(5)]
+                                * 2
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    assert otlp_json_to_protobuf(json.dumps(document).encode()) == expected.SerializeToString()
+    assert list(otlp_json._KEY_FIELDS) == ["key.0", "key.1"]
 
 
 # --------------------------------------------------------------------------------------------------
