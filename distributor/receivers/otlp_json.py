@@ -96,8 +96,9 @@ class _ExactNumbersNeeded(Exception):
 
 # Encodes one field's JSON value: the field's tag and value, b"" for a default value that proto3 leaves
 # out, or None for a value that leaves the field unset (an unknown enum name). Arguments: the value,
-# the field, the path of the object holding it and its key there (a path is built only for errors).
-_Encoder: TypeAlias = "Callable[[object, _Field, _Path, str | int], bytes | None]"
+# the field, the path of the object holding it and its key there (a path is built only for errors), and
+# the depth of that object in messages.
+_Encoder: TypeAlias = "Callable[[Any, _Field, _Path, str, int], bytes | bytearray | None]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,7 @@ class _Field:
     tag: bytes  # the encoded field key: number and wire type
     slot: int  # where its chunk goes in its message: slots are in field-number order
     presence: bool  # encoded even when it holds the default value (oneof members and messages)
-    encode: _Encoder | None  # None for message fields
+    encode: _Encoder
     oneof: str | None = None
     message: _Message | None = None
     type_name: str = ""
@@ -122,15 +123,18 @@ class _Field:
     # False when the table is used on orjson's reading of a body (see _ExactNumbersNeeded).
     exact_numbers: bool = True
     key_values: bool = False  # a repeated KeyValue field: attributes, mostly
+    # For repeated strings and bytes: checks an element and returns its bytes.
+    element: Callable[[object, _Path], bytes] | None = None
 
 
 class _Message:
-    __slots__ = ("fields", "slot_count")
+    __slots__ = ("fields", "has_oneofs", "slot_count")
 
     def __init__(self) -> None:
         # Both spellings (lowerCamelCase and proto name) map to the same _Field.
         self.fields: dict[str, _Field] = {}
         self.slot_count = 0
+        self.has_oneofs = False
 
 
 def _is_repeated(fd: Any) -> bool:
@@ -147,6 +151,7 @@ def _build_message(descriptor: Any, cache: dict[str, _Message], exact_numbers: b
         message = cache[descriptor.full_name] = _Message()  # registered first: AnyValue is recursive
         by_number = sorted(descriptor.fields, key=lambda fd: fd.number)
         message.slot_count = len(by_number)
+        message.has_oneofs = bool(descriptor.oneofs)
         for slot, fd in enumerate(by_number):
             field = _build_field(fd, slot, cache, exact_numbers)
             message.fields[field.json_name] = field
@@ -184,7 +189,7 @@ def _build_field(fd: Any, slot: int, cache: dict[str, _Message], exact_numbers: 
             raise TypeError(f"{fd.full_name}: map fields are not supported")
         return _Field(
             tag=_tag(fd.number, _LEN),
-            encode=None,
+            encode=_encode_repeated if repeated else _encode_submessage,
             message=_build_message(fd.message_type, cache, exact_numbers),
             key_values=repeated and fd.message_type.full_name == _KEY_VALUE,
             **common,
@@ -195,8 +200,14 @@ def _build_field(fd: Any, slot: int, cache: dict[str, _Message], exact_numbers: 
             return _Field(
                 tag=_tag(fd.number, _LEN), encode=_encode_id, id_size=size, type_name=label, **common
             )
+        if repeated:
+            return _Field(
+                tag=_tag(fd.number, _LEN), encode=_encode_repeated, element=_decode_base64, **common
+            )
         return _Field(tag=_tag(fd.number, _LEN), encode=_encode_bytes, **common)
     if fd.type == FieldDescriptor.TYPE_STRING:
+        if repeated:
+            return _Field(tag=_tag(fd.number, _LEN), encode=_encode_repeated, element=_utf8, **common)
         return _Field(tag=_tag(fd.number, _LEN), encode=_encode_string, **common)
     if fd.type == FieldDescriptor.TYPE_BOOL:
         return _Field(tag=_tag(fd.number, _VARINT), encode=_encode_bool, **common)
@@ -350,34 +361,36 @@ def _encode_message(obj: object, message: _Message, path: _Path, depth: int) -> 
     # for one): each field's chunk goes into its slot, and the slots are joined in field-number order.
     # A filled slot (b"" for a default value) also tells that a field came in both spellings.
     slots: list[bytes | bytearray | None] = [None] * message.slot_count
+    has_oneofs = message.has_oneofs
     oneofs: dict[str, str] | None = None
     for key, value in obj.items():
         field = fields.get(key)
         # Unknown fields must be ignored; null means "not set" in proto3 JSON.
         if field is None or value is None:
             continue
-        if slots[field.slot] is not None:
+        slot = field.slot
+        if slots[slot] is not None:
             _fail(path, f'both "{field.json_name}" and "{field.name}" given')
-        if field.oneof is not None:
+        if has_oneofs and field.oneof is not None:
             if oneofs is None:
                 oneofs = {}
             other = oneofs.setdefault(field.oneof, key)
             if other != key:
                 _fail(path, f'only one of "{other}" and "{key}" may be set')
-        if field.repeated:
-            if type(value) is not list:
-                _fail((path, key), f"expected an array, got {_json_type(value)}")
-            slots[field.slot] = _encode_repeated(value, field, (path, key), depth)
-        elif field.encode is not None:
-            slots[field.slot] = field.encode(value, field, path, key)
-        else:
-            assert field.message is not None
-            encoded = _encode_message(value, field.message, (path, key), depth + 1)
-            slots[field.slot] = field.tag + _varint(len(encoded)) + encoded
+        slots[slot] = field.encode(value, field, path, key, depth)
     return bytearray().join(filter(None, slots))
 
 
-def _encode_repeated(values: list[Any], field: _Field, path: _Path, depth: int) -> bytearray:
+def _encode_submessage(value: object, field: _Field, path: _Path, key: str, depth: int) -> bytes:
+    assert field.message is not None
+    encoded = _encode_message(value, field.message, (path, key), depth + 1)
+    return field.tag + _varint(len(encoded)) + encoded
+
+
+def _encode_repeated(values: object, field: _Field, parent: _Path, key: str, depth: int) -> bytearray:
+    path = (parent, key)
+    if type(values) is not list:
+        _fail(path, f"expected an array, got {_json_type(values)}")
     if field.key_values and depth + 2 <= _MAX_DEPTH:  # a KeyValue and its AnyValue: two levels down
         return _encode_key_values(values, field, path, depth)
     out = bytearray()
@@ -392,11 +405,10 @@ def _encode_repeated(values: list[Any], field: _Field, path: _Path, depth: int) 
     else:
         # Repeated strings and bytes (the only repeated scalars _build_field admits): every element is
         # written, empty ones included.
+        element = field.element
+        assert element is not None
         for index, item in enumerate(values):
-            if field.encode is _encode_string:
-                data = _utf8(item, (path, index))
-            else:
-                data = _decode_base64(item, (path, index))
+            data = element(item, (path, index))
             out += tag
             out += _varint(len(data))
             out += data
@@ -504,7 +516,7 @@ def _utf8(value: object, path: _Path) -> bytes:
         _fail(path, "string contains an unpaired UTF-16 surrogate")
 
 
-def _encode_string(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+def _encode_string(value: object, field: _Field, path: _Path, key: str, depth: int) -> bytes | None:
     if type(value) is not str:
         _fail((path, key), f"expected a string, got {_json_type(value)}")
     if not value and not field.presence:
@@ -514,7 +526,7 @@ def _encode_string(value: object, field: _Field, path: _Path, key: str | int) ->
     return field.tag + (_SMALL_VARINTS[size] if size < 0x80 else _varint(size)) + data
 
 
-def _encode_int(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+def _encode_int(value: object, field: _Field, path: _Path, key: str, depth: int) -> bytes | None:
     # The usual spellings first: a JSON integer in range, or a decimal string (64-bit integers).
     number: int
     if type(value) is int and field.int_min <= value <= field.int_max:
@@ -531,13 +543,13 @@ def _encode_int(value: object, field: _Field, path: _Path, key: str | int) -> by
     return field.tag + field.pack_int(number)
 
 
-def _encode_id(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+def _encode_id(value: object, field: _Field, path: _Path, key: str, depth: int) -> bytes | None:
     if value == "":
         return b""  # no id, as an empty bytes field says in protobuf
     return field.tag + _SMALL_VARINTS[field.id_size] + _hex_id(value, field, (path, key))
 
 
-def _encode_enum(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+def _encode_enum(value: object, field: _Field, path: _Path, key: str, depth: int) -> bytes | None:
     number: int
     if type(value) is int and field.enum_numbers is None and field.int_min <= value <= field.int_max:
         number = value
@@ -551,7 +563,7 @@ def _encode_enum(value: object, field: _Field, path: _Path, key: str | int) -> b
     return field.tag + _signed_varint(number)
 
 
-def _encode_double(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+def _encode_double(value: object, field: _Field, path: _Path, key: str, depth: int) -> bytes | None:
     encoded = _pack_double(_to_double(value, (path, key)))
     # Proto3 leaves out a double whose bits are all zero: -0.0 (sign bit set) is written.
     if not field.presence and encoded == b"\x00" * 8:
@@ -559,7 +571,7 @@ def _encode_double(value: object, field: _Field, path: _Path, key: str | int) ->
     return field.tag + encoded
 
 
-def _encode_bool(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+def _encode_bool(value: object, field: _Field, path: _Path, key: str, depth: int) -> bytes | None:
     if type(value) is not bool:
         _fail((path, key), f"expected true or false, got {_json_type(value)}")
     if not value and not field.presence:
@@ -567,7 +579,7 @@ def _encode_bool(value: object, field: _Field, path: _Path, key: str | int) -> b
     return field.tag + (b"\x01" if value else b"\x00")
 
 
-def _encode_bytes(value: object, field: _Field, path: _Path, key: str | int) -> bytes | None:
+def _encode_bytes(value: object, field: _Field, path: _Path, key: str, depth: int) -> bytes | None:
     data = _decode_base64(value, (path, key))
     if not data and not field.presence:
         return b""
