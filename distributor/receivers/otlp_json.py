@@ -28,6 +28,7 @@ import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from distributor.common.errors import DistributorError
 
@@ -71,14 +72,13 @@ _I32: Final = 5
 _MASK64: Final = 2**64 - 1
 _pack_double: Final = struct.Struct("<d").pack
 
-_HEX_RE: Final = re.compile(r"[0-9a-fA-F]*")
 _INT_RE: Final = re.compile(r"[+-]?[0-9]+")
 _NUMBER_RE: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 # Standard or URL-safe alphabet, padding optional (proto3 JSON accepts all of these).
 _BASE64_RE: Final = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 _DOUBLE_WORDS: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _UTF8_BOM: Final = b"\xef\xbb\xbf"
-_KEY_VALUE: Final = "opentelemetry.proto.common.v1.KeyValue"
+_KEY_VALUE: Final = KeyValue.DESCRIPTOR.full_name
 
 # ParseDict error texts look like 'Failed to parse a field: Failed to parse b field: <why> at <path>.'
 _PARSE_PREFIX_RE: Final = re.compile(r"Failed to parse (\S+) field: ")
@@ -415,11 +415,18 @@ def _encode_repeated(values: object, field: _Field, parent: _Path, key: str, dep
     return out
 
 
-# AnyValue's scalar members (both spellings) -> their field numbers.
-_STRING_VALUE: Final = 1
-_BOOL_VALUE: Final = 2
-_INT_VALUE: Final = 3
-_DOUBLE_VALUE: Final = 4
+# What the attribute fast path below writes itself: the tags of KeyValue.key and .value, and of
+# AnyValue's scalar members (both spellings of whose names map to their field numbers).
+_KEY_TAG: Final = _tag(KeyValue.DESCRIPTOR.fields_by_name["key"].number, _LEN)
+_VALUE_TAG: Final = _tag(KeyValue.DESCRIPTOR.fields_by_name["value"].number, _LEN)
+_STRING_VALUE: Final[int] = AnyValue.DESCRIPTOR.fields_by_name["string_value"].number
+_BOOL_VALUE: Final[int] = AnyValue.DESCRIPTOR.fields_by_name["bool_value"].number
+_INT_VALUE: Final[int] = AnyValue.DESCRIPTOR.fields_by_name["int_value"].number
+_DOUBLE_VALUE: Final[int] = AnyValue.DESCRIPTOR.fields_by_name["double_value"].number
+_STRING_VALUE_TAG: Final = _tag(_STRING_VALUE, _LEN)
+_BOOL_VALUE_TAG: Final = _tag(_BOOL_VALUE, _VARINT)
+_INT_VALUE_TAG: Final = _tag(_INT_VALUE, _VARINT)
+_DOUBLE_VALUE_TAG: Final = _tag(_DOUBLE_VALUE, _I64)
 _SCALAR_VALUES: Final = {
     "stringValue": _STRING_VALUE,
     "string_value": _STRING_VALUE,
@@ -457,7 +464,7 @@ def _encode_key_values(values: list[Any], field: _Field, path: _Path, depth: int
                 if value_part is not None and key_part is not None:
                     size = len(value_part)
                     value_size = _SMALL_VARINTS[size] if size < 0x80 else _varint(size)
-                    encoded = key_part + b"\x12" + value_size + value_part
+                    encoded = key_part + _VALUE_TAG + value_size + value_part
         if encoded is None:
             encoded = _encode_message(item, message, (path, index), depth + 1)
         size = len(encoded)
@@ -473,7 +480,7 @@ def _key_field(key: str) -> bytes | None:
         data = key.encode("utf-8")
     except UnicodeEncodeError:
         return None
-    encoded = b"\x0a" + _varint(len(data)) + data
+    encoded = _KEY_TAG + _varint(len(data)) + data
     if len(_KEY_FIELDS) < _KEY_FIELDS_CAP:
         _KEY_FIELDS[key] = encoded
     return encoded
@@ -489,21 +496,21 @@ def _scalar_any_value(member: int | None, scalar: object) -> bytes | None:
         except UnicodeEncodeError:
             return None
         size = len(data)
-        return b"\x0a" + (_SMALL_VARINTS[size] if size < 0x80 else _varint(size)) + data
+        return _STRING_VALUE_TAG + (_SMALL_VARINTS[size] if size < 0x80 else _varint(size)) + data
     if member == _INT_VALUE:
         if type(scalar) is int and -(2**63) <= scalar < 2**63:
-            return b"\x18" + _varint(scalar & _MASK64)
+            return _INT_VALUE_TAG + _varint(scalar & _MASK64)
         if type(scalar) is str and scalar.isascii() and scalar.isdigit() and len(scalar) < 19:
-            return b"\x18" + _varint(int(scalar))  # below 10**18, so within int64
+            return _INT_VALUE_TAG + _varint(int(scalar))  # below 10**18, so within int64
         return None
     if member == _DOUBLE_VALUE:
         if type(scalar) is float and math.isfinite(scalar):
-            return b"\x21" + _pack_double(scalar)
+            return _DOUBLE_VALUE_TAG + _pack_double(scalar)
         if type(scalar) is int and -(2**63) <= scalar < 2**64:  # JavaScript writes 1.0 as 1
-            return b"\x21" + _pack_double(float(scalar))
+            return _DOUBLE_VALUE_TAG + _pack_double(float(scalar))
         return None
     if member == _BOOL_VALUE and type(scalar) is bool:
-        return b"\x10\x01" if scalar else b"\x10\x00"
+        return _BOOL_VALUE_TAG + (b"\x01" if scalar else b"\x00")
     return None
 
 
