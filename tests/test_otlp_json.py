@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import base64
 import copy
+import enum
 import json
+import math
 import random
-from typing import Any
+import re
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, TypeAlias
 
 import pytest
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -26,6 +33,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from distributor.receivers import otlp_json
 from distributor.receivers.otlp_json import (
     OtlpJsonError,
     _reword_parse_error,
@@ -888,3 +896,804 @@ def test_export_response_message_is_valid_utf8_even_with_lone_surrogates() -> No
 def test_export_response_rejects_negative_counts() -> None:
     with pytest.raises(ValueError, match="non-negative"):
         export_response_json(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# the direct encoder against the reference converter (defined at the end of this file)
+
+
+def outcome(convert_body: Any, body: bytes) -> tuple[str, bytes | str]:
+    try:
+        return ("ok", convert_body(body))
+    except OtlpJsonError as err:
+        return ("error", str(err))
+
+
+def assert_same_as_reference(body: bytes) -> tuple[str, bytes | str]:
+    expected = outcome(reference_otlp_json_to_protobuf, body)
+    assert outcome(otlp_json_to_protobuf, body) == expected, body[:300]
+    return expected
+
+
+_texts = st.text(max_size=10)  # no lone surrogates: protobuf strings cannot hold them
+_int64s = st.integers(-(2**63), 2**63 - 1)
+_int32s = st.integers(-(2**31), 2**31 - 1)
+_uint32s = st.integers(0, 2**32 - 1)
+_uint64s = st.integers(0, 2**64 - 1)
+# Any double JSON can carry; NaN only as float("nan"), the one NaN that proto3 JSON's "NaN" reads back as.
+_doubles = st.floats(allow_nan=False) | st.just(math.nan)
+
+_scalar_any_values = st.one_of(
+    st.builds(lambda v: AnyValue(string_value=v), _texts),
+    st.builds(lambda v: AnyValue(bool_value=v), st.booleans()),
+    st.builds(lambda v: AnyValue(int_value=v), _int64s),
+    st.builds(lambda v: AnyValue(double_value=v), _doubles),
+    st.builds(lambda v: AnyValue(bytes_value=v), st.binary(max_size=7)),
+    st.builds(lambda v: AnyValue(string_value_strindex=v), _int32s),
+    st.just(AnyValue()),
+)
+
+
+def _key_value(key: str, value: AnyValue | None, strindex: int) -> KeyValue:
+    return KeyValue(key=key, value=value, key_strindex=strindex)
+
+
+_any_values = st.recursive(
+    _scalar_any_values,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3).map(lambda vs: AnyValue(array_value=ArrayValue(values=vs))),
+        st.lists(st.builds(_key_value, _texts, children | st.none(), st.just(0)), max_size=3).map(
+            lambda kvs: AnyValue(kvlist_value=KeyValueList(values=kvs))
+        ),
+    ),
+    max_leaves=6,
+)
+_key_values = st.lists(
+    st.builds(_key_value, _texts, _any_values | st.none(), st.just(0) | _int32s), max_size=4
+)
+_ids16 = st.just(b"") | st.binary(min_size=16, max_size=16)
+_ids8 = st.just(b"") | st.binary(min_size=8, max_size=8)
+# Known enum values mostly; any int32 is allowed (proto3 enums are open).
+_span_kinds = st.integers(0, 5) | _int32s
+_status_codes = st.integers(0, 2) | _int32s
+
+_events = st.builds(
+    Span.Event,
+    time_unix_nano=_uint64s,
+    name=_texts,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+)
+_links = st.builds(
+    Span.Link,
+    trace_id=_ids16,
+    span_id=_ids8,
+    trace_state=_texts,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+    flags=_uint32s,
+)
+_spans = st.builds(
+    Span,
+    trace_id=_ids16,
+    span_id=_ids8,
+    trace_state=_texts,
+    parent_span_id=_ids8,
+    flags=_uint32s,
+    name=_texts,
+    kind=_span_kinds,
+    start_time_unix_nano=_uint64s,
+    end_time_unix_nano=_uint64s,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+    events=st.lists(_events, max_size=2),
+    dropped_events_count=_uint32s,
+    links=st.lists(_links, max_size=2),
+    dropped_links_count=_uint32s,
+    status=st.none() | st.builds(Status, message=_texts, code=_status_codes),
+)
+_scopes = st.builds(
+    InstrumentationScope,
+    name=_texts,
+    version=_texts,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+)
+_entity_refs = st.builds(
+    EntityRef,
+    schema_url=_texts,
+    type=_texts,
+    id_keys=st.lists(_texts, max_size=2),
+    description_keys=st.lists(_texts, max_size=2),
+)
+_resources = st.builds(
+    Resource,
+    attributes=_key_values,
+    dropped_attributes_count=_uint32s,
+    entity_refs=st.lists(_entity_refs, max_size=2),
+)
+_requests = st.builds(
+    ExportTraceServiceRequest,
+    resource_spans=st.lists(
+        st.builds(
+            ResourceSpans,
+            resource=st.none() | _resources,
+            scope_spans=st.lists(
+                st.builds(
+                    ScopeSpans,
+                    scope=st.none() | _scopes,
+                    spans=st.lists(_spans, max_size=3),
+                    schema_url=_texts,
+                ),
+                max_size=2,
+            ),
+            schema_url=_texts,
+        ),
+        max_size=2,
+    ),
+)
+
+_INT64_KEYS = {"startTimeUnixNano", "endTimeUnixNano", "timeUnixNano", "intValue"}
+_INT64_KEYS |= {"start_time_unix_nano", "end_time_unix_nano", "time_unix_nano", "int_value"}
+
+
+def shuffle_and_number(node: Any, rng: random.Random, numbers: bool) -> Any:
+    """The same document with every object's keys in a random order (senders use any order), and with
+    64-bit integers as JSON numbers instead of strings if `numbers`."""
+    if isinstance(node, dict):
+        items = list(node.items())
+        rng.shuffle(items)
+        return {
+            key: int(value)
+            if numbers and key in _INT64_KEYS and isinstance(value, str)
+            else shuffle_and_number(value, rng, numbers)
+            for key, value in items
+        }
+    if isinstance(node, list):
+        return [shuffle_and_number(item, rng, numbers) for item in node]
+    return node
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(
+    request=_requests,
+    proto_names=st.booleans(),
+    enum_names=st.booleans(),
+    upper_ids=st.booleans(),
+    numbers=st.booleans(),
+    seed=st.integers(0, 2**32),
+)
+def test_random_requests_convert_to_their_canonical_encoding_like_the_reference(
+    request: ExportTraceServiceRequest,
+    proto_names: bool,
+    enum_names: bool,
+    upper_ids: bool,
+    numbers: bool,
+    seed: int,
+) -> None:
+    document = json_format.MessageToDict(
+        request, preserving_proto_field_name=proto_names, use_integers_for_enums=not enum_names
+    )
+    document = shuffle_and_number(ids_to_hex(document, upper=upper_ids), random.Random(seed), numbers)
+    body = json.dumps(document).encode()
+
+    encoded = otlp_json_to_protobuf(body)
+
+    assert encoded == request.SerializeToString()
+    assert encoded == reference_otlp_json_to_protobuf(body)
+
+
+# Values that have broken converters: wrong types, edges of every range, spellings proto3 JSON allows
+# or not, integers beyond 64 bits (orjson reads those as floats), lone surrogates (orjson refuses them).
+_HOSTILE_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1.5, -0.0, 2**31, 2**32, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63),
+    -(2**63) - 1, 10**30, -(10**30), 1e19, 1.8446744073709552e19, -9.3e18, 1e300, "", "x", "\ud800",
+    "a\udc00", "NaN", "Infinity", "-Infinity", "1e3", "1000.0", "+7", "-0", "00", " 1", "0x10",
+    "18446744073709551615", "18446744073709551616", "-9223372036854775809", "ab" * 8, "AB" * 16,
+    "0g" * 8, "AAEC/w==", "AAEC_w", "QQ=", "QR==", "SPAN_KIND_SERVER", "STATUS_CODE_ERROR", [], [None],
+    [1], ["x"], [{}], {}, {"a": 1}, {"stringValue": "s"}, {"intValue": "5", "boolValue": True},
+    {"key": "k", "value": {}}, {"key": "k", "value": {"doubleValue": 2}},
+]  # fmt: skip
+
+
+def documents_with(value: Any) -> list[Any]:
+    """`value` at every kind of place in a request: each field of a span, attribute and value, and the
+    other messages' numbers, strings and lists."""
+    span_fields = [fd.json_name for fd in Span.DESCRIPTOR.fields] + ["trace_id", "start_time_unix_nano"]
+    value_fields = [fd.json_name for fd in AnyValue.DESCRIPTOR.fields] + ["int_value", "bytes_value"]
+    return [
+        value,
+        {"resourceSpans": value},
+        {"resourceSpans": [value]},
+        {
+            "resourceSpans": [
+                {"resource": {"droppedAttributesCount": value, "entityRefs": [{"idKeys": [value]}]}}
+            ]
+        },
+        {"resourceSpans": [{"scopeSpans": [{"scope": {"version": value}, "schemaUrl": value}]}]},
+        *[one_span(**{name: value}) for name in span_fields],
+        *[one_value({name: value}) for name in value_fields],
+        one_value(value),
+        one_span(attributes=[value]),
+        one_span(attributes=[{"key": value, "value": {"stringValue": "s"}}]),
+        one_span(attributes=[{"key": "k", "value": {"intValue": 1}, "keyStrindex": value}]),
+        one_span(status={"code": value, "message": value}),
+        one_span(
+            events=[{"timeUnixNano": value, "attributes": [{"key": "k", "value": {"doubleValue": value}}]}]
+        ),
+        one_span(links=[{"flags": value, "traceId": value, "droppedAttributesCount": value}]),
+        one_value({"arrayValue": {"values": [value]}}),
+        one_value({"kvlistValue": {"values": [{"key": "k", "value": {"intValue": value}}]}}),
+    ]
+
+
+def test_hostile_values_anywhere_give_the_same_bytes_or_the_same_error_as_the_reference() -> None:
+    results = {"ok": 0, "error": 0}
+    for value in _HOSTILE_VALUES:
+        for document in documents_with(value):
+            kind, _ = assert_same_as_reference(json.dumps(document).encode())
+            results[kind] += 1
+    assert results["ok"] > 400 and results["error"] > 1000, results
+
+
+def locations(node: Any) -> list[tuple[Any, Any]]:
+    found: list[tuple[Any, Any]] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, child in items:
+        found.append((node, key))
+        found.extend(locations(child))
+    return found
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(request=_requests, proto_names=st.booleans(), data=st.data())
+def test_corrupted_requests_give_the_same_bytes_or_the_same_error_as_the_reference(
+    request: ExportTraceServiceRequest, proto_names: bool, data: st.DataObject
+) -> None:
+    document = ids_to_hex(
+        json_format.MessageToDict(
+            request, preserving_proto_field_name=proto_names, use_integers_for_enums=True
+        )
+    )
+    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
+        spots = locations(document)
+        if not spots:
+            document = data.draw(st.sampled_from(_HOSTILE_VALUES), label="document")
+            break
+        parent, key = data.draw(st.sampled_from(spots), label="where")
+        if isinstance(parent, dict) and data.draw(st.booleans(), label="rename"):
+            # The other spelling of the key, alongside or instead; or an unknown key.
+            other = data.draw(st.sampled_from([camel_to_snake(key), snake_to_camel(key), "unknown"]))
+            parent[other] = copy.deepcopy(parent[key])
+            if data.draw(st.booleans(), label="drop original"):
+                del parent[key]
+        else:
+            parent[key] = copy.deepcopy(data.draw(st.sampled_from(_HOSTILE_VALUES), label="value"))
+    body = json.dumps(document, ensure_ascii=data.draw(st.booleans(), label="ascii")).encode(
+        "utf-8", "surrogatepass"
+    )
+    assert_same_as_reference(body)
+
+
+def camel_to_snake(name: Any) -> Any:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name) if isinstance(name, str) else name
+
+
+def snake_to_camel(name: Any) -> Any:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name) if isinstance(name, str) else name
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@given(request=_requests, data=st.data())
+def test_damaged_bodies_give_the_same_bytes_or_the_same_error_as_the_reference(
+    request: ExportTraceServiceRequest, data: st.DataObject
+) -> None:
+    body = bytearray(json.dumps(ids_to_hex(json_format.MessageToDict(request))).encode())
+    damage = data.draw(st.sampled_from(["truncate", "byte", "bom", "insert"]), label="damage")
+    if damage == "truncate":
+        del body[data.draw(st.integers(0, len(body)), label="at") :]
+    elif damage == "byte":
+        body[data.draw(st.integers(0, len(body) - 1), label="at")] = data.draw(st.integers(0, 255))
+    elif damage == "bom":
+        body[0:0] = b"\xef\xbb\xbf" * data.draw(st.integers(1, 2), label="boms")
+    else:
+        insert = data.draw(st.sampled_from([b" ", b"\n", b",", b"\\ud800", b"\xc3", b"1e400", b"NaN"]))
+        body[data.draw(st.integers(0, len(body)), label="at") : 0] = insert
+    assert_same_as_reference(bytes(body))
+
+
+def test_keys_in_the_javascript_exporters_order_give_the_canonical_encoding() -> None:
+    # Status before links, parentSpanId before traceState: not field-number order.
+    span = {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "parentSpanId": "eee19b7ec3c1b173",
+        "traceState": "a=b",
+        "name": "GET",
+        "kind": 3,
+        "startTimeUnixNano": "1544712660000000000",
+        "endTimeUnixNano": "1544712661000000000",
+        "attributes": [{"key": "http.method", "value": {"stringValue": "GET"}}],
+        "droppedAttributesCount": 0,
+        "events": [],
+        "droppedEventsCount": 0,
+        "status": {"code": 2, "message": "boom"},
+        "links": [{"traceId": "00000000000000000000000000000001", "spanId": "00000000000000ff"}],
+        "droppedLinksCount": 1,
+    }
+    expected = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                trace_id=bytes.fromhex(span["traceId"]),  # type: ignore[arg-type]
+                                span_id=bytes.fromhex("eee19b7ec3c1b174"),
+                                parent_span_id=bytes.fromhex("eee19b7ec3c1b173"),
+                                trace_state="a=b",
+                                name="GET",
+                                kind=Span.SPAN_KIND_CLIENT,
+                                start_time_unix_nano=1544712660000000000,
+                                end_time_unix_nano=1544712661000000000,
+                                attributes=[kv("http.method", AnyValue(string_value="GET"))],
+                                status=Status(code=Status.STATUS_CODE_ERROR, message="boom"),
+                                links=[
+                                    Span.Link(trace_id=b"\x00" * 15 + b"\x01", span_id=b"\x00" * 7 + b"\xff")
+                                ],
+                                dropped_links_count=1,
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    assert otlp_json_to_protobuf(json.dumps(one_span(**span)).encode()) == expected.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # Integer literals beyond 64 bits: orjson reads them as floats, -2**63 - 1 as exactly -2**63.
+        {"attributes": [{"key": "k", "value": {"intValue": -(2**63) - 1}}]},
+        {"endTimeUnixNano": 2**64},
+        {"kind": -(2**63) - 1},
+        # Float literals in 64-bit fields are valid when integral and in range.
+        {"endTimeUnixNano": 1.8e19},
+        {"startTimeUnixNano": 9.3e18, "attributes": [{"key": "k", "value": {"intValue": -9.2e18}}]},
+        # Doubles written as integers, as JavaScript writes 2.0, however large.
+        {
+            "attributes": [
+                {"key": "k", "value": {"doubleValue": 2}},
+                {"key": "l", "value": {"doubleValue": 10**30}},
+            ]
+        },
+    ],
+)
+def test_numbers_orjson_cannot_hold_exactly_are_read_as_before(fields: dict[str, Any]) -> None:
+    assert_same_as_reference(json.dumps(one_span(**fields)).encode())
+
+
+def nested_kvlist(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"stringValue": "leaf"}
+    for _ in range(levels):
+        value = {"kvlistValue": {"values": [{"key": "k", "value": value}]}}
+    return one_value(value)
+
+
+# Six messages down to the first AnyValue, and each kvlist level adds three: 31 levels reach the limit.
+@pytest.mark.parametrize("levels", [30, 31, 32])
+def test_attributes_at_the_depth_limit_are_judged_as_before(levels: int) -> None:
+    kind, _ = assert_same_as_reference(json.dumps(nested_kvlist(levels)).encode())
+    assert kind == ("ok" if levels <= 31 else "error")
+
+
+def test_attribute_keys_are_encoded_right_after_the_key_cache_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(otlp_json, "_KEY_FIELDS", {})
+    monkeypatch.setattr(otlp_json, "_KEY_FIELDS_CAP", 2)
+    attributes = [{"key": f"key.{i}", "value": {"stringValue": f"v{i}"}} for i in range(5)]
+    document = one_span(attributes=attributes * 2)
+    expected = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                attributes=[kv(f"key.{i}", AnyValue(string_value=f"v{i}")) for i in range(5)]
+                                * 2
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    assert otlp_json_to_protobuf(json.dumps(document).encode()) == expected.SerializeToString()
+    assert list(otlp_json._KEY_FIELDS) == ["key.0", "key.1"]
+
+
+# --------------------------------------------------------------------------------------------------
+# reference: the converter as it was before the direct encoder (json.loads, a validating walk that
+# rewrites ids to base64, then json_format.ParseDict and SerializeToString). The new one must give the
+# same bytes or the same error for every body; tests/bench_json.py measures against it too.
+
+# Same limit as protobuf's binary decoder (upb) and ParseDict, so anything accepted here also
+# decodes on the protobuf path.
+_REF_MAX_DEPTH: Final = 100
+
+# Field name -> (decoded size in bytes, wording for errors).
+_REF_ID_FIELDS: Final[dict[str, tuple[int, str]]] = {
+    "trace_id": (16, "trace id"),
+    "span_id": (8, "span id"),
+    "parent_span_id": (8, "parent span id"),
+}
+
+_REF_INT_TYPES: Final[dict[int, tuple[str, int, int]]] = {
+    FieldDescriptor.TYPE_INT32: ("int32", -(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: ("sint32", -(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: ("sfixed32", -(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: ("uint32", 0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: ("fixed32", 0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: ("int64", -(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: ("sint64", -(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: ("sfixed64", -(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: ("uint64", 0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: ("fixed64", 0, 2**64 - 1),
+}
+
+_REF_HEX_RE: Final = re.compile(r"[0-9a-fA-F]*")
+_REF_INT_RE: Final = re.compile(r"[+-]?[0-9]+")
+_REF_NUMBER_RE: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# Standard or URL-safe alphabet, padding optional (proto3 JSON accepts all of these).
+_REF_BASE64_RE: Final = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+# json.loads joins escaped surrogate pairs, so any surrogate left in a str is unpaired.
+_REF_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+_REF_DOUBLE_WORDS: Final = frozenset({"NaN", "Infinity", "-Infinity"})
+# Returned for values that are dropped (unknown enum names) instead of being handed to ParseDict.
+_REF_OMIT: Final = object()
+
+
+# A JSON path as a linked list (parent, key): building it costs one tuple per node, and it is
+# only turned into text when something is wrong.
+_RefPath: TypeAlias = "tuple[_RefPath, str | int] | None"
+
+
+class _RefKind(enum.Enum):
+    MESSAGE = enum.auto()
+    ID = enum.auto()
+    STRING = enum.auto()
+    BYTES = enum.auto()
+    BOOL = enum.auto()
+    INT = enum.auto()
+    DOUBLE = enum.auto()
+    ENUM = enum.auto()
+    PASS = enum.auto()  # no such fields in OTLP traces (maps, groups); left to ParseDict
+
+
+@dataclass(frozen=True, slots=True)
+class _RefField:
+    name: str
+    json_name: str
+    kind: _RefKind
+    repeated: bool
+    oneof: str | None = None
+    message: _RefMessage | None = None
+    type_name: str = ""
+    int_min: int = 0
+    int_max: int = 0
+    id_size: int = 0
+    enum_names: frozenset[str] = frozenset()
+    enum_numbers: frozenset[int] | None = None  # only for closed enums
+
+
+class _RefMessage:
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        # Both spellings (lowerCamelCase and proto name) map to the same _RefField.
+        self.fields: dict[str, _RefField] = {}
+
+
+def _ref_is_repeated(fd: Any) -> bool:
+    # FieldDescriptor.label is gone in protobuf 7, is_repeated is missing in older releases.
+    is_repeated = getattr(fd, "is_repeated", None)
+    if is_repeated is not None:
+        return bool(is_repeated)
+    return bool(fd.label == FieldDescriptor.LABEL_REPEATED)
+
+
+def _ref_build_message(descriptor: Any, cache: dict[str, _RefMessage]) -> _RefMessage:
+    message = cache.get(descriptor.full_name)
+    if message is None:
+        message = cache[descriptor.full_name] = _RefMessage()  # registered first: AnyValue is recursive
+        for fd in descriptor.fields:
+            field = _ref_build_field(fd, cache)
+            message.fields[field.json_name] = field
+            message.fields[field.name] = field
+    return message
+
+
+def _ref_build_field(fd: Any, cache: dict[str, _RefMessage]) -> _RefField:
+    name: str = fd.name
+    common: dict[str, Any] = {
+        "name": name,
+        "json_name": fd.json_name,
+        "repeated": _ref_is_repeated(fd),
+        "oneof": fd.containing_oneof.name if fd.containing_oneof is not None else None,
+    }
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        if fd.message_type.GetOptions().map_entry:
+            return _RefField(kind=_RefKind.PASS, **common)
+        return _RefField(kind=_RefKind.MESSAGE, message=_ref_build_message(fd.message_type, cache), **common)
+    if fd.type == FieldDescriptor.TYPE_BYTES:
+        if name in _REF_ID_FIELDS:
+            size, label = _REF_ID_FIELDS[name]
+            return _RefField(kind=_RefKind.ID, id_size=size, type_name=label, **common)
+        return _RefField(kind=_RefKind.BYTES, **common)
+    if fd.type == FieldDescriptor.TYPE_STRING:
+        return _RefField(kind=_RefKind.STRING, **common)
+    if fd.type == FieldDescriptor.TYPE_BOOL:
+        return _RefField(kind=_RefKind.BOOL, **common)
+    if fd.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return _RefField(kind=_RefKind.DOUBLE, **common)
+    if fd.type == FieldDescriptor.TYPE_ENUM:
+        enum_type = fd.enum_type
+        closed = bool(getattr(enum_type, "is_closed", False))
+        return _RefField(
+            kind=_RefKind.ENUM,
+            type_name="int32",
+            int_min=-(2**31),
+            int_max=2**31 - 1,
+            enum_names=frozenset(enum_type.values_by_name),
+            enum_numbers=frozenset(enum_type.values_by_number) if closed else None,
+            **common,
+        )
+    if fd.type in _REF_INT_TYPES:
+        type_name, low, high = _REF_INT_TYPES[fd.type]
+        return _RefField(kind=_RefKind.INT, type_name=type_name, int_min=low, int_max=high, **common)
+    return _RefField(kind=_RefKind.PASS, **common)
+
+
+_REF_REQUEST: Final = _ref_build_message(ExportTraceServiceRequest.DESCRIPTOR, {})
+
+
+def reference_otlp_json_to_protobuf(body: bytes) -> bytes:
+    """The converter as it was before the direct encoder: json.loads, a validating walk, ParseDict."""
+    try:
+        # OTLP/JSON is UTF-8; json.loads(bytes) would also guess UTF-16/32. A BOM is tolerated.
+        text = str(body, "utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise OtlpJsonError(f"body is not valid UTF-8 (bad byte at offset {err.start})") from None
+    try:
+        document = json.loads(text, parse_constant=_ref_reject_constant)
+    except OtlpJsonError:
+        raise
+    except json.JSONDecodeError as err:
+        raise OtlpJsonError(
+            f"body is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+        ) from None
+    except RecursionError:
+        raise OtlpJsonError("body is nested too deeply to decode") from None
+    except ValueError as err:  # e.g. an integer literal beyond int_max_str_digits
+        raise OtlpJsonError(f"body is not valid JSON: {_ref_clip(str(err).split(';')[0])}") from None
+    if not isinstance(document, dict):
+        raise OtlpJsonError(f"body must be a JSON object, got {_ref_json_type(document)}")
+
+    canonical = _ref_walk_message(document, _REF_REQUEST, None, 1)
+    message = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(
+            canonical, message, ignore_unknown_fields=True, max_recursion_depth=_REF_MAX_DEPTH
+        )
+    except json_format.ParseError as err:
+        # The walk should have caught everything ParseDict rejects; this keeps the contract if not.
+        raise _reword_parse_error(err) from None
+    except (ValueError, TypeError) as err:
+        raise OtlpJsonError(f"request: {_ref_clip(str(err))}") from None
+    result: bytes = message.SerializeToString()
+    return result
+
+
+def _ref_walk_message(obj: object, message: _RefMessage, path: _RefPath, depth: int) -> dict[str, object]:
+    if not isinstance(obj, dict):
+        _ref_fail(path, f"expected an object, got {_ref_json_type(obj)}")
+    if depth > _REF_MAX_DEPTH:
+        _ref_fail(path, f"nested too deeply (more than {_REF_MAX_DEPTH} levels of messages)")
+    out: dict[str, object] = {}
+    oneofs: dict[str, str] | None = None
+    for key, value in obj.items():
+        field = message.fields.get(key)
+        # Unknown fields must be ignored; null means "not set" in proto3 JSON.
+        if field is None or value is None:
+            continue
+        if field.json_name in out:
+            _ref_fail(path, f'both "{field.json_name}" and "{field.name}" given')
+        if field.oneof is not None:
+            if oneofs is None:
+                oneofs = {}
+            other = oneofs.setdefault(field.oneof, key)
+            if other != key:
+                _ref_fail(path, f'only one of "{other}" and "{key}" may be set')
+        field_path = (path, key)
+        if field.repeated and field.kind is not _RefKind.PASS:
+            if not isinstance(value, list):
+                _ref_fail(field_path, f"expected an array, got {_ref_json_type(value)}")
+            items = [
+                _ref_walk_value(item, field, (field_path, index), depth) for index, item in enumerate(value)
+            ]
+            if field.kind is _RefKind.ENUM:
+                items = [item for item in items if item is not _REF_OMIT]
+            out[field.json_name] = items
+        else:
+            converted = _ref_walk_value(value, field, field_path, depth)
+            if converted is not _REF_OMIT:
+                out[field.json_name] = converted
+    return out
+
+
+def _ref_walk_value(value: object, field: _RefField, path: _RefPath, depth: int) -> object:
+    kind = field.kind
+    if kind is _RefKind.MESSAGE:
+        assert field.message is not None
+        return _ref_walk_message(value, field.message, path, depth + 1)
+    if kind is _RefKind.STRING:
+        if not isinstance(value, str):
+            _ref_fail(path, f"expected a string, got {_ref_json_type(value)}")
+        if not value.isascii() and _REF_SURROGATE_RE.search(value):
+            _ref_fail(path, "string contains an unpaired UTF-16 surrogate")
+        return value
+    if kind is _RefKind.INT:
+        return _ref_to_int(value, field, path)
+    if kind is _RefKind.ID:
+        return _ref_hex_id_to_base64(value, field, path)
+    if kind is _RefKind.DOUBLE:
+        return _ref_to_double(value, path)
+    if kind is _RefKind.BOOL:
+        if not isinstance(value, bool):
+            _ref_fail(path, f"expected true or false, got {_ref_json_type(value)}")
+        return value
+    if kind is _RefKind.ENUM:
+        return _ref_to_enum(value, field, path)
+    if kind is _RefKind.BYTES:
+        if not isinstance(value, str):
+            _ref_fail(path, f"expected a base64 string, got {_ref_json_type(value)}")
+        data_length = len(value.rstrip("="))
+        if (
+            not _REF_BASE64_RE.fullmatch(value)
+            or data_length % 4 == 1
+            or (data_length != len(value) and len(value) % 4)
+        ):
+            _ref_fail(path, f"invalid base64 {_ref_describe(value)}")
+        return value
+    return value
+
+
+def _ref_hex_id_to_base64(value: object, field: _RefField, path: _RefPath) -> str:
+    digits = 2 * field.id_size
+    if not isinstance(value, str):
+        _ref_fail(path, f"{field.type_name} must be a hex string, got {_ref_json_type(value)}")
+    if (value and len(value) != digits) or not _REF_HEX_RE.fullmatch(value):
+        _ref_fail(path, f"invalid {field.type_name} {_ref_describe(value)} (expected {digits} hex digits)")
+    # ParseDict reads bytes fields as base64.
+    return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def _ref_to_int(value: object, field: _RefField, path: _RefPath) -> int:
+    number: int
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        _ref_fail(path, f"expected an integer, got {_ref_json_type(value)}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and _REF_INT_RE.fullmatch(value):
+        try:
+            number = int(value)
+        except ValueError:  # beyond int_max_str_digits, so far out of range anyway
+            _ref_fail(path, f"{_ref_describe(value)} is out of range for {field.type_name}")
+    else:
+        if isinstance(value, str):
+            if not _REF_NUMBER_RE.fullmatch(value):
+                _ref_fail(path, f"invalid integer {_ref_describe(value)}")
+            # proto3 JSON also allows "1e3" and "5.0" for integers.
+            as_float = float(value)
+        else:
+            as_float = value
+        if not math.isfinite(as_float):
+            _ref_fail(path, f"{_ref_describe(value)} is out of range for {field.type_name}")
+        if not as_float.is_integer():
+            _ref_fail(path, f"expected an integer, got {_ref_describe(value)}")
+        number = int(as_float)
+    if not field.int_min <= number <= field.int_max:
+        _ref_fail(
+            path,
+            f"{_ref_describe(value)} is out of range for {field.type_name}"
+            f" ({field.int_min} to {field.int_max})",
+        )
+    return number
+
+
+def _ref_to_double(value: object, path: _RefPath) -> float | str:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        _ref_fail(path, f"expected a number, got {_ref_json_type(value)}")
+    if isinstance(value, str):
+        if value in _REF_DOUBLE_WORDS:
+            return value  # ParseDict understands these spellings, not float('nan') and friends
+        if not _REF_NUMBER_RE.fullmatch(value):
+            _ref_fail(path, f"invalid number {_ref_describe(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # a huge JSON integer literal
+        number = math.inf
+    if not math.isfinite(number):  # e.g. 1e400, which json.loads turns into inf
+        _ref_fail(path, f"{_ref_describe(value)} is out of range for double")
+    return number
+
+
+def _ref_to_enum(value: object, field: _RefField, path: _RefPath) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        _ref_fail(path, f"expected an enum name or integer, got {_ref_json_type(value)}")
+    if isinstance(value, str) and not _REF_INT_RE.fullmatch(value):
+        if value in field.enum_names:
+            return value
+        # Unknown names are ignored like unknown fields, as ParseDict does with ignore_unknown_fields
+        # (and it lets old receivers accept newer senders). They are dropped here rather than passed
+        # on: upb's enum name lookup raises SystemError for a name with a lone surrogate.
+        return _REF_OMIT
+    number = _ref_to_int(value, field, path)
+    if field.enum_numbers is not None and number not in field.enum_numbers:
+        _ref_fail(path, f"unknown enum value {number}")
+    return number
+
+
+def _ref_reject_constant(name: str) -> NoReturn:
+    raise OtlpJsonError(
+        f'body is not valid JSON: {name} is not a JSON value (proto3 JSON spells it "{name}")'
+    )
+
+
+def _ref_fail(path: _RefPath, problem: str) -> NoReturn:
+    raise OtlpJsonError(f"{_ref_render_path(path)}: {problem}")
+
+
+def _ref_render_path(path: _RefPath) -> str:
+    parts: list[str] = []
+    while path is not None:
+        path, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    text = "".join(reversed(parts)).lstrip(".") or "request"
+    # Only deeply nested AnyValues get this long; the two ends are what locate the problem.
+    return text if len(text) <= 120 else f"{text[:50]}...{text[-60:]}"
+
+
+def _ref_json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _ref_describe(value: object) -> str:
+    """A short, single-line, ASCII rendering of a JSON scalar for error messages."""
+    if isinstance(value, str):
+        # json.dumps escapes control characters and lone surrogates.
+        return json.dumps(value) if len(value) <= 40 else json.dumps(value[:40])[:-1] + '..."'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _ref_clip(repr(value), 40)
+    return _ref_json_type(value)
+
+
+def _ref_clip(text: str, limit: int = 200) -> str:
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
