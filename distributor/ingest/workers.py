@@ -1,12 +1,16 @@
-"""A bounded pool of threads for the CPU-heavy steps of large requests, so that none holds the event
-loop: gzip inflation, OTLP/JSON conversion, and the scan of a large body.
+"""Bounded pools for the CPU-heavy steps of large requests, so that none holds the event loop: gzip
+inflation, OTLP/JSON conversion, and the scan of a large body.
 
-A step on at most `inline_max_bytes` runs inline (a thread hop costs ~50 us, more than the work of a
-small request). A larger one runs on one of `workers` threads; the compiled core releases the
-interpreter lock while it scans, and any Python step yields it to the loop every switch interval, so
-the loop keeps answering. What waits or runs in the pool is bounded by the bytes of its inputs: past
-`max_pending_bytes` a request is refused (WorkersBusy: 503 / UNAVAILABLE with a retry hint) before
-anything of it is counted, so memory stays bounded however many large requests arrive at once.
+A step on at most `inline_max_bytes` runs inline (a hand-over costs more than the work of a small
+request). A larger one runs elsewhere:
+- inflation and the scan on one of `workers` threads: zlib and the compiled core release the
+  interpreter lock while they work, so the loop runs beside them;
+- OTLP/JSON conversion in one of `workers` processes, started on first use: parsing JSON builds Python
+  objects, and the parser holds the interpreter lock throughout (orjson.loads of 6.9 MB: 86 ms, their
+  release 21 ms more), which in a thread would stop the loop for as long.
+What waits or runs in the pools is bounded by the bytes of its inputs: past `max_pending_bytes` a
+request is refused (WorkersBusy: 503 / UNAVAILABLE with a retry hint) before anything of it is counted,
+so memory stays bounded however many large requests arrive at once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import multiprocessing
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -70,6 +75,8 @@ class IngestWorkers:
         self.metrics = metrics
         self._refused = refused  # requests refused before anything was counted, by reason
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._processes: concurrent.futures.ProcessPoolExecutor | None = None
+        self._running = False
         self._pending_bytes = 0
 
     @property
@@ -80,19 +87,42 @@ class IngestWorkers:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             self.config.workers, thread_name_prefix="ingest-worker"
         )
+        self._running = True
 
     async def stop(self, deadline: float) -> None:
+        self._running = False
         executor, self._executor = self._executor, None
+        processes, self._processes = self._processes, None
+        # The receivers stopped first and waited for their requests, so nothing is left to run.
         if executor is not None:
-            # The receivers stopped first and waited for their requests, so nothing is left to run.
             executor.shutdown(wait=False, cancel_futures=True)
+        if processes is not None:
+            processes.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, size: int, step: Callable[..., Result], *args: object) -> Result:
         """`step(*args)`, whose input has `size` bytes: inline when small, else on a worker thread.
-        Raises WorkersBusy when the pool already holds max_pending_bytes (a step alone larger than that
-        still runs when the pool is empty, so every request within the body limits can pass)."""
+        Raises WorkersBusy when the pools already hold max_pending_bytes (a step alone larger than that
+        still runs when they are empty, so every request within the body limits can pass)."""
         if size <= self.config.inline_max_bytes or self._executor is None:
             return step(*args)
+        return await self._submit(self._executor, size, step, *args)
+
+    async def run_in_process(self, size: int, step: Callable[..., Result], *args: object) -> Result:
+        """As `run`, but a large step runs in a worker process: for steps that hold the interpreter
+        lock. `step` and its arguments must be picklable (a module-level function, bytes)."""
+        if size <= self.config.inline_max_bytes or not self._running:
+            return step(*args)
+        if self._processes is None:
+            # Spawned, not forked: the service has threads (grpc's among them) that a fork would copy
+            # in whatever state they are in.
+            self._processes = concurrent.futures.ProcessPoolExecutor(
+                self.config.workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return await self._submit(self._processes, size, step, *args)
+
+    async def _submit(
+        self, executor: concurrent.futures.Executor, size: int, step: Callable[..., Result], *args: object
+    ) -> Result:
         if self._pending_bytes and self._pending_bytes + size > self.config.max_pending_bytes:
             self._refused.labels("ingest_workers_busy").inc()
             raise WorkersBusy(
@@ -101,7 +131,7 @@ class IngestWorkers:
             )
         loop = asyncio.get_running_loop()
         self._reserve(size)
-        future = self._executor.submit(step, *args)
+        future = executor.submit(step, *args)
         # Released when the step is really over: a cancelled request leaves it running on its thread.
         future.add_done_callback(lambda _: _call_soon(loop, self._reserve, -size))
         self.metrics.offloaded.inc()

@@ -138,7 +138,7 @@ class OtlpHttpReceiver:
                 # Sized as inflated: a small gzip body may become a large one.
                 payload = await workers.run(len(body) * GZIP_RATIO, gunzip, body, limit, max_members)
             if encoding is Encoding.JSON:
-                payload = await workers.run(len(payload), protobuf_body, payload, encoding)
+                payload = await workers.run_in_process(len(payload), protobuf_body, payload, encoding)
             traces = await scan_traces(workers, self.pipeline, tenant, payload)
             self.pipeline.push(tenant, traces, ingress_bytes=len(body))
         except (ReceiveError, InvalidTraces, TenantError) as err:
