@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 
 from distributor.common.lifecycle import StopFailed
-from distributor.config import load_config
+from distributor.common.logging_setup import (
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
+    configure_logging,
+    parse_log_format,
+    parse_log_level,
+)
+from distributor.config import Config, load_config
 from distributor.overrides import ConfigError
 from distributor.service import Service
 
@@ -36,8 +43,47 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="expand ${VAR} and ${VAR:-default} references in the configuration",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log.level",
+        "-log.level",
+        "--log-level",
+        dest="log_level",
+        default=None,
+        type=_log_level,
+        help="debug, info, warn or error (default: server.log_level, else info)",
+    )
+    parser.add_argument(
+        "--log.format",
+        "-log.format",
+        dest="log_format",
+        default=None,
+        type=_log_format,
+        help="logfmt or json (default: server.log_format, else logfmt)",
+    )
     return parser
+
+
+def _log_level(text: str) -> str:
+    try:
+        parse_log_level(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip().lower()
+
+
+def _log_format(text: str) -> str:
+    try:
+        return parse_log_format(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _configure_log(args: argparse.Namespace, config: Config | None) -> None:
+    """The log as the command line says, else as `server.log_level` / `server.log_format` say."""
+    server = config.server if config is not None else None
+    level = args.log_level or getattr(server, "log_level", None) or DEFAULT_LOG_LEVEL
+    log_format = args.log_format or getattr(server, "log_format", None) or DEFAULT_LOG_FORMAT
+    configure_logging(level, log_format)
 
 
 async def _serve(service: Service) -> None:
@@ -61,13 +107,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return check_config(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_log(args, None)  # what loading the configuration logs, as the command line says
     try:
         config = load_config(args.config, expand_env=args.expand_env)
+        try:
+            _configure_log(args, config)
+        except ValueError as err:  # server.log_level / log_format, when the configuration did not check them
+            print(f"error: invalid configuration: {args.config}: server: {err}", file=sys.stderr)
+            return 1
         service = Service(config)
     except ConfigError as err:
         print(f"error: invalid configuration: {err}", file=sys.stderr)

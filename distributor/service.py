@@ -25,6 +25,8 @@ from distributor.common.lifecycle import (
     StoppedTogether,
     stop_in_reverse,
 )
+from distributor.common.logging_setup import fields
+from distributor.common.url_masking import mask_url
 from distributor.config import Config
 from distributor.forwarding.forwarders import Forwarders
 from distributor.forwarding.metrics import ForwarderMetrics
@@ -248,13 +250,61 @@ class Service:
                 await self.stop()
             raise
         self.endpoints.ready = True
-        assert self.server_address is not None and self.otlp_http_address is not None
+        self.log_start_summary()
+
+    def log_start_summary(self) -> None:
+        """What an operator checks first: where it listens, where traces go, where usage is kept, which
+        overrides are in force, and whether the compiled ingest core runs. Credentials in forwarder
+        endpoints are masked. The last line, `distributor ready`, names the listeners."""
+        for forwarder in self.config.forwarders:
+            client = self.forwarders[forwarder.name].client
+            endpoint = mask_url(str(getattr(client, "url", forwarder.endpoint)))  # otlphttp: the full URL
+            log.info(
+                "forwarder %s: %s to %s",
+                forwarder.name,
+                forwarder.backend,
+                endpoint,
+                extra=fields(forwarder=forwarder.name, backend=forwarder.backend, endpoint=endpoint),
+            )
+        if not self.config.forwarders:
+            log.info("no forwarders: accepted traces are counted, then dropped")
+        if self.ledger is not None:
+            ledger = self.config.usage_attribution.ledger
+            log.info(
+                "usage ledger: %s at %s",
+                ledger.backend,
+                ledger.sqlite_path,
+                extra=fields(backend=ledger.backend, path=str(ledger.sqlite_path)),
+            )
+        else:
+            log.info("usage ledger: off (usage_attribution.enabled is false)")
+        if self.reloader is not None:
+            # Resolved from the configuration file's folder (Tempo resolves from the working directory).
+            log.info(
+                "per-tenant overrides: %s, %d tenants",
+                self.reloader.path,
+                len(self.overrides.snapshot.tenants()),
+                extra=fields(
+                    file=str(self.reloader.path),
+                    tenants=len(self.overrides.snapshot.tenants()),
+                    period=f"{self.config.overrides.per_tenant_override_period:g}s",
+                ),
+            )
+        else:
+            log.info("per-tenant overrides: none (no overrides.per_tenant_override_config)")
         log.info(
-            "distributor ready: server http://%s:%d, OTLP/HTTP http://%s:%d%s",
-            *self.server_address,
-            *self.otlp_http_address,
-            "/v1/traces",
+            "compiled ingest core: %s",
+            "loaded" if scan.CORE is not None else "NOT loaded, the reference scan runs instead",
+            extra=fields(core_loaded=scan.CORE is not None),
         )
+        assert self.server_address is not None and self.otlp_http_address is not None
+        listeners = {
+            "server": "http://{}:{}".format(*self.server_address),
+            "otlp_http": "http://{}:{}/v1/traces".format(*self.otlp_http_address),
+        }
+        if self.otlp_grpc_address is not None:
+            listeners["otlp_grpc"] = "{}:{}".format(*self.otlp_grpc_address)
+        log.info("distributor ready", extra=fields(**listeners))
 
     async def stop(self) -> None:
         """Graceful shutdown within server.graceful_shutdown_timeout: /ready answers 503, the receivers

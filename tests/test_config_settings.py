@@ -36,6 +36,8 @@ EVERY_KEY: dict[str, Any] = {
         "http_server_read_header_timeout": "5s",
         "http_server_read_body_timeout": "30s",
         "http_listen_conn_limit": 50,
+        "log_level": "warn",
+        "log_format": "json",
     },
     "distributor": {
         "receivers": {
@@ -159,6 +161,8 @@ def test_every_written_key_shows_with_its_value(tmp_path: Path) -> None:
         "http_server_read_header_timeout": "5s",
         "http_server_read_body_timeout": "30s",
         "http_listen_conn_limit": 50,
+        "log_level": "warn",
+        "log_format": "json",
     }
     http = shown["distributor"]["receivers"]["otlp"]["protocols"]["http"]
     assert (http["idle_timeout"], http["read_header_timeout"], http["read_body_timeout"]) == (

@@ -11,6 +11,7 @@ from distributor.common.http_listener import (
     READ_BODY_TIMEOUT_SECONDS,
     READ_HEADER_TIMEOUT_SECONDS,
 )
+from distributor.common.logging_setup import LOG_FORMATS, LOG_LEVELS
 
 
 @settings
@@ -23,6 +24,9 @@ class ServerConfig:
     http_server_read_header_timeout: float = setting(default=READ_HEADER_TIMEOUT_SECONDS, positive=True)
     http_server_read_body_timeout: float = setting(default=READ_BODY_TIMEOUT_SECONDS, positive=True)
     http_listen_conn_limit: int = setting(default=MAX_SERVER_CONNECTIONS, positive=True)
+    # Tempo's names; the command line's --log.level / --log.format win over them.
+    log_level: str = setting(default="info", choices=tuple(LOG_LEVELS))
+    log_format: str = setting(default="logfmt", choices=LOG_FORMATS)
 
     @property
     def endpoint(self) -> Endpoint:

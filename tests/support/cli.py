@@ -59,13 +59,13 @@ def running_cli(config: Path) -> Iterator[RunningCli]:
         cli = RunningCli(process, "", "")
         assert process.stderr is not None
         for line in process.stderr:
-            if "OTLP/gRPC listening on" in line:
-                cli.grpc_target = line.rsplit(" ", 1)[1].strip()
             if "distributor ready" in line:
                 break
-        found = re.search(r"server (http://\S+), OTLP/HTTP (http://\S+)", line)
+        found = re.search(r" server=(http://\S+) otlp_http=(http://\S+)", line)
         assert found, "the ready line names both listeners"
         cli.server_url, cli.traces_url = found.group(1), found.group(2)
+        grpc = re.search(r" otlp_grpc=(\S+)", line)
+        cli.grpc_target = grpc.group(1) if grpc else ""
         yield cli
     finally:
         if process.poll() is None:
