@@ -21,6 +21,7 @@ from distributor.receivers.otlp import (
     scan_traces,
     status_message,
 )
+from distributor.receivers.rejections import RejectionLog
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
@@ -57,6 +58,7 @@ class OtlpGrpcReceiver:
         self.pipeline = pipeline
         self.multitenancy_enabled = multitenancy_enabled
         self._server: grpc.aio.Server | None = None
+        self.rejections = RejectionLog("otlp_grpc")
         self.address: tuple[str, int] | None = None  # (host, port) bound, once started
 
     async def start(self) -> None:
@@ -83,20 +85,26 @@ class OtlpGrpcReceiver:
         try:
             tenant = resolve_tenant(metadata.get(ORG_ID_METADATA), self.multitenancy_enabled)
         except TenantError as err:
+            self.rejections.refused(err, None, _GRPC_CODES[error_answer(err).code].name)
             await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
         if not request:
             # grpcio delivers a message whose compressed flag is neither 0 nor 1 as an empty message,
             # dropping what it carried; an empty message is therefore refused, so the sender learns
             # that nothing was taken (a real export always carries at least one ResourceSpans).
+            self.rejections.refused(
+                InvalidTraces(EMPTY_MESSAGE), tenant, grpc.StatusCode.INVALID_ARGUMENT.name
+            )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, EMPTY_MESSAGE)
         try:
             traces = await scan_traces(self.workers, self.pipeline, tenant, request)
             # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
             self.pipeline.push(tenant, traces, ingress_bytes=len(request))
         except InvalidTraces as err:
+            self.rejections.refused(err, tenant, _GRPC_CODES[error_answer(err).code].name)
             await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
         except (PushRefused, WorkersBusy) as refused:
             code = error_answer(refused).code
+            self.rejections.refused(refused, tenant, _GRPC_CODES[code].name)
             trailing: list[tuple[str, bytes]] = []
             if refused.retry_after is not None:
                 # The OTel SDK exporters read this trailer; others read the Status details.
