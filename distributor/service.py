@@ -15,7 +15,7 @@ from distributor.common.http_listener import (
     ConnectionLimits,
     ConnectionMetrics,
     HttpListener,
-    request_metrics_middleware,
+    RequestMetrics,
 )
 from distributor.common.lifecycle import (
     BackgroundTaskMetrics,
@@ -84,7 +84,7 @@ class Service:
         self.registry.register(UsageTrackerCollector(self.tracker))
         if self.reloader is not None:
             self.registry.register(RuntimeConfigCollector(self.reloader))
-        request_metrics = request_metrics_middleware(self.registry)
+        request_metrics = RequestMetrics(self.registry)
         task_metrics = BackgroundTaskMetrics(self.registry)
         ingest_metrics = IngestMetrics(self.registry)
         ingest_metrics.core_loaded.set(1 if scan.CORE is not None else 0)
@@ -140,7 +140,7 @@ class Service:
             "server",
             config.server.endpoint,
             self.endpoints.routes() + self.user_overrides_api.routes() + self.attribution_http.routes(),
-            request_metrics,
+            request_metrics.middleware,
             shutdown_timeout,
             ConnectionLimits(
                 config.server.http_server_idle_timeout,
@@ -154,7 +154,7 @@ class Service:
             config.otlp_http,
             self.pipeline,
             config.multitenancy_enabled,
-            request_metrics,
+            request_metrics.middleware,
             connection_metrics,
             shutdown_timeout,
             self.ingest_workers,
@@ -163,7 +163,11 @@ class Service:
         self.otlp_grpc: OtlpGrpcReceiver | None = None
         if config.otlp_grpc is not None:
             self.otlp_grpc = OtlpGrpcReceiver(
-                config.otlp_grpc, self.pipeline, config.multitenancy_enabled, self.ingest_workers
+                config.otlp_grpc,
+                self.pipeline,
+                config.multitenancy_enabled,
+                self.ingest_workers,
+                request_metrics,
             )
             receivers.append(("OTLP/gRPC receiver", self.otlp_grpc))
         self._overrides_refresh = OverridesRefresh(self.reloader, self.user_overrides)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
 
+from distributor.common.http_listener import GRPC_CANCEL, GRPC_ERROR, GRPC_SUCCESS, RequestMetrics
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
 from distributor.ingest.scan import InvalidTraces
 from distributor.ingest.tenant import TenantError, resolve_tenant
@@ -25,6 +27,7 @@ from distributor.receivers.rejections import RejectionLog
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
+FULL_METHOD = f"/{SERVICE}/{METHOD}"
 ORG_ID_METADATA = ORG_ID_HEADER.lower()  # gRPC metadata keys are lowercase
 log = logging.getLogger(__name__)
 EMPTY_MESSAGE = (
@@ -52,6 +55,7 @@ class OtlpGrpcReceiver:
         pipeline: IngestPipeline,
         multitenancy_enabled: bool,
         workers: IngestWorkers,
+        request_metrics: RequestMetrics | None = None,
     ) -> None:
         self.config = config
         self.workers = workers
@@ -59,11 +63,12 @@ class OtlpGrpcReceiver:
         self.multitenancy_enabled = multitenancy_enabled
         self._server: grpc.aio.Server | None = None
         self.rejections = RejectionLog("otlp_grpc")
+        self.request_metrics = request_metrics
         self.address: tuple[str, int] | None = None  # (host, port) bound, once started
 
     async def start(self) -> None:
         server = grpc.aio.server(options=server_options(self.config))
-        handler = grpc.unary_unary_rpc_method_handler(self.export)  # bytes in, bytes out
+        handler = grpc.unary_unary_rpc_method_handler(self._timed_export)  # bytes in, bytes out
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
         endpoint = self.config.endpoint
         port = server.add_insecure_port(str(endpoint))
@@ -79,6 +84,21 @@ class OtlpGrpcReceiver:
         server, self._server = self._server, None
         if server is not None:
             await server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
+
+    async def _timed_export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if self.request_metrics is None:
+            return await self.export(request, context)
+        started = time.perf_counter()
+        status = GRPC_ERROR  # an abort (every refusal) raises
+        try:
+            response = await self.export(request, context)
+            status = GRPC_SUCCESS
+            return response
+        except asyncio.CancelledError:
+            status = GRPC_CANCEL  # the client went away or the deadline passed
+            raise
+        finally:
+            self.request_metrics.observe_grpc(FULL_METHOD, status, time.perf_counter() - started)
 
     async def export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = dict(context.invocation_metadata() or ())
