@@ -34,7 +34,11 @@ from tests.test_forwarding import StartBackend, config_for, start_backend
 __all__ = ["start_backend"]  # a fixture
 
 LOGFMT_LINE = re.compile(
-    r'^level=(debug|info|warn|error) ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z caller=[\w.]+\.py:\d+ msg=("[^"]*"|\S+)'
+    r"^level=(debug|info|warn|error) ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    r' caller=[\w.]+\.py:\d+ msg=("[^"]*"|\S+)'
+)
+RECEIVERS = (
+    "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}, grpc: {endpoint: '127.0.0.1:0'}}}}\n"
 )
 
 
@@ -128,11 +132,7 @@ def test_debug_shows_our_lines_and_keeps_the_libraries_at_warn(log_output: io.St
 
 def write_config(tmp_path: Path, server_extra: str = "") -> Path:
     config = tmp_path / "distributor.yaml"
-    config.write_text(
-        "server: {http_listen_port: 0" + server_extra + "}\n"
-        "distributor:\n"
-        "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}, grpc: {endpoint: '127.0.0.1:0'}}}}\n"
-    )
+    config.write_text("server: {http_listen_port: 0" + server_extra + "}\ndistributor:\n" + RECEIVERS)
     return config
 
 
@@ -178,9 +178,7 @@ def test_start_up_summary_names_forwarders_masked_ledger_overrides_and_listeners
     config = tmp_path / "distributor.yaml"
     config.write_text(
         "server: {http_listen_port: 0}\n"
-        "distributor:\n"
-        "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}, grpc: {endpoint: '127.0.0.1:0'}}}}\n"
-        "  forwarders:\n"
+        "distributor:\n" + RECEIVERS + "  forwarders:\n"
         "    - name: vendor\n"
         "      backend: otlphttp\n"
         "      otlphttp: {endpoint: 'https://user:hunter2@vendor.example/otlp?api_key=s3cret'}\n"
