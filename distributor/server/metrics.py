@@ -17,7 +17,7 @@ from prometheus_client.process_collector import ProcessCollector
 # No `_created` series: prometheus_client adds one per counter, histogram and summary series (43 of
 # 374 series on an idle service), which Prometheus does not use and Tempo does not expose. A setting of
 # the whole process, read whenever metrics are collected: made once, when this module is imported.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PACKAGE = "otel-usage-distributor"
 
