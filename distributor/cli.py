@@ -13,6 +13,14 @@ from pathlib import Path
 
 from distributor.check_config import check
 from distributor.common.lifecycle import StopFailed
+from distributor.common.logging_setup import (
+    DEFAULT_LOG_FORMAT,
+    DEFAULT_LOG_LEVEL,
+    configure_logging,
+    parse_log_format,
+    parse_log_level,
+)
+from distributor.config import Config
 from distributor.overrides import ConfigError
 from distributor.service import Service
 
@@ -60,8 +68,47 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="expand ${VAR} and ${VAR:-default} references in the configuration",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log.level",
+        "-log.level",
+        "--log-level",
+        dest="log_level",
+        default=None,
+        type=_log_level,
+        help="debug, info, warn or error (default: server.log_level, else info)",
+    )
+    parser.add_argument(
+        "--log.format",
+        "-log.format",
+        dest="log_format",
+        default=None,
+        type=_log_format,
+        help="logfmt or json (default: server.log_format, else logfmt)",
+    )
     return parser
+
+
+def _log_level(text: str) -> str:
+    try:
+        parse_log_level(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip().lower()
+
+
+def _log_format(text: str) -> str:
+    try:
+        return parse_log_format(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _configure_log(args: argparse.Namespace, config: Config | None) -> None:
+    """The log as the command line says, else as `server.log_level` / `server.log_format` say."""
+    server = config.server if config is not None else None
+    level = args.log_level or getattr(server, "log_level", None) or DEFAULT_LOG_LEVEL
+    log_format = args.log_format or getattr(server, "log_format", None) or DEFAULT_LOG_FORMAT
+    configure_logging(level, log_format)
 
 
 async def _serve(service: Service) -> None:
@@ -85,19 +132,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return check_config(argv[1:])
     args = _parser().parse_args(argv)
+    _configure_log(args, None)  # what reading the configuration logs, as the command line says
     # Read as check-config reads it, so that every problem is printed, not only the first.
     checked = check(args.config, None, args.expand_env)
-    # Logging is configured here, once the configuration is read (server.log_level, server.log_format).
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     if checked.problems or checked.config is None:
         for problem in checked.problems:
             print(f"error: invalid configuration: {problem}", file=sys.stderr)
         return 1
     config = checked.config
+    _configure_log(args, config)  # server.log_level and server.log_format, unless the flags say otherwise
     # The per-tenant file's notes are logged by its reader, at start-up and on every reload.
     for note in config.notes:
         log.warning("%s", note)

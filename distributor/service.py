@@ -15,7 +15,7 @@ from distributor.common.http_listener import (
     ConnectionLimits,
     ConnectionMetrics,
     HttpListener,
-    request_metrics_middleware,
+    RequestMetrics,
 )
 from distributor.common.lifecycle import (
     BackgroundTaskMetrics,
@@ -25,6 +25,8 @@ from distributor.common.lifecycle import (
     StoppedTogether,
     stop_in_reverse,
 )
+from distributor.common.logging_setup import fields
+from distributor.common.url_masking import mask_url
 from distributor.config import Config
 from distributor.forwarding.forwarders import Forwarders
 from distributor.forwarding.metrics import ForwarderMetrics
@@ -72,13 +74,6 @@ class Service:
                 config.overrides.per_tenant_override_max_bytes,
             )
             self.overrides = self.reloader.provider
-            # Tempo resolves this path against its working directory; this service, against the config
-            # file's: said here so that an operator coming from Tempo sees which file is read.
-            log.info(
-                "per-tenant overrides file %s (overrides.per_tenant_override_config; a relative path is "
-                "resolved against the config file's directory, not the working directory)",
-                path,
-            )
         self.user_overrides: UserConfigurableOverrides | None = None
         user_config = config.overrides.user_configurable_overrides
         if user_config.enabled:
@@ -89,7 +84,7 @@ class Service:
         self.registry.register(UsageTrackerCollector(self.tracker))
         if self.reloader is not None:
             self.registry.register(RuntimeConfigCollector(self.reloader))
-        request_metrics = request_metrics_middleware(self.registry)
+        request_metrics = RequestMetrics(self.registry)
         task_metrics = BackgroundTaskMetrics(self.registry)
         ingest_metrics = IngestMetrics(self.registry)
         ingest_metrics.core_loaded.set(1 if scan.CORE is not None else 0)
@@ -145,7 +140,7 @@ class Service:
             "server",
             config.server.endpoint,
             self.endpoints.routes() + self.user_overrides_api.routes() + self.attribution_http.routes(),
-            request_metrics,
+            request_metrics.middleware,
             shutdown_timeout,
             ConnectionLimits(
                 config.server.http_server_idle_timeout,
@@ -162,7 +157,7 @@ class Service:
                 config.otlp_http,
                 self.pipeline,
                 config.multitenancy_enabled,
-                request_metrics,
+                request_metrics.middleware,
                 connection_metrics,
                 shutdown_timeout,
                 self.ingest_workers,
@@ -171,7 +166,11 @@ class Service:
         self.otlp_grpc: OtlpGrpcReceiver | None = None
         if config.otlp_grpc is not None:
             self.otlp_grpc = OtlpGrpcReceiver(
-                config.otlp_grpc, self.pipeline, config.multitenancy_enabled, self.ingest_workers
+                config.otlp_grpc,
+                self.pipeline,
+                config.multitenancy_enabled,
+                self.ingest_workers,
+                request_metrics,
             )
             receivers.append(("OTLP/gRPC receiver", self.otlp_grpc))
         self._overrides_refresh = OverridesRefresh(self.reloader, self.user_overrides)
@@ -258,16 +257,65 @@ class Service:
                 await self.stop()
             raise
         self.endpoints.ready = True
-        assert self.server_address is not None
-        if self.otlp_http_address is None:
-            log.info("distributor ready: server http://%s:%d, OTLP/HTTP disabled", *self.server_address)
-        else:
+        self.log_start_summary()
+
+    def log_start_summary(self) -> None:
+        """What an operator checks first: where it listens, where traces go, where usage is kept, which
+        overrides are in force, and whether the compiled ingest core runs. Credentials in forwarder
+        endpoints are masked. The last line, `distributor ready`, names the listeners."""
+        for forwarder in self.config.forwarders:
+            client = self.forwarders[forwarder.name].client
+            endpoint = mask_url(str(getattr(client, "url", forwarder.endpoint)))  # otlphttp: the full URL
             log.info(
-                "distributor ready: server http://%s:%d, OTLP/HTTP http://%s:%d%s",
-                *self.server_address,
-                *self.otlp_http_address,
-                "/v1/traces",
+                "forwarder %s: %s to %s",
+                forwarder.name,
+                forwarder.backend,
+                endpoint,
+                extra=fields(forwarder=forwarder.name, backend=forwarder.backend, endpoint=endpoint),
             )
+        if not self.config.forwarders:
+            log.info("no forwarders: accepted traces are counted, then dropped")
+        if self.ledger is not None:
+            ledger = self.config.usage_attribution.ledger
+            log.info(
+                "usage ledger: %s at %s",
+                ledger.backend,
+                ledger.sqlite_path,
+                extra=fields(backend=ledger.backend, path=str(ledger.sqlite_path)),
+            )
+        else:
+            log.info("usage ledger: off (usage_attribution.enabled is false)")
+        if self.reloader is not None:
+            # Resolved from the configuration file's folder (Tempo resolves from the working directory).
+            # Tempo resolves this path against its working directory; this service, against the config
+            # file's: said here so that an operator coming from Tempo sees which file is read.
+            log.info(
+                "per-tenant overrides file %s, %d tenants (overrides.per_tenant_override_config; a "
+                "relative path is resolved against the config file's directory, not the working directory)",
+                self.reloader.path,
+                len(self.overrides.snapshot.tenants()),
+                extra=fields(
+                    file=str(self.reloader.path),
+                    tenants=len(self.overrides.snapshot.tenants()),
+                    period=f"{self.config.overrides.per_tenant_override_period:g}s",
+                ),
+            )
+        else:
+            log.info("per-tenant overrides file: none (no overrides.per_tenant_override_config)")
+        log.info(
+            "compiled ingest core: %s",
+            "loaded" if scan.CORE is not None else "NOT loaded, the reference scan runs instead",
+            extra=fields(core_loaded=scan.CORE is not None),
+        )
+        assert self.server_address is not None
+        listeners = {"server": "http://{}:{}".format(*self.server_address)}
+        if self.otlp_http_address is not None:
+            listeners["otlp_http"] = "http://{}:{}/v1/traces".format(*self.otlp_http_address)
+        else:
+            listeners["otlp_http"] = "disabled"
+        if self.otlp_grpc_address is not None:
+            listeners["otlp_grpc"] = "{}:{}".format(*self.otlp_grpc_address)
+        log.info("distributor ready", extra=fields(**listeners))
 
     async def stop(self) -> None:
         """Graceful shutdown within server.graceful_shutdown_timeout: /ready answers 503, the receivers

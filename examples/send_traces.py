@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -335,11 +336,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"tenant id, sent as the {ORG_ID_HEADER} header (ignored unless multitenancy is enabled)",
     )
+    parser.add_argument(
+        "--server",
+        default=None,
+        help="the distributor's server port, for the usage link printed at the end "
+        "(default: the endpoint's host, port 3200)",
+    )
     parser.add_argument("--traces", type=int, default=20, help="number of traces to send (default 20)")
     args = parser.parse_args(argv)
+    if args.server is None:
+        endpoint = urlsplit(args.endpoint)
+        args.server = f"{endpoint.scheme or 'http'}://{_host(endpoint.hostname or '127.0.0.1')}:3200"
     if args.traces < 1:
         parser.error("--traces must be at least 1")
     return args
+
+
+def _host(hostname: str) -> str:
+    return f"[{hostname}]" if ":" in hostname else hostname  # an IPv6 address, bracketed in a URL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if exporter.failed or not flushed:
         print(f"error: {exporter.failed} spans could not be exported", file=sys.stderr)
         return 1
-    print("see what they were attributed to: curl http://localhost:3200/usage_metrics")
+    print(f"see what they were attributed to: curl {args.server.rstrip('/')}/usage_metrics")
     return 0
 
 

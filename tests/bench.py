@@ -539,12 +539,11 @@ def measure_end_to_end(
             assert server.stderr is not None
             url = grpc_target = None
             for line in server.stderr:
-                found = re.search(r"OTLP/gRPC listening on (\S+)", line)
-                if found:
-                    grpc_target = found.group(1)
-                found = re.search(r"OTLP/HTTP (http://\S+/v1/traces)", line)
-                if found:
-                    url = found.group(1)
+                if "distributor ready" in line:
+                    found = re.search(r" otlp_http=(\S+)", line)
+                    url = found.group(1) if found else None
+                    found = re.search(r" otlp_grpc=(\S+)", line)
+                    grpc_target = found.group(1) if found else None
                     break
             if url is None or grpc_target is None:
                 raise RuntimeError("the server did not start")

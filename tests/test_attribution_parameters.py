@@ -181,7 +181,7 @@ INVALID = [
     case("hourly-end_hr-before", HOURLY, changed(H, end_hr="2026-11-22T09"), "end_hr"),
     # hourly: unknown values
     case(
-        "hourly-usage_type-later", HOURLY, changed(H, usage_type="apm_host_usage"), "usage_type", "apm_host"
+        "hourly-usage_type-later", HOURLY, changed(H, usage_type="apm_hosts_usage"), "usage_type", "apm_hosts"
     ),
     case("hourly-usage_type-word", HOURLY, changed(H, usage_type="bytes"), "usage_type", "bytes"),
     case("hourly-usage_type-percentage", HOURLY, changed(H, usage_type=BYTES_PCT), "usage_type"),
@@ -236,13 +236,13 @@ INVALID = [
     ),
     # monthly: fields
     case("monthly-fields-unknown", MONTHLY, changed(M, fields="bogus_usage"), "fields", "bogus_usage"),
-    case("monthly-fields-later", MONTHLY, changed(M, fields="apm_host_usage"), "fields", "apm_host_usage"),
+    case("monthly-fields-later", MONTHLY, changed(M, fields="apm_hosts_usage"), "fields", "apm_hosts_usage"),
     case(
         "monthly-fields-one-bad",
         MONTHLY,
-        changed(M, fields=f"{BYTES},apm_host_usage,{SPANS}"),
+        changed(M, fields=f"{BYTES},apm_hosts_usage,{SPANS}"),
         "fields",
-        "apm_host_usage",
+        "apm_hosts_usage",
     ),
     case("monthly-fields-star-and-bad", MONTHLY, changed(M, fields="*,bogus"), "fields", "bogus"),
     case("monthly-fields-empty-item", MONTHLY, changed(M, fields=f"{BYTES},,{SPANS}"), "fields"),

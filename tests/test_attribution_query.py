@@ -174,9 +174,9 @@ INVALID_HOURLY = {
         "must be after start_hr (end_hr is exclusive)",
     ),
     "usage_type not recorded": (
-        hourly(usage_type="apm_host_usage"),
+        hourly(usage_type="apm_hosts_usage"),
         "usage_type",
-        f"unknown usage type 'apm_host_usage'; this service records {USAGE_TYPES_TEXT}",
+        f"unknown usage type 'apm_hosts_usage'; this service records {USAGE_TYPES_TEXT}",
     ),
     "usage_type a percentage": (
         hourly(usage_type=BYTES_PCT),
@@ -224,9 +224,9 @@ INVALID_MONTHLY = {
         "must not be before start_month",
     ),
     "unknown field": (
-        monthly(fields=f"{BYTES},apm_host_usage"),
+        monthly(fields=f"{BYTES},apm_hosts_usage"),
         "fields",
-        f"unknown field 'apm_host_usage'; this service records {', '.join(ALL_FIELDS)} (or *)",
+        f"unknown field 'apm_hosts_usage'; this service records {', '.join(ALL_FIELDS)} (or *)",
     ),
     "empty field": (
         monthly(fields=f"{BYTES},"),

@@ -142,7 +142,15 @@ def test_the_service_starts_from_a_full_tempo_configuration_warning_once_per_ign
     # Started from another directory with a relative path: the per-tenant file is still found beside
     # the configuration, and the log says which file that is.
     process = subprocess.Popen(
-        [sys.executable, "-m", "distributor", "-config.file", os.path.relpath(path, elsewhere)],
+        # The file says log_level: warn; the flag wins, so that the start-up summary shows.
+        [
+            sys.executable,
+            "-m",
+            "distributor",
+            "-config.file",
+            os.path.relpath(path, elsewhere),
+            "-log.level=info",
+        ],
         cwd=elsewhere,
         stderr=subprocess.PIPE,
         text=True,

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from distributor.attribution.datadog_types import DATADOG_USAGE_TYPES
 from distributor.attribution.errors import InvalidParameter
 from distributor.ledger.ledger import USAGE_TYPES, add_months, hour_of, month_of
 
@@ -34,11 +35,19 @@ MONTHLY_PARAMETERS = (
 )
 PERCENTAGE_FIELDS = tuple(usage.removesuffix("_usage") + "_percentage" for usage in USAGE_TYPES)
 MONTHLY_FIELDS = tuple(f for pair in zip(USAGE_TYPES, PERCENTAGE_FIELDS, strict=True) for f in pair)
+# Every monthly field Datadog knows: `<type>_usage` and `<type>_percentage` of each of its usage types.
+# (The hourly list names a few types without `_usage`, flex_stored_logs say; the monthly field has it.)
+_DATADOG_PRODUCTS = {
+    usage.removesuffix("_usage").removesuffix("_percentage") for usage in DATADOG_USAGE_TYPES
+}
+DATADOG_MONTHLY_FIELDS = frozenset(
+    f"{product}{suffix}" for product in _DATADOG_PRODUCTS for suffix in ("_usage", "_percentage")
+)
 
 
 def usage_type_of(field: str) -> str:
     """The usage type a monthly field reads: a `<type>_usage` itself, a `<type>_percentage` its type's."""
-    return field.removesuffix("_percentage") + "_usage"
+    return field if field.endswith("_usage") else field.removesuffix("_percentage") + "_usage"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +103,10 @@ def parse_monthly(query: Parameters) -> MonthlyQuery:
     sort_name = _single(query, "sort_name")
     if sort_name is None:
         sort_name = next((f for f in fields if f in USAGE_TYPES), usage_type_of(fields[0]))
-    elif sort_name not in MONTHLY_FIELDS:
+    elif sort_name not in DATADOG_MONTHLY_FIELDS:
         raise InvalidParameter(
-            "sort_name", f"unknown field {sort_name!r}; use one of {', '.join(MONTHLY_FIELDS)}"
+            "sort_name",
+            f"unknown field {sort_name!r}; use one of {', '.join(MONTHLY_FIELDS)}",
         )
     return MonthlyQuery(
         start,
@@ -186,9 +196,11 @@ def _breakdown_keys(query: Parameters) -> tuple[str, ...] | None:
 
 
 def _usage_type(name: str, text: str) -> str:
-    if text not in USAGE_TYPES:
+    """One of Datadog's usage types; those this service does not record have no usage."""
+    if text not in DATADOG_USAGE_TYPES:
         raise InvalidParameter(
-            name, f"unknown usage type {text!r}; this service records {', '.join(USAGE_TYPES)}"
+            name,
+            f"unknown usage type {text!r}; this service records {', '.join(USAGE_TYPES)}",
         )
     return text
 
@@ -199,11 +211,12 @@ def _fields(text: str) -> tuple[str, ...]:
         name = name.strip()
         if name == "*":
             candidates: tuple[str, ...] = MONTHLY_FIELDS
-        elif name in MONTHLY_FIELDS:
+        elif name in DATADOG_MONTHLY_FIELDS:
             candidates = (name,)
         else:
             raise InvalidParameter(
-                "fields", f"unknown field {name!r}; this service records {', '.join(MONTHLY_FIELDS)} (or *)"
+                "fields",
+                f"unknown field {name!r}; this service records {', '.join(MONTHLY_FIELDS)} (or *)",
             )
         fields.extend(f for f in candidates if f not in fields)
     return tuple(fields)

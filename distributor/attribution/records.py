@@ -10,7 +10,7 @@ from operator import attrgetter
 from distributor.attribution.orgs import Org, OrgDirectory
 from distributor.attribution.query import HourlyQuery, MonthlyQuery, usage_type_of
 from distributor.common.usage import Usage
-from distributor.ledger.ledger import BYTES_USAGE, USAGE_TYPES, Tags, UsageRow
+from distributor.ledger.ledger import BYTES_USAGE, SPANS_USAGE, USAGE_TYPES, Tags, UsageRow
 from distributor.usage.tracker import MISSING
 
 # (period, org id) -> the usage of that org in that period.
@@ -26,7 +26,10 @@ class Record:
     spans: int = 0
 
     def value(self, usage_type: str) -> int:
-        return self.spans_bytes if usage_type == BYTES_USAGE else self.spans
+        """The record's usage of a type; 0 for a Datadog type this service does not record."""
+        if usage_type == BYTES_USAGE:
+            return self.spans_bytes
+        return self.spans if usage_type == SPANS_USAGE else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,8 @@ def monthly_result(
     org_tags: Callable[[str], tuple[str, ...]],
 ) -> Result:
     records = group(rows, query.breakdown, orgs, org_tags)
+    if not any(usage_type_of(name) in USAGE_TYPES for name in query.fields):
+        records = []  # only products this service does not record: no org used them, as Datadog says
     # Summed in mutable pairs (a parent org's month can be 100,000 records), each a Usage at the end.
     sums: dict[tuple[int, str], list[int]] = {}
     for record in records:
@@ -83,7 +88,7 @@ def monthly_result(
         attrgetter("spans_bytes" if sort_field == BYTES_USAGE else "spans")
         if sort_field in USAGE_TYPES
         else lambda r: field_value(r, sort_field, totals)
-    )
+    )  # a field not recorded here is 0 for every record: the order is then by month and org
     records.sort(key=lambda r: (sign * value(r), sign * r.period, *_identity(r)))
     aggregates: list[Aggregate] = []
     for name in query.fields:
@@ -154,7 +159,9 @@ def group(
 
 
 def _of_type(usage: Usage, usage_type: str) -> int:
-    return usage.bytes if usage_type == BYTES_USAGE else usage.spans
+    if usage_type == BYTES_USAGE:
+        return usage.bytes
+    return usage.spans if usage_type == SPANS_USAGE else 0
 
 
 def _identity(record: Record) -> tuple[str, str, tuple[str, ...]]:

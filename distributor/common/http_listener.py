@@ -357,22 +357,44 @@ class HttpListener:
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"})
 
 
-def request_metrics_middleware(registry: CollectorRegistry) -> Middleware:
-    """Counts and times every request by route template (not raw path, to bound cardinality); a
-    request its client aborted has no status, so it is counted apart and not timed."""
-    request_duration = Histogram(
-        "tempo_request_duration_seconds",
-        "Time (in seconds) spent serving HTTP requests",
-        ["method", "route", "status_code"],
-        registry=registry,
-    )
-    requests_aborted = Counter(
-        "tempo_distributor_requests_aborted",
-        "Requests whose client closed the connection before sending the whole request",
-        ["route"],
-        registry=registry,
-    )
+# How gRPC calls are labelled in tempo_request_duration_seconds, as Tempo's servers (dskit) label them:
+# method "gRPC", route the full method name, status_code success, cancel or error.
+GRPC_METHOD_LABEL = "gRPC"
+GRPC_SUCCESS, GRPC_CANCEL, GRPC_ERROR = "success", "cancel", "error"
 
+
+class RequestMetrics:
+    """Counts and times every request: HTTP ones by route template (not raw path, to bound
+    cardinality) and status, through `middleware`; gRPC calls through `observe_grpc`. A request its
+    client aborted has no status, so it is counted apart and not timed."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.request_duration = Histogram(
+            "tempo_request_duration_seconds",
+            "Time (in seconds) spent serving HTTP requests and gRPC calls",
+            ["method", "route", "status_code"],
+            registry=registry,
+        )
+        self.requests_aborted = Counter(
+            "tempo_distributor_requests_aborted",
+            "Requests whose client closed the connection before sending the whole request",
+            ["route"],
+            registry=registry,
+        )
+        self.middleware: Middleware = _timing_middleware(self.request_duration, self.requests_aborted)
+
+    def observe_grpc(self, full_method: str, status: str, seconds: float) -> None:
+        """One gRPC call: `full_method` like /package.Service/Method, `status` GRPC_SUCCESS,
+        GRPC_CANCEL or GRPC_ERROR."""
+        self.request_duration.labels(GRPC_METHOD_LABEL, full_method, status).observe(seconds)
+
+
+def request_metrics_middleware(registry: CollectorRegistry) -> Middleware:
+    """The HTTP middleware of a new RequestMetrics on `registry`."""
+    return RequestMetrics(registry).middleware
+
+
+def _timing_middleware(request_duration: Histogram, requests_aborted: Counter) -> Middleware:
     # The histogram's child per (method, route, status): `labels()` costs a few microseconds a request.
     # Bounded: routes are templates, statuses few, and methods outside HTTP's own are labelled "other"
     # (a client may send any token as a method).

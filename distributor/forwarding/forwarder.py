@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from distributor.common.clock import Clock
 from distributor.common.discards import DiscardReason
+from distributor.common.logging_setup import LimitedLog
 from distributor.forwarding.clients import ExportClient
 from distributor.forwarding.config import ForwarderConfig
 from distributor.forwarding.metrics import ForwarderMetrics
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # The send_failures reason of a client that raised something other than ExportFailure.
 INTERNAL_ERROR = "internal_error"
+RETRY_LINES_PER_REASON = 5
+RETRY_LOG_WINDOW_SECONDS = 60.0
 
 
 @dataclass(slots=True)
@@ -83,6 +86,9 @@ class Forwarder:
         self._held: dict[int, ForwardItem] = {}  # what workers are delivering, by id
         self._queued_bytes = 0  # payloads waiting or in the workers' hands, over all tenants
         self.dropped_requests = 0  # for any reason, since start
+        # While a backend is down every queued request retries: one line per failure reason and minute
+        # at most (the retries are all counted in tempo_distributor_forwarder_retries_total).
+        self._retry_lines = LimitedLog(log, RETRY_LINES_PER_REASON, RETRY_LOG_WINDOW_SECONDS, clock)
 
     async def start(self) -> None:
         await self.client.start()
@@ -189,6 +195,13 @@ class Forwarder:
                     self._drop(item, DiscardReason.FORWARD_RETRIES_EXHAUSTED)
                     return
                 self.metrics.retries.labels(self.name, failure.reason).inc()
+                self._retry_lines.log(
+                    logging.INFO,
+                    failure.reason,
+                    "forwarder %s: sending %d spans of tenant %s failed (%s), retrying in %.1fs (attempt %d)",
+                    self.name, item.span_count, item.tenant, failure, delay, attempt + 1,
+                    forwarder=self.name, tenant=item.tenant,
+                )  # fmt: skip
                 attempt += 1
                 await self._sleep(delay)
                 continue

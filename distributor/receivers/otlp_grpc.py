@@ -8,9 +8,11 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 
 import grpc
 
+from distributor.common.http_listener import GRPC_CANCEL, GRPC_ERROR, GRPC_SUCCESS, RequestMetrics
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
 from distributor.ingest.scan import InvalidTraces
 from distributor.ingest.tenant import TenantError, resolve_tenant
@@ -23,9 +25,11 @@ from distributor.receivers.otlp import (
     scan_traces,
     status_message,
 )
+from distributor.receivers.rejections import RejectionLog
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
+FULL_METHOD = f"/{SERVICE}/{METHOD}"
 ORG_ID_METADATA = ORG_ID_HEADER.lower()  # gRPC metadata keys are lowercase
 log = logging.getLogger(__name__)
 EMPTY_MESSAGE = (
@@ -75,17 +79,20 @@ class OtlpGrpcReceiver:
         pipeline: IngestPipeline,
         multitenancy_enabled: bool,
         workers: IngestWorkers,
+        request_metrics: RequestMetrics | None = None,
     ) -> None:
         self.config = config
         self.workers = workers
         self.pipeline = pipeline
         self.multitenancy_enabled = multitenancy_enabled
         self._server: grpc.aio.Server | None = None
+        self.rejections = RejectionLog("otlp_grpc")
+        self.request_metrics = request_metrics
         self.address: tuple[str, int] | None = None  # (host, port) bound, once started
 
     async def start(self) -> None:
         server = grpc.aio.server(options=server_options(self.config))
-        handler = grpc.unary_unary_rpc_method_handler(self.export)  # bytes in, bytes out
+        handler = grpc.unary_unary_rpc_method_handler(self._timed_export)  # bytes in, bytes out
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
         endpoint = self.config.endpoint
         _refuse_address_in_use(endpoint.host, endpoint.port)
@@ -106,25 +113,46 @@ class OtlpGrpcReceiver:
         if server is not None:
             await server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
 
+    async def _timed_export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if self.request_metrics is None:
+            return await self.export(request, context)
+        started = time.perf_counter()
+        status = GRPC_ERROR  # an abort (every refusal) raises
+        try:
+            response = await self.export(request, context)
+            status = GRPC_SUCCESS
+            return response
+        except asyncio.CancelledError:
+            status = GRPC_CANCEL  # the client went away or the deadline passed
+            raise
+        finally:
+            self.request_metrics.observe_grpc(FULL_METHOD, status, time.perf_counter() - started)
+
     async def export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         metadata = dict(context.invocation_metadata() or ())
         try:
             tenant = resolve_tenant(metadata.get(ORG_ID_METADATA), self.multitenancy_enabled)
         except TenantError as err:
+            self.rejections.refused(err, None, _GRPC_CODES[error_answer(err).code].name)
             await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
         if not request:
             # grpcio delivers a message whose compressed flag is neither 0 nor 1 as an empty message,
             # dropping what it carried; an empty message is therefore refused, so the sender learns
             # that nothing was taken (a real export always carries at least one ResourceSpans).
+            self.rejections.refused(
+                InvalidTraces(EMPTY_MESSAGE), tenant, grpc.StatusCode.INVALID_ARGUMENT.name
+            )
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, EMPTY_MESSAGE)
         try:
             traces = await scan_traces(self.workers, self.pipeline, tenant, request)
             # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
             self.pipeline.push(tenant, traces, ingress_bytes=len(request))
         except InvalidTraces as err:
+            self.rejections.refused(err, tenant, _GRPC_CODES[error_answer(err).code].name)
             await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
         except (PushRefused, WorkersBusy) as refused:
             code = error_answer(refused).code
+            self.rejections.refused(refused, tenant, _GRPC_CODES[code].name)
             trailing: list[tuple[str, bytes]] = []
             if refused.retry_after is not None:
                 # The OTel SDK exporters read this trailer; others read the Status details.

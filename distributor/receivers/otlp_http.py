@@ -38,6 +38,7 @@ from distributor.receivers.otlp import (
     protobuf_body,
     scan_traces,
 )
+from distributor.receivers.rejections import RejectionLog
 
 TRACES_PATH = "/v1/traces"
 # OTLP protobuf and JSON compress about 5 to 10 times: a gzip body counts as this many times its size
@@ -67,6 +68,7 @@ class OtlpHttpReceiver:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.rejections = RejectionLog("otlp_http")
         # The receiver inflates gzip itself: it must count compressed ingress bytes and stop a gzip
         # bomb at max_request_body_bytes, which aiohttp's automatic inflation would not.
         self.listener = HttpListener(
@@ -122,6 +124,7 @@ class OtlpHttpReceiver:
 
     async def _handle_traces(self, request: web.Request) -> web.Response:
         encoding = Encoding.PROTOBUF  # errors found before the content type is known answer in protobuf
+        tenant: str | None = None
         try:
             if request.method != "POST":
                 raise ReceiveError(
@@ -143,14 +146,17 @@ class OtlpHttpReceiver:
             self.pipeline.push(tenant, traces, ingress_bytes=len(body))
         except (ReceiveError, InvalidTraces, TenantError) as err:
             status, code = error_answer(err)
+            self.rejections.refused(err, tenant, status)
             return self._error(encoding, status, code, str(err))
         except WorkersBusy as busy:
             status, code = error_answer(busy)
+            self.rejections.refused(busy, tenant, status)
             response = self._error(encoding, status, code, str(busy), busy.retry_after)
             response.headers["Retry-After"] = retry_after_header(busy.retry_after)
             return response
         except PushRefused as refused:
             status, code = error_answer(refused)
+            self.rejections.refused(refused, tenant, status)
             response = self._error(encoding, status, code, str(refused), refused.retry_after)
             if refused.retry_after is not None:
                 response.headers["Retry-After"] = retry_after_header(refused.retry_after)

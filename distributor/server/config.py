@@ -11,10 +11,7 @@ from distributor.common.http_listener import (
     READ_BODY_TIMEOUT_SECONDS,
     READ_HEADER_TIMEOUT_SECONDS,
 )
-
-# Tempo's level and format names (its server block's log_level and log_format).
-LOG_LEVELS = ("debug", "info", "warn", "error")
-LOG_FORMATS = ("logfmt", "json")
+from distributor.common.logging_setup import LOG_FORMATS, TEMPO_LOG_LEVELS
 
 
 @settings
@@ -27,7 +24,9 @@ class ServerConfig:
     http_server_read_header_timeout: float = setting(default=READ_HEADER_TIMEOUT_SECONDS, positive=True)
     http_server_read_body_timeout: float = setting(default=READ_BODY_TIMEOUT_SECONDS, positive=True)
     http_listen_conn_limit: int = setting(default=MAX_SERVER_CONNECTIONS, positive=True)
-    log_level: str = setting(default="info", choices=LOG_LEVELS)
+    # Tempo's names (Python's "warning" is accepted only on the command line); --log.level and
+    # --log.format win over them.
+    log_level: str = setting(default="info", choices=TEMPO_LOG_LEVELS)
     log_format: str = setting(default="logfmt", choices=LOG_FORMATS)
 
     @property

@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from distributor.config import Config, config_as_data, default_config, differences
 from distributor.overrides import OverridesProvider, tenant_id_problem
 from distributor.overrides.reload import RuntimeOverridesReloader
 from distributor.overrides.status import describe_tenant
+from distributor.server.metrics import build_info
 from distributor.usage.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -44,6 +46,7 @@ class ServerEndpoints:
             web.get("/metrics", self.process_metrics),
             web.get("/ready", self.readiness),
             web.get("/status/config", self.status_config),
+            web.get("/status/buildinfo", self.buildinfo),
             web.get("/status/runtime_config", self.runtime_config),
             web.get("/status/overrides", self.overrides_tenants),
             web.get("/status/overrides/{tenant}", self.overrides_of_tenant),
@@ -99,10 +102,18 @@ class ServerEndpoints:
         return response
 
     async def process_metrics(self, request: web.Request) -> web.Response:
+        # Negotiated as /usage_metrics is: OpenMetrics when the scraper lists it (Prometheus does).
+        openmetrics = wants_openmetrics(request.headers.get("Accept"))
+        render = generate_openmetrics if openmetrics else generate_latest
         # Off the loop: 50,000 tenants made a 36 MB answer that took 4.4 s. Safe on a thread: the
         # prometheus_client metrics lock themselves, and our collectors copy the dicts they walk.
-        body = await asyncio.to_thread(generate_latest, self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = await asyncio.to_thread(render, self.registry)
+        content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE_LATEST
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def buildinfo(self, request: web.Request) -> web.Response:
+        """Tempo's GET /status/buildinfo: what this build is, as JSON."""
+        return web.json_response(build_info().as_status())
 
     async def readiness(self, request: web.Request) -> web.Response:
         if self.ready:

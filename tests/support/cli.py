@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -26,6 +27,8 @@ class RunningCli:
     server_url: str
     traces_url: str
     grpc_target: str = ""  # host:port, when the OTLP/gRPC receiver is enabled
+    startup_log: str = ""  # what it wrote up to and including the ready line
+    ready_line: str = ""
 
     def next_log_line_containing(self, text: str) -> str:
         """The next line of the log containing `text` ("" if the log ends first); blocking, so from an
@@ -48,24 +51,35 @@ class RunningCli:
         return self.process.stderr.read()
 
 
+def ready_listeners(line: str) -> dict[str, str]:
+    """The listeners named by the `distributor ready` line, in logfmt or JSON."""
+    if line.startswith("{"):
+        document = json.loads(line)
+        return {key: document[key] for key in ("server", "otlp_http", "otlp_grpc") if key in document}
+    return dict(re.findall(r" (server|otlp_http|otlp_grpc)=(\S+)", line))
+
+
 @contextlib.contextmanager
-def running_cli(config: Path) -> Iterator[RunningCli]:
-    """`python -m distributor --config FILE` as a real process, until it logs that it is ready; killed
-    at exit if still running."""
+def running_cli(config: Path, *args: str) -> Iterator[RunningCli]:
+    """`python -m distributor --config FILE ARGS` as a real process, until it logs that it is ready;
+    killed at exit if still running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "distributor", "--config", str(config), *args],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         cli = RunningCli(process, "", "")
         assert process.stderr is not None
         for line in process.stderr:
-            if "OTLP/gRPC listening on" in line:
-                cli.grpc_target = line.rsplit(" ", 1)[1].strip()
+            cli.startup_log += line
             if "distributor ready" in line:
                 break
-        found = re.search(r"server (http://\S+), OTLP/HTTP (http://\S+)", line)
-        assert found, "the ready line names both listeners"
-        cli.server_url, cli.traces_url = found.group(1), found.group(2)
+        cli.ready_line = line.rstrip("\n")
+        listeners = ready_listeners(cli.ready_line)
+        assert "server" in listeners and "otlp_http" in listeners, "the ready line names both listeners"
+        cli.server_url, cli.traces_url = listeners["server"], listeners["otlp_http"]
+        cli.grpc_target = listeners.get("otlp_grpc", "")
         yield cli
     finally:
         if process.poll() is None:
