@@ -240,9 +240,16 @@ class SqliteLedgerStore:
                 (json.dumps(stored, ensure_ascii=False),),
             ):
                 fresh_ids[position] = series
+        # Label sets that differ only in order or in a repeated label are stored as one text: one id.
+        first_of = dict(zip(reversed(stored), range(len(stored) - 1, -1, -1), strict=True))
+        same_text = len(first_of) < len(stored)
         new_rows: list[tuple[int, str, str]] = []
         for position, series in enumerate(fresh_ids):
             if series is None:
+                first = first_of[stored[position]] if same_text else position
+                if first < position:
+                    fresh_ids[position] = fresh_ids[first]
+                    continue
                 top += 1
                 fresh_ids[position] = top
                 new_rows.append((top, *stored[position]))
