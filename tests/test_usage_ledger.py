@@ -502,6 +502,30 @@ def test_the_stored_text_of_a_label_set_is_the_same_however_a_flush_meets_it(tmp
         store.close()
 
 
+def test_a_store_finds_the_series_another_store_added_to_its_file_since_it_opened(tmp_path: Path) -> None:
+    """New ids are counted on from the file's highest, not from what this store last wrote; a series
+    another store added meanwhile is found under its id, not added twice."""
+    path = tmp_path / "ledger.db"
+    first, second = SqliteLedgerStore(path), SqliteLedgerStore(path)
+    try:
+        first.write([entry("acme", H10, 1, 1, team("a"))], 1.0)
+        second.write([entry("acme", H10, 2, 1, team("a")), entry("acme", H10, 4, 1, team("b"))], 2.0)
+        first.write([entry("acme", H10, 8, 1, team("b")), entry("acme", H10, 16, 1, team("c"))], 3.0)
+        assert series_ids(path) == {
+            ("acme", '{"team":"a"}'): 1,
+            ("acme", '{"team":"b"}'): 2,
+            ("acme", '{"team":"c"}'): 3,
+        }
+        assert as_usage(first.hourly(["acme"], H10, H10 + HOUR, 3)) == {
+            (H10, "acme", team("a")): (3, 2),
+            (H10, "acme", team("b")): (12, 2),
+            (H10, "acme", team("c")): (16, 1),
+        }
+    finally:
+        first.close()
+        second.close()
+
+
 def test_the_cursor_secret_is_stable_per_ledger_file_and_differs_between_files(tmp_path: Path) -> None:
     first = SqliteLedgerStore(tmp_path / "one.db")
     secret = first.secret()
