@@ -415,7 +415,8 @@ def _series_in_file(db: sqlite3.Connection, tenants: list[str], texts: list[str]
     ids: list[int | None] = [None] * len(tenants)
     for position, series in db.execute(
         """SELECT item.key, series.id FROM json_each(?) AS item
-        JOIN series ON series.tenant = item.value ->> 0 AND series.tags = item.value ->> 1""",
+        JOIN series ON series.tenant = json_extract(item.value, '$[0]')
+        AND series.tags = json_extract(item.value, '$[1]')""",
         (json.dumps(list(zip(tenants, texts, strict=True)), ensure_ascii=False),),
     ):
         ids[position] = series
@@ -498,10 +499,11 @@ def _migrate_from_version_1(db: sqlite3.Connection) -> None:
         (merged,),
     )
     db.execute(
-        """UPDATE monthly SET bytes = monthly.bytes - recent.bytes, spans = monthly.spans - recent.spans
-        FROM temp.recent AS recent
-        WHERE (monthly.month, monthly.tenant, monthly.series, monthly.seq)
-            = (recent.month, recent.tenant, recent.series, recent.seq)"""
+        """UPDATE monthly SET (bytes, spans) = (
+            SELECT monthly.bytes - recent.bytes, monthly.spans - recent.spans FROM temp.recent AS recent
+            WHERE (recent.month, recent.tenant, recent.series, recent.seq)
+                = (monthly.month, monthly.tenant, monthly.series, monthly.seq))
+        WHERE (month, tenant, series, seq) IN (SELECT month, tenant, series, seq FROM temp.recent)"""
     )
     db.execute("DELETE FROM monthly WHERE seq > ? AND bytes = 0 AND spans = 0", (merged,))
     db.execute("DROP TABLE temp.recent")
