@@ -37,7 +37,7 @@ from distributor.ledger.ledger import (
     hour_of,
     month_of,
 )
-from distributor.ledger.sqlite import SqliteLedgerStore
+from distributor.ledger.sqlite import SqliteLedgerStore, encode_tags
 from distributor.overrides import ConfigError
 from distributor.service import Service
 from distributor.usage.config import CostAttributionConfig
@@ -190,13 +190,15 @@ def test_merging_old_flushes_shrinks_the_file_and_changes_no_read_at_or_after_th
     for index, entries in enumerate(flushes):
         store.write(entries, 1000.0 + index)
     before = {seq: reads(seq) for seq in range(1, 6)}
-    assert row_counts(path) == {"hourly": 9, "monthly": 8, "flushes": 5}
+    # A flush writes hours only; its months are summed from them until it is merged.
+    assert row_counts(path) == {"hourly": 9, "monthly": 0, "flushes": 5}
 
     store.maintain(merge_before=1003.5, keep_from_hour=0, keep_from_month=0)  # flushes 1 to 4 are older
     assert store.oldest_snapshot() == 4
     assert store.snapshot() == Snapshot(5, 1004.0)
-    # One row per (period, series) up to flush 4: hourly (10:00 a, 10:00 b, 11:00 a, globex) + flush 5.
-    assert row_counts(path) == {"hourly": 5, "monthly": 4, "flushes": 2}
+    # One row per (period, series) up to flush 4: hourly (10:00 a, 10:00 b, 11:00 a, globex) + flush 5,
+    # monthly (a, b, globex).
+    assert row_counts(path) == {"hourly": 5, "monthly": 3, "flushes": 2}
     assert {seq: reads(seq) for seq in (4, 5)} == {seq: before[seq] for seq in (4, 5)}
 
     # A second merge folds the first one's rows together with the newer flushes.
@@ -351,6 +353,177 @@ def test_a_flush_of_thousands_of_new_series_stores_each_exactly_and_keeps_ids_ac
     ids_after = series_ids(path)
     assert len(ids_before_restart) == 1000 and len(ids_after) == 5000
     assert {key: ids_after[key] for key in ids_before_restart} == ids_before_restart
+
+
+# What version 1 of the store made of five flushes, merged through flush 2, the first hour of November
+# then cut by an hourly retention that kept its month: each flush went to `monthly` too, both tables had
+# seq indexes, and `series` was a rowid table with a unique (tenant, tags) index.
+VERSION_1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE flushes (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL);
+CREATE TABLE series (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, tags TEXT NOT NULL, UNIQUE (tenant, tags));
+CREATE TABLE hourly (
+    hour INTEGER NOT NULL, tenant TEXT NOT NULL, series INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, spans INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (hour, tenant, series, seq)
+) WITHOUT ROWID;
+CREATE INDEX hourly_by_seq ON hourly (seq);
+CREATE TABLE monthly (
+    month INTEGER NOT NULL, tenant TEXT NOT NULL, series INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, spans INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (month, tenant, series, seq)
+) WITHOUT ROWID;
+CREATE INDEX monthly_by_seq ON monthly (seq);
+"""
+
+
+def write_version_1_ledger(path: Path) -> None:
+    """Flush 1: acme a 100. Flush 2: acme a 20, acme b 5 at 11:00 (merged with flush 1). Flush 3: acme
+    a 30, globex 7. Flush 4: acme a 6 at 11:00 and 9 on November 1st 00:00, an hour retention cut."""
+    a, b, globex = 1, 2, 3
+    nov_first = utc(2026, 11, 1, 0)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(VERSION_1_SCHEMA)
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [("cursor_secret", b"s" * 32), ("merged_through", 2)]
+        )
+        db.executemany(
+            "INSERT INTO flushes VALUES (?, ?)", [(1, 1000.0), (2, 1001.0), (3, 1002.0), (4, 1003.0)]
+        )
+        db.execute("DELETE FROM flushes WHERE seq < 2")
+        db.executemany(
+            "INSERT INTO series VALUES (?, ?, ?)",
+            [(a, "acme", '{"team":"a"}'), (b, "acme", '{"team":"b"}'), (globex, "globex", "{}")],
+        )
+        db.executemany(
+            "INSERT INTO hourly VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (H10, "acme", a, 120, 3, 2),
+                (H10 + HOUR, "acme", b, 5, 1, 2),
+                (H10, "acme", a, 30, 1, 3),
+                (H10, "globex", globex, 7, 1, 3),
+                (H10 + HOUR, "acme", a, 6, 1, 4),
+            ],
+        )
+        db.executemany(
+            "INSERT INTO monthly VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (NOV, "acme", a, 120, 3, 2),
+                (NOV, "acme", b, 5, 1, 2),
+                (NOV, "acme", a, 30, 1, 3),
+                (NOV, "globex", globex, 7, 1, 3),
+                (NOV, "acme", a, 6 + 9, 1 + 2, 4),
+            ],
+        )
+        assert nov_first < H10
+        db.commit()
+
+
+def test_a_ledger_file_of_the_first_schema_opens_and_answers_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    write_version_1_ledger(path)
+    tenants = ["acme", "globex"]
+    store = SqliteLedgerStore(path)
+    try:
+        assert (store.oldest_snapshot(), store.snapshot(), store.secret()) == (
+            2,
+            Snapshot(4, 1003.0),
+            b"s" * 32,
+        )
+        assert as_usage(store.hourly(tenants, H10, H10 + 2 * HOUR, 3)) == {
+            (H10, "acme", team("a")): (150, 4),
+            (H10 + HOUR, "acme", team("b")): (5, 1),
+            (H10, "globex", ()): (7, 1),
+        }
+        assert as_usage(store.hourly(tenants, H10, H10 + 2 * HOUR, 4))[H10 + HOUR, "acme", team("a")] == (
+            6,
+            1,
+        )
+        months = {seq: as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), seq)) for seq in (2, 3, 4)}
+        assert months == {
+            2: {(NOV, "acme", team("a")): (120, 3), (NOV, "acme", team("b")): (5, 1)},
+            3: {
+                (NOV, "acme", team("a")): (150, 4),
+                (NOV, "acme", team("b")): (5, 1),
+                (NOV, "globex", ()): (7, 1),
+            },
+            4: {
+                (NOV, "acme", team("a")): (165, 7),
+                (NOV, "acme", team("b")): (5, 1),
+                (NOV, "globex", ()): (7, 1),
+            },
+        }
+        # The file goes on: flush numbers and series ids after the old ones, merges fold old and new.
+        assert (
+            store.write([entry("acme", H10, 1, 1, team("a")), entry("acme", H10, 2, 1, team("c"))], 1004.0)
+            == 5
+        )
+        assert series_ids(path)[("acme", '{"team":"c"}')] == 4
+        store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)
+        assert store.oldest_snapshot() == 5
+        assert as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), 5)) == {
+            (NOV, "acme", team("a")): (166, 8),
+            (NOV, "acme", team("b")): (5, 1),
+            (NOV, "acme", team("c")): (2, 1),
+            (NOV, "globex", ()): (7, 1),
+        }
+        assert row_counts(path) == {"hourly": 5, "monthly": 4, "flushes": 1}
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        indexes = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%by_seq'")
+        assert indexes.fetchall() == []
+
+
+def test_the_stored_text_of_a_label_set_is_the_same_however_a_flush_meets_it(tmp_path: Path) -> None:
+    """Label sets met again (another tenant's, the same flush twice), values JSON must escape, and label
+    sets not sorted by label: each stored as encode_tags writes it, so a lookup after a restart finds it."""
+    path = tmp_path / "ledger.db"
+    odd = [
+        (("team", 'quote " backslash \\ tab \t newline \n nul \x00 é 日本 \U0001f600'),),
+        (("a", "1"), ("b", "2")),
+        (("b", "2"), ("a", "1")),  # not sorted: what dict() and sort_keys make of it
+        (("a", "1"), ("a", "2")),  # a label twice: the last value, as dict() keeps it
+        (("", ""),),
+        (),
+    ]
+    entries = [entry(tenant, H10, 1, 1, tags) for tenant in ("acme", "globex") for tags in odd]
+    store = SqliteLedgerStore(path)
+    store.write(entries, 1.0)
+    store.close()
+    stored = series_ids(path)
+    assert set(stored) == {(tenant, encode_tags(tags)) for tenant in ("acme", "globex") for tags in odd}
+    assert len(stored) == 10  # (b, a) is (a, b), and (a 1, a 2) is a 2, as stored before
+    store = SqliteLedgerStore(path)
+    try:
+        store.write(entries, 2.0)
+        assert series_ids(path) == stored
+    finally:
+        store.close()
+
+
+def test_a_store_finds_the_series_another_store_added_to_its_file_since_it_opened(tmp_path: Path) -> None:
+    """New ids are counted on from the file's highest, not from what this store last wrote; a series
+    another store added meanwhile is found under its id, not added twice."""
+    path = tmp_path / "ledger.db"
+    first, second = SqliteLedgerStore(path), SqliteLedgerStore(path)
+    try:
+        first.write([entry("acme", H10, 1, 1, team("a"))], 1.0)
+        second.write([entry("acme", H10, 2, 1, team("a")), entry("acme", H10, 4, 1, team("b"))], 2.0)
+        first.write([entry("acme", H10, 8, 1, team("b")), entry("acme", H10, 16, 1, team("c"))], 3.0)
+        assert series_ids(path) == {
+            ("acme", '{"team":"a"}'): 1,
+            ("acme", '{"team":"b"}'): 2,
+            ("acme", '{"team":"c"}'): 3,
+        }
+        assert as_usage(first.hourly(["acme"], H10, H10 + HOUR, 3)) == {
+            (H10, "acme", team("a")): (3, 2),
+            (H10, "acme", team("b")): (12, 2),
+            (H10, "acme", team("c")): (16, 1),
+        }
+    finally:
+        first.close()
+        second.close()
 
 
 def test_the_cursor_secret_is_stable_per_ledger_file_and_differs_between_files(tmp_path: Path) -> None:
