@@ -43,10 +43,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
+from distributor.ingest.traces import ReceivedTraces
 from distributor.ledger.ledger import LedgerEntry, add_months, month_of
 from distributor.ledger.sqlite import SqliteLedgerStore
 from distributor.overrides import TenantLimits, parse_dimensions
-from distributor.receivers.otlp import Encoding, decode_traces
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.exposition import render_counter
 from distributor.usage.tracker import UsageTracker
@@ -124,7 +124,7 @@ def measure_decode_paths() -> dict[str, float]:
 
     def path(tracker: UsageTracker, limits: TenantLimits) -> Callable[[bytes], None]:
         def run(body: bytes) -> None:
-            attribution = tracker.attribute(decode_traces(body, Encoding.PROTOBUF), limits)
+            attribution = tracker.attribute(ReceivedTraces(body), limits)
             assert attribution is not None
             tracker.record_received("bench", attribution)
 
@@ -136,7 +136,7 @@ def measure_decode_paths() -> dict[str, float]:
         """What the pipeline does per accepted request, with or without the ledger's share."""
 
         def run(body: bytes) -> None:
-            traces = decode_traces(body, Encoding.PROTOBUF)
+            traces = ReceivedTraces(body)
             attribution = tracker.attribute(traces, limits)
             assert attribution is not None
             overflowed = tracker.record_received("bench", attribution)
@@ -402,7 +402,7 @@ def populate(tracker: UsageTracker, tenants: int = 10, per_tenant: int = 10_000)
                 rs = req.resource_spans.add()
                 rs.resource.attributes.append(_kv("service.name", f"service-{tenant}-{i:05d}"))
                 rs.scope_spans.add().spans.add(name="op")
-            attribution = tracker.attribute(decode_traces(req.SerializeToString(), Encoding.PROTOBUF), limits)
+            attribution = tracker.attribute(ReceivedTraces(req.SerializeToString()), limits)
             assert attribution is not None
             tracker.record_received(f"tenant-{tenant:02d}", attribution)
 
@@ -483,7 +483,7 @@ def measure_memory_with_realistic_labels(tenants: int = 10) -> dict[str, float]:
         store = SqliteLedgerStore(Path(directory.name) / "ledger.db")
         ledger = standalone_ledger(store, time.time) if with_ledger else None
         for tenant, body in bodies:
-            attribution = tracker.attribute(decode_traces(body, Encoding.PROTOBUF), limits)
+            attribution = tracker.attribute(ReceivedTraces(body), limits)
             assert attribution is not None
             overflowed = tracker.record_received(tenant, attribution)
             if ledger is not None:

@@ -4,7 +4,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.scan_paths import scan_path
 from tests.support.service import ServiceStarter, StartService
+
+__all__ = ["scan_path"]  # a fixture: every test may ask for it by name
 
 
 @pytest.fixture

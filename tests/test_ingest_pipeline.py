@@ -34,7 +34,7 @@ from distributor.usage.tracker import UsageTracker
 from tests.support.clock import ManualClock
 from tests.support.ledger import standalone_ledger
 from tests.support.metrics import Labels, labels, parse_discarded, usage
-from tests.support.otlp import batch, received, request, span
+from tests.support.otlp import batch, request, span
 
 TENANT = "acme"
 PLAIN = "plain"  # a tenant without cost-attribution dimensions
@@ -88,7 +88,7 @@ class Pipeline:
     forwarders: dict[str, FakeForwarder] = field(default_factory=dict)
 
     def push(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> None:
-        self.pipeline.push(tenant, received(traces), ingress_bytes=traces.ByteSize())
+        self.pipeline.push(tenant, traces.SerializeToString(), ingress_bytes=traces.ByteSize())
 
     def refusal(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> PushRefused:
         with pytest.raises(PushRefused) as refused:

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from distributor.common.usage import Usage
+from distributor.ingest.traces import ReceivedTraces
 from distributor.overrides import TenantLimits, parse_dimensions
-from distributor.receivers.otlp import Encoding, decode_traces
 from distributor.usage.tracker import Attribution
 from tests.support.attribution import attribution_service, write_config
 from tests.support.otlp import batch, request, span
@@ -30,7 +30,7 @@ def seed_attribution(running: RunningService) -> Attribution:
     """An attribution by service.name from one real request, to record generated label sets with."""
     limits = TenantLimits(parse_dimensions({"service.name": ""}), 0)
     body = request(batch({}, [span()])).SerializeToString()
-    seed = running.service.tracker.attribute(decode_traces(body, Encoding.PROTOBUF), limits)
+    seed = running.service.tracker.attribute(ReceivedTraces(body), limits)
     assert seed is not None
     return seed
 

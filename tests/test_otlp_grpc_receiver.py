@@ -12,6 +12,7 @@ from distributor.common.endpoint import Endpoint
 from distributor.receivers.config import OtlpGrpcConfig
 from tests.support.metrics import labels, sample_value
 from tests.support.otlp import batch, request, sample_request, span
+from tests.support.raw_grpc import grpc_call_with_flag
 from tests.support.service import StartService, assert_nothing_recorded, make_config
 
 
@@ -161,3 +162,26 @@ async def test_a_grpc_connection_past_the_limit_is_closed_at_once(start_service:
     finally:
         writer.close()
         held.close()
+
+
+@pytest.mark.parametrize("flag", [2, 3, 255])
+async def test_a_message_with_a_compressed_flag_other_than_0_or_1_is_refused_and_records_nothing(
+    start_service: StartService, flag: int
+) -> None:
+    """grpcio hands such a message to the service empty, dropping its content: answering OK would
+    lose what the sender meant to send without a trace."""
+    running = await start_service()
+    body = sample_request().SerializeToString()
+    status, message = await grpc_call_with_flag(running.grpc_target, flag, body)
+    assert status == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "compressed flag" in message
+    await assert_nothing_recorded(running)
+    # The same message with the flag every client sends is taken.
+    assert await grpc_call_with_flag(running.grpc_target, 0, body) == (grpc.StatusCode.OK.value[0], "")
+    assert sum((await running.usage()).values()) == sum(b.ByteSize() for b in sample_request().resource_spans)
+
+
+async def test_an_empty_export_message_is_refused_over_grpc(start_service: StartService) -> None:
+    running = await start_service()
+    answer = await running.export(b"")
+    assert answer.code == grpc.StatusCode.INVALID_ARGUMENT and "empty" in answer.details
+    await assert_nothing_recorded(running)

@@ -324,7 +324,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name.split(":")[0] for c in CASES])
-def test_tracker_case(case: Case) -> None:
+def test_tracker_case(case: Case, scan_path: str) -> None:
     tracker = UsageTracker(
         CostAttributionConfig(
             enabled=True,
@@ -340,7 +340,7 @@ def test_tracker_case(case: Case) -> None:
     ), "every byte of every batch with spans is attributed"
 
 
-def test_random_batches_are_attributed_to_the_byte() -> None:
+def test_random_batches_are_attributed_to_the_byte(scan_path: str) -> None:
     rng = random.Random(7)
     for _ in range(200):
         batches = []
@@ -491,5 +491,5 @@ def test_a_repeat_with_a_non_minimal_varint_length_is_still_seen_as_a_repeat() -
         "second",
     ]
     tracker = UsageTracker(CostAttributionConfig(enabled=True))
-    receive(tracker, "t", ReceivedTraces(request=decoded, protobuf=body), limits(["team"]))
+    receive(tracker, "t", ReceivedTraces(body), limits(["team"]))
     assert set(usage(tracker)) == {labels("t", team="first")}

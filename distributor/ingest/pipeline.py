@@ -100,10 +100,13 @@ class IngestPipeline:
         self.max_active_tenants = max_active_tenants
         self.ledger = ledger
 
-    def push(self, tenant: str, traces: ReceivedTraces, ingress_bytes: int) -> None:
-        """Account and queue one validated request, or raise PushRefused having changed nothing but
-        the discard counters. Nothing here awaits, so the room checked in the queues is still there
-        when the request is queued."""
+    def push(self, tenant: str, protobuf: bytes, ingress_bytes: int) -> None:
+        """Validate, account and queue one request, or raise InvalidTraces having changed nothing, or
+        PushRefused having changed nothing but the discard counters. Nothing here awaits, so the room
+        checked in the queues is still there when the request is queued."""
+        limits = self.overrides.for_tenant(tenant)
+        # One scan validates the request and attributes it under the tenant's dimensions.
+        traces = ReceivedTraces(protobuf, self.tracker.scan_plan(limits), limits.max_attribute_bytes)
         if not traces.span_count:
             # Nothing to limit, count or forward (Tempo answers these with success too). Not even its
             # ingress bytes: a request with spans makes the tenant's series anyway (received or
@@ -122,7 +125,6 @@ class IngestPipeline:
         activity.seen(tenant)
         metrics = self.metrics
         metrics.ingress_bytes.labels(tenant).inc(ingress_bytes)
-        limits = self.overrides.for_tenant(tenant)
         size = len(traces.protobuf)
         decision = self.rate_limiter.take(tenant, size, limits.rate_limit_bytes, limits.burst_size_bytes)
         if not decision.allowed:
@@ -157,6 +159,8 @@ class IngestPipeline:
             forwarder.enqueue(ForwardItem(tenant, payload, traces.span_count, attribution))
 
     def _truncated(self, tenant: str, traces: ReceivedTraces, max_attribute_bytes: int) -> bytes:
+        if not traces.long_attribute:
+            return traces.protobuf  # the scan saw nothing to cut: forwarded exactly as received
         truncation = truncate_attributes(traces, max_attribute_bytes)
         if truncation is None:
             return traces.protobuf  # forwarded exactly as received

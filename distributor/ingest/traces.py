@@ -2,28 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from distributor.ingest.scan import ScanPlan, scan
 from distributor.ingest.wire import LazyTracesRequest
 
 
-@dataclass
 class ReceivedTraces:
-    """`request` is the validated decode; `protobuf` its encoding (as received, or from JSON)."""
+    """`protobuf` is the request as received (or converted from OTLP/JSON), validated by one scan that
+    also measured it and, given a tenant's ScanPlan, attributed its usage. No protobuf objects exist
+    unless something asks for `request`."""
 
-    request: Any  # ExportTraceServiceRequest
-    protobuf: bytes
-    batch_span_counts: list[int] = field(init=False)  # per ResourceSpans, in request order
-    span_count: int = field(init=False)
+    def __init__(self, protobuf: bytes, plan: ScanPlan | None = None, max_attribute_bytes: int = 0) -> None:
+        (span_counts, sizes, series, long_attribute), request = scan(protobuf, plan, max_attribute_bytes)
+        self.protobuf = protobuf
+        self.batch_span_counts: list[int] = span_counts  # per ResourceSpans, in request order
+        self.batch_sizes: list[int] = sizes  # canonical encoded size of each ResourceSpans
+        self.span_count = sum(span_counts)
+        self.plan = plan
+        self._series = series
+        self.max_attribute_bytes = max_attribute_bytes
+        # Whether an attribute key or string value is longer than `max_attribute_bytes`.
+        self.long_attribute: bool = long_attribute
+        if request is not None:
+            self.request = request  # the reference path decoded it already
 
-    def __post_init__(self) -> None:
-        # Counted once here: the tracker and the metrics both need them, and each count reads upb objects.
-        self.batch_span_counts = [
-            sum(len(scope.spans) for scope in batch.scope_spans) for batch in self.request.resource_spans
-        ]
-        self.span_count = sum(self.batch_span_counts)
+    @cached_property
+    def request(self) -> Any:
+        """The decoded ExportTraceServiceRequest (built on first use: only truncation needs it)."""
+        return ExportTraceServiceRequest.FromString(self.protobuf)
+
+    def series_for(self, plan: ScanPlan) -> dict[tuple[str, ...], tuple[int, int]]:
+        """(bytes, spans) per label-value tuple under `plan`, in arrival order; label values as read,
+        before any bound on their length."""
+        if plan == self.plan and self._series is not None:
+            return self._series
+        (_, _, series, _), _ = scan(self.protobuf, plan, 0)
+        assert series is not None
+        return series
 
     @cached_property
     def resource_spans_encodings(self) -> list[bytes]:
@@ -32,9 +51,7 @@ class ReceivedTraces:
 
     @property
     def attributable_bytes(self) -> int:
-        """What the usage tracker attributes: every ResourceSpans that has spans, as encoded."""
+        """What the usage tracker attributes: the canonical size of every ResourceSpans that has spans."""
         return sum(
-            len(encoded)
-            for encoded, spans in zip(self.resource_spans_encodings, self.batch_span_counts, strict=True)
-            if spans
+            size for size, spans in zip(self.batch_sizes, self.batch_span_counts, strict=True) if spans
         )

@@ -12,14 +12,11 @@ import zlib
 from enum import Enum
 from typing import Any, NamedTuple
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from distributor.common.errors import DistributorError
 from distributor.common.rpc_status import RETRY_INFO_TYPE_URL, RetryInfo, Status
 from distributor.ingest.pipeline import PushRefused, Refusal
+from distributor.ingest.scan import InvalidTraces
 from distributor.ingest.tenant import TenantError, TenantErrorReason
-from distributor.ingest.traces import ReceivedTraces
 from distributor.receivers.otlp_json import OtlpJsonError, export_response_json, otlp_json_to_protobuf
 
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
@@ -121,24 +118,15 @@ def gunzip(body: bytes, limit: int, max_members: int) -> bytes:
     return bytes(output)
 
 
-def decode_traces(payload: bytes, encoding: Encoding) -> ReceivedTraces:
-    """Validate the whole request (every span, every string's UTF-8) and return it; refused as an
-    invalid body if anything is off.
-
-    JSON is converted to its protobuf equivalent first, so both encodings account identical bytes.
-    """
+def protobuf_body(payload: bytes, encoding: Encoding) -> bytes:
+    """The request as protobuf: OTLP/JSON is converted to its protobuf equivalent, so both encodings
+    are validated and measured alike (the pipeline's scan refuses an invalid protobuf body)."""
     if encoding is Encoding.JSON:
         try:
-            payload = otlp_json_to_protobuf(payload)
+            return otlp_json_to_protobuf(payload)
         except OtlpJsonError as err:
             raise ReceiveError(ReceiveErrorReason.INVALID_BODY, f"invalid OTLP/JSON: {err}") from None
-    try:
-        request = ExportTraceServiceRequest.FromString(payload)
-    except DecodeError as err:
-        raise ReceiveError(
-            ReceiveErrorReason.INVALID_BODY, f"invalid protobuf ExportTraceServiceRequest: {err}"
-        ) from None
-    return ReceivedTraces(request=request, protobuf=payload)
+    return payload
 
 
 def encode_success(encoding: Encoding) -> bytes:
@@ -195,9 +183,11 @@ _REFUSAL_ANSWERS = {
 }
 
 
-def error_answer(error: ReceiveError | TenantError | PushRefused) -> ErrorAnswer:
+def error_answer(error: ReceiveError | InvalidTraces | TenantError | PushRefused) -> ErrorAnswer:
     if isinstance(error, ReceiveError):
         return _RECEIVE_ANSWERS[error.reason]
+    if isinstance(error, InvalidTraces):
+        return _RECEIVE_ANSWERS[ReceiveErrorReason.INVALID_BODY]
     if isinstance(error, TenantError):
         return _TENANT_ANSWERS[error.reason]
     return _REFUSAL_ANSWERS[error.reason]

@@ -10,13 +10,11 @@ import logging
 import grpc
 
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
+from distributor.ingest.scan import InvalidTraces
 from distributor.ingest.tenant import TenantError, resolve_tenant
 from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.receivers.config import OtlpGrpcConfig
 from distributor.receivers.otlp import (
-    Encoding,
-    ReceiveError,
-    decode_traces,
     error_answer,
     retry_info,
     status_message,
@@ -26,6 +24,10 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
 ORG_ID_METADATA = ORG_ID_HEADER.lower()  # gRPC metadata keys are lowercase
 log = logging.getLogger(__name__)
+EMPTY_MESSAGE = (
+    "empty ExportTraceServiceRequest: nothing was accepted (a message whose gRPC compressed flag is neither "
+    "0 nor 1 arrives empty too); send at least one ResourceSpans"
+)
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}  # google.rpc.Code -> grpc's
 
 
@@ -71,12 +73,18 @@ class OtlpGrpcReceiver:
         metadata = dict(context.invocation_metadata() or ())
         try:
             tenant = resolve_tenant(metadata.get(ORG_ID_METADATA), self.multitenancy_enabled)
-            traces = decode_traces(request, Encoding.PROTOBUF)
-        except (TenantError, ReceiveError) as err:
+        except TenantError as err:
             await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
+        if not request:
+            # grpcio delivers a message whose compressed flag is neither 0 nor 1 as an empty message,
+            # dropping what it carried; an empty message is therefore refused, so the sender learns
+            # that nothing was taken (a real export always carries at least one ResourceSpans).
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, EMPTY_MESSAGE)
         try:
             # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
-            self.pipeline.push(tenant, traces, ingress_bytes=len(request))
+            self.pipeline.push(tenant, request, ingress_bytes=len(request))
+        except InvalidTraces as err:
+            await context.abort(_GRPC_CODES[error_answer(err).code], str(err))
         except PushRefused as refused:
             code = error_answer(refused).code
             trailing: list[tuple[str, bytes]] = []

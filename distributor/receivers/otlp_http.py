@@ -18,6 +18,7 @@ from distributor.common.http_listener import (
 )
 from distributor.ingest.limits import retry_after_header
 from distributor.ingest.pipeline import IngestPipeline, PushRefused
+from distributor.ingest.scan import InvalidTraces
 from distributor.ingest.tenant import TenantError, resolve_tenant
 from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.receivers.config import OtlpHttpConfig
@@ -28,12 +29,12 @@ from distributor.receivers.otlp import (
     ReceiveError,
     ReceiveErrorReason,
     check_content_encoding,
-    decode_traces,
     encode_status,
     encode_success,
     error_answer,
     gunzip,
     parse_content_type,
+    protobuf_body,
 )
 
 TRACES_PATH = "/v1/traces"
@@ -126,9 +127,8 @@ class OtlpHttpReceiver:
             compressed = check_content_encoding(request.headers.get("Content-Encoding"))
             body = await self._read_body(request)
             payload = await self._gunzip(body) if compressed else body
-            traces = decode_traces(payload, encoding)
-            self.pipeline.push(tenant, traces, ingress_bytes=len(body))
-        except (ReceiveError, TenantError) as err:
+            self.pipeline.push(tenant, protobuf_body(payload, encoding), ingress_bytes=len(body))
+        except (ReceiveError, InvalidTraces, TenantError) as err:
             status, code = error_answer(err)
             return self._error(encoding, status, code, str(err))
         except PushRefused as refused:

@@ -1,8 +1,8 @@
 """The cost-attribution usage tracker: exact protobuf bytes per (tenant, label values).
 
-Semantics: docs/usage-tracker.md. `attribute` is performance sensitive: it runs on every request, after
-the full validating decode (which alone costs ~0.55 us per span, see distributor/ingest/wire.py), so
-everything here avoids touching span objects unless a span-level dimension forces it.
+Semantics: docs/usage-tracker.md. The request's bytes and spans per label values come from the scan that
+validated it (distributor/ingest/scan.py); the tracker bounds the values, admits series against the
+tenant's cardinality limit and keeps the counters.
 """
 
 from __future__ import annotations
@@ -12,23 +12,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from distributor.common.clock import Clock
 from distributor.common.discards import DiscardReason
 from distributor.common.usage import Usage
 from distributor.common.utf8 import utf8_prefix
+from distributor.ingest.scan import ScanPlan
 from distributor.ingest.traces import ReceivedTraces
-from distributor.ingest.wire import (
-    AttributeListScopeSpans,
-    AttributeMapScopeSpans,
-    LazyResourceSpans,
-    LazyScopeSpans,
-    framed_size,
-    framed_total,
-)
 from distributor.overrides import Dimension, Scope, TenantLimits
 from distributor.usage.config import CostAttributionConfig
 
@@ -67,39 +57,38 @@ class _DimensionPlan:
     def __init__(self, dimensions: tuple[Dimension, ...], max_value_bytes: int) -> None:
         self.max_value_bytes = max_value_bytes
         # A character has at most 4 bytes of UTF-8: a value of this many characters or fewer is within
-        # the limit without being encoded, which keeps the check to one len() on the hot path.
+        # the limit without being encoded, which keeps the check to one len() per value.
         self.longest_unchecked = max_value_bytes // 4
         self.labels: tuple[str, ...] = tuple(sorted({d.label for d in dimensions}))
         # Per label, the attributes to try at each level, in configuration order (combining rule).
-        self.resource_keys = tuple(
-            tuple(d.attribute for d in dimensions if d.label == label and d.scope is not Scope.SPAN)
-            for label in self.labels
+        self.scan = ScanPlan(
+            resource_keys=tuple(
+                tuple(
+                    d.attribute.encode() for d in dimensions if d.label == label and d.scope is not Scope.SPAN
+                )
+                for label in self.labels
+            ),
+            span_keys=tuple(
+                tuple(
+                    d.attribute.encode()
+                    for d in dimensions
+                    if d.label == label and d.scope is not Scope.RESOURCE
+                )
+                for label in self.labels
+            ),
+            missing=MISSING,
         )
-        self.span_keys = tuple(
-            tuple(d.attribute for d in dimensions if d.label == label and d.scope is not Scope.RESOURCE)
-            for label in self.labels
-        )
-        self.resource_wanted = frozenset(k for keys in self.resource_keys for k in keys)
-        self.span_wanted = frozenset(k for keys in self.span_keys for k in keys)
-        # A span whose encoding does not contain a key's UTF-8 bytes cannot carry that attribute,
-        # whatever the varint framing: a C-speed `in` spares the ~1 us of reading the span object.
-        self.span_needle_keys = tuple(sorted((k.encode("utf-8"), k) for k in self.span_wanted))
-        self.span_needles = tuple(needle for needle, _ in self.span_needle_keys)
-        # Per key: the labels it feeds at span level, with its rank there (lower = configured first).
-        self._span_lookups = tuple(
-            (
-                needle,
-                key,
-                tuple((i, keys.index(key)) for i, keys in enumerate(self.span_keys) if key in keys),
-                _key_length_final_bytes(len(needle)),
-            )
-            for needle, key in self.span_needle_keys
-        )
-        self._span_combining = any(len(keys) > 1 for keys in self.span_keys)
         names = sorted((*self.labels, "tenant", "tracker"))
         self._tenant_position = names.index("tenant")
         self._tracker_position = names.index("tracker")
         self._names = names
+
+    def bounded(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """`values` with every value longer than max_label_value_bytes cut (docs: bounded length)."""
+        longest = self.longest_unchecked
+        if all(len(value) <= longest for value in values):
+            return values
+        return tuple(bound_label_value(value, self.max_value_bytes) for value in values)
 
     def render(self, tenant: str, values: tuple[str, ...]) -> str:
         """The series' label set as exposed: every label sorted, values escaped."""
@@ -113,132 +102,6 @@ class _DimensionPlan:
         labels = {**dict(zip(self.labels, values, strict=True)), "tenant": tenant, "tracker": TRACKER_NAME}
         labels["reason"] = reason
         return ",".join(f'{name}="{escape_label_value(labels[name])}"' for name in sorted(labels))
-
-    def resource_values(self, resource: Any) -> tuple[str, ...]:
-        found: dict[str, str] = {}
-        wanted = self.resource_wanted
-        if wanted:
-            for kv in resource.attributes:
-                key = kv.key
-                if key in wanted and key not in found:
-                    value = kv.value.string_value  # "" for any other value type: treated as absent
-                    if value:
-                        if len(value) > self.longest_unchecked:
-                            value = bound_label_value(value, self.max_value_bytes)
-                        found[key] = value
-        return tuple(next((found[k] for k in keys if k in found), MISSING) for keys in self.resource_keys)
-
-    def span_values(
-        self, raw: bytes, index: int, scope: _ScopeViews, resource_values: tuple[str, ...]
-    ) -> tuple[str, ...]:
-        """Values for one span; returns `resource_values` itself when the span overrides none.
-
-        A key is read from the span's attribute map (one C lookup). A map keeps the last of repeated
-        keys while the spec wants the first non-empty; so if the key may occur twice as a key, the
-        entries are counted, and when any key repeats the attributes are read in order instead.
-        """
-        values: list[str] | None = None
-        ranks: list[int] = []
-        attributes = None
-        for needle, key, slots, key_length_bytes in self._span_lookups:
-            position = raw.find(needle)
-            if position < 0:
-                continue
-            if attributes is None:
-                attributes = scope.attribute_map(index)
-            if _may_repeat_as_key(raw, needle, position, key_length_bytes) and len(
-                attributes
-            ) != scope.attribute_count(index):
-                return self._span_values_in_order(scope.decoded[index], resource_values)
-            encoded = attributes.get(key)
-            if encoded is None:
-                continue
-            text = scope.texts.get(encoded)
-            if text is None:
-                text = AnyValue.FromString(encoded).string_value  # "" if not a string
-                # The encoding holds the string's UTF-8 and more: within the limit, so is the string.
-                if len(encoded) > self.max_value_bytes:
-                    text = bound_label_value(text, self.max_value_bytes)
-                scope.texts[encoded] = text
-            if not text:
-                continue
-            if values is None:
-                values = list(resource_values)
-                if self._span_combining:
-                    ranks = [len(self._span_lookups)] * len(resource_values)
-            if self._span_combining:
-                for label_index, rank in slots:
-                    if rank < ranks[label_index]:
-                        values[label_index], ranks[label_index] = text, rank
-            else:
-                for label_index, _ in slots:
-                    values[label_index] = text
-        if values is None:
-            return resource_values
-        result = tuple(values)
-        return resource_values if result == resource_values else result
-
-    def _span_values_in_order(self, span: Any, resource_values: tuple[str, ...]) -> tuple[str, ...]:
-        found: dict[str, str] = {}
-        wanted = self.span_wanted
-        for kv in span.attributes:
-            key = kv.key
-            if key in wanted and key not in found:
-                value = kv.value.string_value
-                if value:
-                    if len(value) > self.longest_unchecked:
-                        value = bound_label_value(value, self.max_value_bytes)
-                    found[key] = value
-        values = list(resource_values)
-        for label_index, keys in enumerate(self.span_keys):
-            values[label_index] = next((found[k] for k in keys if k in found), values[label_index])
-        result = tuple(values)
-        return resource_values if result == resource_values else result
-
-
-def _key_length_final_bytes(length: int) -> bytes:
-    """Bytes that can end a varint of value `length`: the minimal form's last byte, and 0x00 (the last
-    byte of every longer, non-minimal form). Any key field of `length` bytes ends its length so."""
-    return bytes({length >> (7 * ((length.bit_length() - 1) // 7)) if length else 0, 0})
-
-
-def _may_repeat_as_key(raw: bytes, needle: bytes, first: int, key_length_bytes: bytes) -> bool:
-    """Whether `needle` occurs at least twice where a key could start (after its length varint).
-
-    Occurrences inside longer values (`team-3` for the key `team`) are preceded by another length
-    and so rule themselves out without decoding anything."""
-    candidates = 0
-    position = first
-    while position >= 0:
-        if position > 0 and raw[position - 1] in key_length_bytes:
-            candidates += 1
-            if candidates > 1:
-                return True
-        position = raw.find(needle, position + 1)
-    return False
-
-
-class _ScopeViews:
-    """Projections of one ScopeSpans' encoding, each decoded only if a span needs it."""
-
-    __slots__ = ("_counts", "_encoding", "_maps", "decoded", "texts")
-
-    def __init__(self, encoding: bytes, decoded: Any, texts: dict[bytes, str]) -> None:
-        self._encoding = encoding
-        self.decoded = decoded  # the validated decode's spans, in the same order
-        self._maps: Any = None
-        self._counts: Any = None
-        self.texts = texts  # encoded AnyValue -> its string value; values repeat across spans
-
-    def attribute_map(self, index: int) -> Any:
-        if self._maps is None:
-            self._maps = AttributeMapScopeSpans.FromString(self._encoding).spans
-        return self._maps[index].attributes
-
-    def attribute_count(self, index: int) -> int:
-        if self._counts is None:
-            self._counts = AttributeListScopeSpans.FromString(self._encoding).spans
-        return len(self._counts[index].attributes)
 
 
 class _Series:
@@ -268,13 +131,6 @@ class TenantUsageStats:
     tenant: str
     active_series: int
     overflow_bytes: int
-
-
-def _round_half_even(numerator: int, denominator: int) -> int:
-    quotient, remainder = divmod(numerator, denominator)
-    if 2 * remainder > denominator or (2 * remainder == denominator and quotient % 2 == 1):
-        quotient += 1
-    return quotient
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,13 +175,21 @@ class UsageTracker:
         if not self.config.enabled or not limits.dimensions or traces.span_count == 0:
             return None
         plan = self._plan(limits.dimensions)
-        bytes_by_values: dict[tuple[str, ...], int] = {}
-        spans_by_values: dict[tuple[str, ...], int] = {}
-        self._attribute(plan, traces, bytes_by_values, spans_by_values)
-        # Plain integers inside the loops (a value object per span or batch would cost there); one
-        # Usage per series per request here.
-        usage = {values: Usage(size, spans_by_values[values]) for values, size in bytes_by_values.items()}
+        usage: dict[tuple[str, ...], Usage] = {}
+        for values, (size, spans) in traces.series_for(plan.scan).items():
+            bounded = plan.bounded(values)
+            earlier = usage.get(bounded)  # two long values cut to the same bound: one series, as read
+            usage[bounded] = (
+                Usage(size, spans) if earlier is None else Usage(earlier.bytes + size, earlier.spans + spans)
+            )
         return Attribution(plan, usage, limits.max_cardinality or self.config.max_cardinality)
+
+    def scan_plan(self, limits: TenantLimits) -> ScanPlan | None:
+        """What the scan of a request of a tenant with these limits needs to attribute it; None when the
+        tenant is not tracked."""
+        if not self.config.enabled or not limits.dimensions:
+            return None
+        return self._plan(limits.dimensions).scan
 
     def record_received(
         self, tenant: str, attribution: Attribution
@@ -338,91 +202,6 @@ class UsageTracker:
     def record_discarded(self, tenant: str, attribution: Attribution, reason: DiscardReason) -> None:
         render = attribution.plan.render_discarded
         self._apply(self._discarded, tenant, lambda t, values: render(t, values, reason), attribution)
-
-    def _attribute(
-        self,
-        plan: _DimensionPlan,
-        traces: ReceivedTraces,
-        bytes_by_values: dict[tuple[str, ...], int],
-        spans_by_values: dict[tuple[str, ...], int],
-    ) -> None:
-        """Add the request's bytes and spans per label values into the two mappings."""
-        encodings = traces.resource_spans_encodings
-        needles = plan.span_needles
-        batches = zip(traces.request.resource_spans, encodings, traces.batch_span_counts, strict=True)
-        for batch, encoded, span_count in batches:
-            if span_count == 0:
-                continue
-            resource_values = plan.resource_values(batch.resource)
-            scopes = LazyResourceSpans.FromString(encoded).scope_spans if needles else ()
-            # A scope whose encoding lacks every key's bytes has no span that could carry one.
-            if not any(needle in scope for scope in scopes for needle in needles):
-                # Every span of the batch shares one series, so span bytes plus portions add up to
-                # the batch's encoded size exactly: no per-span work at all.
-                bytes_by_values[resource_values] = bytes_by_values.get(resource_values, 0) + len(encoded)
-                spans_by_values[resource_values] = spans_by_values.get(resource_values, 0) + span_count
-                continue
-            self._attribute_spans(
-                plan, batch, encoded, scopes, span_count, resource_values, bytes_by_values, spans_by_values
-            )
-
-    @staticmethod
-    def _attribute_spans(
-        plan: _DimensionPlan,
-        batch: Any,
-        encoded: bytes,
-        scopes: Any,
-        span_count: int,
-        resource_values: tuple[str, ...],
-        bytes_by_values: dict[tuple[str, ...], int],
-        spans_by_values: dict[tuple[str, ...], int],
-    ) -> None:
-        """Split one batch whose spans may carry their own values.
-
-        Only spans whose values differ from the resource's need their sizes summed per series; the
-        resource's series takes the exact remainder of the batch.
-        """
-        needles = plan.span_needles
-        own_bytes: dict[tuple[str, ...], int] = {}
-        own_counts: dict[tuple[str, ...], int] = {}
-        texts: dict[bytes, str] = {}
-        all_span_bytes = 0
-        first_values: tuple[str, ...] | None = None
-        for scope_encoding, scope in zip(scopes, batch.scope_spans, strict=True):
-            spans = LazyScopeSpans.FromString(scope_encoding).spans
-            if not spans:
-                continue
-            all_span_bytes += framed_total(list(map(len, spans)))
-            if not any(needle in scope_encoding for needle in needles):
-                if first_values is None:
-                    first_values = resource_values
-                continue
-            views = _ScopeViews(scope_encoding, scope.spans, texts)
-            for index, raw in enumerate(spans):
-                values = plan.span_values(raw, index, views, resource_values)
-                if first_values is None:
-                    first_values = values
-                if values is not resource_values:
-                    own_bytes[values] = own_bytes.get(values, 0) + framed_size(len(raw))
-                    own_counts[values] = own_counts.get(values, 0) + 1
-        # Resource, scopes and framing are shared: each span gets an even portion, and the first
-        # span takes the rounding remainder so the batch total is exactly its encoded size.
-        shared = len(encoded) - all_span_bytes
-        portion = _round_half_even(shared, span_count)
-        remainder = len(encoded)
-        for values, size in own_bytes.items():
-            total = size + portion * own_counts[values]
-            if values == first_values:
-                total += shared - portion * span_count
-            bytes_by_values[values] = bytes_by_values.get(values, 0) + total
-            spans_by_values[values] = spans_by_values.get(values, 0) + own_counts[values]
-            remainder -= total
-        own_spans = sum(own_counts.values())
-        if own_spans < span_count:  # some spans kept the resource's values
-            bytes_by_values[resource_values] = bytes_by_values.get(resource_values, 0) + remainder
-            spans_by_values[resource_values] = (
-                spans_by_values.get(resource_values, 0) + span_count - own_spans
-            )
 
     def _apply(
         self,

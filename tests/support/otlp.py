@@ -74,7 +74,7 @@ def request(*batches: ResourceSpans) -> ExportTraceServiceRequest:
 
 
 def received(req: ExportTraceServiceRequest) -> ReceivedTraces:
-    return ReceivedTraces(request=req, protobuf=req.SerializeToString())
+    return ReceivedTraces(req.SerializeToString())
 
 
 def limits(dimensions: object, max_cardinality: int = 0) -> TenantLimits:
