@@ -3,6 +3,8 @@
  *
  * scan(payload, resource_keys, span_keys, missing, max_attribute_bytes)
  *   -> (batch_span_counts, batch_sizes, series | None, long_attribute) | None
+ * resource_keys/span_keys: per label, the attribute keys to try in order (tuples of bytes); series is
+ * None when either is None.
  *
  * Why a hand-written walker and not a protobuf decode: the cost of FromString is building objects,
  * not validating. This walks the wire format once by a constant table of OTLP field numbers and wire
@@ -13,10 +15,12 @@
  * are made once per distinct series at the end.
  *
  * Rules taken from upb, the protobuf runtime installed (each is pinned by the differential test):
- * - a tag is a varint of at most 5 bytes and at most UINT32_MAX; field number 0 is invalid; wire
+ * - a tag is a varint of at most 5 bytes and at most UINT32_MAX; field number 0 is invalid (but
+ *   accepted inside an unknown group); wire
  *   types 6 and 7 are invalid; an end-group tag is valid only to close the innermost open group with
  *   the same number.
- * - other varints have at most 10 bytes (bits past 64 dropped); a length must fit in its parent.
+ * - a length is a varint of at most 5 bytes, below INT32_MAX, and must fit in its parent; other
+ *   varints have at most 10 bytes (bits past 64 dropped).
  * - a known field number with a different wire type is an unknown field; unknown fields are kept
  *   verbatim, so they count in the canonical size byte for byte as received.
  * - nesting: at most 100 messages or groups below the request (upb's default depth limit).
@@ -230,7 +234,7 @@ static const uint8_t *skip_value(Scan *s, const uint8_t *p, const uint8_t *end, 
     case 5:
         return end - p >= 4 ? p + 4 : NULL;
     case 2:
-        p = read_varint(p, end, &value, 10);
+        p = read_varint(p, end, &value, 5);
         if (!p || value >= INT32_MAX || value > (uint64_t)(end - p)) return NULL;
         return p + value;
     case 3:
@@ -248,7 +252,8 @@ static inline const uint8_t *read_tag(const uint8_t *p, const uint8_t *end, uint
     return p;
 }
 
-/* An unknown group: every field inside is unknown; it counts as a nesting level like a message. */
+/* An unknown group: every field inside is unknown; it counts as a nesting level like a message.
+ * upb accepts field number 0 inside a group (though not in a message), and so does this. */
 static const uint8_t *skip_group(Scan *s, const uint8_t *p, const uint8_t *end, uint32_t number, int depth) {
     if (depth == 0) return NULL;
     while (p < end) {
@@ -256,7 +261,6 @@ static const uint8_t *skip_group(Scan *s, const uint8_t *p, const uint8_t *end, 
         p = read_tag(p, end, &tag);
         if (!p) return NULL;
         if ((tag & 7) == 4) return (tag >> 3) == number ? p : NULL;
-        if ((tag >> 3) == 0) return NULL;
         p = skip_value(s, p, end, tag >> 3, tag & 7, depth - 1);
         if (!p) return NULL;
     }
@@ -492,7 +496,7 @@ static int64_t scan_message(Scan *s, int type, const uint8_t *p, const uint8_t *
         default: { /* length-delimited: string, bytes, message */
             if (p < end && *p < 0x80) {
                 value = *p++;
-            } else if (!(p = read_varint(p, end, &value, 10)) || value >= INT32_MAX) {
+            } else if (!(p = read_varint(p, end, &value, 5)) || value >= INT32_MAX) {
                 goto invalid;
             }
             if (value > (uint64_t)(end - p)) goto invalid;
@@ -684,7 +688,7 @@ static PyObject *core_scan(PyObject *module, PyObject *const *args, Py_ssize_t n
     PyObject *result = NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    s.tracking = args[1] != Py_None;
+    s.tracking = args[1] != Py_None && args[2] != Py_None; /* series need both, as in the reference */
     if (s.tracking) {
         if (!PyTuple_Check(args[1])) {
             PyErr_SetString(PyExc_TypeError, "resource_keys must be a tuple or None");
@@ -692,8 +696,7 @@ static PyObject *core_scan(PyObject *module, PyObject *const *args, Py_ssize_t n
         }
         s.labels = (int)PyTuple_GET_SIZE(args[1]);
         if (compile_keys(args[1], s.labels, &s.resource_keys, &s.resource_key_count) < 0) goto done;
-        if (args[2] != Py_None && compile_keys(args[2], s.labels, &s.span_keys, &s.span_key_count) < 0)
-            goto done;
+        if (compile_keys(args[2], s.labels, &s.span_keys, &s.span_key_count) < 0) goto done;
     }
     size_t labels = (size_t)s.labels + 1;
     s.resource_values = calloc(labels, sizeof(Slice));
