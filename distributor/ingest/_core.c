@@ -742,12 +742,41 @@ done:
     return result;
 }
 
+#ifdef CORE_FUZZ_COVERAGE
+/* Fuzzing builds only (`make fuzz`, never installed). gcc has no libFuzzer instrumentation, but its
+ * -fsanitize-coverage=trace-pc calls __sanitizer_cov_trace_pc in every basic block: each call site is
+ * hashed to one of these 8-bit counters, which libFuzzer (inside atheris) reads as coverage. Hidden, so
+ * libFuzzer's own (empty) function of that name cannot take the calls. atheris keeps its libFuzzer out
+ * of the global namespace, so the harness passes the addresses of its two registration functions. */
+#define FUZZ_COUNTERS 65536
+static uint8_t fuzz_counters[FUZZ_COUNTERS];
+static uintptr_t fuzz_pcs[2 * FUZZ_COUNTERS];
+
+__attribute__((visibility("hidden"), no_sanitize_coverage)) void __sanitizer_cov_trace_pc(void) {
+    uint64_t pc = (uint64_t)(uintptr_t)__builtin_return_address(0);
+    fuzz_counters[(pc * 0x9E3779B97F4A7C15ULL) >> 48]++;
+}
+
+static PyObject *core_fuzz_coverage(PyObject *module, PyObject *args) {
+    (void)module;
+    unsigned long long counters_init, pcs_init;
+    if (!PyArg_ParseTuple(args, "KK", &counters_init, &pcs_init)) return NULL;
+    for (size_t i = 0; i < FUZZ_COUNTERS; i++) fuzz_pcs[2 * i] = i + 1;
+    ((void (*)(uint8_t *, uint8_t *))(uintptr_t)counters_init)(fuzz_counters, fuzz_counters + FUZZ_COUNTERS);
+    ((void (*)(const uintptr_t *, const uintptr_t *))(uintptr_t)pcs_init)(fuzz_pcs, fuzz_pcs + 2 * FUZZ_COUNTERS);
+    Py_RETURN_NONE;
+}
+#endif
+
 static PyMethodDef core_methods[] = {
     {"scan", (PyCFunction)(void (*)(void))core_scan, METH_FASTCALL,
      "scan(payload, resource_keys, span_keys, missing, max_attribute_bytes)\n--\n\n"
      "Validate an ExportTraceServiceRequest as protobuf would and measure it: returns (batch_span_counts, "
      "batch_sizes, series, long_attribute), or None when the reference decode must decide; raises "
      "ValueError when protobuf would refuse the payload."},
+#ifdef CORE_FUZZ_COVERAGE
+    {"_fuzz_coverage", core_fuzz_coverage, METH_VARARGS, "register coverage counters with libFuzzer"},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
