@@ -73,7 +73,11 @@ _VARINT_TYPES = {
     FieldDescriptor.TYPE_ENUM,
     FieldDescriptor.TYPE_BOOL,
 }
-_FIXED = {FieldDescriptor.TYPE_DOUBLE: "<d", FieldDescriptor.TYPE_FIXED64: "<Q", FieldDescriptor.TYPE_FIXED32: "<I"}
+_FIXED = {
+    FieldDescriptor.TYPE_DOUBLE: "<d",
+    FieldDescriptor.TYPE_FIXED64: "<Q",
+    FieldDescriptor.TYPE_FIXED32: "<I",
+}
 
 
 def wire_type(field: FieldDescriptor) -> int:
@@ -435,7 +439,9 @@ def test_random_requests_in_every_encoding(seed: int) -> None:
     strings.message(request)
     if strings.strings:
         invalid = rng.choice(INVALID_UTF8)
-        encoded = Encoder(rng, string_at=rng.randrange(strings.strings), string_bytes=invalid).message(request)
+        encoded = Encoder(rng, string_at=rng.randrange(strings.strings), string_bytes=invalid).message(
+            request
+        )
         assert agree(encoded, resource_keys, span_keys, max_attribute_bytes) == "refused"
 
 
@@ -504,7 +510,9 @@ def test_utf8_in_every_string_field() -> None:
     outcomes = set()
     for at in range(counter.strings):
         for text in VALID_UTF8 + INVALID_UTF8:
-            encoded = Encoder(random.Random(at), canonical=True, string_at=at, string_bytes=text).message(request)
+            encoded = Encoder(random.Random(at), canonical=True, string_at=at, string_bytes=text).message(
+                request
+            )
             outcome = agree(encoded, ((b"service.name",),), ((b"team",),), 3)
             assert outcome == ("accepted" if text in VALID_UTF8 else "refused")
             outcomes.add(outcome)
@@ -578,8 +586,17 @@ WIRE_EDGES = {
     "empty group": tag(5, 3) + tag(5, 4),
     "group closed by another number": tag(5, 3) + tag(6, 4),
     "group never closed": tag(5, 3),
-    "group holding everything": tag(5, 3) + tag(1, 0) + b"\x01" + tag(2, 1) + bytes(8) + tag(3, 5) + bytes(4)
-    + ld(4, b"x") + tag(5, 3) + tag(5, 4) + tag(5, 4),
+    "group holding everything": tag(5, 3)
+    + tag(1, 0)
+    + b"\x01"
+    + tag(2, 1)
+    + bytes(8)
+    + tag(3, 5)
+    + bytes(4)
+    + ld(4, b"x")
+    + tag(5, 3)
+    + tag(5, 4)
+    + tag(5, 4),
     "group with field 0 inside": tag(5, 3) + tag(0, 0) + b"\x01" + tag(5, 4),
     "group with a group 0 inside": tag(5, 3) + tag(0, 3) + tag(0, 4) + tag(5, 4),
     "group with wire type 6 inside": tag(5, 3) + tag(1, 6) + tag(5, 4),
