@@ -60,6 +60,8 @@ def test_core_is_loaded_under_ci() -> None:
     if os.environ.get("CI") != "true" and CORE is None:
         pytest.skip("the compiled ingest core is not built here (required only under CI=true)")
     assert CORE is not None, "CI=true and distributor.ingest._core cannot be imported"
+    if os.environ.get("INGEST_CORE_PATH"):  # the build asked for is the one under test
+        assert os.path.samefile(CORE.__file__, os.environ["INGEST_CORE_PATH"])
     assert callable(CORE.scan)
 
 

