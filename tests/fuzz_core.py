@@ -14,7 +14,9 @@ import ctypes
 import importlib.util
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import atheris
 
@@ -29,19 +31,59 @@ DIMENSIONS: list[tuple[tuple[tuple[bytes, ...], ...], tuple[tuple[bytes, ...], .
 LIMITS = (0, 1, 5, 40)
 
 
-def seed_corpus(directory: Path, differential: object) -> None:
-    """Writes starting inputs when the corpus is empty."""
+def seed_corpus(directory: Path, differential: Any) -> None:
+    """Writes starting inputs when the corpus is empty: random requests in both encodings, every wire
+    format edge of the differential test, nesting around the depth limit, and UTF-8 edges."""
     if any(directory.iterdir()):
         return
     rng = random.Random(1)
+    payloads = []
     for index in range(64):
-        request = differential.random_request(rng)  # type: ignore[attr-defined]
-        encoder = differential.Encoder(rng, canonical=index % 2 == 0, merges=index % 8 == 1)  # type: ignore[attr-defined]
+        request = differential.random_request(rng)
+        payloads.append(
+            differential.Encoder(rng, canonical=index % 2 == 0, merges=index % 8 == 1).message(request)
+        )
+    payloads.extend(differential.WIRE_EDGES.values())
+    for levels in (99, 100, 101):
+        payloads.extend(differential.deep_request(levels, kind, "span") for kind in ("array", "kvlist"))
+    full = differential.full_request()
+    for at, text in enumerate(differential.VALID_UTF8 + differential.INVALID_UTF8):
+        payloads.append(
+            differential.Encoder(rng, canonical=True, string_at=at % 24, string_bytes=text).message(full)
+        )
+    for index, payload in enumerate(payloads):
         header = bytes([index % len(DIMENSIONS), index % len(LIMITS)])
-        (directory / f"seed-{index}").write_bytes(header + encoder.message(request))
+        (directory / f"seed-{index}").write_bytes(header + payload)
 
 
-def register_core_coverage(core: object) -> None:
+# Byte strings libFuzzer splices in: UTF-8 sequences at the edges of validity, group tags, long varints.
+DICTIONARY = [
+    b"\xed\x9f\xbf",
+    b"\xed\xa0\x80",
+    b"\xee\x80\x80",
+    b"\xf4\x8f\xbf\xbf",
+    b"\xf4\x90\x80\x80",
+    b"\xe0\xa0\x80",
+    b"\xe0\x9f\xbf",
+    b"\xf0\x90\x80\x80",
+    b"\xf0\x8f\xbf\xbf",
+    b"\xc2\x80",
+    b"\xc1\xbf",
+    b"\x4b" * 8,
+    b"\x4c" * 8,
+    b"\x80\x80\x80\x80",
+    b"\xff\xff\xff\xff\x0f",
+    b"\x85\x01",
+]
+
+
+def write_dictionary(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = ["".join(f"\\x{byte:02x}" for byte in token) for token in DICTIONARY]
+    path.write_text("".join(f'"{entry}"\n' for entry in entries))
+
+
+def register_core_coverage(core: Any) -> None:
     """Hands the core's coverage counters to the libFuzzer atheris loaded (privately, in Setup)."""
     spec = importlib.util.find_spec("atheris.core_with_libfuzzer")
     assert spec is not None and spec.origin is not None
@@ -50,12 +92,14 @@ def register_core_coverage(core: object) -> None:
         ctypes.cast(getattr(libfuzzer, name), ctypes.c_void_p).value
         for name in ("__sanitizer_cov_8bit_counters_init", "__sanitizer_cov_pcs_init")
     ]
-    core._fuzz_coverage(*addresses)  # type: ignore[attr-defined]
+    core._fuzz_coverage(*addresses)
 
 
 def main() -> None:
-    test_one_input: list[object] = []
-    atheris.Setup(sys.argv, lambda data: test_one_input[0](data))  # type: ignore[operator]
+    dictionary = Path("build/fuzz/core.dict")
+    write_dictionary(dictionary)
+    test_one_input: list[Callable[[bytes], None]] = []
+    atheris.Setup([*sys.argv, f"-dict={dictionary}"], lambda data: test_one_input[0](data))
     from tests import test_core_differential as differential  # loads the core from INGEST_CORE_PATH
 
     assert differential.CORE is not None, "set INGEST_CORE_PATH to a build of the core"
