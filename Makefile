@@ -2,11 +2,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/distributor.yaml
+CORE_SOURCE := distributor/ingest/_core.c
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint clean fuzz sanitize
 
-# The venv is rebuilt whenever pyproject.toml changes; the stamp records what was installed.
-$(VENV)/.installed: pyproject.toml
+# The venv is rebuilt whenever pyproject.toml, setup.py or the C core changes (the editable install
+# compiles the core next to its source); the stamp records what was installed.
+$(VENV)/.installed: pyproject.toml setup.py $(CORE_SOURCE)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,lint]'
@@ -20,6 +22,40 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m tests.bench
+
+# Builds of the core for the fuzzer and the sanitizers, under build/, beside the installed one: the
+# tests load them through INGEST_CORE_PATH. UndefinedBehaviorSanitizer stops at the first finding.
+PY_INCLUDE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+CORE_CFLAGS := -std=c11 -shared -fPIC -g -O1 -fno-omit-frame-pointer -Wall -Wextra \
+	-Wno-missing-field-initializers -fsanitize=address,undefined -fno-sanitize-recover=all
+# CPython itself is not built with AddressSanitizer: its runtime goes first, and leaks are not checked
+# (the interpreter keeps memory until exit by design).
+SANITIZER_ENV = LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0 \
+	UBSAN_OPTIONS=print_stacktrace=1
+SECONDS ?= 60
+
+build/sanitize/_core.so: $(CORE_SOURCE) $(VENV)/.installed
+	mkdir -p $(@D)
+	$(CC) $(CORE_CFLAGS) -I$(PY_INCLUDE) $< -o $@
+
+sanitize: build/sanitize/_core.so
+	$(SANITIZER_ENV) INGEST_CORE_PATH=$< CORE_DIFFERENTIAL_EXAMPLES=1000 \
+		$(BIN)/pytest -q -p no:cacheprovider tests/test_core_differential.py
+
+# gcc's basic-block callbacks stand in for clang's libFuzzer instrumentation (see the end of _core.c).
+build/fuzz/_core.so: $(CORE_SOURCE) $(VENV)/.installed
+	mkdir -p $(@D)
+	$(CC) $(CORE_CFLAGS) -DCORE_FUZZ_COVERAGE -fsanitize-coverage=trace-pc -I$(PY_INCLUDE) $< -o $@
+
+$(VENV)/.fuzz-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test,lint,fuzz]'
+	touch $@
+
+fuzz: build/fuzz/_core.so $(VENV)/.fuzz-installed
+	mkdir -p build/fuzz/corpus
+	$(SANITIZER_ENV) INGEST_CORE_PATH=$< $(BIN)/python -m tests.fuzz_core -max_total_time=$(SECONDS) \
+		-artifact_prefix=build/fuzz/ build/fuzz/corpus
 
 # mypy cannot follow the package-dir mapping that installs overrides/ as distributor.overrides, so it
 # checks a view of the tree where distributor/overrides links to overrides/.
