@@ -168,7 +168,8 @@ def measure_decode_paths() -> dict[str, float]:
 
     def path(tracker: UsageTracker, limits: TenantLimits) -> Callable[[bytes], None]:
         def run(body: bytes) -> None:
-            attribution = tracker.attribute(ReceivedTraces(body), limits)
+            traces = ReceivedTraces(body, tracker.scan_plan(limits), limits.max_attribute_bytes)
+            attribution = tracker.attribute(traces, limits)
             assert attribution is not None
             tracker.record_received("bench", attribution)
 
@@ -180,7 +181,7 @@ def measure_decode_paths() -> dict[str, float]:
         """What the pipeline does per accepted request, with or without the ledger's share."""
 
         def run(body: bytes) -> None:
-            traces = ReceivedTraces(body)
+            traces = ReceivedTraces(body, tracker.scan_plan(limits), limits.max_attribute_bytes)
             attribution = tracker.attribute(traces, limits)
             assert attribution is not None
             overflowed = tracker.record_received("bench", attribution)
@@ -677,7 +678,8 @@ def measure_memory_with_realistic_labels(tenants: int = 10) -> dict[str, float]:
         store = SqliteLedgerStore(Path(directory.name) / "ledger.db")
         ledger = standalone_ledger(store, time.time) if with_ledger else None
         for tenant, body in bodies:
-            attribution = tracker.attribute(ReceivedTraces(body), limits)
+            traces = ReceivedTraces(body, tracker.scan_plan(limits), limits.max_attribute_bytes)
+            attribution = tracker.attribute(traces, limits)
             assert attribution is not None
             overflowed = tracker.record_received(tenant, attribution)
             if ledger is not None:

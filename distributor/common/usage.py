@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
+    """A NamedTuple rather than a frozen dataclass: one is made per series of every request, and a
+    frozen dataclass's __init__ (object.__setattr__ per field) costs ~3x as much."""
+
     bytes: int
     spans: int
 
-    def __add__(self, other: Usage) -> Usage:
+    def __add__(self, other: object) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
         return Usage(self.bytes + other.bytes, self.spans + other.spans)
 
 
