@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -39,7 +40,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,6 +55,7 @@ from distributor.overrides import TenantLimits, parse_dimensions
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.exposition import render_counter
 from distributor.usage.tracker import UsageTracker
+from tests.support.cli import ready_listeners
 from tests.support.ledger import standalone_ledger
 
 SPANS_PER_REQUEST = 1000
@@ -401,32 +403,17 @@ def measure_json_stall(megabytes: int = 12) -> dict[str, float]:
     while req.ByteSize() * 2.6 < megabytes * 1e6:  # OTLP/JSON is about 2.6 times protobuf's size here
         req.MergeFromString(spans[len(req.resource_spans) // 10 % len(spans)])
     body = as_json([req.SerializeToString()])[0]
-    with tempfile.TemporaryDirectory() as directory:
-        config = Path(directory) / "bench.yaml"
-        config.write_text(
-            "server: {http_listen_port: 0}\n"
-            "distributor:\n"
-            "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
-            "  usage: {cost_attribution: {enabled: true}}\n"
-            "overrides:\n  defaults:\n    cost_attribution: {dimensions: {service.name: '', team: ''}}\n"
-            "    ingestion: {rate_limit_bytes: 0}\n"
-        )
-        server = subprocess.Popen(
-            [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
-        )
-        try:
-            assert server.stderr is not None
-            for line in server.stderr:
-                found = re.search(r"ready: server (http://\S+), OTLP/HTTP (http://\S+/v1/traces)", line)
-                if found:
-                    server_url, traces_url = found.groups()
-                    break
-            else:
-                raise RuntimeError("the server did not start")
-            return asyncio.run(_stall_during(server_url, traces_url, body)) | {"megabytes": len(body) / 1e6}
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
+    config = (
+        "server: {http_listen_port: 0}\n"
+        "distributor:\n"
+        "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
+        "  usage: {cost_attribution: {enabled: true}}\n"
+        "overrides:\n  defaults:\n    cost_attribution: {dimensions: {service.name: '', team: ''}}\n"
+        "    ingestion: {rate_limit_bytes: 0}\n"
+    )
+    with tempfile.TemporaryDirectory() as directory, bench_server(config, Path(directory)) as listeners:
+        stall = asyncio.run(_stall_during(listeners["server"], listeners["otlp_http"], body))
+    return stall | {"megabytes": len(body) / 1e6}
 
 
 async def _stall_during(server_url: str, traces_url: str, body: bytes) -> dict[str, float]:
@@ -486,6 +473,31 @@ def _sink_count(sink_http: str) -> dict[str, int]:
 
     with urllib.request.urlopen(sink_http + "/count", timeout=10) as response:
         return dict(json.loads(response.read()))
+
+
+@contextlib.contextmanager
+def bench_server(config_text: str, directory: Path, stop_timeout: float = 60) -> Iterator[dict[str, str]]:
+    """A server process started from `config_text`, until the block ends: its listeners as the ready line
+    names them (`server`, `otlp_http`, `otlp_grpc`)."""
+    config = directory / "bench.yaml"
+    config.write_text(config_text)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stderr is not None
+        for line in server.stderr:
+            if "distributor ready" in line:
+                listeners = ready_listeners(line)
+                break
+        else:
+            raise RuntimeError("the server did not start")
+        listeners["pid"] = str(server.pid)
+        yield listeners
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=stop_timeout)
 
 
 def measure_end_to_end(
@@ -708,32 +720,16 @@ def measure_scrape_during_ingestion() -> dict[str, float]:
     """A server process holding SCRAPED_SERIES usage series is scraped SCRAPES times while two senders
     keep POSTing 1000-span requests: the longest an OTLP/HTTP request overlapping a scrape took, against
     the longest one took with no scrape running."""
-    with tempfile.TemporaryDirectory() as directory:
-        config = Path(directory) / "bench.yaml"
-        config.write_text(
-            "server: {http_listen_port: 0}\n"
-            "distributor:\n"
-            "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
-            f"  usage: {{cost_attribution: {{enabled: true, max_cardinality: {SCRAPED_SERIES}}}}}\n"
-            "overrides:\n  defaults:\n    cost_attribution: {dimensions: {service.name: ''}}\n"
-            "    ingestion: {rate_limit_bytes: 0}\n"
-        )
-        server = subprocess.Popen(
-            [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
-        )
-        try:
-            assert server.stderr is not None
-            for line in server.stderr:
-                found = re.search(r"ready: server (http://\S+), OTLP/HTTP (http://\S+/v1/traces)", line)
-                if found:
-                    server_url, traces_url = found.groups()
-                    break
-            else:
-                raise RuntimeError("the server did not start")
-            return asyncio.run(_scrape_during_ingestion(server_url, traces_url))
-        finally:
-            server.terminate()
-            server.wait(timeout=120)
+    config = (
+        "server: {http_listen_port: 0}\n"
+        "distributor:\n"
+        "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
+        f"  usage: {{cost_attribution: {{enabled: true, max_cardinality: {SCRAPED_SERIES}}}}}\n"
+        "overrides:\n  defaults:\n    cost_attribution: {dimensions: {service.name: ''}}\n"
+        "    ingestion: {rate_limit_bytes: 0}\n"
+    )
+    with tempfile.TemporaryDirectory() as directory, bench_server(config, Path(directory), 120) as listeners:
+        return asyncio.run(_scrape_during_ingestion(listeners["server"], listeners["otlp_http"]))
 
 
 async def _scrape_during_ingestion(server_url: str, traces_url: str) -> dict[str, float]:

@@ -67,7 +67,7 @@ def test_a_non_minimal_length_of_a_span_does_not_change_its_bytes(scan_path: str
     span_body = scope.spans[0].SerializeToString()
     scope_body = scope.scope.SerializeToString()
     scope_spans = (
-        b"\x0a" + varint(len(scope_body)) + scope_body + b"\x12" + varint(len(span_body), True) + span_body
+        b"\x0a" + varint(len(scope_body)) + scope_body + b"\x12" + varint(len(span_body), 1) + span_body
     )
     resource = one.resource_spans[0].resource.SerializeToString()
     resource_spans = (

@@ -32,6 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from distributor.ingest.scan_reference import scan_reference
+from tests.support.encodings import varint
 
 
 def load_core() -> ModuleType | None:
@@ -88,22 +89,6 @@ def wire_type(field: FieldDescriptor) -> int:
     if field.type in _FIXED:
         return 1 if _FIXED[field.type] != "<I" else 5
     return 2
-
-
-def varint(value: int, extra: int = 0) -> bytes:
-    """`value` (taken mod 2**64) as a varint, `extra` bytes longer than needed."""
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        out.append(value & 0x7F)
-        value >>= 7
-        if not value:
-            break
-        out[-1] |= 0x80
-    for _ in range(extra):
-        out[-1] |= 0x80
-        out.append(0)
-    return bytes(out)
 
 
 def tag(number: int, wire: int, extra: int = 0) -> bytes:

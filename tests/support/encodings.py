@@ -28,19 +28,18 @@ _FIXED = {
 }
 
 
-def varint(value: int, padded: bool = False) -> bytes:
-    """`value` as a varint; `padded` writes it one byte longer than needed (a valid, non-minimal form)."""
+def varint(value: int, extra: int = 0) -> bytes:
+    """`value` (taken mod 2**64) as a varint, `extra` bytes longer than needed (a valid, non-minimal
+    form while it stays within 10 bytes)."""
     value &= (1 << 64) - 1
     out = bytearray()
     while True:
-        byte = value & 0x7F
+        out.append(value & 0x7F)
         value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
+        if not value:
             break
-    if padded and len(out) < 10:
+        out[-1] |= 0x80
+    for _ in range(extra):
         out[-1] |= 0x80
         out.append(0)
     return bytes(out)
@@ -85,7 +84,7 @@ def encode(
 
 
 def _field(field: Any, value: Any, options: dict[str, bool]) -> bytes:
-    padded = options["padded"]
+    padded = 1 if options["padded"] else 0
     if field.type in _VARINT_TYPES:
         return varint(field.number << 3 | 0, padded) + varint(int(value), padded)
     if field.type in _FIXED:
