@@ -40,6 +40,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h> /* every x86-64 has SSE2; elsewhere the portable word loop below is used */
+#endif
 
 #define MAX_DEPTH 100
 
@@ -122,6 +125,7 @@ typedef struct {
     Key *resource_keys, *span_keys;
     int resource_key_count, span_key_count;
     Py_ssize_t max_attribute_bytes;
+    const uint8_t *readable_end; /* the payload's end: strings may be read in 16 bytes up to it */
     /* outcome */
     int invalid, needs_reference, long_attribute, out_of_memory;
     /* per batch */
@@ -154,7 +158,9 @@ static int grow(void **array, Py_ssize_t *capacity, Py_ssize_t needed, size_t el
 }
 
 static inline int varint_size(uint64_t value) {
-    return (int)(((63 - __builtin_clzll(value | 1)) * 9 + 73) / 64); /* 7 bits per byte, branch-free */
+    /* 7 bits per byte, branch-free; unsigned, so the division is a shift (signed, gcc added a
+     * rounding fix-up for negatives that cannot occur, in every field's size). */
+    return (int)(((unsigned)(63 - __builtin_clzll(value | 1)) * 9 + 73) >> 6);
 }
 
 /* A varint of at most `limit` bytes; NULL when longer or cut short. */
@@ -218,6 +224,30 @@ static inline int utf8_valid(const uint8_t *p, const uint8_t *end) {
     for (; p < end; p++)
         if (*p >= 0x80) return utf8_valid_from(p, end);
     return 1;
+}
+
+/* The same, for a string that lies inside a buffer ending at `readable`. Nearly every OTLP string
+ * (keys, names, short values) is at most 16 bytes and far from the payload's end, so one 16-byte load,
+ * masked to the string's length, tests it without a loop or a call: the (c) bench scan went from
+ * ~165 to ~150 us (utf8_valid was not inlined at its three call sites and was 7% of the profile). The
+ * bytes read past the string are inside the payload and ignored. */
+static inline int utf8_valid_in(const uint8_t *p, const uint8_t *end, const uint8_t *readable) {
+    Py_ssize_t len = end - p;
+    if (__builtin_expect(len <= 16 && readable - p >= 16, 1)) {
+#ifdef __SSE2__
+        unsigned high = (unsigned)_mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(const void *)p));
+        if (!(high & ((1u << len) - 1))) return 1;
+#else
+        uint64_t low, high;
+        memcpy(&low, p, 8);
+        memcpy(&high, p + 8, 8);
+        uint64_t low_mask = len >= 8 ? ~0ULL : (1ULL << (8 * len)) - 1;
+        uint64_t high_mask = len >= 16 ? ~0ULL : len > 8 ? (1ULL << (8 * (len - 8))) - 1 : 0;
+        if (!(((low & low_mask) | (high & high_mask)) & 0x8080808080808080ULL)) return 1;
+#endif
+        return utf8_valid_from(p, end);
+    }
+    return utf8_valid(p, end);
 }
 
 static const uint8_t *skip_group(Scan *s, const uint8_t *p, const uint8_t *end, uint32_t number, int depth);
@@ -309,7 +339,7 @@ static int64_t scan_key_value(Scan *s, const uint8_t *p, const uint8_t *end, int
         uint64_t number;
         switch (value[0]) {
         case 0x0a: /* string_value */
-            if (end - value < 2 || value[1] != end - value - 2 || !utf8_valid(value + 2, end)) goto generic;
+            if (end - value < 2 || value[1] != end - value - 2 || !utf8_valid_in(value + 2, end, s->readable_end)) goto generic;
             string_value = (Slice){value + 2, end - value - 2};
             value_size = end - value;
             break;
@@ -326,7 +356,7 @@ static int64_t scan_key_value(Scan *s, const uint8_t *p, const uint8_t *end, int
             goto generic;
         }
     }
-    if (!utf8_valid(key, key_end)) goto generic;
+    if (!utf8_valid_in(key, key_end, s->readable_end)) goto generic;
     if (out) {
         out->key = (Slice){key, key_end - key};
         out->string_value = string_value;
@@ -554,7 +584,7 @@ static int64_t scan_message(Scan *s, int type, const uint8_t *p, const uint8_t *
             p = body_end;
             int64_t body_size = (int64_t)value;
             if (field->kind == K_STRING) {
-                if (!utf8_valid(body, body_end)) goto invalid;
+                if (!utf8_valid_in(body, body_end, s->readable_end)) goto invalid;
                 if (!out) {
                 } else if (field->role == R_KV_KEY) {
                     ((Attribute *)out)->key = (Slice){body, body_size};
@@ -760,6 +790,7 @@ static PyObject *core_scan(PyObject *module, PyObject *const *args, Py_ssize_t n
         goto done;
     }
     const uint8_t *payload = view.buf;
+    s.readable_end = payload + view.len;
     if (PyBytes_Check(args[0])) { /* immutable: nothing can change it while the GIL is released */
         Py_BEGIN_ALLOW_THREADS
         scan_message(&s, M_REQUEST, payload, payload + view.len, MAX_DEPTH, NULL);
