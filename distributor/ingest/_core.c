@@ -124,6 +124,7 @@ typedef struct {
     int labels, tracking;
     Key *resource_keys, *span_keys;
     int resource_key_count, span_key_count;
+    uint64_t resource_key_lengths, span_key_lengths; /* see key_length_bits */
     Py_ssize_t max_attribute_bytes;
     const uint8_t *readable_end; /* the payload's end: strings may be read in 16 bytes up to it */
     /* outcome */
@@ -305,9 +306,12 @@ typedef struct {
 /* An attribute of a resource or span names a dimension value when it holds a non-empty string and
  * its key is one of the label's keys; per label the earliest-ranked key wins, and per key the first
  * occurrence (hence `<`). Keys are a handful, so a length check then memcmp beats hashing. */
-static void match_attribute(const Attribute *attribute, const Key *keys, int key_count, int *ranks,
-                            Slice *values) {
+static inline void match_attribute(const Attribute *attribute, const Key *keys, int key_count,
+                                   uint64_t key_lengths, int *ranks, Slice *values) {
     if (!attribute->string_value.ptr || attribute->string_value.len == 0) return;
+    /* Most attributes are not dimensions, and their key's length already says so: one bit test
+     * instead of a pass over the keys (see key_length_bits). */
+    if (!((key_lengths >> (attribute->key.len & 63)) & 1)) return;
     for (int i = 0; i < key_count; i++) {
         const Key *key = &keys[i];
         if (key->text.len == attribute->key.len && key->rank < ranks[key->label] &&
@@ -641,10 +645,11 @@ static int64_t scan_message(Scan *s, int type, const uint8_t *p, const uint8_t *
                          (attribute.string_value.ptr && attribute.string_value.len > s->max_attribute_bytes)))
                         s->long_attribute = 1;
                     if (type == M_RESOURCE && s->labels && out)
-                        match_attribute(&attribute, s->resource_keys, s->resource_key_count, s->resource_ranks,
-                                        (Slice *)out);
+                        match_attribute(&attribute, s->resource_keys, s->resource_key_count,
+                                        s->resource_key_lengths, s->resource_ranks, (Slice *)out);
                     else if (type == M_SPAN && out)
-                        match_attribute(&attribute, s->span_keys, s->span_key_count, s->span_ranks, (Slice *)out);
+                        match_attribute(&attribute, s->span_keys, s->span_key_count, s->span_key_lengths,
+                                        s->span_ranks, (Slice *)out);
                     break;
                 }
                 size += tag_size + varint_size((uint64_t)body_size) + body_size;
@@ -700,6 +705,14 @@ static int compile_keys(PyObject *spec, int labels, Key **keys, int *count) {
         }
     }
     return 0;
+}
+
+/* Bit (length mod 64) set for every key's length: an attribute whose key length has no bit cannot
+ * match (lengths that agree mod 64 only cost the full comparison). */
+static uint64_t key_length_bits(const Key *keys, int count) {
+    uint64_t bits = 0;
+    for (int i = 0; i < count; i++) bits |= 1ULL << (keys[i].text.len & 63);
+    return bits;
 }
 
 static PyObject *int64_list(const int64_t *values, Py_ssize_t count) {
@@ -777,6 +790,8 @@ static PyObject *core_scan(PyObject *module, PyObject *const *args, Py_ssize_t n
         s.labels = (int)PyTuple_GET_SIZE(args[1]);
         if (compile_keys(args[1], s.labels, &s.resource_keys, &s.resource_key_count) < 0) goto done;
         if (compile_keys(args[2], s.labels, &s.span_keys, &s.span_key_count) < 0) goto done;
+        s.resource_key_lengths = key_length_bits(s.resource_keys, s.resource_key_count);
+        s.span_key_lengths = key_length_bits(s.span_keys, s.span_key_count);
     }
     size_t labels = (size_t)s.labels + 1;
     s.resource_values = calloc(labels, sizeof(Slice));
