@@ -9,7 +9,19 @@ setup(
             ["distributor/ingest/_core.c"],
             # Optional: without a compiler the package still installs and ingest takes the reference path.
             optional=True,
-            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            # CPython's own flags, which setuptools compiles extensions with, include -fwrapv (signed
+            # overflow wraps). Nothing in the core relies on wrapping (every length is checked before it
+            # is added), and the walk is ~10% faster without it (bench request, interleaved runs: the (b)
+            # scan 128 -> 115 us, the no-dimension scan 119 -> 103 us): gcc can fold its bounds arithmetic.
+            # The sanitizer builds run without -fwrapv too, so UBSan would report any overflow.
+            extra_compile_args=[
+                "-O3",
+                "-std=c11",
+                "-fno-wrapv",
+                "-Wall",
+                "-Wextra",
+                "-Wno-missing-field-initializers",
+            ],
         )
     ]
 )
