@@ -16,7 +16,8 @@
  * - objects must be dicts, arrays lists; at most 100 levels of messages (the request is level 1).
  * - ids: exactly 16 or 8 hex digits (either case), "" means no id.
  * - integers: a JSON integer, or a decimal string [+-]?[0-9]+ (at most 20 characters here), within the
- *   field type's range; enums as integers within int32. Floats in integer fields: None (the walk may
+ *   field type's range; enums as such integers within int32 or by the name of a value (an unknown name:
+ *   None). Floats in integer fields: None (the walk may
  *   have to re-read the body with exact integers).
  * - doubles: finite floats, integers (converted as float() does), "NaN", "Infinity", "-Infinity".
  * - bytes: base64 in either alphabet, padding optional, as the walk validates it.
@@ -52,13 +53,34 @@ static const uint8_t KIND_PROTO_TYPE[K_KIND_COUNT] = {
     [K_INT64] = 3,  [K_FIXED32] = 7, [K_FIXED64] = 6, [K_ENUM] = 14, [K_DOUBLE] = 1, [K_MESSAGE] = 11,
 };
 
+/* Enums, whose values are numbered 0, 1, 2, ... */
+enum { E_SPAN_KIND, E_STATUS_CODE, E_COUNT };
+
+typedef struct {
+    const char *full_name;
+    const char *const *names; /* by number */
+    uint8_t count;
+} EnumDef;
+
+static const char *const SPAN_KIND_NAMES[] = {
+    "SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER",
+    "SPAN_KIND_CLIENT",      "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER",
+};
+static const char *const STATUS_CODE_NAMES[] = {"STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"};
+
+static const EnumDef ENUMS[E_COUNT] = {
+    [E_SPAN_KIND] = {"opentelemetry.proto.trace.v1.Span.SpanKind", SPAN_KIND_NAMES, 6},
+    [E_STATUS_CODE] = {"opentelemetry.proto.trace.v1.Status.StatusCode", STATUS_CODE_NAMES, 3},
+};
+
 #define REPEATED 1
 #define ONEOF 2 /* written even when it holds the default value */
 
 typedef struct {
     const char *name;      /* proto name */
     const char *json_name; /* lowerCamelCase */
-    uint8_t number, kind, flags, message;
+    uint8_t number, kind, flags;
+    uint8_t message; /* K_MESSAGE: its message; K_ENUM: its enum */
     uint8_t id_size; /* K_ID: decoded size */
     uint8_t name_length, json_name_length;
 } FieldDef;
@@ -75,6 +97,7 @@ typedef struct {
 #define SUB(number, name, json, message, flags) \
     {name, json, number, K_MESSAGE, flags, M_##message, 0, LENGTHS(name, json)}
 #define ID(number, name, json, size) {name, json, number, K_ID, 0, 0, size, LENGTHS(name, json)}
+#define ENUM(number, name, json, type) {name, json, number, K_ENUM, 0, E_##type, 0, LENGTHS(name, json)}
 #define MAX_FIELDS 16
 
 static const FieldDef REQUEST_FIELDS[] = {
@@ -134,7 +157,7 @@ static const FieldDef SPAN_FIELDS[] = {
     F(3, "trace_state", "traceState", STRING, 0),
     ID(4, "parent_span_id", "parentSpanId", 8),
     F(5, "name", "name", STRING, 0),
-    F(6, "kind", "kind", ENUM, 0),
+    ENUM(6, "kind", "kind", SPAN_KIND),
     F(7, "start_time_unix_nano", "startTimeUnixNano", FIXED64, 0),
     F(8, "end_time_unix_nano", "endTimeUnixNano", FIXED64, 0),
     SUB(9, "attributes", "attributes", KEY_VALUE, REPEATED),
@@ -162,7 +185,7 @@ static const FieldDef LINK_FIELDS[] = {
 };
 static const FieldDef STATUS_FIELDS[] = {
     F(2, "message", "message", STRING, 0),
-    F(3, "code", "code", ENUM, 0),
+    ENUM(3, "code", "code", STATUS_CODE),
 };
 
 #define MESSAGE(id, full_name, fields, has_oneof) \
@@ -478,10 +501,34 @@ static int encode_bytes(Buffer *out, const FieldDef *field, PyObject *value, int
     return 0;
 }
 
+/* An enum value by name: its number, or -1 for a name the enum does not have (the walk leaves the
+ * field unset then). */
+static int enum_number(const FieldDef *field, PyObject *value, uint64_t *magnitude) {
+    Py_ssize_t size;
+    const char *name = utf8_of(value, &size);
+    if (name == NULL) {
+        return -1;
+    }
+    const EnumDef *def = &ENUMS[field->message];
+    for (int number = 0; number < def->count; number++) {
+        if (strlen(def->names[number]) == (size_t)size && memcmp(def->names[number], name, (size_t)size) == 0) {
+            *magnitude = (uint64_t)number;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static int encode_integer(Buffer *out, const FieldDef *field, PyObject *value, int always) {
-    int negative;
+    int negative = 0;
     uint64_t magnitude;
-    if (integer_of(value, &negative, &magnitude) < 0) {
+    /* A string that does not start like an integer ([+-]?[0-9]+) is an enum name. */
+    Py_UCS4 first = PyUnicode_CheckExact(value) && PyUnicode_GET_LENGTH(value) ? PyUnicode_READ_CHAR(value, 0) : '0';
+    if (field->kind == K_ENUM && first != '+' && first != '-' && (first < '0' || first > '9')) {
+        if (enum_number(field, value, &magnitude) < 0) {
+            return -1;
+        }
+    } else if (integer_of(value, &negative, &magnitude) < 0) {
         return -1;
     }
     uint64_t number; /* as written: two's complement for negative numbers */
@@ -723,6 +770,18 @@ static PyObject *otlp_json_schema(PyObject *module, PyObject *unused) {
             Py_DECREF(row);
         }
     }
+    for (int e = 0; e < E_COUNT; e++) {
+        for (int number = 0; number < ENUMS[e].count; number++) {
+            PyObject *row = Py_BuildValue("(sissiOOs)", ENUMS[e].full_name, number, ENUMS[e].names[number], "",
+                                          0, Py_False, Py_False, "");
+            if (row == NULL || PyList_Append(rows, row) < 0) {
+                Py_XDECREF(row);
+                Py_DECREF(rows);
+                return NULL;
+            }
+            Py_DECREF(row);
+        }
+    }
     return rows;
 }
 
@@ -734,8 +793,8 @@ static PyMethodDef otlp_json_methods[] = {
     {"schema", otlp_json_schema, METH_NOARGS,
      "schema()\n--\n\n"
      "The fields this module knows, as (message full name, number, name, json name, descriptor type, "
-     "repeated, oneof member, message type full name or ''), messages in walk order, fields in number "
-     "order."},
+     "repeated, oneof member, message type full name or ''), then the enums' values as (enum full name, "
+     "number, name, '', 0, False, False, '')."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -771,7 +771,8 @@ _REQUEST_EXACT: Final = _build_message(ExportTraceServiceRequest.DESCRIPTOR, {},
 
 
 def _schema_rows(descriptor: Any, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
-    """The fields of a message and of all messages below it, as _otlp_json.schema() lists its own."""
+    """The fields of a message and of all messages below it, and the values of their enums, as
+    _otlp_json.schema() lists its own."""
     if any(row[0] == descriptor.full_name for row in rows):
         return rows
     fields = sorted(descriptor.fields, key=lambda fd: fd.number)
@@ -784,6 +785,13 @@ def _schema_rows(descriptor: Any, rows: list[tuple[object, ...]]) -> list[tuple[
     for fd in fields:
         if fd.type == FieldDescriptor.TYPE_MESSAGE:
             _schema_rows(fd.message_type, rows)
+        elif fd.type == FieldDescriptor.TYPE_ENUM and not any(
+            row[0] == fd.enum_type.full_name for row in rows
+        ):
+            rows.extend(
+                (fd.enum_type.full_name, v.number, v.name, "", 0, False, False, "")
+                for v in fd.enum_type.values
+            )
     return rows
 
 
