@@ -3,12 +3,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/distributor.yaml
 CORE_SOURCE := distributor/ingest/_core.c
+JSON_SOURCE := distributor/receivers/_otlp_json.c
 
 .PHONY: run test bench lint clean fuzz sanitize
 
-# The venv is rebuilt whenever pyproject.toml, setup.py or the C core changes (the editable install
-# compiles the core next to its source); the stamp records what was installed.
-$(VENV)/.installed: pyproject.toml setup.py $(CORE_SOURCE)
+# The venv is rebuilt whenever pyproject.toml, setup.py or a C extension changes (the editable install
+# compiles them next to their sources); the stamp records what was installed.
+$(VENV)/.installed: pyproject.toml setup.py $(CORE_SOURCE) $(JSON_SOURCE)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,lint]'

@@ -295,6 +295,11 @@ def otlp_json_to_protobuf(body: bytes) -> bytes:
         # may carry; numbers beyond the double range, which are refused with their path) and words its
         # errors differently: the stdlib parser decides those bodies, as it always did.
         return _encode_request(_loads_exactly(body), _REQUEST_EXACT)
+    if _fast_encode is not None:
+        # The C encoder answers the common case and None for everything else, which the walk decides.
+        encoded = _fast_encode(document)
+        if encoded is not None:
+            return encoded
     try:
         return _encode_request(document, _REQUEST)
     except _ExactNumbersNeeded:
@@ -763,3 +768,43 @@ def _clip(text: str, limit: int = 200) -> str:
 # One table for orjson's reading of a body, one for the stdlib's (see _ExactNumbersNeeded).
 _REQUEST: Final = _build_message(ExportTraceServiceRequest.DESCRIPTOR, {}, exact_numbers=False)
 _REQUEST_EXACT: Final = _build_message(ExportTraceServiceRequest.DESCRIPTOR, {}, exact_numbers=True)
+
+
+def _schema_rows(descriptor: Any, rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    """The fields of a message and of all messages below it, and the values of their enums, as
+    _otlp_json.schema() lists its own."""
+    if any(row[0] == descriptor.full_name for row in rows):
+        return rows
+    fields = sorted(descriptor.fields, key=lambda fd: fd.number)
+    for fd in fields:
+        sub = fd.message_type.full_name if fd.type == FieldDescriptor.TYPE_MESSAGE else ""
+        oneof = fd.containing_oneof is not None
+        rows.append(
+            (descriptor.full_name, fd.number, fd.name, fd.json_name, fd.type, _is_repeated(fd), oneof, sub)
+        )
+    for fd in fields:
+        if fd.type == FieldDescriptor.TYPE_MESSAGE:
+            _schema_rows(fd.message_type, rows)
+        elif fd.type == FieldDescriptor.TYPE_ENUM and not any(
+            row[0] == fd.enum_type.full_name for row in rows
+        ):
+            rows.extend(
+                (fd.enum_type.full_name, v.number, v.name, "", 0, False, False, "")
+                for v in fd.enum_type.values
+            )
+    return rows
+
+
+def _load_fast_encoder() -> Callable[[object], bytes | None] | None:
+    """The C encoder, when it is built and knows exactly the fields of the installed descriptors (a new
+    field it did not know would otherwise be dropped like an unknown one)."""
+    try:
+        from distributor.receivers import _otlp_json  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    if sorted(_otlp_json.schema()) != sorted(_schema_rows(ExportTraceServiceRequest.DESCRIPTOR, [])):
+        return None
+    return _otlp_json.encode  # type: ignore[no-any-return]
+
+
+_fast_encode: Final = _load_fast_encoder()
