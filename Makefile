@@ -40,9 +40,15 @@ build/sanitize/_core.so: $(CORE_SOURCE) $(VENV)/.installed
 	mkdir -p $(@D)
 	$(CC) $(CORE_CFLAGS) -I$(PY_INCLUDE) $< -o $@
 
-sanitize: build/sanitize/_core.so
-	$(SANITIZER_ENV) INGEST_CORE_PATH=$< CORE_DIFFERENTIAL_EXAMPLES=1000 \
+build/sanitize/_otlp_json.so: $(JSON_SOURCE) $(VENV)/.installed
+	mkdir -p $(@D)
+	$(CC) $(CORE_CFLAGS) -I$(PY_INCLUDE) $< -o $@
+
+sanitize: build/sanitize/_core.so build/sanitize/_otlp_json.so
+	$(SANITIZER_ENV) INGEST_CORE_PATH=build/sanitize/_core.so CORE_DIFFERENTIAL_EXAMPLES=1000 \
 		$(BIN)/pytest -q -p no:cacheprovider tests/test_core_differential.py
+	$(SANITIZER_ENV) OTLP_JSON_ENCODER_PATH=build/sanitize/_otlp_json.so \
+		$(BIN)/pytest -q -p no:cacheprovider tests/test_otlp_json_fast.py
 
 # gcc's basic-block callbacks stand in for clang's libFuzzer instrumentation (see the end of _core.c).
 build/fuzz/_core.so: $(CORE_SOURCE) $(VENV)/.installed
