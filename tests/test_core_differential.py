@@ -16,7 +16,6 @@ the number of random requests.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import struct
@@ -33,16 +32,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from distributor.ingest.scan_reference import scan_reference
 from tests.support.encodings import varint
+from tests.support.extensions import load_build
 
 
 def load_core() -> ModuleType | None:
     path = os.environ.get("INGEST_CORE_PATH")
     if path:
-        spec = importlib.util.spec_from_file_location("distributor.ingest._core", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        return load_build("distributor.ingest._core", path)
     try:
         from distributor.ingest import _core  # type: ignore[attr-defined]
     except ImportError:

@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from distributor.receivers import otlp_json
 from distributor.receivers.otlp_json import OtlpJsonError, otlp_json_to_protobuf
 from tests import test_otlp_json as cases
+from tests.support.extensions import load_build
 from tests.test_otlp_json import (
     _HOSTILE_VALUES,
     _requests,
@@ -47,11 +48,7 @@ def load_encoder() -> ModuleType:
     skips them."""
     path = os.environ.get("OTLP_JSON_ENCODER_PATH")
     if path:
-        spec = importlib.util.spec_from_file_location("distributor.receivers._otlp_json", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        return load_build("distributor.receivers._otlp_json", path)
     if os.environ.get("CI") == "true":
         return importlib.import_module("distributor.receivers._otlp_json")
     return pytest.importorskip("distributor.receivers._otlp_json")
