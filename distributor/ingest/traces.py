@@ -38,7 +38,7 @@ class ReceivedTraces:
     def series_for(self, plan: ScanPlan) -> dict[tuple[str, ...], tuple[int, int]]:
         """(bytes, spans) per label-value tuple under `plan`, in arrival order; label values as read,
         before any bound on their length."""
-        if plan == self.plan and self._series is not None:
+        if self._series is not None and (plan is self.plan or plan == self.plan):
             return self._series
         (_, _, series, _), _ = scan(self.protobuf, plan, 0)
         assert series is not None

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from distributor.common.clock import Clock
 from distributor.common.discards import DiscardReason
@@ -136,10 +137,10 @@ class TenantUsageStats:
     overflow_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(NamedTuple):
     """One request's bytes per series, computed once: recorded as received when the request is
-    accepted, or as discarded (by reason) when it is refused or later lost."""
+    accepted, or as discarded (by reason) when it is refused or later lost. (A NamedTuple: one is made
+    per request, and a frozen dataclass costs ~3x as much to make.)"""
 
     plan: _DimensionPlan
     usage: dict[tuple[str, ...], Usage]  # by label values, in the plan's label order
