@@ -7,7 +7,6 @@ import asyncio
 import csv
 import gc
 import io
-from dataclasses import replace
 from pathlib import Path
 
 from distributor.common.usage import Usage
@@ -44,7 +43,7 @@ def fill_tracker(running: RunningService) -> set[str]:
     for tenant in range(TENANTS):
         values = {(f"service-{i}",): Usage(1000 + i, 1) for i in range(SERIES_PER_TENANT)}
         running.service.tracker.record_received(
-            f"tenant-{tenant}", replace(seed, usage=values, max_cardinality=SERIES_PER_TENANT)
+            f"tenant-{tenant}", seed._replace(usage=values, max_cardinality=SERIES_PER_TENANT)
         )
         expected.update(
             f'tempo_usage_tracker_bytes_received_total{{service_name="service-{i}",tenant="tenant-{tenant}",'
