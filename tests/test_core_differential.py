@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from distributor.ingest.scan_reference import scan_reference
-from tests.support.encodings import varint
+from tests.support.encodings import FIXED_FORMATS, VARINT_TYPES, varint
 from tests.support.extensions import load_build
 
 
@@ -64,26 +64,12 @@ def test_core_is_loaded_under_ci() -> None:
 
 # ---- The wire format, written by hand ------------------------------------------------------------
 
-_VARINT_TYPES = {
-    FieldDescriptor.TYPE_INT32,
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT32,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_ENUM,
-    FieldDescriptor.TYPE_BOOL,
-}
-_FIXED = {
-    FieldDescriptor.TYPE_DOUBLE: "<d",
-    FieldDescriptor.TYPE_FIXED64: "<Q",
-    FieldDescriptor.TYPE_FIXED32: "<I",
-}
-
 
 def wire_type(field: FieldDescriptor) -> int:
-    if field.type in _VARINT_TYPES:
+    if field.type in VARINT_TYPES:
         return 0
-    if field.type in _FIXED:
-        return 1 if _FIXED[field.type] != "<I" else 5
+    if field.type in FIXED_FORMATS:
+        return 1 if struct.calcsize(FIXED_FORMATS[field.type]) == 8 else 5
     return 2
 
 
@@ -201,13 +187,13 @@ class Encoder:
 
     def field(self, field: FieldDescriptor, value: Any) -> bytes:
         head = tag(field.number, wire_type(field), self.extra(5 - len(tag(field.number, 0))))
-        if field.type in _VARINT_TYPES:
+        if field.type in VARINT_TYPES:
             number = int(value)
             if field.type == FieldDescriptor.TYPE_BOOL and value and not self.canonical:
                 number = self.rng.choice((1, 1, 2, 1 << 40))  # any non-zero varint decodes as true
             return head + varint(number, self.extra(10 - len(varint(number))))
-        if field.type in _FIXED:
-            return head + struct.pack(_FIXED[field.type], value)
+        if field.type in FIXED_FORMATS:
+            return head + struct.pack(FIXED_FORMATS[field.type], value)
         if field.type == FieldDescriptor.TYPE_STRING:
             body = value.encode("utf-8")
             if self.strings == self.string_at:

@@ -19,6 +19,7 @@ from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.pipeline import Discards, IngestPipeline, PushRefused, Refusal
+from distributor.ingest.traces import ReceivedTraces
 from distributor.ledger.ledger import LedgerEntry, UsageLedger
 from distributor.overrides import (
     CostAttributionOverrides,
@@ -89,7 +90,8 @@ class Pipeline:
 
     def push(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> None:
         body = traces.SerializeToString()
-        self.pipeline.push(tenant, self.pipeline.scan(tenant, body), ingress_bytes=len(body))
+        traces = ReceivedTraces(body, *self.pipeline.scan_plan(tenant))
+        self.pipeline.push(tenant, traces, ingress_bytes=len(body))
 
     def refusal(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> PushRefused:
         with pytest.raises(PushRefused) as refused:

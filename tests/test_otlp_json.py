@@ -1145,11 +1145,8 @@ def locations(node: Any) -> list[tuple[Any, Any]]:
     return found
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None)
-@given(request=_requests, proto_names=st.booleans(), data=st.data())
-def test_corrupted_requests_give_the_same_bytes_or_the_same_error_as_the_reference(
-    request: ExportTraceServiceRequest, proto_names: bool, data: st.DataObject
-) -> None:
+def corrupted_document(request: ExportTraceServiceRequest, proto_names: bool, data: st.DataObject) -> Any:
+    """`request` as OTLP/JSON with 1 to 3 values replaced by hostile ones, or keys respelled or unknown."""
     document = ids_to_hex(
         json_format.MessageToDict(
             request, preserving_proto_field_name=proto_names, use_integers_for_enums=True
@@ -1169,6 +1166,15 @@ def test_corrupted_requests_give_the_same_bytes_or_the_same_error_as_the_referen
                 del parent[key]
         else:
             parent[key] = copy.deepcopy(data.draw(st.sampled_from(_HOSTILE_VALUES), label="value"))
+    return document
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(request=_requests, proto_names=st.booleans(), data=st.data())
+def test_corrupted_requests_give_the_same_bytes_or_the_same_error_as_the_reference(
+    request: ExportTraceServiceRequest, proto_names: bool, data: st.DataObject
+) -> None:
+    document = corrupted_document(request, proto_names, data)
     body = json.dumps(document, ensure_ascii=data.draw(st.booleans(), label="ascii")).encode(
         "utf-8", "surrogatepass"
     )

@@ -4,7 +4,6 @@ plainly valid request itself, and whatever it encodes the walk encodes to the sa
 
 from __future__ import annotations
 
-import copy
 import importlib
 import importlib.util
 import json
@@ -29,16 +28,14 @@ from tests.support.extensions import load_build
 from tests.test_otlp_json import (
     _HOSTILE_VALUES,
     _requests,
-    camel_to_snake,
+    corrupted_document,
     documents_with,
     ids_to_hex,
-    locations,
     nested_array,
     nested_kvlist,
     one_span,
     one_value,
     shuffle_and_number,
-    snake_to_camel,
 )
 
 
@@ -308,24 +305,7 @@ def test_edges_give_the_same_result(document: Any) -> None:
 def test_corrupted_requests_give_the_same_result(
     request: ExportTraceServiceRequest, proto_names: bool, data: st.DataObject
 ) -> None:
-    document = ids_to_hex(
-        json_format.MessageToDict(
-            request, preserving_proto_field_name=proto_names, use_integers_for_enums=True
-        )
-    )
-    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
-        spots = locations(document)
-        if not spots:
-            document = data.draw(st.sampled_from(_HOSTILE_VALUES), label="document")
-            break
-        parent, key = data.draw(st.sampled_from(spots), label="where")
-        if isinstance(parent, dict) and data.draw(st.booleans(), label="rename"):
-            other = data.draw(st.sampled_from([camel_to_snake(key), snake_to_camel(key), "unknown"]))
-            parent[other] = copy.deepcopy(parent[key])
-            if data.draw(st.booleans(), label="drop original"):
-                del parent[key]
-        else:
-            parent[key] = copy.deepcopy(data.draw(st.sampled_from(_HOSTILE_VALUES), label="value"))
+    document = corrupted_document(request, proto_names, data)
     assert_fast_agrees_with_walk(document)
     assert_same_with_and_without_fast_path(
         json.dumps(document, ensure_ascii=data.draw(st.booleans(), label="ascii")).encode(

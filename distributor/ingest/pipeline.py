@@ -104,15 +104,9 @@ class IngestPipeline:
     def scan_plan(self, tenant: str) -> tuple[ScanPlan | None, int]:
         """What scanning a request of `tenant` needs: its dimensions as the scan reads them (None when
         it is not tracked) and its attribute length limit. Read on the loop; the scan itself
-        (`ReceivedTraces`) may then run on any thread."""
+        (`ReceivedTraces(protobuf, plan, max_attribute_bytes)`) may then run on any thread."""
         limits = self.overrides.for_tenant(tenant)
         return self.tracker.scan_plan(limits), limits.max_attribute_bytes
-
-    def scan(self, tenant: str, protobuf: bytes) -> ReceivedTraces:
-        """Validate and attribute a request inline; raises InvalidTraces. (Receivers with large
-        requests scan through the ingest workers instead, with `scan_plan`.)"""
-        plan, max_attribute_bytes = self.scan_plan(tenant)
-        return ReceivedTraces(protobuf, plan, max_attribute_bytes)
 
     def push(self, tenant: str, traces: ReceivedTraces, ingress_bytes: int) -> None:
         """Account and queue one validated request, or raise PushRefused having changed nothing but the

@@ -54,7 +54,9 @@ def scan_decoded(
         resource_names = _names(resource_keys)
         span_names = _names(span_keys)
         needles = {key for label_keys in span_keys for key in label_keys}
-    encodings = LazyTracesRequest.FromString(payload).resource_spans
+    # The batches' raw encodings serve the two shortcuts only: not read when neither applies.
+    needs_encodings = bool(series is not None and needles) or max_attribute_bytes > 0
+    encodings = LazyTracesRequest.FromString(payload).resource_spans if needs_encodings else []
     long_attribute = False
     for index, batch in enumerate(request.resource_spans):
         span_count = sum(len(scope.spans) for scope in batch.scope_spans)

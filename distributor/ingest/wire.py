@@ -12,59 +12,35 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from opentelemetry.proto.common.v1 import common_pb2
 
 _FIELD = descriptor_pb2.FieldDescriptorProto
 _OPTIONAL = _FIELD.LABEL_OPTIONAL
 _REPEATED = _FIELD.LABEL_REPEATED
 
 
+# Each message's fields as (name, number, repeated); every field is kept as raw bytes. Field numbers
+# mirror opentelemetry/proto/trace/v1/trace.proto and the collector's trace_service.proto.
+_MESSAGES: dict[str, list[tuple[str, int, bool]]] = {
+    "LazyTracesRequest": [("resource_spans", 1, True)],
+    "LazyResourceSpans": [("resource", 1, False), ("scope_spans", 2, True), ("schema_url", 3, False)],
+    "LazyScopeSpans": [("scope", 1, False), ("spans", 2, True), ("schema_url", 3, False)],
+}
+
+
 def _build() -> dict[str, Any]:
     file = descriptor_pb2.FileDescriptorProto(
-        name="distributor/wire.proto",
-        package="distributor.wire",
-        syntax="proto3",
-        dependency=[common_pb2.DESCRIPTOR.name],
+        name="distributor/wire.proto", package="distributor.wire", syntax="proto3"
     )
-
-    def message(name: str, fields: list[tuple[str, int, int, int, str | None]], parent: Any = None) -> Any:
-        proto = (file.message_type if parent is None else parent.nested_type).add(name=name)
-        for field_name, number, kind, label, type_name in fields:
-            field = proto.field.add(name=field_name, number=number, type=kind, label=label)
-            if type_name:
-                field.type_name = type_name if type_name.startswith(".") else f".distributor.wire.{type_name}"
-        return proto
-
-    # Field numbers and wire types mirror opentelemetry/proto/trace/v1/trace.proto.
-    message("LazyTracesRequest", [("resource_spans", 1, _FIELD.TYPE_BYTES, _REPEATED, None)])
-    message(
-        "LazyResourceSpans",
-        [
-            ("resource", 1, _FIELD.TYPE_BYTES, _OPTIONAL, None),
-            ("scope_spans", 2, _FIELD.TYPE_BYTES, _REPEATED, None),
-            ("schema_url", 3, _FIELD.TYPE_BYTES, _OPTIONAL, None),
-        ],
-    )
-    message(
-        "LazyScopeSpans",
-        [
-            ("scope", 1, _FIELD.TYPE_BYTES, _OPTIONAL, None),
-            ("spans", 2, _FIELD.TYPE_BYTES, _REPEATED, None),
-            ("schema_url", 3, _FIELD.TYPE_BYTES, _OPTIONAL, None),
-        ],
-    )
+    for name, fields in _MESSAGES.items():
+        proto = file.message_type.add(name=name)
+        for field_name, number, repeated in fields:
+            label = _REPEATED if repeated else _OPTIONAL
+            proto.field.add(name=field_name, number=number, type=_FIELD.TYPE_BYTES, label=label)
     pool = descriptor_pool.DescriptorPool()
-    for dependency in (common_pb2,):
-        pool.AddSerializedFile(dependency.DESCRIPTOR.serialized_pb)
     pool.Add(file)
-    names = (
-        "LazyTracesRequest",
-        "LazyResourceSpans",
-        "LazyScopeSpans",
-    )
     return {
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"distributor.wire.{name}"))
-        for name in names
+        for name in _MESSAGES
     }
 
 

@@ -90,8 +90,6 @@ class _DimensionPlan:
 
     def bounded(self, values: tuple[str, ...]) -> tuple[str, ...]:
         """`values` with every value longer than max_label_value_bytes cut (docs: bounded length)."""
-        if max(map(len, values)) <= self.longest_unchecked:
-            return values
         return tuple(bound_label_value(value, self.max_value_bytes) for value in values)
 
     def render(self, tenant: str, values: tuple[str, ...]) -> str:

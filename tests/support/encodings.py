@@ -10,7 +10,8 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 
-_VARINT_TYPES = {
+# Field types written as varints, and the struct formats of the fixed-width ones.
+VARINT_TYPES = {
     FieldDescriptor.TYPE_INT32,
     FieldDescriptor.TYPE_INT64,
     FieldDescriptor.TYPE_UINT32,
@@ -18,7 +19,7 @@ _VARINT_TYPES = {
     FieldDescriptor.TYPE_ENUM,
     FieldDescriptor.TYPE_BOOL,
 }
-_FIXED = {
+FIXED_FORMATS = {
     FieldDescriptor.TYPE_FIXED64: "<Q",
     FieldDescriptor.TYPE_SFIXED64: "<q",
     FieldDescriptor.TYPE_DOUBLE: "<d",
@@ -85,10 +86,10 @@ def encode(
 
 def _field(field: Any, value: Any, options: dict[str, bool]) -> bytes:
     padded = 1 if options["padded"] else 0
-    if field.type in _VARINT_TYPES:
+    if field.type in VARINT_TYPES:
         return varint(field.number << 3 | 0, padded) + varint(int(value), padded)
-    if field.type in _FIXED:
-        packed = struct.pack(_FIXED[field.type], value)
+    if field.type in FIXED_FORMATS:
+        packed = struct.pack(FIXED_FORMATS[field.type], value)
         return varint(field.number << 3 | (1 if len(packed) == 8 else 5), padded) + packed
     if field.type == FieldDescriptor.TYPE_STRING:
         body = value.encode("utf-8")
