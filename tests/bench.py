@@ -597,6 +597,124 @@ def measure_end_to_end(
                 server.wait(timeout=120)
 
 
+DELIVERY_MODES = ("queued", "synchronous", "persistent")
+FSYNC_BATCH_FAMILY = "tempo_distributor_forwarder_persistent_queue_fsync_batch_requests"
+
+
+def _ready(server_url: str, timeout: float = 60) -> None:
+    """Wait until /ready answers 200 (a persistent queue is opened and checked before it does)."""
+    import urllib.error
+    import urllib.request
+
+    started = time.perf_counter()
+    while True:
+        try:
+            with urllib.request.urlopen(server_url + "/ready", timeout=10) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError:
+            pass
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError("the server did not become ready")
+        time.sleep(0.01)
+
+
+def _fsync_batches(server_url: str) -> tuple[float, float]:
+    """(requests made durable, fsyncs) by the forwarder `sink`'s persistent queue, from /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(server_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = {"_sum": 0.0, "_count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name == FSYNC_BATCH_FAMILY:
+            for sample in family.samples:
+                suffix = sample.name.removeprefix(FSYNC_BATCH_FAMILY)
+                if suffix in found and sample.labels.get("forwarder") == "sink":
+                    found[suffix] += sample.value
+    return found["_sum"], found["_count"]
+
+
+def _delivery_run(
+    mode: str, sink_target: str, sink_http: str, requests: int, concurrency: int
+) -> tuple[float, float, float]:
+    """One end-to-end run (HTTP ingest, one otlpgrpc forwarder to the sink) with this delivery mode:
+    (spans/s until the sink has the last request, requests made durable, fsyncs)."""
+    with tempfile.TemporaryDirectory() as directory:
+        persistent = f", persistent_queue: {{path: '{directory}/queue'}}" if mode == "persistent" else ""
+        config = (
+            "server: {http_listen_port: 0}\n"
+            "distributor:\n"
+            "  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
+            "  usage: {cost_attribution: {enabled: true}}\n"
+            "  forwarders:\n"
+            f"    - {{name: sink, backend: otlpgrpc, delivery: {mode}, queue_size: 1000, workers: 4,\n"
+            f"       otlpgrpc: {{endpoint: '{sink_target}', tls: {{insecure: true}}}}{persistent}}}\n"
+            "overrides:\n  defaults:\n    cost_attribution: {dimensions: {service.name: ''}}\n"
+            "    ingestion: {rate_limit_bytes: 0}\n    forwarders: [sink]\n"
+        )
+        with bench_server(config, Path(directory)) as listeners:
+            _ready(listeners["server"])
+            before = _sink_count(sink_http)["requests"]
+            started = time.perf_counter()
+            result = subprocess.run(
+                [
+                    sys.executable, "-m", "tests.bench", "--loadgen",
+                    listeners["otlp_http"], str(requests), str(concurrency),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            )  # fmt: skip
+            spans_per_second = float(json.loads(result.stdout.strip().splitlines()[-1])["spans_per_second"])
+            # As in measure_end_to_end: the run ends when the sink has the last request (warm-up and
+            # measured rounds each send `requests`), so a backlog cannot flatter the queued modes.
+            loadgen_seconds = time.perf_counter() - started
+            while _sink_count(sink_http)["requests"] < before + 2 * requests:
+                if time.perf_counter() - started > 120:
+                    raise RuntimeError("forwarded requests did not all reach the sink")
+                time.sleep(0.002)
+            backlog_seconds = time.perf_counter() - started - loadgen_seconds
+            durable, fsyncs = _fsync_batches(listeners["server"]) if mode == "persistent" else (0.0, 0.0)
+    measured = requests * SPANS_PER_REQUEST / spans_per_second
+    return requests * SPANS_PER_REQUEST / (measured + backlog_seconds), durable, fsyncs
+
+
+def measure_delivery_modes(requests: int = 200, concurrency: int = 4) -> dict[str, float]:
+    """Spans/s end to end through one forwarder to a sink process for each delivery mode (queued,
+    synchronous, persistent with its queue in a temporary directory), medians of interleaved rounds;
+    with the persistent queue's requests per fsync over all its runs (`fsync_batch`, of `fsyncs`)."""
+    sink, sink_addresses = _start_sink()
+    runs: dict[str, list[float]] = {mode: [] for mode in DELIVERY_MODES}
+    durable = fsyncs = 0.0
+    try:
+        for _ in range(FORWARDING_ROUNDS):
+            for mode in DELIVERY_MODES:
+                rate, made_durable, fsynced = _delivery_run(
+                    mode, sink_addresses["grpc"], sink_addresses["http"], requests, concurrency
+                )
+                runs[mode].append(rate)
+                durable += made_durable
+                fsyncs += fsynced
+    finally:
+        sink.terminate()
+        sink.wait(timeout=30)
+    medians = {mode: statistics.median(rates) for mode, rates in runs.items()}
+    return medians | {"fsync_batch": durable / fsyncs if fsyncs else 0.0, "fsyncs": fsyncs}
+
+
+def print_delivery_modes(delivery: dict[str, float]) -> None:
+    for mode in DELIVERY_MODES:
+        print(f"{'(k) end to end, forwarder delivery: ' + mode:52s} {delivery[mode]:12,.0f} spans/s")
+    print(
+        f"(k) persistent queue: {delivery['fsync_batch']:.2f} requests per fsync on average "
+        f"({delivery['fsyncs']:.0f} fsyncs)"
+    )
+
+
 # (e) ---------------------------------------------------------------------------------------------
 
 
@@ -1110,6 +1228,8 @@ def main() -> None:
     print_json_ingest(json_ingest)
     stall = measure_json_stall()
     print_json_stall(stall)
+    delivery = measure_delivery_modes()
+    print_delivery_modes(delivery)
     checks: list[tuple[str, float, float]] = [
         ("b/a", b / a, 2.5),
         ("c/a", c / a, 1.5),
@@ -1131,6 +1251,8 @@ def main() -> None:
     checks.append(("g ledger/no, in process", decode["g_ledger"] / decode["g_without"], 0.9))
     checks.append(("g ledger/no, end to end", with_ledger / without_ledger, 0.9))
     checks.append(("g ledger/no, by CPU", cpu_without_ledger / cpu_with_ledger, 0.9))
+    checks.append(("k persistent/queued", delivery["persistent"] / delivery["queued"], 0.7))
+    checks.append(("k synchronous/queued", delivery["synchronous"] / delivery["queued"], 0.5))
     for name, ratio, target in checks:
         print(f"{name:24s} {ratio:6.2f}  target >= {target:<4}  {'met' if ratio >= target else 'NOT met'}")
     per_series = scrape["bytes_per_series"]
