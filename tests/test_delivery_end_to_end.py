@@ -28,7 +28,7 @@ from aiohttp import web
 
 from distributor.common.rpc_status import Status
 from tests.support.config_files import write_config_files
-from tests.support.metrics import parse_usage, scrape
+from tests.support.metrics import parse_usage, scrape, total
 from tests.support.otlp import batch, request, span
 from tests.support.polling import eventually
 from tests.support.processes import (
@@ -47,7 +47,8 @@ SPANS_RECEIVED = "tempo_distributor_spans_received_total"
 QUEUE_REQUESTS = "tempo_distributor_forwarder_persistent_queue_requests"
 QUEUE_BYTES = "tempo_distributor_forwarder_persistent_queue_bytes"
 REDELIVERIES = "tempo_distributor_forwarder_redeliveries_total"
-SKIPPED = "tempo_distributor_forwarder_persistent_queue_corrupt_bytes_total"
+SKIPPED_RECORDS = "tempo_distributor_forwarder_persistent_queue_skipped_records_total"
+SKIPPED_BYTES = "tempo_distributor_forwarder_persistent_queue_skipped_bytes_total"
 FSYNC_BATCH = "tempo_distributor_forwarder_persistent_queue_fsync_batch_requests"
 
 # A persistent queue's segments are small here, so a few hundred requests fill several.
@@ -71,6 +72,7 @@ def forwarder(
         "delivery": delivery,
         backend: {"endpoint": endpoint, "tls": {"insecure": True}, "timeout": "10s"},
         "workers": 4,
+        "queue_size": 100_000,
         "retry": {"initial_interval": "50ms", "max_interval": "200ms", "max_elapsed_time": 0},
     }
     if queue_path is not None:
@@ -179,7 +181,6 @@ async def test_persistent_delivers_every_accepted_span_after_sigkills_duplicates
                 return await spans_received(session, backend) >= accepted_spans // 4
 
             await eventually(delivery_under_way, "a quarter of the spans reached the backend")
-            redelivered_before = await front.total(session, REDELIVERIES, forwarder=FORWARDER)
             front.sigkill()
             arrived_at_kill = await spans_received(session, backend)
             assert arrived_at_kill < accepted_spans, "killed with requests still to deliver"
@@ -193,7 +194,9 @@ async def test_persistent_delivers_every_accepted_span_after_sigkills_duplicates
                 )
 
             await eventually(drained, "the queue is empty and the backend has every accepted span", 30)
-            redelivered = redelivered_before + await front.total(session, REDELIVERIES, forwarder=FORWARDER)
+            # Only the second kill can have cost duplicates (nothing reached the backend before the
+            # first), and whatever was being sent at that kill is counted by the process after it.
+            redelivered = await front.total(session, REDELIVERIES, forwarder=FORWARDER)
             arrived = await spans_received(session, backend)
             excess = arrived - accepted_spans
             # At least once: every accepted span arrived; any more are requests sent again after a kill.
@@ -206,11 +209,23 @@ async def test_persistent_delivers_every_accepted_span_after_sigkills_duplicates
 
 
 def segment_files(queue_path: Path) -> list[Path]:
-    """The queue's segment files, oldest first (their names sort in the order they were written)."""
-    return sorted(path for path in queue_path.rglob("*") if path.is_file() and path.stat().st_size > 0)
+    """The queue's segment files, oldest first (named after their first record id, zero-padded)."""
+    return sorted(queue_path.rglob("segment-*.log"))
 
 
-async def test_persistent_skips_and_counts_a_corrupt_tail_then_delivers_the_rest(tmp_path: Path) -> None:
+# How the last record of the newest segment is damaged: (bytes cut off its end, garbage appended after
+# what is left, the reason recovery names)
+DAMAGE = {
+    "torn": (10, b"", "torn_tail"),  # the machine died in the middle of writing it
+    "garbage": (10, b"\xde\xad\xbe\xef" * 64, "checksum"),  # and something else was written after it
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+async def test_persistent_skips_and_counts_a_corrupt_tail_then_delivers_the_rest(
+    tmp_path: Path, damage: str
+) -> None:
+    cut, garbage, reason = DAMAGE[damage]
     backend_port = free_port()
     queue_path = tmp_path / "queue"
     front_config = write_distributor(
@@ -229,18 +244,23 @@ async def test_persistent_skips_and_counts_a_corrupt_tail_then_delivers_the_rest
             assert await queued(session, front) == requests
             front.sigkill()
 
-            # The last record loses its end, as when the machine died in the middle of writing it, and
-            # garbage follows it.
             segments = segment_files(queue_path)
             assert len(segments) >= 2, f"{requests} requests fill several segments: {segments}"
             last = segments[-1]
             with last.open("r+b") as file:
-                file.truncate(last.stat().st_size - 10)
+                file.truncate(last.stat().st_size - cut)
                 file.seek(0, os.SEEK_END)
-                file.write(b"\xde\xad\xbe\xef" * 64)
+                file.write(garbage)
 
             front = await start(front_config, started)
-            assert await front.total(session, SKIPPED, forwarder=FORWARDER) > 0, "the skipped tail is counted"
+            samples = await front.metrics(session)
+            assert total(samples, SKIPPED_RECORDS, forwarder=FORWARDER) == 1, "only the damaged record"
+            assert total(samples, SKIPPED_RECORDS, forwarder=FORWARDER, reason=reason) == 1
+            # What is left of the record (its payload and a header of under 128 bytes) and what follows.
+            skipped_bytes = total(samples, SKIPPED_BYTES, forwarder=FORWARDER)
+            left_of_it = len(bodies[-1]) - cut + len(garbage)
+            assert left_of_it <= skipped_bytes < left_of_it + 128
+            assert await queued(session, front) == requests - 1
             backend = await start(write_distributor(tmp_path, "backend", backend_port), started)
 
             async def drained() -> bool:
@@ -267,7 +287,9 @@ async def test_persistent_on_a_full_disk_refuses_unaccounted_stays_up_and_accept
         with distributor_processes() as started:
             async with aiohttp.ClientSession() as session:
                 front = await start(front_config, started)
-                accepted = 0
+                assert (await post_traces(session, front.traces_url, body)).status == 200
+                usage_per_request = await received_usage(session, front)
+                accepted = 1
                 refusal = None
                 for _ in range(2 * 2 * 1024 * 1024 // len(body)):  # twice what the disk can hold
                     answer = await post_traces(session, front.traces_url, body)
@@ -285,7 +307,7 @@ async def test_persistent_on_a_full_disk_refuses_unaccounted_stays_up_and_accept
 
                 # Nothing refused is accounted; the process is up and serving.
                 assert await spans_received(session, front) == accepted * 8
-                assert await received_usage(session, front) == accepted * len(body)
+                assert await received_usage(session, front) == accepted * usage_per_request
                 assert front.process.poll() is None
 
                 backend = await start(write_distributor(tmp_path, "backend", backend_port), started)
