@@ -599,6 +599,7 @@ def measure_end_to_end(
 
 DELIVERY_MODES = ("queued", "synchronous", "persistent")
 FSYNC_BATCH_FAMILY = "tempo_distributor_forwarder_persistent_queue_fsync_batch_requests"
+FSYNC_SECONDS_FAMILY = "tempo_distributor_forwarder_persistent_queue_fsync_duration_seconds"
 
 
 def _ready(server_url: str, timeout: float = 60) -> None:
@@ -619,29 +620,33 @@ def _ready(server_url: str, timeout: float = 60) -> None:
         time.sleep(0.01)
 
 
-def _fsync_batches(server_url: str) -> tuple[float, float]:
-    """(requests made durable, fsyncs) by the forwarder `sink`'s persistent queue, from /metrics."""
+def _fsync_totals(server_url: str) -> dict[str, float]:
+    """What the forwarder `sink`'s persistent queue reports at /metrics: requests made durable
+    (`requests`), group commits (`fsyncs`) and the seconds they took (`seconds`)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(server_url + "/metrics", timeout=10) as response:
         text = response.read().decode()
-    found = {"_sum": 0.0, "_count": 0.0}
+    wanted = {
+        FSYNC_BATCH_FAMILY + "_sum": "requests",
+        FSYNC_BATCH_FAMILY + "_count": "fsyncs",
+        FSYNC_SECONDS_FAMILY + "_sum": "seconds",
+    }
+    totals = dict.fromkeys(wanted.values(), 0.0)
     for family in text_string_to_metric_families(text):
-        if family.name == FSYNC_BATCH_FAMILY:
-            for sample in family.samples:
-                suffix = sample.name.removeprefix(FSYNC_BATCH_FAMILY)
-                if suffix in found and sample.labels.get("forwarder") == "sink":
-                    found[suffix] += sample.value
-    return found["_sum"], found["_count"]
+        for sample in family.samples:
+            if sample.name in wanted and sample.labels.get("forwarder") == "sink":
+                totals[wanted[sample.name]] += sample.value
+    return totals
 
 
 def _delivery_run(
     mode: str, sink_target: str, sink_http: str, requests: int, concurrency: int
-) -> tuple[float, float, float]:
+) -> tuple[float, dict[str, float]]:
     """One end-to-end run (HTTP ingest, one otlpgrpc forwarder to the sink) with this delivery mode:
-    (spans/s until the sink has the last request, requests made durable, fsyncs)."""
+    spans/s until the sink has the last request, and the persistent queue's fsync totals."""
     with tempfile.TemporaryDirectory() as directory:
         persistent = f", persistent_queue: {{path: '{directory}/queue'}}" if mode == "persistent" else ""
         config = (
@@ -678,40 +683,46 @@ def _delivery_run(
                     raise RuntimeError("forwarded requests did not all reach the sink")
                 time.sleep(0.002)
             backlog_seconds = time.perf_counter() - started - loadgen_seconds
-            durable, fsyncs = _fsync_batches(listeners["server"]) if mode == "persistent" else (0.0, 0.0)
+            fsyncs = _fsync_totals(listeners["server"]) if mode == "persistent" else {}
     measured = requests * SPANS_PER_REQUEST / spans_per_second
-    return requests * SPANS_PER_REQUEST / (measured + backlog_seconds), durable, fsyncs
+    return requests * SPANS_PER_REQUEST / (measured + backlog_seconds), fsyncs
 
 
 def measure_delivery_modes(requests: int = 200, concurrency: int = 4) -> dict[str, float]:
     """Spans/s end to end through one forwarder to a sink process for each delivery mode (queued,
     synchronous, persistent with its queue in a temporary directory), medians of interleaved rounds;
-    with the persistent queue's requests per fsync over all its runs (`fsync_batch`, of `fsyncs`)."""
+    with the persistent queue's group commits over all its runs: `fsyncs`, requests per fsync
+    (`fsync_batch`) and seconds per fsync (`fsync_seconds`)."""
     sink, sink_addresses = _start_sink()
     runs: dict[str, list[float]] = {mode: [] for mode in DELIVERY_MODES}
-    durable = fsyncs = 0.0
+    fsyncs = {"requests": 0.0, "fsyncs": 0.0, "seconds": 0.0}
     try:
         for _ in range(FORWARDING_ROUNDS):
             for mode in DELIVERY_MODES:
-                rate, made_durable, fsynced = _delivery_run(
+                rate, run_fsyncs = _delivery_run(
                     mode, sink_addresses["grpc"], sink_addresses["http"], requests, concurrency
                 )
                 runs[mode].append(rate)
-                durable += made_durable
-                fsyncs += fsynced
+                for key, value in run_fsyncs.items():
+                    fsyncs[key] += value
     finally:
         sink.terminate()
         sink.wait(timeout=30)
     medians = {mode: statistics.median(rates) for mode, rates in runs.items()}
-    return medians | {"fsync_batch": durable / fsyncs if fsyncs else 0.0, "fsyncs": fsyncs}
+    count = fsyncs["fsyncs"] or 1.0
+    return medians | {
+        "fsyncs": fsyncs["fsyncs"],
+        "fsync_batch": fsyncs["requests"] / count,
+        "fsync_seconds": fsyncs["seconds"] / count,
+    }
 
 
 def print_delivery_modes(delivery: dict[str, float]) -> None:
     for mode in DELIVERY_MODES:
         print(f"{'(k) end to end, forwarder delivery: ' + mode:52s} {delivery[mode]:12,.0f} spans/s")
     print(
-        f"(k) persistent queue: {delivery['fsync_batch']:.2f} requests per fsync on average "
-        f"({delivery['fsyncs']:.0f} fsyncs)"
+        f"(k) persistent queue: {delivery['fsync_batch']:.2f} requests and "
+        f"{delivery['fsync_seconds'] * 1e3:.1f} ms per fsync on average ({delivery['fsyncs']:.0f} fsyncs)"
     )
 
 
