@@ -296,13 +296,15 @@ class SegmentLog:
                 continue
             (sending if kind == _SENDING else acknowledged).add(record_id)
             highest_id = max(highest_id, record_id)
-        if whole != len(data):
+        torn = len(data) - whole
+        if torn:
             # Later entries are appended after this point: a torn one would shift them all.
             with open(segment.state_path, "r+b") as state_file:
                 state_file.truncate(whole)
-            bad_entries += 1
-        if bad_entries:
-            self._notify_skipped("bad_state", bad_entries, len(data) - whole + bad_entries * STATE_ENTRY_SIZE)
+        if bad_entries or torn:
+            self._notify_skipped(
+                "bad_state", bad_entries + (1 if torn else 0), bad_entries * STATE_ENTRY_SIZE + torn
+            )
         segment.state_size = whole
         return sending, acknowledged, highest_id
 
@@ -370,7 +372,8 @@ class SegmentLog:
         """Whether a payload of `size` bytes (with a record header, and a tenant counted as part of the
         payload) fits under max_size_bytes now."""
         with self._lock:
-            return self._used_bytes() + HEADER_SIZE + size <= self.max_size_bytes
+            needed = HEADER_SIZE + size
+            return self._used_bytes() + needed <= self.max_size_bytes or self._reclaimable_active_fits(needed)
 
     async def append(self, tenant: str, span_count: int, payload: bytes) -> RecordRef:
         """Durable on return. Cancelling the caller does not stop the write: such a record stays
@@ -390,11 +393,13 @@ class SegmentLog:
             size = HEADER_SIZE + len(tenant_bytes) + len(payload)
             used = self._used_bytes()
             if used + size > self.max_size_bytes:
-                raise QueueStorageError(
-                    "full",
-                    f"queue storage: {size} more bytes would pass the bound of {self.max_size_bytes} "
-                    f"({used} in use)",
-                )
+                if not self._reclaimable_active_fits(size):
+                    raise QueueStorageError(
+                        "full",
+                        f"queue storage: {size} more bytes would pass the bound of {self.max_size_bytes} "
+                        f"({used} in use)",
+                    )
+                self._abandon_active = True
             self._reserved += size
             record_id = self._next_id
             self._next_id += 1
@@ -408,6 +413,15 @@ class SegmentLog:
 
     def _used_bytes(self) -> int:
         return self._segment_bytes + self._state_bytes + self._reserved
+
+    def _reclaimable_active_fits(self, size: int) -> bool:
+        """Whether `size` fits once the active segment is gone, when it holds only acknowledged records
+        and no append is on its way to it: the next batch then moves to a new segment and deletes it.
+        Without this, a bound smaller than a segment could stay full with nothing left to acknowledge."""
+        active = self._active
+        if active is None or active.pending or self._reserved or not active.size:
+            return False
+        return self._used_bytes() - active.size - active.state_size + size <= self.max_size_bytes
 
     def _write_loop(self) -> None:
         while True:
