@@ -180,6 +180,7 @@ class SegmentLog:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._queue: list[_Append] = []
+        self._finished: list[_Segment] = []  # acknowledged to the end: the writer deletes their files
         self._segments: dict[int, _Segment] = {}
         self._active: _Segment | None = None
         self._pending: dict[int, _Segment] = {}  # record id -> its segment
@@ -426,11 +427,17 @@ class SegmentLog:
     def _write_loop(self) -> None:
         while True:
             with self._wakeup:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._finished and not self._stopping:
                     self._wakeup.wait()
-                if not self._queue:
+                if not self._queue and not self._finished:
                     return
                 batch, self._queue = self._queue, []
+                finished, self._finished = self._finished, []
+            # Deletions first: the room they make may be what the batch needs on a full disk.
+            for segment in finished:
+                self._delete_files(segment)
+            if not batch:
+                continue
             try:
                 self._commit(batch)
             except BaseException as error:  # not an OSError: a bug; the callers must still hear of it
@@ -594,7 +601,9 @@ class SegmentLog:
             self._write_state(segment, _SENDING, ref.record_id)
 
     def acknowledge(self, ref: RecordRef) -> None:
-        """The record is done with; not fsynced. A sealed segment with nothing pending is deleted."""
+        """The record is done with; not fsynced. A sealed segment with nothing pending leaves
+        bytes_on_disk at once; the writer thread deletes its files before it commits its next batch
+        (or at close)."""
         with self._lock:
             segment = self._pending.pop(ref.record_id, None)
             if segment is None:
@@ -620,18 +629,25 @@ class SegmentLog:
         self._state_bytes += written
 
     def _drop(self, segment: _Segment) -> None:
-        """Deletes a finished segment's files (the lock is held)."""
+        """Forgets a finished segment (the lock is held) and has the writer thread delete its files:
+        unlinking a 64 MB file takes milliseconds, too long for the event loop acknowledging."""
         self._segments.pop(segment.first_id, None)
         self._segment_bytes -= segment.size
         self._state_bytes -= segment.state_size
-        self._delete_files(segment)
+        self._close_files_of(segment)
+        self._finished.append(segment)
+        self._wakeup.notify()
 
     @staticmethod
-    def _delete_files(segment: _Segment) -> None:
+    def _close_files_of(segment: _Segment) -> None:
         for fd in (segment.fd, segment.state_fd):
             if fd is not None:
                 _close_quietly(fd)
         segment.fd = segment.state_fd = None
+
+    @classmethod
+    def _delete_files(cls, segment: _Segment) -> None:
+        cls._close_files_of(segment)
         for path in (segment.path, segment.state_path):
             try:
                 path.unlink(missing_ok=True)
