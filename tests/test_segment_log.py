@@ -134,6 +134,16 @@ async def test_ids_continue_after_every_record_was_acknowledged_and_deleted(tmp_
     await log.close()
 
 
+async def test_a_state_file_left_without_its_segment_is_removed(tmp_path: Path) -> None:
+    log, _ = open_log(tmp_path)
+    await log.close()
+    orphan = tmp_path / f"segment-{0:020d}.state"
+    orphan.write_bytes(b"\x02" * 13)
+    log, _ = open_log(tmp_path)
+    assert not orphan.exists()
+    await log.close()
+
+
 async def test_acknowledged_records_stay_gone_and_a_finished_sealed_segment_is_deleted(
     tmp_path: Path,
 ) -> None:

@@ -236,6 +236,11 @@ class SegmentLog:
             for path in self.directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}")
             if path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)].isdigit()
         )
+        # A segment is deleted before its state file: a crash in between leaves the state file alone.
+        segment_paths = {path for _, path in names}
+        for state_path in self.directory.glob(f"{_SEGMENT_PREFIX}*{_STATE_SUFFIX}"):
+            if state_path.with_suffix(_SEGMENT_SUFFIX) not in segment_paths:
+                state_path.unlink()
         next_id = 1
         recovered: list[RecordRef] = []
         segments: list[_Segment] = []
