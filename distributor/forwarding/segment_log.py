@@ -27,7 +27,8 @@ appends go to after a restart is created before any fully acknowledged segment i
 
 Appends are durable when they return: one writer thread takes every append waiting at that moment,
 writes them with os.writev and makes them durable with one os.fdatasync (group commit); a segment file
-it creates also has its directory fsynced.
+it creates also has its directory fsynced. The same thread deletes the files of segments acknowledged
+to the end (unlinking a large file takes milliseconds), before it commits its next batch.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ class LogObserver(Protocol):
         return None
 
     def skipped(self, reason: str, records: int, size: int) -> None:
-        """Recovery dropped bad data: reason "torn_tail", "checksum" or "bad_state"."""
+        """Recovery dropped bad data: reason "torn_tail" or "checksum" (records 1: the record where the
+        segment's scan stopped, size: the bytes cut from there to the file's end), or "bad_state"
+        (records: the state entries ignored, size: their bytes)."""
         return None
 
     def state_write_failed(self, error: OSError) -> None:
