@@ -27,7 +27,8 @@ appends go to after a restart is created before any fully acknowledged segment i
 
 Appends are durable when they return: one writer thread takes every append waiting at that moment,
 writes them with os.writev and makes them durable with one os.fdatasync (group commit); a segment file
-it creates also has its directory fsynced.
+it creates also has its directory fsynced. The same thread deletes the files of segments acknowledged
+to the end (unlinking a large file takes milliseconds), before it commits its next batch.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ class LogObserver(Protocol):
         return None
 
     def skipped(self, reason: str, records: int, size: int) -> None:
-        """Recovery dropped bad data: reason "torn_tail", "checksum" or "bad_state"."""
+        """Recovery dropped bad data: reason "torn_tail" or "checksum" (records 1: the record where the
+        segment's scan stopped, size: the bytes cut from there to the file's end), or "bad_state"
+        (records: the state entries ignored, size: their bytes)."""
         return None
 
     def state_write_failed(self, error: OSError) -> None:
@@ -180,6 +183,7 @@ class SegmentLog:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._queue: list[_Append] = []
+        self._finished: list[_Segment] = []  # acknowledged to the end: the writer deletes their files
         self._segments: dict[int, _Segment] = {}
         self._active: _Segment | None = None
         self._pending: dict[int, _Segment] = {}  # record id -> its segment
@@ -235,6 +239,11 @@ class SegmentLog:
             for path in self.directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}")
             if path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)].isdigit()
         )
+        # A segment is deleted before its state file: a crash in between leaves the state file alone.
+        segment_paths = {path for _, path in names}
+        for state_path in self.directory.glob(f"{_SEGMENT_PREFIX}*{_STATE_SUFFIX}"):
+            if state_path.with_suffix(_SEGMENT_SUFFIX) not in segment_paths:
+                state_path.unlink()
         next_id = 1
         recovered: list[RecordRef] = []
         segments: list[_Segment] = []
@@ -296,13 +305,15 @@ class SegmentLog:
                 continue
             (sending if kind == _SENDING else acknowledged).add(record_id)
             highest_id = max(highest_id, record_id)
-        if whole != len(data):
+        torn = len(data) - whole
+        if torn:
             # Later entries are appended after this point: a torn one would shift them all.
             with open(segment.state_path, "r+b") as state_file:
                 state_file.truncate(whole)
-            bad_entries += 1
-        if bad_entries:
-            self._notify_skipped("bad_state", bad_entries, len(data) - whole + bad_entries * STATE_ENTRY_SIZE)
+        if bad_entries or torn:
+            self._notify_skipped(
+                "bad_state", bad_entries + (1 if torn else 0), bad_entries * STATE_ENTRY_SIZE + torn
+            )
         segment.state_size = whole
         return sending, acknowledged, highest_id
 
@@ -370,7 +381,8 @@ class SegmentLog:
         """Whether a payload of `size` bytes (with a record header, and a tenant counted as part of the
         payload) fits under max_size_bytes now."""
         with self._lock:
-            return self._used_bytes() + HEADER_SIZE + size <= self.max_size_bytes
+            needed = HEADER_SIZE + size
+            return self._used_bytes() + needed <= self.max_size_bytes or self._reclaimable_active_fits(needed)
 
     async def append(self, tenant: str, span_count: int, payload: bytes) -> RecordRef:
         """Durable on return. Cancelling the caller does not stop the write: such a record stays
@@ -390,11 +402,13 @@ class SegmentLog:
             size = HEADER_SIZE + len(tenant_bytes) + len(payload)
             used = self._used_bytes()
             if used + size > self.max_size_bytes:
-                raise QueueStorageError(
-                    "full",
-                    f"queue storage: {size} more bytes would pass the bound of {self.max_size_bytes} "
-                    f"({used} in use)",
-                )
+                if not self._reclaimable_active_fits(size):
+                    raise QueueStorageError(
+                        "full",
+                        f"queue storage: {size} more bytes would pass the bound of {self.max_size_bytes} "
+                        f"({used} in use)",
+                    )
+                self._abandon_active = True
             self._reserved += size
             record_id = self._next_id
             self._next_id += 1
@@ -409,14 +423,29 @@ class SegmentLog:
     def _used_bytes(self) -> int:
         return self._segment_bytes + self._state_bytes + self._reserved
 
+    def _reclaimable_active_fits(self, size: int) -> bool:
+        """Whether `size` fits once the active segment is gone, when it holds only acknowledged records
+        and no append is on its way to it: the next batch then moves to a new segment and deletes it.
+        Without this, a bound smaller than a segment could stay full with nothing left to acknowledge."""
+        active = self._active
+        if active is None or active.pending or self._reserved or not active.size:
+            return False
+        return self._used_bytes() - active.size - active.state_size + size <= self.max_size_bytes
+
     def _write_loop(self) -> None:
         while True:
             with self._wakeup:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._finished and not self._stopping:
                     self._wakeup.wait()
-                if not self._queue:
+                if not self._queue and not self._finished:
                     return
                 batch, self._queue = self._queue, []
+                finished, self._finished = self._finished, []
+            # Deletions first: the room they make may be what the batch needs on a full disk.
+            for segment in finished:
+                self._delete_files(segment)
+            if not batch:
+                continue
             try:
                 self._commit(batch)
             except BaseException as error:  # not an OSError: a bug; the callers must still hear of it
@@ -580,7 +609,9 @@ class SegmentLog:
             self._write_state(segment, _SENDING, ref.record_id)
 
     def acknowledge(self, ref: RecordRef) -> None:
-        """The record is done with; not fsynced. A sealed segment with nothing pending is deleted."""
+        """The record is done with; not fsynced. A sealed segment with nothing pending leaves
+        bytes_on_disk at once; the writer thread deletes its files before it commits its next batch
+        (or at close)."""
         with self._lock:
             segment = self._pending.pop(ref.record_id, None)
             if segment is None:
@@ -606,18 +637,25 @@ class SegmentLog:
         self._state_bytes += written
 
     def _drop(self, segment: _Segment) -> None:
-        """Deletes a finished segment's files (the lock is held)."""
+        """Forgets a finished segment (the lock is held) and has the writer thread delete its files:
+        unlinking a 64 MB file takes milliseconds, too long for the event loop acknowledging."""
         self._segments.pop(segment.first_id, None)
         self._segment_bytes -= segment.size
         self._state_bytes -= segment.state_size
-        self._delete_files(segment)
+        self._close_files_of(segment)
+        self._finished.append(segment)
+        self._wakeup.notify()
 
     @staticmethod
-    def _delete_files(segment: _Segment) -> None:
+    def _close_files_of(segment: _Segment) -> None:
         for fd in (segment.fd, segment.state_fd):
             if fd is not None:
                 _close_quietly(fd)
         segment.fd = segment.state_fd = None
+
+    @classmethod
+    def _delete_files(cls, segment: _Segment) -> None:
+        cls._close_files_of(segment)
         for path in (segment.path, segment.state_path):
             try:
                 path.unlink(missing_ok=True)
