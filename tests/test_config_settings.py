@@ -325,7 +325,8 @@ ONE_MISTAKE = {
     "unknown delivery": (
         ("distributor", "forwarders", 0, "delivery"),
         "eventually",
-        "distributor.forwarders[0].delivery: expected one of queued, synchronous, persistent, got 'eventually'",
+        "distributor.forwarders[0].delivery: expected one of queued, synchronous, persistent, "
+        "got 'eventually'",
     ),
     "persistent_queue of a queued forwarder": (
         ("distributor", "forwarders", 0, "persistent_queue"),

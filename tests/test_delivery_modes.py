@@ -23,7 +23,6 @@ from tests.support.polling import eventually
 from tests.support.service import (
     RunningService,
     StartService,
-    assert_nothing_recorded,
 )
 from tests.test_forwarding import StartBackend, config_for, idle, start_backend
 
@@ -37,6 +36,15 @@ PARTIAL = "tempo_distributor_forwarder_partial_deliveries_total"
 REDELIVERIES = "tempo_distributor_forwarder_redeliveries_total"
 QUEUE_REQUESTS = "tempo_distributor_forwarder_persistent_queue_requests"
 FSYNC_BATCH = "tempo_distributor_forwarder_persistent_queue_fsync_batch_requests_count"
+
+
+async def assert_nothing_accounted(running: RunningService) -> None:
+    """No usage series, no received spans or bytes (the tenant's ingress bytes are counted, as for every
+    refusal after decoding)."""
+    assert await running.usage() == {}
+    samples = await running.samples()
+    assert sample_value(samples, SPANS_RECEIVED, tenant=TENANT) == 0
+    assert sample_value(samples, "tempo_distributor_bytes_received_total", tenant=TENANT) == 0
 
 
 async def discarded(running: RunningService, reason: DiscardReason) -> float:
@@ -72,7 +80,7 @@ async def test_synchronous_backend_unavailable_is_a_503_with_a_retry_hint_and_no
         assert exported.code == grpc.StatusCode.UNAVAILABLE
         assert "google.rpc.retryinfo-bin" in exported.trailing
     assert backend.attempts == 1, "no retry of its own: the client's retry is the retry"
-    await assert_nothing_recorded(running)
+    await assert_nothing_accounted(running)
     assert await discarded(running, DiscardReason.FORWARD_UNAVAILABLE) == 2
 
 
@@ -90,7 +98,7 @@ async def test_synchronous_permanent_refusal_reaches_the_client_with_the_backend
         exported = await running.export(BODY)
         assert exported.code == grpc.StatusCode.INVALID_ARGUMENT
         assert "scripted failure" in exported.details
-    await assert_nothing_recorded(running)
+    await assert_nothing_accounted(running)
     assert await discarded(running, DiscardReason.FORWARD_REJECTED) == 2
 
 
@@ -102,31 +110,30 @@ async def test_synchronous_sends_are_bounded_per_tenant_and_requests_past_the_qu
     forwarder = forwarder_to(backend, delivery="synchronous", workers=2, queue_size=3, timeout=30.0)
     running = await start_service(config_for(forwarder))
     waiting = [asyncio.create_task(running.post(BODY)) for _ in range(3)]
-    await eventually(lambda: backend.attempts == 2, "two sends in flight")
+    await eventually(lambda: backend.arrived == 2, "two sends in flight")
     queued = running.service.forwarders["backend"]
     await eventually(lambda: dict(queued.queue_lengths()).get(TENANT) == 3, "the third waiting for a send")
     refused = await running.post(BODY)
     assert refused.status == 503, "past queue_size: refused at once, holding no memory"
-    assert backend.attempts == 2, "never more than `workers` sends at a time"
+    assert backend.arrived == 2, "never more than `workers` sends at a time"
     hold.set()
     assert [answer.status for answer in await asyncio.gather(*waiting)] == [200, 200, 200]
-    assert backend.attempts == 3
+    assert backend.arrived == 3
     assert await discarded(running, DiscardReason.QUEUE_FULL) == 2
 
 
-async def test_synchronous_request_waiting_past_the_timeout_for_a_send_is_refused(
+async def test_synchronous_backend_slower_than_the_timeout_is_a_503_and_nothing_accounted(
     start_backend: StartBackend, start_service: StartService
 ) -> None:
     hold = asyncio.Event()
     backend = await start_backend(hold=hold)
     forwarder = forwarder_to(backend, delivery="synchronous", workers=1, timeout=0.2)
     running = await start_service(config_for(forwarder))
-    first = asyncio.create_task(running.post(BODY))
-    await eventually(lambda: backend.attempts == 1, "one send in flight")
-    second = await running.post(BODY)
-    assert second.status == 503 and b"in flight" in second.body
+    answers = await asyncio.gather(running.post(BODY), running.post(BODY))
+    assert [answer.status for answer in answers] == [503, 503]
+    assert all(answer.headers["Retry-After"] == "1" for answer in answers)
     hold.set()
-    assert (await first).status == 503, "the held send itself timed out"
+    await assert_nothing_accounted(running)
 
 
 async def test_a_refusal_by_one_forwarder_counts_the_others_that_took_it_as_partial(
@@ -146,7 +153,7 @@ async def test_a_refusal_by_one_forwarder_counts_the_others_that_took_it_as_part
     assert sample_value(samples, PARTIAL, forwarder="synchronous") == 0
     await eventually(lambda: len(up.deliveries) == 1, "the durable copy delivered")
     assert running.service.forwarders["queued"].pending() == 0, "the in-memory queue never got it"
-    await assert_nothing_recorded(running)
+    await assert_nothing_accounted(running)
 
 
 # --- persistent ----------------------------------------------------------------------------------------
@@ -184,7 +191,7 @@ async def test_persistent_keeps_what_it_could_not_deliver_at_stop_and_delivers_i
     assert [(await first.post(BODY)).status for _ in range(5)] == [200] * 5
     await eventually(lambda: down.attempts >= 1, "a send attempted (and marked as sending)")
     await first.service.stop()
-    assert sample_value(await first.samples(), "tempo_distributor_forwarder_dropped_requests_total") == 0
+    assert first.service.forwarders["backend"].dropped_requests == 0, "kept on disk, not dropped"
 
     up = await start_backend()
     second = await start_service(persistent_config(up, tmp_path))
@@ -205,4 +212,3 @@ async def test_persistent_queue_past_its_bound_refuses_before_accounting(
     samples = await running.samples()
     assert sample_value(samples, SPANS_RECEIVED, tenant=TENANT) == 2 * accepted
     assert sample_value(samples, DISCARDED_SPANS, tenant=TENANT, reason="queue_full") == 2 * (8 - accepted)
-

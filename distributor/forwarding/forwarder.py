@@ -82,6 +82,10 @@ class DeliveryRefused(DistributorError):
         self.retry_after = retry_after
 
 
+class _KeptForNextStart(Exception):
+    """A persistent forwarder is stopping: a record whose send failed is not retried now but kept."""
+
+
 DropHandler = Callable[[ForwardItem, DiscardReason], None]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -336,8 +340,12 @@ class Forwarder:
             self._drop(item, DiscardReason.QUEUE_CORRUPT)
         else:
             self.log.mark_sending(record)
-            await self._deliver(item)
-            item.payload = b""
+            try:
+                await self._deliver(item)
+            except _KeptForNextStart:
+                return  # not acknowledged: delivered after the next start
+            finally:
+                item.payload = b""
         self.log.acknowledge(record)
 
     def _release(self, tenant_queue: _TenantQueue, item: ForwardItem) -> None:
@@ -429,6 +437,8 @@ class Forwarder:
                     forwarder=self.name, tenant=item.tenant,
                 )  # fmt: skip
                 attempt += 1
+                if self._stopping:
+                    raise _KeptForNextStart  # persistent: the record waits on disk, not in a retry
                 await self._sleep(delay)
                 continue
             log.error(
