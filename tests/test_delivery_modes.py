@@ -212,3 +212,20 @@ async def test_persistent_queue_past_its_bound_refuses_before_accounting(
     samples = await running.samples()
     assert sample_value(samples, SPANS_RECEIVED, tenant=TENANT) == 2 * accepted
     assert sample_value(samples, DISCARDED_SPANS, tenant=TENANT, reason="queue_full") == 2 * (8 - accepted)
+
+
+async def test_a_record_dropped_after_a_new_start_is_attributed_again_as_discarded(
+    start_backend: StartBackend, start_service: StartService, tmp_path: Path
+) -> None:
+    down = await start_backend(always=Answer(503))
+    server = ServerConfig("127.0.0.1", 0, graceful_shutdown_timeout=0.5)
+    first = await start_service(replace(persistent_config(down, tmp_path), server=server))  # type: ignore[type-var]
+    assert (await first.post(BODY)).status == 200
+    await first.service.stop()
+
+    refusing = await start_backend(always=Answer(400, grpc.StatusCode.INVALID_ARGUMENT))
+    second = await start_service(persistent_config(refusing, tmp_path))
+    await eventually(lambda: idle(second), "the record dropped as refused for good")
+    shop = request(batch({"service.name": "shop"}, [span(), span()])).resource_spans[0].ByteSize()
+    assert list((await second.discarded()).values()) == [shop]
+    assert await discarded(second, DiscardReason.FORWARD_REJECTED) == 2

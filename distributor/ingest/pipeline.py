@@ -29,7 +29,7 @@ from distributor.forwarding.forwarder import DeliveryRefused, ForwardItem
 from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
-from distributor.ingest.scan import ScanPlan
+from distributor.ingest.scan import InvalidTraces, ScanPlan
 from distributor.ingest.traces import ReceivedTraces
 from distributor.ingest.truncation import truncate_attributes
 from distributor.ledger.ledger import UsageLedger
@@ -81,9 +81,12 @@ class ForwardQueue(Protocol):
 class Discards:
     """Counts refused and lost spans by reason, and attributes their bytes as the tracker would have."""
 
-    def __init__(self, metrics: IngestMetrics, tracker: UsageTracker) -> None:
+    def __init__(
+        self, metrics: IngestMetrics, tracker: UsageTracker, overrides: OverridesProvider | None = None
+    ) -> None:
         self.metrics = metrics
         self.tracker = tracker
+        self.overrides = overrides  # to attribute a request that comes back from disk without its usage
 
     def record(
         self, tenant: str, span_count: int, attribution: Attribution | None, reason: DiscardReason
@@ -93,8 +96,23 @@ class Discards:
             self.tracker.record_discarded(tenant, attribution, reason)
 
     def forward_dropped(self, item: ForwardItem, reason: DiscardReason) -> None:
-        """A forwarder gave up on an accepted request: counted as discarded, attributed as it was."""
-        self.record(item.tenant, item.span_count, item.attribution, reason)
+        """A forwarder gave up on an accepted request: counted as discarded, attributed as it was (a
+        request a persistent queue kept across a restart is attributed again, under the tenant's
+        dimensions now)."""
+        attribution = item.attribution
+        if attribution is None and item.record is not None and item.payload:
+            attribution = self._attribute_again(item.tenant, item.payload)
+        self.record(item.tenant, item.span_count, attribution, reason)
+
+    def _attribute_again(self, tenant: str, payload: bytes) -> Attribution | None:
+        if self.overrides is None:
+            return None
+        limits = self.overrides.for_tenant(tenant)
+        try:
+            traces = ReceivedTraces(payload, self.tracker.scan_plan(limits), limits.max_attribute_bytes)
+        except InvalidTraces:
+            return None  # it was valid when accepted; a record failing its checksum never gets here
+        return self.tracker.attribute(traces, limits)
 
 
 class IngestPipeline:
