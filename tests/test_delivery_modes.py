@@ -7,15 +7,20 @@ are in test_delivery_end_to_end.py."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 
 from distributor.common.discards import DiscardReason
+from distributor.config import Config
 from distributor.forwarding.config import PersistentQueueConfig
+from distributor.forwarding.segment_log import RecordRef, SegmentLog
 from distributor.server.config import ServerConfig
+from distributor.service import Service
 from tests.support.backends import Answer, RecordingBackend, forwarder_to
 from tests.support.metrics import sample_value
 from tests.support.otlp import batch, request, span
@@ -159,7 +164,7 @@ async def test_a_refusal_by_one_forwarder_counts_the_others_that_took_it_as_part
 # --- persistent ----------------------------------------------------------------------------------------
 
 
-def persistent_config(backend: RecordingBackend | str, path: Path, **queue: int) -> object:
+def persistent_config(backend: RecordingBackend | str, path: Path, **queue: int) -> Config:
     forwarder = forwarder_to(
         backend, delivery="persistent", persistent_queue=PersistentQueueConfig(path=path, **queue)
     )
@@ -186,7 +191,7 @@ async def test_persistent_keeps_what_it_could_not_deliver_at_stop_and_delivers_i
 ) -> None:
     down = await start_backend(always=Answer(503))
     server = ServerConfig("127.0.0.1", 0, graceful_shutdown_timeout=0.5)
-    config = replace(persistent_config(down, tmp_path), server=server)  # type: ignore[type-var]
+    config = replace(persistent_config(down, tmp_path), server=server)
     first = await start_service(config)
     assert [(await first.post(BODY)).status for _ in range(5)] == [200] * 5
     await eventually(lambda: down.attempts >= 1, "a send attempted (and marked as sending)")
@@ -219,7 +224,7 @@ async def test_a_record_dropped_after_a_new_start_is_attributed_again_as_discard
 ) -> None:
     down = await start_backend(always=Answer(503))
     server = ServerConfig("127.0.0.1", 0, graceful_shutdown_timeout=0.5)
-    first = await start_service(replace(persistent_config(down, tmp_path), server=server))  # type: ignore[type-var]
+    first = await start_service(replace(persistent_config(down, tmp_path), server=server))
     assert (await first.post(BODY)).status == 200
     await first.service.stop()
 
@@ -229,3 +234,36 @@ async def test_a_record_dropped_after_a_new_start_is_attributed_again_as_discard
     shop = request(batch({"service.name": "shop"}, [span(), span()])).resource_spans[0].ByteSize()
     assert list((await second.discarded()).values()) == [shop]
     assert await discarded(second, DiscardReason.FORWARD_REJECTED) == 2
+
+
+async def test_ready_answers_503_until_the_persistent_queue_is_opened_and_checked(
+    start_backend: StartBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opening = threading.Event()
+    may_finish = threading.Event()
+    open_log = SegmentLog.open
+
+    def slow_open(log: SegmentLog) -> list[RecordRef]:
+        opening.set()
+        may_finish.wait(timeout=20)
+        return open_log(log)
+
+    monkeypatch.setattr(SegmentLog, "open", slow_open)
+    backend = await start_backend()
+    service = Service(persistent_config(backend, tmp_path))
+    starting = asyncio.create_task(service.start())
+    try:
+        await eventually(opening.is_set, "the queue being opened")
+        assert service.server_address is not None
+        ready_url = "http://{}:{}/ready".format(*service.server_address)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(ready_url) as answer:
+                assert answer.status == 503, "the server port is up, the queue is not checked yet"
+            may_finish.set()
+            await starting
+            async with session.get(ready_url) as answer:
+                assert answer.status == 200
+    finally:
+        may_finish.set()
+        await asyncio.gather(starting, return_exceptions=True)
+        await service.stop()
