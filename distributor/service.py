@@ -94,7 +94,7 @@ class Service:
                 "request is scanned by the reference path, several times slower; reinstall with a C "
                 "compiler and the Python headers to build it"
             )
-        discards = Discards(ingest_metrics, self.tracker)
+        discards = Discards(ingest_metrics, self.tracker, self.overrides)
         forwarder_metrics = ForwarderMetrics(self.registry)
         self.forwarders = Forwarders(config.forwarders, forwarder_metrics, discards.forward_dropped)
         # A tenant's process metric series are released when idle as long as its usage series are.

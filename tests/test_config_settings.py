@@ -95,6 +95,12 @@ EVERY_KEY: dict[str, Any] = {
                     "endpoint": "http://archive:4318",
                     "traces_endpoint": "https://archive/v1/traces",
                 },
+                "delivery": "persistent",
+                "persistent_queue": {
+                    "path": "queues/archive",
+                    "max_size_bytes": 1048576,
+                    "segment_size_bytes": 65536,
+                },
             },
         ],
     },
@@ -176,6 +182,12 @@ def test_every_written_key_shows_with_its_value(tmp_path: Path) -> None:
     assert "traces_endpoint" not in backend["otlpgrpc"], "shown only when set"
     assert archive["otlphttp"]["traces_endpoint"] == "https://archive/v1/traces"
     assert archive["otlphttp"]["tls"]["ca_file"] == "", "no file configured"
+    assert (backend["delivery"], "persistent_queue" in backend) == ("queued", False), "only when persistent"
+    assert archive["persistent_queue"] == {
+        "path": str(tmp_path / "queues" / "archive"),
+        "max_size_bytes": 1048576,
+        "segment_size_bytes": 65536,
+    }
     assert shown["usage_attribution"]["ledger"] == {
         "backend": "sqlite",
         "sqlite": {"path": str(tmp_path / "ledger.db")},
@@ -231,6 +243,7 @@ PATHS = {
     ),
     "ledger database": (("usage_attribution", "ledger", "sqlite", "path"), "ledger.db"),
     "forwarder CA": (("distributor", "forwarders", 0, "otlpgrpc", "tls", "ca_file"), "ca.pem"),
+    "persistent queue": (("distributor", "forwarders", 1, "persistent_queue", "path"), "queues/archive"),
 }
 
 
@@ -266,7 +279,7 @@ POSITIVE_DURATIONS = {
 
 
 def key_name(path: tuple[str | int, ...]) -> str:
-    return ".".join(str(key) for key in path).replace(".0.", "[0].")
+    return re.sub(r"\.(\d+)\.", r"[\1].", ".".join(str(key) for key in path))
 
 
 def line_of(path: Path, text: str) -> int:
@@ -291,6 +304,7 @@ POSITIVE_INTEGERS = {
     "tracker max_cardinality": ("distributor", "usage", "cost_attribution", "max_cardinality"),
     "forwarder queue_size": ("distributor", "forwarders", 0, "queue_size"),
     "forwarder workers": ("distributor", "forwarders", 0, "workers"),
+    "persistent queue size": ("distributor", "forwarders", 1, "persistent_queue", "max_size_bytes"),
     "ledger retention_months": ("usage_attribution", "ledger", "retention_months"),
     "API page_size": ("usage_attribution", "api", "page_size"),
 }
@@ -308,6 +322,17 @@ def test_every_positive_integer_refuses_zero_alike(tmp_path: Path, key: tuple[st
 
 
 ONE_MISTAKE = {
+    "unknown delivery": (
+        ("distributor", "forwarders", 0, "delivery"),
+        "eventually",
+        "distributor.forwarders[0].delivery: expected one of queued, synchronous, persistent, "
+        "got 'eventually'",
+    ),
+    "persistent_queue of a queued forwarder": (
+        ("distributor", "forwarders", 0, "persistent_queue"),
+        {"max_size_bytes": 1024},
+        "distributor.forwarders[0].persistent_queue: only for `delivery: persistent`",
+    ),
     "tls not a mapping": (
         ("distributor", "forwarders", 0, "otlpgrpc", "tls"),
         5,
@@ -352,6 +377,8 @@ def test_a_forwarder_allows_its_own_keys_and_one_section_per_backend() -> None:
         "workers",
         "idle_tenant_timeout",
         "retry",
+        "delivery",
+        "persistent_queue",
     )
     assert setting_keys(ForwarderConfig, within=CLIENT) == (
         "endpoint",

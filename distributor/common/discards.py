@@ -14,3 +14,8 @@ class DiscardReason(StrEnum):
     FORWARD_RETRIES_EXHAUSTED = "forward_retries_exhausted"  # retry.max_elapsed_time passed, or no retries
     FORWARD_UNDELIVERED_AT_SHUTDOWN = "forward_undelivered_at_shutdown"  # graceful_shutdown_timeout first
     FORWARD_INTERNAL_ERROR = "forward_internal_error"  # the forwarding client failed unexpectedly (a bug)
+    # A synchronous forwarder's backend was unavailable (a retryable failure or no free send in time):
+    # refused to the client, whose retry is the retry.
+    FORWARD_UNAVAILABLE = "forward_unavailable"
+    QUEUE_WRITE_FAILED = "queue_write_failed"  # a persistent queue could not store it (disk full, I/O error)
+    QUEUE_CORRUPT = "queue_corrupt"  # a persistent queue's record failed its checksum when read back

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from distributor.common.config_reader import Section, read_entries
 from distributor.common.url_masking import mask_url
 
 FORWARDER_BACKENDS = ("otlpgrpc", "otlphttp")
+# What a 200 means for a forwarder: queued in memory; delivered; or written to its on-disk queue.
+QUEUED, SYNCHRONOUS, PERSISTENT = "queued", "synchronous", "persistent"
+DELIVERY_MODES = (QUEUED, SYNCHRONOUS, PERSISTENT)
 COMPRESSIONS = ("none", "gzip")
 # The client settings of a forwarder sit in a sub-section named after its backend.
 CLIENT = "client"
@@ -48,6 +52,16 @@ class RetryConfig:
     initial_interval: float = setting(default=5.0, positive=True)
     max_interval: float = setting(default=30.0)
     max_elapsed_time: float = setting(default=300.0)  # 0 = retry until delivered (or shutdown)
+
+
+@settings
+class PersistentQueueConfig:
+    """The on-disk queue of a forwarder with `delivery: persistent`: one directory per forwarder."""
+
+    # Default: data/forwarder-queues/<forwarder name>, relative to the config file.
+    path: Path | None = setting(default=None, blank_is_default=True, render=_file_or_blank)
+    max_size_bytes: int = setting(default=1024 * MIB, positive=True)  # segments on disk, all tenants
+    segment_size_bytes: int = setting(default=64 * MIB, positive=True)
 
 
 def _read_headers(client: Section, key: str) -> tuple[tuple[str, str], ...]:
@@ -91,11 +105,16 @@ class ForwarderConfig:
     # this long; its next request makes them anew.
     idle_tenant_timeout: float = setting(default=300.0, positive=True)
     retry: RetryConfig = setting(default_factory=RetryConfig)
+    delivery: str = setting(default=QUEUED, choices=DELIVERY_MODES)
+    persistent_queue: PersistentQueueConfig = setting(default_factory=PersistentQueueConfig)
+
+
+DEFAULT_QUEUE_DIRECTORY = Path("data/forwarder-queues")
 
 
 def parse_forwarders(distributor: Section) -> tuple[ForwarderConfig, ...]:
     """`distributor.forwarders`: a list of forwarders, each named once (overrides refer to the names)."""
-    return read_entries(
+    forwarders = read_entries(
         distributor,
         "forwarders",
         setting_keys(ForwarderConfig, groups={CLIENT: FORWARDER_BACKENDS}),
@@ -104,6 +123,25 @@ def parse_forwarders(distributor: Section) -> tuple[ForwarderConfig, ...]:
         unique_by=lambda forwarder: forwarder.name,
         duplicate=("name", lambda forwarder: f"forwarder name {forwarder.name!r} is used twice"),
     )
+    queue_paths: dict[Path, str] = {}
+    for forwarder in forwarders:
+        if forwarder.delivery != PERSISTENT:
+            continue
+        path = queue_path(forwarder)
+        if path in queue_paths:
+            distributor.fail(
+                "forwarders",
+                f"forwarders {queue_paths[path]!r} and {forwarder.name!r} share the persistent queue "
+                f"directory {path}: each needs its own",
+            )
+        queue_paths[path] = forwarder.name
+    return forwarders
+
+
+def queue_path(forwarder: ForwarderConfig) -> Path:
+    """The directory of a persistent forwarder's on-disk queue (set when the forwarder is read)."""
+    path = forwarder.persistent_queue.path
+    return path if path is not None else (DEFAULT_QUEUE_DIRECTORY / forwarder.name).resolve()
 
 
 def _forwarder(entry: Section) -> ForwarderConfig | None:
@@ -122,6 +160,13 @@ def _forwarder(entry: Section) -> ForwarderConfig | None:
     _check_tls(client.reopened("tls"), forwarder.tls)
     _check_retry(entry.reopened("retry"), forwarder.retry)
     _check_queue_bytes(entry, forwarder)
+    if entry.has("persistent_queue") and forwarder.delivery != PERSISTENT:
+        entry.fail("persistent_queue", "only for `delivery: persistent`")
+    if forwarder.delivery == PERSISTENT and forwarder.persistent_queue.path is None:
+        # Like every relative path of the file, relative to the file's folder.
+        path = (Path(entry.file).parent / DEFAULT_QUEUE_DIRECTORY / name).resolve()
+        queue = dataclasses.replace(forwarder.persistent_queue, path=path)
+        forwarder = dataclasses.replace(forwarder, persistent_queue=queue)
     return forwarder
 
 
@@ -168,6 +213,10 @@ def _check_queue_bytes(entry: Section, forwarder: ForwarderConfig) -> None:
 
 def forwarder_as_data(forwarder: ForwarderConfig) -> dict[str, Any]:
     data = render_settings(forwarder, groups={CLIENT: forwarder.backend})
+    if forwarder.delivery == PERSISTENT:
+        data["persistent_queue"]["path"] = str(queue_path(forwarder))
+    else:
+        del data["persistent_queue"]
     if not forwarder.traces_endpoint:
         del data[forwarder.backend]["traces_endpoint"]  # otlphttp's alternative to endpoint, when used
     return data

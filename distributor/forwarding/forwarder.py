@@ -1,6 +1,13 @@
 """One configured forwarder: a bounded queue and a set of workers per tenant, like Tempo's forwarder
 queues, so one tenant's backlog (a slow or failing backend for its traffic) never blocks another's.
 
+Its `delivery` says what the client's 200 means:
+- `queued`: the request is in this queue, in memory (`enqueue`); a SIGKILL loses what is queued.
+- `synchronous`: the backend took it (`take` sends it once, at most `workers` sends per tenant at a
+  time); a failure is the client's answer, and the client's retry is the retry.
+- `persistent`: it is written and fsynced to the forwarder's on-disk queue (`take`), whose records the
+  workers deliver like the in-memory queue's, after a restart too; only what is being sent is in memory.
+
 A tenant's queue and workers exist only while it has traffic: they are made by its first request and
 released once it has had nothing queued or being sent for `idle_tenant_timeout`, so tenants that come
 and go cost nothing once gone.
@@ -20,16 +27,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from distributor.common.clock import Clock
 from distributor.common.discards import DiscardReason
-from distributor.common.logging_setup import LimitedLog
+from distributor.common.errors import DistributorError
+from distributor.common.logging_setup import LimitedLog, fields
 from distributor.forwarding.clients import ExportClient
-from distributor.forwarding.config import ForwarderConfig
+from distributor.forwarding.config import PERSISTENT, QUEUED, SYNCHRONOUS, ForwarderConfig, queue_path
 from distributor.forwarding.metrics import ForwarderMetrics
 from distributor.forwarding.retry import Backoff, ExportFailure
+from distributor.forwarding.segment_log import QueueStorageError, RecordRef, SegmentLog
 from distributor.usage.tracker import Attribution
 
 log = logging.getLogger(__name__)
@@ -40,12 +50,40 @@ RETRY_LINES_PER_REASON = 5
 RETRY_LOG_WINDOW_SECONDS = 60.0
 
 
+# How long a client is told to wait after a synchronous or persistent forwarder could not take its
+# request, when the backend named no time.
+DEFAULT_RETRY_AFTER_SECONDS = 1.0
+
+
 @dataclass(slots=True)
 class ForwardItem:
     tenant: str
-    payload: bytes  # an encoded ExportTraceServiceRequest
+    payload: bytes  # an encoded ExportTraceServiceRequest (b"" while it waits in a persistent queue)
     span_count: int
     attribution: Attribution | None  # to attribute the bytes if the item is dropped
+    record: RecordRef | None = None  # its record in a persistent queue
+    size: int = -1  # payload bytes; -1: len(payload)
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.payload)
+
+
+class DeliveryRefused(DistributorError):
+    """A synchronous or persistent forwarder did not take a request: the client's answer says why."""
+
+    def __init__(
+        self, forwarder: str, reason: DiscardReason, retryable: bool, message: str, retry_after: float | None
+    ) -> None:
+        super().__init__(message)
+        self.forwarder = forwarder
+        self.reason = reason
+        self.retryable = retryable  # False: the backend refused it for good (a client error)
+        self.retry_after = retry_after
+
+
+class _KeptForNextStart(Exception):
+    """A persistent forwarder is stopping: a record whose send failed is not retried now but kept."""
 
 
 DropHandler = Callable[[ForwardItem, DiscardReason], None]
@@ -53,14 +91,24 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class _TenantQueue:
-    def __init__(self, size: int, now: float) -> None:
-        self.queue: asyncio.Queue[ForwardItem] = asyncio.Queue(maxsize=size)
+    def __init__(self, now: float, workers: int) -> None:
+        # Unbounded as a structure: `has_room` bounds it (a persistent queue's restart brings back
+        # whatever the disk holds, which a bounded asyncio.Queue could refuse).
+        self.queue: asyncio.Queue[ForwardItem] = asyncio.Queue()
         self.workers: list[asyncio.Task[None]] = []
-        self.queued_bytes = 0  # payloads waiting or in the workers' hands
+        self.busy: set[asyncio.Task[None]] = set()  # workers holding an item
+        self.send_slots = asyncio.Semaphore(workers)  # synchronous: sends in flight
+        self.waiting = 0  # synchronous: requests sending or waiting for a slot
+        self.queued_bytes = 0  # payloads waiting or in the workers' hands (or being sent, synchronous)
         self.last_active = now  # when a request was last queued or left the workers' hands
 
+    def requests(self) -> int:
+        return self.queue.qsize() + self.waiting
+
     def idle_since(self, instant: float) -> bool:
-        return self.queued_bytes == 0 and self.queue.empty() and self.last_active <= instant
+        return (
+            self.queued_bytes == 0 and self.queue.empty() and not self.waiting and self.last_active <= instant
+        )
 
 
 class Forwarder:
@@ -76,6 +124,7 @@ class Forwarder:
     ) -> None:
         self.config = config
         self.name = config.name
+        self.delivery = config.delivery
         self.client = client
         self.metrics = metrics
         self._on_drop = on_drop
@@ -89,38 +138,163 @@ class Forwarder:
         # While a backend is down every queued request retries: one line per failure reason and minute
         # at most (the retries are all counted in tempo_distributor_forwarder_retries_total).
         self._retry_lines = LimitedLog(log, RETRY_LINES_PER_REASON, RETRY_LOG_WINDOW_SECONDS, clock)
+        self.log: SegmentLog | None = None
+        if config.delivery == PERSISTENT:
+            queue = config.persistent_queue
+            self.log = SegmentLog(
+                queue_path(config),
+                queue.max_size_bytes,
+                queue.segment_size_bytes,
+                observer=metrics.queue_observer(config.name),
+            )
+        self._stopping = False
 
     async def start(self) -> None:
+        """Start the client; a persistent forwarder first opens its queue (checking every record, off
+        the event loop) and queues what it holds for delivery, oldest first."""
+        if self.log is not None:
+            recovered = await asyncio.to_thread(self.log.open)
+            self._recover(recovered)
         await self.client.start()
 
+    def _recover(self, records: list[RecordRef]) -> None:
+        if not records:
+            return
+        redelivered = 0
+        for record in records:
+            redelivered += record.was_sending
+            self._queue(ForwardItem(record.tenant, b"", record.span_count, None, record, record.payload_size))
+        self.metrics.redeliveries.labels(self.name).inc(redelivered)
+        log.info(
+            "forwarder %s: %d requests (%d spans) recovered from the persistent queue; %d of them were "
+            "being sent when the process stopped and are sent again",
+            self.name, len(records), sum(record.span_count for record in records), redelivered,
+            extra=fields(forwarder=self.name),
+        )  # fmt: skip
+
     def has_room(self, tenant: str, size: int) -> bool:
-        """Whether a request of `size` payload bytes fits in the tenant's queue and the byte bounds."""
-        if self._queued_bytes + size > self.config.total_queue_size_bytes:
+        """Whether a request of `size` payload bytes fits in the tenant's queue and the byte bounds
+        (persistent: its on-disk queue's bound instead of the bound over all tenants)."""
+        if self.log is not None:
+            if not self.log.has_room(size):
+                return False
+        elif self._queued_bytes + size > self.config.total_queue_size_bytes:
             return False
         queue = self._tenants.get(tenant)
         if queue is None:
             return size <= self.config.queue_size_bytes
-        return not queue.queue.full() and queue.queued_bytes + size <= self.config.queue_size_bytes
+        return (
+            queue.requests() < self.config.queue_size
+            and queue.queued_bytes + size <= self.config.queue_size_bytes
+        )
 
     def enqueue(self, item: ForwardItem) -> None:
-        """Queue for delivery; the caller checked `has_room` (nothing awaits in between)."""
-        tenant_queue = self._tenants.get(item.tenant)
+        """Queued delivery: queue it; the caller checked `has_room` (nothing awaits in between)."""
+        assert self.delivery == QUEUED, "synchronous and persistent forwarders take requests by `take`"
+        self._queue(item)
+
+    def take(self, item: ForwardItem) -> Coroutine[Any, Any, None]:
+        """Synchronous delivery: send it now; persistent: write it to the on-disk queue. The room it
+        needs is held from this call (the caller checked `has_room`); the coroutine returns once the
+        backend or the disk has it, or raises DeliveryRefused having kept nothing."""
+        tenant_queue = self._tenant_queue(item.tenant)
+        tenant_queue.waiting += 1
+        tenant_queue.queued_bytes += item.size
+        self._queued_bytes += item.size
+        return self._send_now(tenant_queue, item) if self.log is None else self._persist(tenant_queue, item)
+
+    def count_partial_delivery(self) -> None:
+        """This forwarder took a request that was refused to the client all the same (another forwarder
+        of the tenant did not take it): the client's retry brings it a second copy."""
+        self.metrics.partial_deliveries.labels(self.name).inc()
+
+    def _tenant_queue(self, tenant: str) -> _TenantQueue:
+        tenant_queue = self._tenants.get(tenant)
         if tenant_queue is None:
-            tenant_queue = self._tenants[item.tenant] = _TenantQueue(self.config.queue_size, self._clock())
-            tenant_queue.workers = [
-                asyncio.create_task(self._work(tenant_queue), name=f"forwarder-{self.name}-{item.tenant}")
-                for _ in range(self.config.workers)
-            ]
+            tenant_queue = self._tenants[tenant] = _TenantQueue(self._clock(), self.config.workers)
+            if self.delivery != SYNCHRONOUS:
+                tenant_queue.workers = [
+                    asyncio.create_task(self._work(tenant_queue), name=f"forwarder-{self.name}-{tenant}")
+                    for _ in range(self.config.workers)
+                ]
+        return tenant_queue
+
+    def _queue(self, item: ForwardItem) -> None:
+        tenant_queue = self._tenant_queue(item.tenant)
         tenant_queue.queue.put_nowait(item)
         tenant_queue.last_active = self._clock()
-        tenant_queue.queued_bytes += len(item.payload)
-        self._queued_bytes += len(item.payload)
+        tenant_queue.queued_bytes += item.size
+        self._queued_bytes += item.size
+
+    def _untake(self, tenant_queue: _TenantQueue, item: ForwardItem) -> None:
+        tenant_queue.waiting -= 1
+        self._release(tenant_queue, item)
+
+    async def _persist(self, tenant_queue: _TenantQueue, item: ForwardItem) -> None:
+        assert self.log is not None
+        try:
+            item.record = await self.log.append(item.tenant, item.span_count, item.payload)
+        except QueueStorageError as err:
+            full = err.reason == "full"
+            raise DeliveryRefused(
+                self.name,
+                DiscardReason.QUEUE_FULL if full else DiscardReason.QUEUE_WRITE_FAILED,
+                True,
+                f"forwarder {self.name}: the persistent queue "
+                + ("is full (persistent_queue.max_size_bytes)" if full else f"could not store it: {err}"),
+                DEFAULT_RETRY_AFTER_SECONDS,
+            ) from None
+        finally:
+            self._untake(tenant_queue, item)
+        item.payload = b""  # on disk now: memory holds only what is being sent
+        self._queue(item)
+
+    async def _send_now(self, tenant_queue: _TenantQueue, item: ForwardItem) -> None:
+        try:
+            try:
+                # A slot frees when a send ends, each within `timeout`: waiting longer than one send
+                # may take means the backend is not keeping up.
+                await asyncio.wait_for(tenant_queue.send_slots.acquire(), self.config.timeout)
+            except TimeoutError:
+                raise DeliveryRefused(
+                    self.name,
+                    DiscardReason.FORWARD_UNAVAILABLE,
+                    True,
+                    f"forwarder {self.name}: {self.config.workers} sends for tenant {item.tenant} are in "
+                    f"flight and none ended within {self.config.timeout:g}s; retry later",
+                    DEFAULT_RETRY_AFTER_SECONDS,
+                ) from None
+            try:
+                failure = await self._attempt(item)
+            finally:
+                tenant_queue.send_slots.release()
+        finally:
+            self._untake(tenant_queue, item)
+        if failure is None:
+            return
+        if isinstance(failure, ExportFailure):
+            raise DeliveryRefused(
+                self.name,
+                DiscardReason.FORWARD_UNAVAILABLE if failure.retryable else DiscardReason.FORWARD_REJECTED,
+                failure.retryable,
+                f"forwarder {self.name}: the backend "
+                + ("is unavailable" if failure.retryable else "refused the request")
+                + f" ({failure.reason}): {failure.message}",
+                (failure.retry_after or DEFAULT_RETRY_AFTER_SECONDS) if failure.retryable else None,
+            )
+        raise DeliveryRefused(
+            self.name,
+            DiscardReason.FORWARD_INTERNAL_ERROR,
+            True,
+            f"forwarder {self.name}: internal error sending the request",
+            DEFAULT_RETRY_AFTER_SECONDS,
+        )
 
     def queue_lengths(self) -> Iterator[tuple[str, int]]:
-        """(tenant, requests waiting) for every tenant with a queue."""
+        """(tenant, requests waiting) for every tenant with a queue (synchronous: being sent)."""
         # Read by /metrics on a worker thread while the loop may add a tenant: dict.copy() is atomic.
         for tenant, tenant_queue in self._tenants.copy().items():
-            yield tenant, tenant_queue.queue.qsize()
+            yield tenant, tenant_queue.requests()
 
     def queued_bytes(self, tenant: str | None = None) -> int:
         """Payload bytes waiting or in the workers' hands: the tenant's, or over all tenants."""
@@ -134,19 +308,49 @@ class Forwarder:
         return sum(q.queue.qsize() for q in self._tenants.values()) + len(self._held)
 
     async def _work(self, tenant_queue: _TenantQueue) -> None:
-        while True:
+        worker = asyncio.current_task()
+        assert worker is not None
+        while not self._stopping:
             item = await tenant_queue.queue.get()
+            tenant_queue.busy.add(worker)
             self._held[id(item)] = item
             try:
-                await self._deliver(item)
+                if item.record is None:
+                    await self._deliver(item)
+                else:
+                    await self._deliver_record(item, item.record)
             finally:
                 self._held.pop(id(item), None)
                 self._release(tenant_queue, item)
                 tenant_queue.queue.task_done()
+                tenant_queue.busy.discard(worker)
+
+    async def _deliver_record(self, item: ForwardItem, record: RecordRef) -> None:
+        """A record of the persistent queue: read, marked as being sent (so that a restart counts it as
+        a redelivery), delivered or dropped, then acknowledged. A send cut off by the stop is not
+        acknowledged: the record is delivered after the restart."""
+        assert self.log is not None
+        try:
+            item.payload = await self.log.read(record)
+        except QueueStorageError as err:
+            log.error(
+                "forwarder %s: a queued request of tenant %s (%d spans) could not be read back, dropped: %s",
+                self.name, item.tenant, item.span_count, err,
+            )  # fmt: skip
+            self._drop(item, DiscardReason.QUEUE_CORRUPT)
+        else:
+            self.log.mark_sending(record)
+            try:
+                await self._deliver(item)
+            except _KeptForNextStart:
+                return  # not acknowledged: delivered after the next start
+            finally:
+                item.payload = b""
+        self.log.acknowledge(record)
 
     def _release(self, tenant_queue: _TenantQueue, item: ForwardItem) -> None:
-        tenant_queue.queued_bytes -= len(item.payload)
-        self._queued_bytes -= len(item.payload)
+        tenant_queue.queued_bytes -= item.size
+        self._queued_bytes -= item.size
         tenant_queue.last_active = self._clock()
 
     async def release_idle_tenants(self) -> int:
@@ -164,17 +368,47 @@ class Forwarder:
                 await worker
         return len(idle)
 
+    async def _attempt(self, item: ForwardItem) -> ExportFailure | Exception | None:
+        """One send, measured and counted: None when the backend took it, else what went wrong (an
+        ExportFailure, or any other exception: a bug in the client, logged here)."""
+        started = self._clock()
+        try:
+            rejected = await self.client.export(item.tenant, item.payload)
+        except ExportFailure as failure:
+            self.metrics.send_duration.labels(self.name, "failure").observe(self._clock() - started)
+            self.metrics.send_failures.labels(self.name, failure.reason).inc()
+            return failure
+        except Exception as err:
+            self.metrics.send_duration.labels(self.name, "failure").observe(self._clock() - started)
+            self.metrics.send_failures.labels(self.name, INTERNAL_ERROR).inc()
+            log.error(
+                "forwarder %s: the client failed unexpectedly on %d spans of tenant %s: %r",
+                self.name, item.span_count, item.tenant, err, exc_info=err,
+            )  # fmt: skip
+            return err
+        self.metrics.send_duration.labels(self.name, "success").observe(self._clock() - started)
+        self.metrics.sent_requests.labels(self.name, item.tenant).inc()
+        self.metrics.sent_spans.labels(self.name, item.tenant).inc(item.span_count - rejected)
+        self.metrics.sent_bytes.labels(self.name, item.tenant).inc(len(item.payload))
+        if rejected:
+            # The backend names no spans, so no bytes can be attributed: counted, and logged.
+            self.metrics.rejected_spans.labels(self.name, item.tenant).inc(rejected)
+            log.warning(
+                "forwarder %s: backend rejected %d of %d spans of tenant %s (partial success)",
+                self.name, rejected, item.span_count, item.tenant,
+            )  # fmt: skip
+        return None
+
     async def _deliver(self, item: ForwardItem) -> None:
+        """Send until delivered, retrying as configured; returns once delivered or dropped (counted)."""
         retry = self.config.retry
         first_attempt = self._clock()
         attempt = 0
         while True:
-            started = self._clock()
-            try:
-                rejected = await self.client.export(item.tenant, item.payload)
-            except ExportFailure as failure:
-                self.metrics.send_duration.labels(self.name, "failure").observe(self._clock() - started)
-                self.metrics.send_failures.labels(self.name, failure.reason).inc()
+            failure = await self._attempt(item)
+            if failure is None:
+                return
+            if isinstance(failure, ExportFailure):
                 if not failure.retryable:
                     log.warning(
                         "forwarder %s: backend refused %d spans of tenant %s for good (%s), dropped",
@@ -203,29 +437,43 @@ class Forwarder:
                     forwarder=self.name, tenant=item.tenant,
                 )  # fmt: skip
                 attempt += 1
+                if self._stopping:
+                    raise _KeptForNextStart  # persistent: the record waits on disk, not in a retry
                 await self._sleep(delay)
                 continue
-            except Exception as err:
-                self.metrics.send_duration.labels(self.name, "failure").observe(self._clock() - started)
-                self.metrics.send_failures.labels(self.name, INTERNAL_ERROR).inc()
-                log.error(
-                    "forwarder %s: the client failed unexpectedly on %d spans of tenant %s, dropped: %r",
-                    self.name, item.span_count, item.tenant, err, exc_info=err,
-                )  # fmt: skip
-                self._drop(item, DiscardReason.FORWARD_INTERNAL_ERROR)
-                return
-            self.metrics.send_duration.labels(self.name, "success").observe(self._clock() - started)
-            self.metrics.sent_requests.labels(self.name, item.tenant).inc()
-            self.metrics.sent_spans.labels(self.name, item.tenant).inc(item.span_count - rejected)
-            self.metrics.sent_bytes.labels(self.name, item.tenant).inc(len(item.payload))
-            if rejected:
-                # The backend names no spans, so no bytes can be attributed: counted, and logged.
-                self.metrics.rejected_spans.labels(self.name, item.tenant).inc(rejected)
-                log.warning(
-                    "forwarder %s: backend rejected %d of %d spans of tenant %s (partial success)",
-                    self.name, rejected, item.span_count, item.tenant,
-                )  # fmt: skip
+            log.error(
+                "forwarder %s: %d spans of tenant %s dropped after an unexpected client failure",
+                self.name, item.span_count, item.tenant,
+            )  # fmt: skip
+            self._drop(item, DiscardReason.FORWARD_INTERNAL_ERROR)
             return
+
+    async def _stop_persistent(self, queue_log: SegmentLog, deadline: float) -> None:
+        self._stopping = True  # a worker ending its send takes no other
+        workers = [worker for queue in self._tenants.values() for worker in queue.workers]
+        busy = [worker for queue in self._tenants.values() for worker in queue.busy]
+        for worker in workers:
+            if worker not in busy:
+                worker.cancel()  # waiting for an item: nothing is cut off
+        if busy:
+            timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait(busy, timeout=timeout)
+        cut_off = sum(not worker.done() for worker in busy)
+        for worker in workers:
+            worker.cancel()  # a send still in flight is not acknowledged: it is sent again after a restart
+        for worker in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        self._tenants.clear()
+        self._held.clear()
+        kept = queue_log.pending_records()
+        await queue_log.close()
+        if kept:
+            log.info(
+                "forwarder %s: %d requests kept in the persistent queue for the next start (%d of them "
+                "were being sent at the shutdown timeout and will be sent again)",
+                self.name, kept, cut_off, extra=fields(forwarder=self.name),
+            )  # fmt: skip
 
     def _drop(self, item: ForwardItem, reason: DiscardReason) -> None:
         self.dropped_requests += 1
@@ -235,8 +483,14 @@ class Forwarder:
 
     async def stop(self, deadline: float) -> None:
         """Deliver what is queued until `deadline` (event loop time), then stop the workers; whatever is
-        still undelivered is dropped (counted in `dropped_requests` and the metrics, and logged). The
-        client is closed last, so a client that fails to close costs no accounting."""
+        still undelivered is dropped (counted in `dropped_requests` and the metrics, and logged). A
+        persistent forwarder instead finishes the sends in flight until `deadline` and keeps the rest
+        on disk for the next start. The client is closed last, so a client that fails to close costs
+        no accounting."""
+        if self.log is not None:
+            await self._stop_persistent(self.log, deadline)
+            await self.client.close()
+            return
         waits = [tenant_queue.queue.join() for tenant_queue in self._tenants.values()]
         if waits:
             timeout = max(0.0, deadline - asyncio.get_running_loop().time())

@@ -30,6 +30,8 @@ class Forwarders(Mapping[str, Forwarder]):
             metrics.watch_queues(
                 forwarder.name, config.queue_size, forwarder.queue_lengths, forwarder.queued_bytes
             )
+            if forwarder.log is not None:
+                metrics.watch_persistent_queue(forwarder.name, forwarder.log)
 
     def __getitem__(self, name: str) -> Forwarder:
         return self._forwarders[name]
@@ -59,7 +61,8 @@ class Forwarders(Mapping[str, Forwarder]):
     async def stop(self, deadline: float) -> None:
         """Deliver what the queues hold until `deadline`; what is left is dropped and counted by each
         forwarder. Every forwarder is stopped even when one fails to."""
-        pending = sum(forwarder.pending() for forwarder in self._forwarders.values())
+        # A persistent forwarder keeps what it has not sent on disk: not pending, not lost.
+        pending = sum(forwarder.pending() for forwarder in self._forwarders.values() if forwarder.log is None)
         if pending:
             log.info("delivering %d queued requests before exit", pending)
         dropped_before = self._dropped_requests()

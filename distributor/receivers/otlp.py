@@ -200,6 +200,10 @@ _REFUSAL_ANSWERS = {
     Refusal.LARGER_THAN_BURST: ErrorAnswer(413, RESOURCE_EXHAUSTED),
     Refusal.QUEUE_FULL: ErrorAnswer(503, UNAVAILABLE),
     Refusal.TOO_MANY_ACTIVE_TENANTS: ErrorAnswer(429, RESOURCE_EXHAUSTED),
+    # A synchronous forwarder's backend: unavailable is retried by the exporter (the retry is the retry);
+    # a refusal for good is the client's error, with the backend's message.
+    Refusal.BACKEND_UNAVAILABLE: ErrorAnswer(503, UNAVAILABLE),
+    Refusal.BACKEND_REJECTED: ErrorAnswer(400, INVALID_ARGUMENT),
 }
 
 

@@ -146,7 +146,7 @@ class OtlpGrpcReceiver:
         try:
             traces = await scan_traces(self.workers, self.pipeline, tenant, request)
             # grpc has inflated a gzip request already: the message size stands for ingress bytes here.
-            self.pipeline.push(tenant, traces, ingress_bytes=len(request))
+            await self.pipeline.push(tenant, traces, ingress_bytes=len(request))
         except InvalidTraces as err:
             self.rejections.refused(err, tenant, _GRPC_CODES[error_answer(err).code].name)
             await context.abort(_GRPC_CODES[error_answer(err).code], str(err))

@@ -143,7 +143,7 @@ class OtlpHttpReceiver:
             if encoding is Encoding.JSON:
                 payload = await workers.run_in_process(len(payload), protobuf_body, payload, encoding)
             traces = await scan_traces(workers, self.pipeline, tenant, payload)
-            self.pipeline.push(tenant, traces, ingress_bytes=len(body))
+            await self.pipeline.push(tenant, traces, ingress_bytes=len(body))
         except (ReceiveError, InvalidTraces, TenantError) as err:
             status, code = error_answer(err)
             self.rejections.refused(err, tenant, status)

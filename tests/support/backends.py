@@ -46,6 +46,7 @@ class RecordingBackend:
     always: Answer | None = None  # answer every request with this (a permanently failing backend)
     deliveries: list[Delivery] = field(default_factory=list)  # successful requests, in order
     attempts: int = 0  # every request that arrived, failed or not
+    arrived: int = 0  # requests that arrived, counted before `hold` (attempts count after it)
     hold: asyncio.Event | None = None  # when set, requests wait for it before answering (a slow backend)
     http_url: str = ""
     grpc_target: str = ""
@@ -87,6 +88,7 @@ class RecordingBackend:
 
     async def _http(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.arrived += 1
         if self.hold is not None:
             await self.hold.wait()
         answer = self._next_answer()
@@ -97,6 +99,7 @@ class RecordingBackend:
         return web.Response(body=b"", content_type="application/x-protobuf")
 
     async def _export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        self.arrived += 1
         if self.hold is not None:
             await self.hold.wait()
         answer = self._next_answer()
