@@ -51,6 +51,7 @@ REDELIVERIES = "tempo_distributor_forwarder_redeliveries_total"
 SKIPPED_RECORDS = "tempo_distributor_forwarder_persistent_queue_skipped_records_total"
 SKIPPED_BYTES = "tempo_distributor_forwarder_persistent_queue_skipped_bytes_total"
 FSYNC_BATCH = "tempo_distributor_forwarder_persistent_queue_fsync_batch_requests"
+FSYNC_BATCH_SUM, FSYNC_BATCH_COUNT = FSYNC_BATCH + "_sum", FSYNC_BATCH + "_count"
 
 # A persistent queue's segments are small here, so a few hundred requests fill several.
 SEGMENT_BYTES = 64 * 1024
@@ -169,6 +170,10 @@ async def test_persistent_delivers_every_accepted_span_after_sigkills_duplicates
             accepted_spans = outcome.spans_succeeded
             assert await spans_received(session, front) == accepted_spans
             assert await queued(session, front) == LOAD_BATCHES
+            # Each was made durable by an fsync before its answer, several sharing one (group commit).
+            samples = await front.metrics(session)
+            assert total(samples, FSYNC_BATCH_SUM, forwarder=FORWARDER) == LOAD_BATCHES
+            assert 0 < total(samples, FSYNC_BATCH_COUNT, forwarder=FORWARDER) <= LOAD_BATCHES
 
             front.sigkill()
             front = await start(front_config, started)
@@ -300,7 +305,8 @@ async def test_persistent_on_a_full_disk_refuses_unaccounted_stays_up_and_accept
                     accepted += 1
                 assert refusal is not None, "a 2 MiB disk refuses long before this"
                 assert refusal.status == 503 and "Retry-After" in refusal.headers
-                assert accepted > 0
+                on_disk = await front.total(session, QUEUE_BYTES, forwarder=FORWARDER)
+                assert accepted * len(body) <= on_disk <= 2 * 1024 * 1024, "the disk was full, not the bound"
                 refused_too = [await post_traces(session, front.traces_url, body) for _ in range(5)]
                 assert [answer.status for answer in refused_too] == [503] * 5
                 grpc_refused = await export_traces(front.grpc_target, body)
@@ -387,11 +393,13 @@ async def holding_backend() -> AsyncIterator[HoldingBackend]:
 SYNC_BODY = request(batch({"service.name": "sync"}, [span(pad=3000)] * 2)).SerializeToString()
 
 
-async def test_synchronous_with_the_backend_down_answers_unavailable_and_accounts_nothing(
-    tmp_path: Path,
+@pytest.mark.parametrize("outage", ["down", "timing_out"])
+async def test_synchronous_with_the_backend_down_or_timing_out_answers_unavailable_and_accounts_nothing(
+    tmp_path: Path, holding_backend: HoldingBackend, outage: str
 ) -> None:
-    down = f"http://127.0.0.1:{free_port()}"
-    sync = forwarder(down, "synchronous", retry={"enabled": False})
+    # A backend that never answers (held for the whole test) makes each send time out after 300 ms.
+    endpoint = f"http://127.0.0.1:{free_port()}" if outage == "down" else holding_backend.url
+    sync = forwarder(endpoint, "synchronous", otlphttp={"endpoint": endpoint, "timeout": "300ms"})
     with distributor_processes() as started:
         async with aiohttp.ClientSession() as session:
             front = await start(write_distributor(tmp_path, "front", 0, sync), started)
@@ -402,6 +410,10 @@ async def test_synchronous_with_the_backend_down_answers_unavailable_and_account
             assert refused.code == grpc.StatusCode.UNAVAILABLE
             assert await spans_received(session, front) == 0
             assert await received_usage(session, front) == 0
+            # Refused, so not received: counted as discarded because the backend was unavailable.
+            assert await front.total(session, DISCARDED_SPANS, reason="forward_unavailable") == 2 * 2
+            if outage == "timing_out":
+                assert holding_backend.arrived == 2, "both requests reached the backend, which never answered"
 
 
 async def test_synchronous_holds_at_most_workers_requests_at_a_slow_backend_and_bounds_the_bytes(
