@@ -442,7 +442,9 @@ async def test_synchronous_holds_at_most_workers_requests_at_a_slow_backend_and_
             await eventually(
                 lambda: len(refused()) >= clients - 5, "the requests past the bytes bound are refused"
             )
-            await eventually(lambda: holding_backend.in_flight == workers, "the workers are all busy")
+            await eventually(
+                lambda: holding_backend.in_flight == workers, "exactly `workers` requests held at the backend"
+            )
             assert set(refused()) == {503}
             assert await spans_received(session, front) == 0, "nothing is accounted before it is delivered"
             assert holding_backend.most_in_flight == workers
