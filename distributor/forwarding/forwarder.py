@@ -148,6 +148,7 @@ class Forwarder:
                 observer=metrics.queue_observer(config.name),
             )
         self._stopping = False
+        self._cached_payload_bytes = 0  # persistent: payloads kept in memory besides on disk
 
     async def start(self) -> None:
         """Start the client; a persistent forwarder first opens its queue (checking every record, off
@@ -246,7 +247,14 @@ class Forwarder:
             ) from None
         finally:
             self._untake(tenant_queue, item)
-        item.payload = b""  # on disk now: memory holds only what is being sent
+        if self._cached_payload_bytes + item.size <= self.config.total_queue_size_bytes:
+            # Kept in memory as well, up to the bound a queued forwarder has: sending it then costs no
+            # read back from disk (a thread hop, a pread and a checksum: end to end with 4 clients,
+            # persistent/queued went from 0.56 to 0.61 in one interleaved run). Past the bound only
+            # the record is held, and the payload is read when its turn comes.
+            self._cached_payload_bytes += item.size
+        else:
+            item.payload = b""
         self._queue(item)
 
     async def _send_now(self, tenant_queue: _TenantQueue, item: ForwardItem) -> None:
@@ -330,8 +338,10 @@ class Forwarder:
         a redelivery), delivered or dropped, then acknowledged. A send cut off by the stop is not
         acknowledged: the record is delivered after the restart."""
         assert self.log is not None
+        cached = bool(item.payload)
         try:
-            item.payload = await self.log.read(record)
+            if not cached:
+                item.payload = await self.log.read(record)
         except QueueStorageError as err:
             log.error(
                 "forwarder %s: a queued request of tenant %s (%d spans) could not be read back, dropped: %s",
@@ -346,6 +356,8 @@ class Forwarder:
                 return  # not acknowledged: delivered after the next start
             finally:
                 item.payload = b""
+                if cached:
+                    self._cached_payload_bytes -= item.size
         self.log.acknowledge(record)
 
     def _release(self, tenant_queue: _TenantQueue, item: ForwardItem) -> None:

@@ -478,9 +478,9 @@ class SegmentLog:
             self._settle(batch, None, storage_error(error, "appending"))
             return
         refs = self._publish(groups)
-        self._settle(batch, refs, None)
-        for seconds, records, size in commits:
+        for seconds, records, size in commits:  # counted before the appends return
             self._notify("committed", seconds, records, size)
+        self._settle(batch, refs, None)
 
     def _plan(self, batch: list[_Append]) -> list[_Group]:
         """Splits the batch over segments: a record that would take the active segment past
