@@ -179,6 +179,9 @@ async def test_persistent_writes_the_request_before_answering_then_delivers_it(
     assert [(await running.post(BODY)).status for _ in range(3)] == [200, 200, 200]
     samples = await running.samples()
     assert sample_value(samples, FSYNC_BATCH, forwarder="backend") >= 1
+    for gauge in ("bytes", "requests", "oldest_age_seconds"):
+        name = f"tempo_distributor_forwarder_persistent_queue_{gauge}"
+        assert (name, frozenset({("forwarder", "backend")})) in samples, f"{name} is exposed"
     await eventually(lambda: len(backend.deliveries) == 3, "delivered from the queue")
     assert list(backend.bodies()) == [BODY] * 3
     await eventually(lambda: idle(running), "every record acknowledged")

@@ -236,3 +236,34 @@ def test_a_tenant_may_forward_nowhere(tmp_path: Path) -> None:
 
 def test_every_configurable_backend_has_a_client() -> None:
     assert set(CLIENTS) == set(FORWARDER_BACKENDS)
+
+
+PERSISTENT = """\
+distributor:
+  forwarders:
+    - {name: backend, backend: otlpgrpc, otlpgrpc: {endpoint: '127.0.0.1:1'}, delivery: persistent}
+    - name: archive
+      backend: otlphttp
+      otlphttp: {endpoint: 'http://127.0.0.1:1'}
+      delivery: persistent
+      persistent_queue: {path: QUEUE}
+"""
+
+
+def test_a_persistent_queue_defaults_to_a_directory_per_forwarder_beside_the_config_file(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write_config_files(tmp_path, PERSISTENT.replace("QUEUE", "queues/archive")))
+    backend, archive = config.forwarders
+    assert backend.persistent_queue.path == tmp_path / "data" / "forwarder-queues" / "backend"
+    assert archive.persistent_queue.path == tmp_path / "queues" / "archive"
+    assert (backend.persistent_queue.max_size_bytes, backend.persistent_queue.segment_size_bytes) == (
+        1024 * 1024 * 1024,
+        64 * 1024 * 1024,
+    )
+
+
+def test_two_persistent_forwarders_may_not_share_a_queue_directory(tmp_path: Path) -> None:
+    shared = PERSISTENT.replace("QUEUE", "data/forwarder-queues/backend")
+    with pytest.raises(ConfigError, match="forwarders 'backend' and 'archive' share the persistent queue"):
+        load_config(write_config_files(tmp_path, shared))

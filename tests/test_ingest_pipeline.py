@@ -6,7 +6,8 @@ buckets on a ManualClock, the metrics in their own registry, and the ledger over
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import CollectorRegistry
 
 from distributor.common.discards import DiscardReason
-from distributor.forwarding.forwarder import ForwardItem
+from distributor.forwarding.forwarder import DeliveryRefused, ForwardItem
 from distributor.ingest.activity import TenantActivity
 from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
@@ -56,6 +57,9 @@ class FakeForwarder:
         self.room = True
         self.asked: list[tuple[str, int]] = []  # (tenant, size) of every has_room
         self.items: list[ForwardItem] = []
+        self.refusal: DeliveryRefused | None = None  # synchronous or persistent: how `take` answers
+        self.while_taking: Callable[[], None] = lambda: None  # runs while the take is under way
+        self.partial = 0
 
     def has_room(self, tenant: str, size: int) -> bool:
         self.asked.append((tenant, size))
@@ -64,11 +68,25 @@ class FakeForwarder:
     def enqueue(self, item: ForwardItem) -> None:
         self.items.append(item)
 
-    async def take(self, item: ForwardItem) -> None:
-        raise AssertionError("only queued forwarders here")
+    def take(self, item: ForwardItem) -> Coroutine[Any, Any, None]:
+        assert self.delivery != "queued", "queued forwarders are given requests by enqueue"
+        self.items.append(item)
+        return self._take()
+
+    async def _take(self) -> None:
+        await asyncio.sleep(0)  # the pipeline awaits a take: others may run meanwhile
+        self.while_taking()
+        if self.refusal is not None:
+            raise self.refusal
 
     def count_partial_delivery(self) -> None:
-        raise AssertionError("only queued forwarders here")
+        self.partial += 1
+
+
+def refusal(
+    reason: DiscardReason, retryable: bool = True, retry_after: float | None = 1.0
+) -> DeliveryRefused:
+    return DeliveryRefused("scripted", reason, retryable, f"scripted {reason}", retry_after)
 
 
 def without_awaiting(step: Coroutine[Any, Any, None]) -> None:
@@ -112,6 +130,16 @@ class Pipeline:
         traces = ReceivedTraces(body, *self.pipeline.scan_plan(tenant))
         without_awaiting(self.pipeline.push(tenant, traces, ingress_bytes=len(body)))
 
+    async def push_awaiting(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> None:
+        body = traces.SerializeToString()
+        received = ReceivedTraces(body, *self.pipeline.scan_plan(tenant))
+        await self.pipeline.push(tenant, received, ingress_bytes=len(body))
+
+    async def refusal_awaiting(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> PushRefused:
+        with pytest.raises(PushRefused) as refused:
+            await self.push_awaiting(traces, tenant)
+        return refused.value
+
     def refusal(self, traces: ExportTraceServiceRequest, tenant: str = TENANT) -> PushRefused:
         with pytest.raises(PushRefused) as refused:
             self.push(traces, tenant)
@@ -139,6 +167,7 @@ def build(
     forwarders: tuple[str, ...] = ("primary",),
     ledger: UsageLedger | None = None,
     max_active_tenants: int = 10_000,
+    deliveries: dict[str, str] | None = None,
 ) -> Pipeline:
     clock = ManualClock()
     registry = CollectorRegistry()
@@ -153,7 +182,7 @@ def build(
             )
         },
     )
-    fakes = {name: FakeForwarder(name) for name in forwarders}
+    fakes = {name: FakeForwarder(name, (deliveries or {}).get(name, "queued")) for name in forwarders}
     pipeline = IngestPipeline(
         OverridesProvider(snapshot),
         tracker,
@@ -303,3 +332,70 @@ def test_a_new_tenant_is_accepted_once_an_active_one_is_released_as_idle() -> No
     tested.pipeline.activity.release_idle()
     tested.push(SHOP, tenant="second")
     assert tested.received_spans("second") == 3
+
+
+# --- synchronous and persistent forwarders ------------------------------------------------------------
+
+
+async def test_a_request_is_accounted_only_once_every_taking_forwarder_took_it() -> None:
+    tested = build(forwarders=("sync", "queued"), deliveries={"sync": "synchronous"})
+    accounted_while_taking: list[float] = []
+    tested.forwarders["sync"].while_taking = lambda: accounted_while_taking.append(tested.received_spans())
+    await tested.push_awaiting(SHOP)
+    assert accounted_while_taking == [0], "not accounted before the backend took it"
+    assert tested.received_spans() == 3 and len(tested.forwarders["queued"].items) == 1
+
+
+async def test_a_refusal_for_good_outweighs_a_retryable_one_and_is_the_clients_error() -> None:
+    tested = build(forwarders=("a", "b"), deliveries={"a": "synchronous", "b": "synchronous"})
+    tested.forwarders["a"].refusal = refusal(DiscardReason.FORWARD_UNAVAILABLE, retry_after=2.0)
+    tested.forwarders["b"].refusal = refusal(
+        DiscardReason.FORWARD_REJECTED, retryable=False, retry_after=None
+    )
+    refused = await tested.refusal_awaiting(SHOP)
+    assert (refused.reason, refused.retry_after) == (Refusal.BACKEND_REJECTED, None)
+    assert "scripted forward_rejected" in str(refused)
+    assert tested.discarded_spans(DiscardReason.FORWARD_REJECTED) == 3
+    assert tested.received_spans() == 0
+
+
+async def test_retryable_refusals_ask_for_the_longest_wait_any_of_them_asked_for() -> None:
+    tested = build(forwarders=("a", "b"), deliveries={"a": "synchronous", "b": "persistent"})
+    tested.forwarders["a"].refusal = refusal(DiscardReason.FORWARD_UNAVAILABLE, retry_after=7.0)
+    tested.forwarders["b"].refusal = refusal(DiscardReason.QUEUE_WRITE_FAILED, retry_after=2.0)
+    refused = await tested.refusal_awaiting(SHOP)
+    assert (refused.reason, refused.retry_after) == (Refusal.BACKEND_UNAVAILABLE, 7.0)
+
+
+async def test_a_full_persistent_queue_is_a_queue_full_refusal() -> None:
+    tested = build(deliveries={"primary": "persistent"})
+    tested.forwarders["primary"].refusal = refusal(DiscardReason.QUEUE_FULL)
+    refused = await tested.refusal_awaiting(SHOP)
+    assert (refused.reason, refused.retry_after) == (Refusal.QUEUE_FULL, 1.0)
+    assert tested.discarded_spans(DiscardReason.QUEUE_FULL) == 3
+
+
+async def test_a_refused_hand_over_gives_the_rate_tokens_back() -> None:
+    tested = build(burst=SHOP_SIZE, deliveries={"primary": "synchronous"})  # room for one request
+    tested.forwarders["primary"].refusal = refusal(DiscardReason.FORWARD_UNAVAILABLE)
+    await tested.refusal_awaiting(SHOP)
+    tested.forwarders["primary"].refusal = None
+    await tested.push_awaiting(SHOP)  # no time has passed: only the tokens given back let it through
+    assert tested.received_spans() == 3
+
+
+async def test_an_in_memory_queue_filled_during_the_hand_over_refuses_and_counts_the_taker_as_partial() -> (
+    None
+):
+    tested = build(forwarders=("sync", "queued"), deliveries={"sync": "synchronous"})
+    queued = tested.forwarders["queued"]
+
+    def fill() -> None:
+        queued.room = False
+
+    tested.forwarders["sync"].while_taking = fill
+    refused = await tested.refusal_awaiting(SHOP)
+    assert refused.reason == Refusal.QUEUE_FULL
+    assert tested.forwarders["sync"].partial == 1, "its copy was taken: the client's retry is a second"
+    assert queued.items == [] and tested.received_spans() == 0
+    assert tested.discarded_spans(DiscardReason.QUEUE_FULL) == 3

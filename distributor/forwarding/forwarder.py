@@ -96,7 +96,6 @@ class _TenantQueue:
         # whatever the disk holds, which a bounded asyncio.Queue could refuse).
         self.queue: asyncio.Queue[ForwardItem] = asyncio.Queue()
         self.workers: list[asyncio.Task[None]] = []
-        self.busy: set[asyncio.Task[None]] = set()  # workers holding an item
         self.send_slots = asyncio.Semaphore(workers)  # synchronous: sends in flight
         self.waiting = 0  # synchronous: requests sending or waiting for a slot
         self.queued_bytes = 0  # payloads waiting or in the workers' hands (or being sent, synchronous)
@@ -149,6 +148,7 @@ class Forwarder:
             )
         self._stopping = False
         self._cached_payload_bytes = 0  # persistent: payloads kept in memory besides on disk
+        self._sending: set[asyncio.Task[Any]] = set()  # tasks with a send under way
 
     async def start(self) -> None:
         """Start the client; a persistent forwarder first opens its queue (checking every record, off
@@ -316,11 +316,8 @@ class Forwarder:
         return sum(q.queue.qsize() for q in self._tenants.values()) + len(self._held)
 
     async def _work(self, tenant_queue: _TenantQueue) -> None:
-        worker = asyncio.current_task()
-        assert worker is not None
         while not self._stopping:
             item = await tenant_queue.queue.get()
-            tenant_queue.busy.add(worker)
             self._held[id(item)] = item
             try:
                 if item.record is None:
@@ -331,7 +328,6 @@ class Forwarder:
                 self._held.pop(id(item), None)
                 self._release(tenant_queue, item)
                 tenant_queue.queue.task_done()
-                tenant_queue.busy.discard(worker)
 
     async def _deliver_record(self, item: ForwardItem, record: RecordRef) -> None:
         """A record of the persistent queue: read, marked as being sent (so that a restart counts it as
@@ -383,6 +379,15 @@ class Forwarder:
     async def _attempt(self, item: ForwardItem) -> ExportFailure | Exception | None:
         """One send, measured and counted: None when the backend took it, else what went wrong (an
         ExportFailure, or any other exception: a bug in the client, logged here)."""
+        sender = asyncio.current_task()
+        assert sender is not None
+        self._sending.add(sender)  # a stopping persistent forwarder waits for these, not for backoffs
+        try:
+            return await self._send_once(item)
+        finally:
+            self._sending.discard(sender)
+
+    async def _send_once(self, item: ForwardItem) -> ExportFailure | Exception | None:
         started = self._clock()
         try:
             rejected = await self.client.export(item.tenant, item.payload)
@@ -461,12 +466,13 @@ class Forwarder:
             return
 
     async def _stop_persistent(self, queue_log: SegmentLog, deadline: float) -> None:
-        self._stopping = True  # a worker ending its send takes no other
+        self._stopping = True  # a worker ending its send takes no other, and retries nothing
         workers = [worker for queue in self._tenants.values() for worker in queue.workers]
-        busy = [worker for queue in self._tenants.values() for worker in queue.busy]
+        busy = [worker for worker in workers if worker in self._sending]
         for worker in workers:
-            if worker not in busy:
-                worker.cancel()  # waiting for an item: nothing is cut off
+            if worker not in self._sending:
+                # Waiting for an item, or for a retry: nothing is cut off, the record stays on disk.
+                worker.cancel()
         if busy:
             timeout = max(0.0, deadline - asyncio.get_running_loop().time())
             await asyncio.wait(busy, timeout=timeout)

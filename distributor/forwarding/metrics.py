@@ -39,7 +39,7 @@ class PersistentQueueState(Protocol):
 class ForwarderMetrics:
     """Per forwarder: what was sent, what failed and why, retries, drops, and send latency."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, wall_clock: Callable[[], float] = time.time) -> None:
         def counter(name: str, help_text: str, labels: list[str]) -> Counter:
             return Counter(f"tempo_distributor_forwarder_{name}", help_text, labels, registry=registry)
 
@@ -113,7 +113,7 @@ class ForwarderMetrics:
         self._queues: list[tuple[str, int, QueueLengths, QueuedBytes]] = []
         registry.register(_QueueCollector(self._queues))
         self._persistent_queues: list[tuple[str, PersistentQueueState]] = []
-        registry.register(_PersistentQueueCollector(self._persistent_queues))
+        registry.register(_PersistentQueueCollector(self._persistent_queues, wall_clock))
 
     def queue_observer(self, forwarder: str) -> QueueObserver:
         """What a persistent queue reports (commits, skipped data), counted for `forwarder`."""
