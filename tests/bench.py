@@ -531,6 +531,18 @@ def bench_server(config_text: str, directory: Path, stop_timeout: float = 60) ->
             server.wait(timeout=stop_timeout)
 
 
+def _backlog_seconds(sink_http: str, delivered: int, started: float) -> float:
+    """Seconds from now until the sink has `delivered` requests. Forwarding is asynchronous: a run ends
+    when the sink has the last request (warm-up and measured rounds each send theirs), so a backlog in
+    the queues cannot flatter it."""
+    loadgen_done = time.perf_counter()
+    while _sink_count(sink_http)["requests"] < delivered:
+        if time.perf_counter() - started > 120:
+            raise RuntimeError("forwarded requests did not all reach the sink")
+        time.sleep(0.002)
+    return time.perf_counter() - loadgen_done
+
+
 def measure_end_to_end(
     requests: int = 200,
     concurrency: int = 4,
@@ -611,14 +623,7 @@ def measure_end_to_end(
             if forward_to is None:
                 cpu_per_request.append((_cpu_seconds(server.pid) - cpu_before) / (2 * requests))
                 return spans_per_second
-            # Forwarding is asynchronous: count the time until the sink has the last request (warm-up
-            # and measured rounds each send `requests`), so a backlog in the queues cannot flatter it.
-            loadgen_seconds = time.perf_counter() - started
-            while _sink_count(sink_http)["requests"] < before + 2 * requests:
-                if time.perf_counter() - started > 120:
-                    raise RuntimeError("forwarded requests did not all reach the sink")
-                time.sleep(0.002)
-            backlog_seconds = time.perf_counter() - started - loadgen_seconds
+            backlog_seconds = _backlog_seconds(sink_http, before + 2 * requests, started)
             cpu_per_request.append((_cpu_seconds(server.pid) - cpu_before) / (2 * requests))
             measured = requests * SPANS_PER_REQUEST / spans_per_second
             return requests * SPANS_PER_REQUEST / (measured + backlog_seconds)
@@ -708,14 +713,7 @@ def _delivery_run(
                 timeout=600,
             )  # fmt: skip
             spans_per_second = float(json.loads(result.stdout.strip().splitlines()[-1])["spans_per_second"])
-            # As in measure_end_to_end: the run ends when the sink has the last request (warm-up and
-            # measured rounds each send `requests`), so a backlog cannot flatter the queued modes.
-            loadgen_seconds = time.perf_counter() - started
-            while _sink_count(sink_http)["requests"] < before + 2 * requests:
-                if time.perf_counter() - started > 120:
-                    raise RuntimeError("forwarded requests did not all reach the sink")
-                time.sleep(0.002)
-            backlog_seconds = time.perf_counter() - started - loadgen_seconds
+            backlog_seconds = _backlog_seconds(sink_http, before + 2 * requests, started)
             fsyncs = _fsync_totals(listeners["server"]) if mode == "persistent" else {}
     measured = requests * SPANS_PER_REQUEST / spans_per_second
     return requests * SPANS_PER_REQUEST / (measured + backlog_seconds), fsyncs

@@ -24,7 +24,7 @@ from distributor.forwarding.config import ForwarderConfig, RetryConfig
 from distributor.server.config import ServerConfig
 from tests.support.backends import Answer, RecordingBackend, forwarder_to
 from tests.support.metrics import Labels, Samples, labels, sample_value, total, with_reason
-from tests.support.otlp import attributes, batch, otlp_json, request, span, span_count
+from tests.support.otlp import attributes, batch, otlp_json, request, sdk_spans, span, span_count
 from tests.support.polling import eventually
 from tests.support.senders import JSON
 from tests.support.service import RunningService, StartService, make_config, with_forwarders
@@ -100,24 +100,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def sdk_spans(services: tuple[str, ...] = ("checkout", "payments"), per_service: int = 3) -> list[Any]:
-    """Finished OpenTelemetry SDK spans (ReadableSpan) of these services."""
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    recorded = InMemorySpanExporter()
-    for service in services:
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        provider.add_span_processor(SimpleSpanProcessor(recorded))
-        tracer = provider.get_tracer("test")
-        for i in range(per_service):
-            with tracer.start_as_current_span(f"{service}-op-{i}", attributes={"i": i}):
-                pass
-    return list(recorded.get_finished_spans())
 
 
 def sdk_request_body(spans: list[Any]) -> bytes:

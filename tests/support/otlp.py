@@ -134,3 +134,21 @@ def otlp_json(req: ExportTraceServiceRequest) -> bytes:
 
     hexify(document)
     return json.dumps(document).encode()
+
+
+def sdk_spans(services: tuple[str, ...] = ("checkout", "payments"), per_service: int = 3) -> list[Any]:
+    """Finished OpenTelemetry SDK spans (ReadableSpan) of these services."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    recorded = InMemorySpanExporter()
+    for service in services:
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(recorded))
+        tracer = provider.get_tracer("test")
+        for i in range(per_service):
+            with tracer.start_as_current_span(f"{service}-op-{i}", attributes={"i": i}):
+                pass
+    return list(recorded.get_finished_spans())

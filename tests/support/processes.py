@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.cli import ready_listeners
 from tests.support.metrics import read_samples, scrape, total
+from tests.support.otlp import sdk_spans
 
 READY_TIMEOUT = 30.0
 
@@ -120,19 +121,7 @@ def distributor_processes() -> Iterator[list[DistributorProcess]]:
 def sdk_batches(batches: int, spans_per_batch: int, service: str = "e2e-load") -> list[list[Any]]:
     """`batches` lists of finished SDK spans (ReadableSpan), each the size of one export; made once and
     reused, since making spans is not what is measured."""
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    recorded = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(SimpleSpanProcessor(recorded))
-    tracer = provider.get_tracer("e2e")
-    for index in range(spans_per_batch):
-        with tracer.start_as_current_span(f"op-{index}", attributes={"index": index}):
-            pass
-    spans = list(recorded.get_finished_spans())
+    spans = sdk_spans((service,), per_service=spans_per_batch)
     return [spans] * batches
 
 
