@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from distributor.cli import main
 from distributor.common.usage import Usage
 from distributor.config import load_config
+from distributor.ledger.config import mask_dsn
 from distributor.ledger.ledger import BYTES_USAGE, HOUR, SPANS_USAGE, LedgerEntry, hour_of
 from distributor.ledger.postgresql import SCHEMA_VERSION, PostgresLedgerStore, SchemaTooNew
 from distributor.ledger.stores import open_store
@@ -303,3 +304,23 @@ async def test_a_service_on_postgresql_ingests_flushes_and_answers_the_hourly_ap
     assert query(schemas.dsn(), "SELECT tenant, tags FROM series") == [
         ("acme", '{"service_name":"checkout","team":"payments"}')
     ]
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://ledger:pw@db:5432/usage", "postgresql://<secret>@db:5432/usage"),
+        (
+            "postgresql://db/usage?password=pw&sslmode=require",
+            "postgresql://db/usage?password=<secret>&sslmode=require",
+        ),
+        (
+            "host=db user=ledger password=pw dbname=usage",
+            "host=db user=ledger password=<secret> dbname=usage",
+        ),
+        ("host=db password = 'p w\\'x' dbname=usage", "host=db password = <secret> dbname=usage"),
+        ("host=db dbname=usage", "host=db dbname=usage"),
+    ],
+)
+def test_a_connection_string_shows_without_its_password(dsn: str, shown: str) -> None:
+    assert mask_dsn(dsn) == shown

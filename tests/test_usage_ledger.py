@@ -463,20 +463,26 @@ def test_a_ledger_file_of_the_first_schema_opens_and_answers_the_same(tmp_path: 
             == 5
         )
         assert series_ids(path)[("acme", '{"team":"c"}')] == 4
+        # Version 3: flushes record their batch id, and a batch stored already is not stored again.
+        assert store.write([entry("acme", H10, 4, 1, team("d"))], 1004.5, "batch-6") == 6
+        assert store.write([entry("acme", H10, 4, 1, team("d"))], 1004.6, "batch-6") == 6
+        assert store.snapshot() == Snapshot(6, 1004.5)
         store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)
-        assert store.oldest_snapshot() == 5
-        assert as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), 5)) == {
+        assert store.oldest_snapshot() == 6
+        assert as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), 6)) == {
             (NOV, "acme", team("a")): (166, 8),
             (NOV, "acme", team("b")): (5, 1),
             (NOV, "acme", team("c")): (2, 1),
+            (NOV, "acme", team("d")): (4, 1),
             (NOV, "globex", ()): (7, 1),
         }
-        assert row_counts(path) == {"hourly": 5, "monthly": 4, "flushes": 1}
+        assert row_counts(path) == {"hourly": 6, "monthly": 5, "flushes": 1}
     finally:
         store.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
         indexes = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%by_seq'")
         assert indexes.fetchall() == []
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (3,)
 
 
 def test_the_stored_text_of_a_label_set_is_the_same_however_a_flush_meets_it(backend: LedgerBackend) -> None:
@@ -624,6 +630,54 @@ async def test_usage_the_final_flush_cannot_store_is_counted_as_unrecorded_per_t
     }
     assert "usage ledger: 150 bytes and 4 spans of tenant acme were not stored" in caplog.messages
     assert backend.row_counts() == {"hourly": 0, "monthly": 0, "flushes": 0}
+
+
+def test_a_batch_written_again_under_its_id_is_stored_once(store: LedgerStore) -> None:
+    first = store.write([entry("acme", H10, 100, 2, team("a"))], 1000.0, "batch-1")
+    assert store.write([entry("acme", H10, 100, 2, team("a"))], 1001.0, "batch-1") == first == 1
+    assert store.write([entry("acme", H10, 5, 1, team("a"))], 1002.0, "batch-2") == 2
+    assert store.snapshot() == Snapshot(2, 1002.0)
+    assert as_usage(store.hourly(["acme"], H10, H10 + HOUR, 2)) == {(H10, "acme", team("a")): (105, 3)}
+
+
+class AcknowledgementLost:
+    """A store whose next write commits, then raises as a connection dropped during COMMIT would."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+        self.lose_next = True
+
+    def write(self, entries: Any, flushed_at: float, batch_id: str | None = None) -> int:
+        seq = self.store.write(entries, flushed_at, batch_id)
+        if self.lose_next:
+            self.lose_next = False
+            raise OSError("connection lost during COMMIT")
+        return seq
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_a_flush_whose_commit_succeeded_but_raised_is_stored_once_when_retried(
+    backend: LedgerBackend,
+) -> None:
+    registry = CollectorRegistry()
+    now = [START]
+    ledger = standalone_ledger(AcknowledgementLost(backend.open()), lambda: now[0], registry)  # type: ignore[arg-type]
+    try:
+        ledger.record("acme", ("team",), {("a",): Usage(100, 2)}, {})
+        assert not await ledger.flush()
+        assert backend.row_counts()["flushes"] == 1  # stored, though the ledger could not know
+        ledger.record("acme", ("team",), {("a",): Usage(5, 1)}, {})
+        assert await ledger.flush()
+        snapshot, stored = await ledger.read(
+            lambda s: (s.snapshot(), as_usage(s.hourly(["acme"], H10, H10 + HOUR, 99)))
+        )
+        assert snapshot.seq == 2  # the retry found flush 1; what came after it is flush 2
+        assert stored == {(H10, "acme", team("a")): (105, 3)}
+        assert flush_metrics(registry)["pending"] == 0.0
+    finally:
+        await ledger.stop(0.0)
 
 
 async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
