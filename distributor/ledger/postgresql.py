@@ -143,6 +143,9 @@ class PostgresLedgerStore:
             open=False,
             name=name,
             kwargs={"connect_timeout": max(1, round(timeout))},
+            # A connection the server dropped (a restart, a failover) is replaced before it is used, so
+            # an outage costs the flushes and reads made during it, not one more after it.
+            check=ConnectionPool.check_connection,
         )
         self._pool.open(wait=min_size > 0, timeout=timeout)
         # Series ids by (tenant, tags) as flushes carry them (ids never change once committed), and tags
