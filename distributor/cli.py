@@ -21,6 +21,7 @@ from distributor.common.logging_setup import (
     parse_log_level,
 )
 from distributor.config import Config
+from distributor.ledger.stores import migrate as migrate_ledger
 from distributor.overrides import ConfigError
 from distributor.service import Service
 
@@ -180,8 +181,6 @@ def migrate(argv: list[str]) -> int:
         for problem in checked.problems:
             print(f"error: invalid configuration: {problem}", file=sys.stderr)
         return 1
-    from distributor.ledger.stores import migrate as migrate_ledger
-
     try:
         print(migrate_ledger(checked.config.usage_attribution.ledger, checked.config.source))
     except ConfigError as err:
