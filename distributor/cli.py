@@ -1,5 +1,5 @@
 """`distributor --config FILE`: run the service until SIGINT/SIGTERM. `distributor check-config ...`
-validates files without starting it."""
+validates files without starting it; `distributor migrate ...` migrates the usage ledger's schema."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from distributor.common.logging_setup import (
     parse_log_level,
 )
 from distributor.config import Config
+from distributor.ledger.stores import migrate as migrate_ledger
 from distributor.overrides import ConfigError
 from distributor.service import Service
 
@@ -33,6 +34,9 @@ subcommands:
                         validate a configuration and the per-tenant overrides file it names, as the
                         service would, printing every problem (exit 1) and every warning (as notes);
                         see `distributor check-config --help`
+  distributor migrate --config FILE [--config.expand-env]
+                        apply the schema migrations of the configured usage ledger (PostgreSQL; an
+                        SQLite ledger is migrated when opened) and print its schema version
 """
 
 
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         from distributor.check_config import main as check_config
 
         return check_config(argv[1:])
+    if argv[:1] == ["migrate"]:
+        return migrate(argv[1:])
     args = _parser().parse_args(argv)
     _configure_log(args, None)  # what reading the configuration logs, as the command line says
     # Read as check-config reads it, so that every problem is printed, not only the first.
@@ -156,6 +162,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except StopFailed as err:
         print(f"error: shutdown incomplete, every other step ran: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def migrate(argv: list[str]) -> int:
+    """`distributor migrate`: the configuration is checked as the service checks it, then the ledger's
+    migrations run (each replica also runs them at start; this lets a deploy run them first)."""
+    parser = argparse.ArgumentParser(
+        prog="distributor migrate",
+        description="Apply the schema migrations of the configured usage ledger, then exit.",
+    )
+    parser.add_argument("--config", "-config.file", dest="config", required=True, type=Path)
+    parser.add_argument("--config.expand-env", "-config.expand-env", dest="expand_env", action="store_true")
+    args = parser.parse_args(argv)
+    checked = check(args.config, None, args.expand_env)
+    if checked.problems or checked.config is None:
+        for problem in checked.problems:
+            print(f"error: invalid configuration: {problem}", file=sys.stderr)
+        return 1
+    try:
+        print(migrate_ledger(checked.config.usage_attribution.ledger, checked.config.source))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
 

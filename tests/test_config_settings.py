@@ -117,7 +117,15 @@ EVERY_KEY: dict[str, Any] = {
     "usage_attribution": {
         "enabled": True,
         "region": "eu",
-        "ledger": {"backend": "sqlite", "sqlite": {"path": "ledger.db"}, "flush_period": "2s"},
+        "ledger": {
+            "backend": "sqlite",
+            "sqlite": {"path": "ledger.db"},
+            "postgresql": {
+                "dsn": "postgresql://distributor:pg-pw-7c1@db:5432/usage?sslmode=require",
+                "pool": {"min_size": 2, "max_size": 8, "timeout": "3s"},
+            },
+            "flush_period": "2s",
+        },
         "api": {
             "page_size": 10,
             "rate_limit": {"requests": 0, "period": "1s"},
@@ -191,6 +199,10 @@ def test_every_written_key_shows_with_its_value(tmp_path: Path) -> None:
     assert shown["usage_attribution"]["ledger"] == {
         "backend": "sqlite",
         "sqlite": {"path": str(tmp_path / "ledger.db")},
+        "postgresql": {
+            "dsn": "postgresql://<secret>@db:5432/usage?sslmode=require",
+            "pool": {"min_size": 2, "max_size": 8, "timeout": "3s"},
+        },
         "flush_period": "2s",
         "retention_months": 15,
     }
@@ -232,7 +244,10 @@ def test_secrets_show_masked(tmp_path: Path) -> None:
     assert shown["usage_attribution"]["keys"] == [
         {"api_key": "<secret>", "app_key": "<secret>", "org": "acme", "scopes": ["usage_read"]}
     ]
-    assert all(secret not in text for secret in ("t0ken", "api-1", "app-1"))
+    assert shown["usage_attribution"]["ledger"]["postgresql"]["dsn"] == (
+        "postgresql://<secret>@db:5432/usage?sslmode=require"
+    )
+    assert all(secret not in text for secret in ("t0ken", "api-1", "app-1", "pg-pw-7c1"))
 
 
 PATHS = {
@@ -306,6 +321,7 @@ POSITIVE_INTEGERS = {
     "forwarder workers": ("distributor", "forwarders", 0, "workers"),
     "persistent queue size": ("distributor", "forwarders", 1, "persistent_queue", "max_size_bytes"),
     "ledger retention_months": ("usage_attribution", "ledger", "retention_months"),
+    "ledger pool max_size": ("usage_attribution", "ledger", "postgresql", "pool", "max_size"),
     "API page_size": ("usage_attribution", "api", "page_size"),
 }
 

@@ -106,7 +106,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.entries: list[LedgerEntry] = []
 
-    def write(self, entries: Sequence[LedgerEntry], flushed_at: float) -> int:
+    def write(self, entries: Sequence[LedgerEntry], flushed_at: float, batch_id: str | None = None) -> int:
         self.entries.extend(entries)
         return 1
 

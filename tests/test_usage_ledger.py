@@ -1,4 +1,5 @@
-"""The usage ledger: the SQLite store (snapshots as of a flush, merging, retention), what the pipeline
+"""The usage ledger: its stores, SQLite and PostgreSQL alike (snapshots as of a flush, merging, retention,
+idempotent flushes), what the pipeline
 records into it (the tracker's attribution, overflow, refusals), durability across failed flushes,
 graceful stops, SIGTERM and SIGKILL, its metrics, and the usage_attribution settings (keys are secrets).
 
@@ -31,6 +32,7 @@ from distributor.ledger.ledger import (
     HOUR,
     SPANS_USAGE,
     LedgerEntry,
+    LedgerStore,
     Snapshot,
     UsageRow,
     add_months,
@@ -54,7 +56,7 @@ from tests.support.backends import RecordingBackend, forwarder_to
 from tests.support.cli import RunningCli, running_cli
 from tests.support.clock import ManualClock
 from tests.support.config_files import edit_yaml
-from tests.support.ledger import standalone_ledger
+from tests.support.ledger import BACKENDS, LedgerBackend, ledger_backend, standalone_ledger
 from tests.support.metrics import Labels, parse_usage, sample_value, scrape
 from tests.support.otlp import batch, limits, received, request, span
 from tests.support.polling import eventually
@@ -112,17 +114,22 @@ FAIL_WRITES = "CREATE TRIGGER disk_full BEFORE INSERT ON hourly BEGIN SELECT RAI
 ALLOW_WRITES = "DROP TRIGGER disk_full"
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerBackend]:
+    """Each store-level test runs on both backends (PostgreSQL: a schema of its own, dropped after)."""
+    with ledger_backend(request.param, tmp_path) as opened:
+        yield opened
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteLedgerStore]:
-    opened = SqliteLedgerStore(tmp_path / "ledger.db")
-    yield opened
-    opened.close()
+def store(backend: LedgerBackend) -> LedgerStore:
+    return backend.open()
 
 
-# --- 1. The SQLite store --------------------------------------------------------------------------------
+# --- 1. The stores ----------------------------------------------------------------------------------------
 
 
-def test_a_read_as_of_a_flush_sees_that_flush_and_earlier_ones_only(store: SqliteLedgerStore) -> None:
+def test_a_read_as_of_a_flush_sees_that_flush_and_earlier_ones_only(store: LedgerStore) -> None:
     assert store.snapshot() == Snapshot(0, 0.0)
     first = store.write(
         [
@@ -168,10 +175,9 @@ def test_a_read_as_of_a_flush_sees_that_flush_and_earlier_ones_only(store: Sqlit
 
 
 def test_merging_old_flushes_shrinks_the_file_and_changes_no_read_at_or_after_the_horizon(
-    tmp_path: Path,
+    backend: LedgerBackend,
 ) -> None:
-    path = tmp_path / "ledger.db"
-    store = SqliteLedgerStore(path)
+    store = backend.open()
     tenants = ["acme", "globex"]
 
     def reads(seq: int) -> tuple[StoredUsage, StoredUsage]:
@@ -191,14 +197,14 @@ def test_merging_old_flushes_shrinks_the_file_and_changes_no_read_at_or_after_th
         store.write(entries, 1000.0 + index)
     before = {seq: reads(seq) for seq in range(1, 6)}
     # A flush writes hours only; its months are summed from them until it is merged.
-    assert row_counts(path) == {"hourly": 9, "monthly": 0, "flushes": 5}
+    assert backend.row_counts() == {"hourly": 9, "monthly": 0, "flushes": 5}
 
     store.maintain(merge_before=1003.5, keep_from_hour=0, keep_from_month=0)  # flushes 1 to 4 are older
     assert store.oldest_snapshot() == 4
     assert store.snapshot() == Snapshot(5, 1004.0)
     # One row per (period, series) up to flush 4: hourly (10:00 a, 10:00 b, 11:00 a, globex) + flush 5,
     # monthly (a, b, globex).
-    assert row_counts(path) == {"hourly": 5, "monthly": 3, "flushes": 2}
+    assert backend.row_counts() == {"hourly": 5, "monthly": 3, "flushes": 2}
     assert {seq: reads(seq) for seq in (4, 5)} == {seq: before[seq] for seq in (4, 5)}
 
     # A second merge folds the first one's rows together with the newer flushes.
@@ -207,15 +213,15 @@ def test_merging_old_flushes_shrinks_the_file_and_changes_no_read_at_or_after_th
     before.update({seq: reads(seq) for seq in (6, 7)})
     store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)
     assert store.oldest_snapshot() == 7
-    assert row_counts(path) == {"hourly": 4, "monthly": 3, "flushes": 1}
+    assert backend.row_counts() == {"hourly": 4, "monthly": 3, "flushes": 1}
     assert reads(7) == before[7]
     store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)  # nothing new: no change
-    assert row_counts(path) == {"hourly": 4, "monthly": 3, "flushes": 1}
+    assert backend.row_counts() == {"hourly": 4, "monthly": 3, "flushes": 1}
 
     # Flush numbers go on after the merged ones, and the merged ledger is what a new process reads.
     assert store.write([entry("acme", H10, 2, 1, team("a"))], 2001.0) == 8
     store.close()
-    reopened = SqliteLedgerStore(path)
+    reopened = backend.open()
     try:
         hourly, monthly = reopened_reads = (
             as_usage(reopened.hourly(tenants, H10, H10 + 2 * HOUR, 8)),
@@ -230,7 +236,7 @@ def test_merging_old_flushes_shrinks_the_file_and_changes_no_read_at_or_after_th
         reopened.close()
 
 
-def test_retention_deletes_hours_and_months_before_their_starts(store: SqliteLedgerStore) -> None:
+def test_retention_deletes_hours_and_months_before_their_starts(store: LedgerStore) -> None:
     jan_23, feb_09, feb_10 = utc(2025, 1, 31, 23), utc(2025, 2, 1, 9), utc(2025, 2, 1, 10)
     store.write(
         [
@@ -252,14 +258,13 @@ def test_retention_deletes_hours_and_months_before_their_starts(store: SqliteLed
     assert store.oldest_snapshot() == 0  # no flush is older than merge_before: nothing merged
 
 
-async def test_a_flush_prunes_usage_older_than_retention_months(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.db"
-    seeded = SqliteLedgerStore(path)
+async def test_a_flush_prunes_usage_older_than_retention_months(backend: LedgerBackend) -> None:
+    seeded = backend.open()
     july_last, august_first = utc(2025, 7, 31, 23), utc(2025, 8, 1, 0)
     seeded.write([entry("acme", july_last, 1, 1), entry("acme", august_first, 2, 1)], START - 10 * HOUR)
     seeded.close()
     registry = CollectorRegistry()
-    ledger = standalone_ledger(SqliteLedgerStore(path), lambda: START, registry)
+    ledger = standalone_ledger(backend.open(), lambda: START, registry)
     try:
         assert await ledger.flush()  # November 2026 keeps 15 months back: from August 2025
         hours = await ledger.read(lambda s: as_usage(s.hourly(["acme"], 0, H10, s.snapshot().seq)))
@@ -298,7 +303,7 @@ def test_add_months_across_year_boundaries(month: int, count: int, expected: int
     assert add_months(month, count) == expected
 
 
-def test_one_flush_across_new_year_lands_in_two_months(store: SqliteLedgerStore) -> None:
+def test_one_flush_across_new_year_lands_in_two_months(store: LedgerStore) -> None:
     store.write([entry("acme", utc(2026, 12, 31, 23), 3, 1), entry("acme", utc(2027, 1, 1, 0), 5, 2)], 1.0)
     months = as_usage(store.monthly(["acme"], utc(2026, 12), utc(2027, 2), 1))
     assert months == {(utc(2026, 12), "acme", ()): (3, 1), (utc(2027, 1), "acme", ()): (5, 2)}
@@ -313,9 +318,8 @@ def series_ids(path: Path) -> dict[tuple[str, str], int]:
 
 
 def test_a_flush_of_thousands_of_new_series_stores_each_exactly_and_keeps_ids_across_a_restart(
-    tmp_path: Path,
+    backend: LedgerBackend,
 ) -> None:
-    path = tmp_path / "ledger.db"
     tag_sets = [(("service_name", f"svc-{n % 50}"), ("team", f"team-{n // 50}")) for n in range(2500)]
     first = [
         entry(tenant, H10, 1000 + n, 1 + n % 7, tags)
@@ -327,11 +331,11 @@ def test_a_flush_of_thousands_of_new_series_stores_each_exactly_and_keeps_ids_ac
     second = [
         entry(tenant, H10, 7 + n, 2, tags) for tenant in ("acme", "globex") for n, tags in enumerate(tag_sets)
     ]
-    store = SqliteLedgerStore(path)
+    store = backend.open()
     store.write(first, 1.0)
     store.close()
-    ids_before_restart = series_ids(path)
-    store = SqliteLedgerStore(path)
+    ids_before_restart = backend.series_ids()
+    store = backend.open()
     try:
         store.write(second, 2.0)
         expected: StoredUsage = {}
@@ -350,7 +354,7 @@ def test_a_flush_of_thousands_of_new_series_stores_each_exactly_and_keeps_ids_ac
         }
     finally:
         store.close()
-    ids_after = series_ids(path)
+    ids_after = backend.series_ids()
     assert len(ids_before_restart) == 1000 and len(ids_after) == 5000
     assert {key: ids_after[key] for key in ids_before_restart} == ids_before_restart
 
@@ -459,26 +463,31 @@ def test_a_ledger_file_of_the_first_schema_opens_and_answers_the_same(tmp_path: 
             == 5
         )
         assert series_ids(path)[("acme", '{"team":"c"}')] == 4
+        # Version 3: flushes record their batch id, and a batch stored already is not stored again.
+        assert store.write([entry("acme", H10, 4, 1, team("d"))], 1004.5, "batch-6") == 6
+        assert store.write([entry("acme", H10, 4, 1, team("d"))], 1004.6, "batch-6") == 6
+        assert store.snapshot() == Snapshot(6, 1004.5)
         store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)
-        assert store.oldest_snapshot() == 5
-        assert as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), 5)) == {
+        assert store.oldest_snapshot() == 6
+        assert as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), 6)) == {
             (NOV, "acme", team("a")): (166, 8),
             (NOV, "acme", team("b")): (5, 1),
             (NOV, "acme", team("c")): (2, 1),
+            (NOV, "acme", team("d")): (4, 1),
             (NOV, "globex", ()): (7, 1),
         }
-        assert row_counts(path) == {"hourly": 5, "monthly": 4, "flushes": 1}
+        assert row_counts(path) == {"hourly": 6, "monthly": 5, "flushes": 1}
     finally:
         store.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
         indexes = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%by_seq'")
         assert indexes.fetchall() == []
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (3,)
 
 
-def test_the_stored_text_of_a_label_set_is_the_same_however_a_flush_meets_it(tmp_path: Path) -> None:
+def test_the_stored_text_of_a_label_set_is_the_same_however_a_flush_meets_it(backend: LedgerBackend) -> None:
     """Label sets met again (another tenant's, the same flush twice), values JSON must escape, and label
     sets not sorted by label: each stored as encode_tags writes it, so a lookup after a restart finds it."""
-    path = tmp_path / "ledger.db"
     odd = [
         (("team", 'quote " backslash \\ tab \t newline \n nul \x00 é 日本 \U0001f600'),),
         (("a", "1"), ("b", "2")),
@@ -488,30 +497,31 @@ def test_the_stored_text_of_a_label_set_is_the_same_however_a_flush_meets_it(tmp
         (),
     ]
     entries = [entry(tenant, H10, 1, 1, tags) for tenant in ("acme", "globex") for tags in odd]
-    store = SqliteLedgerStore(path)
+    store = backend.open()
     store.write(entries, 1.0)
     store.close()
-    stored = series_ids(path)
+    stored = backend.series_ids()
     assert set(stored) == {(tenant, encode_tags(tags)) for tenant in ("acme", "globex") for tags in odd}
     assert len(stored) == 10  # (b, a) is (a, b), and (a 1, a 2) is a 2, as stored before
-    store = SqliteLedgerStore(path)
+    store = backend.open()
     try:
         store.write(entries, 2.0)
-        assert series_ids(path) == stored
+        assert backend.series_ids() == stored
     finally:
         store.close()
 
 
-def test_a_store_finds_the_series_another_store_added_to_its_file_since_it_opened(tmp_path: Path) -> None:
+def test_a_store_finds_the_series_another_store_added_to_its_file_since_it_opened(
+    backend: LedgerBackend,
+) -> None:
     """New ids are counted on from the file's highest, not from what this store last wrote; a series
     another store added meanwhile is found under its id, not added twice."""
-    path = tmp_path / "ledger.db"
-    first, second = SqliteLedgerStore(path), SqliteLedgerStore(path)
+    first, second = backend.open(), backend.open()
     try:
         first.write([entry("acme", H10, 1, 1, team("a"))], 1.0)
         second.write([entry("acme", H10, 2, 1, team("a")), entry("acme", H10, 4, 1, team("b"))], 2.0)
         first.write([entry("acme", H10, 8, 1, team("b")), entry("acme", H10, 16, 1, team("c"))], 3.0)
-        assert series_ids(path) == {
+        assert backend.series_ids() == {
             ("acme", '{"team":"a"}'): 1,
             ("acme", '{"team":"b"}'): 2,
             ("acme", '{"team":"c"}'): 3,
@@ -526,11 +536,13 @@ def test_a_store_finds_the_series_another_store_added_to_its_file_since_it_opene
         second.close()
 
 
-def test_the_cursor_secret_is_stable_per_ledger_file_and_differs_between_files(tmp_path: Path) -> None:
-    first = SqliteLedgerStore(tmp_path / "one.db")
+def test_the_cursor_secret_is_stable_per_ledger_file_and_differs_between_files(
+    backend: LedgerBackend,
+) -> None:
+    first = backend.open("one")
     secret = first.secret()
     first.close()
-    again, other = SqliteLedgerStore(tmp_path / "one.db"), SqliteLedgerStore(tmp_path / "two.db")
+    again, other = backend.open("one"), backend.open("two")
     try:
         assert len(secret) >= 16
         assert again.secret() == secret
@@ -550,23 +562,23 @@ def flush_metrics(registry: CollectorRegistry) -> dict[str, float | None]:
 
 
 async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exactly_once(
-    tmp_path: Path,
+    backend: LedgerBackend,
 ) -> None:
-    path = tmp_path / "ledger.db"
     registry = CollectorRegistry()
     now = [START]
-    ledger = standalone_ledger(SqliteLedgerStore(path), lambda: now[0], registry)
+    ledger = standalone_ledger(backend.open(), lambda: now[0], registry)
     try:
         ledger.record("acme", ("team",), {("a",): Usage(100, 2), ("b",): Usage(30, 1)}, {})
-        execute(path, FAIL_WRITES)
+        backend.fail_writes()
         assert not await ledger.flush()
         assert flush_metrics(registry) == {"success": None, "failure": 1.0, "pending": 2.0, "last": 0.0}
-        assert row_counts(path) == {"hourly": 0, "monthly": 0, "flushes": 0}
+        assert backend.row_counts() == {"hourly": 0, "monthly": 0, "flushes": 0}
 
         ledger.record("acme", ("team",), {("a",): Usage(5, 1), ("c",): Usage(7, 1)}, {})
         now[0] += HOUR
         ledger.record_total("plain", Usage(11, 1))
-        execute(path, ALLOW_WRITES)
+        assert flush_metrics(registry)["pending"] == 5.0  # the failed batch's 2, and 3 recorded since
+        backend.allow_writes()
         assert await ledger.flush()
         assert flush_metrics(registry) == {
             "success": 1.0,
@@ -574,10 +586,17 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
             "pending": 0.0,
             "last": START + HOUR,
         }
-        snapshot, hourly = await ledger.read(
-            lambda s: (s.snapshot(), as_usage(s.hourly(["acme", "plain"], H10, H10 + 2 * HOUR, 99)))
+        snapshot, first, hourly = await ledger.read(
+            lambda s: (
+                s.snapshot(),
+                as_usage(s.hourly(["acme", "plain"], H10, H10 + 2 * HOUR, 1)),
+                as_usage(s.hourly(["acme", "plain"], H10, H10 + 2 * HOUR, 99)),
+            )
         )
-        assert snapshot.seq == 1  # the failed attempt left no flush behind
+        # The failed attempt left no flush behind: its batch, retried as it was, is flush 1, and what
+        # was recorded since is flush 2.
+        assert snapshot.seq == 2
+        assert first == {(H10, "acme", team("a")): (100, 2), (H10, "acme", team("b")): (30, 1)}
         assert hourly == {
             (H10, "acme", team("a")): (105, 3),
             (H10, "acme", team("b")): (30, 1),
@@ -589,14 +608,15 @@ async def test_a_failed_flush_keeps_its_usage_and_the_next_flush_stores_it_exact
 
 
 async def test_usage_the_final_flush_cannot_store_is_counted_as_unrecorded_per_tenant_and_logged(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    backend: LedgerBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "ledger.db"
     registry = CollectorRegistry()
-    ledger = standalone_ledger(SqliteLedgerStore(path), lambda: START, registry)
+    ledger = standalone_ledger(backend.open(), lambda: START, registry)
     ledger.record("acme", ("team",), {("a",): Usage(100, 2), ("b",): Usage(30, 1)}, {})
+    backend.fail_writes()
+    assert not await ledger.flush()  # held as a failed batch, then more usage comes
+    ledger.record("acme", ("team",), {("a",): Usage(20, 1)}, {})
     ledger.record_total("plain", Usage(11, 1))
-    execute(path, FAIL_WRITES)
     await ledger.stop(0.0)
 
     def unrecorded(unit: str, tenant: str) -> float | None:
@@ -605,17 +625,65 @@ async def test_usage_the_final_flush_cannot_store_is_counted_as_unrecorded_per_t
     assert {
         tenant: (unrecorded("bytes", tenant), unrecorded("spans", tenant)) for tenant in ("acme", "plain")
     } == {
-        "acme": (130.0, 3.0),
+        "acme": (150.0, 4.0),
         "plain": (11.0, 1.0),
     }
-    assert "usage ledger: 130 bytes and 3 spans of tenant acme were not stored" in caplog.messages
-    assert row_counts(path) == {"hourly": 0, "monthly": 0, "flushes": 0}
+    assert "usage ledger: 150 bytes and 4 spans of tenant acme were not stored" in caplog.messages
+    assert backend.row_counts() == {"hourly": 0, "monthly": 0, "flushes": 0}
+
+
+def test_a_batch_written_again_under_its_id_is_stored_once(store: LedgerStore) -> None:
+    first = store.write([entry("acme", H10, 100, 2, team("a"))], 1000.0, "batch-1")
+    assert store.write([entry("acme", H10, 100, 2, team("a"))], 1001.0, "batch-1") == first == 1
+    assert store.write([entry("acme", H10, 5, 1, team("a"))], 1002.0, "batch-2") == 2
+    assert store.snapshot() == Snapshot(2, 1002.0)
+    assert as_usage(store.hourly(["acme"], H10, H10 + HOUR, 2)) == {(H10, "acme", team("a")): (105, 3)}
+
+
+class AcknowledgementLost:
+    """A store whose next write commits, then raises as a connection dropped during COMMIT would."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+        self.lose_next = True
+
+    def write(self, entries: Any, flushed_at: float, batch_id: str | None = None) -> int:
+        seq = self.store.write(entries, flushed_at, batch_id)
+        if self.lose_next:
+            self.lose_next = False
+            raise OSError("connection lost during COMMIT")
+        return seq
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_a_flush_whose_commit_succeeded_but_raised_is_stored_once_when_retried(
+    backend: LedgerBackend,
+) -> None:
+    registry = CollectorRegistry()
+    now = [START]
+    ledger = standalone_ledger(AcknowledgementLost(backend.open()), lambda: now[0], registry)  # type: ignore[arg-type]
+    try:
+        ledger.record("acme", ("team",), {("a",): Usage(100, 2)}, {})
+        assert not await ledger.flush()
+        assert backend.row_counts()["flushes"] == 1  # stored, though the ledger could not know
+        ledger.record("acme", ("team",), {("a",): Usage(5, 1)}, {})
+        assert await ledger.flush()
+        snapshot, stored = await ledger.read(
+            lambda s: (s.snapshot(), as_usage(s.hourly(["acme"], H10, H10 + HOUR, 99)))
+        )
+        assert snapshot.seq == 2  # the retry found flush 1; what came after it is flush 2
+        assert stored == {(H10, "acme", team("a")): (105, 3)}
+        assert flush_metrics(registry)["pending"] == 0.0
+    finally:
+        await ledger.stop(0.0)
 
 
 async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: LedgerBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SqliteLedgerStore(tmp_path / "ledger.db")
+    store = backend.open()
 
     def locked(*args: Any) -> None:
         raise sqlite3.OperationalError("database is locked")

@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from distributor.common.config_fields import setting, settings
+from distributor.common.config_fields import SECRET, setting, settings
+from distributor.common.url_masking import mask_url, mask_urls_in
 
-LEDGER_BACKENDS = ("sqlite",)
+LEDGER_BACKENDS = ("sqlite", "postgresql")
+
+# A password in a key=value connection string: `password=secret` or `password='with spaces'`.
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def mask_dsn(dsn: str) -> str:
+    """A PostgreSQL connection string as it may be shown: a URL (postgresql://user:password@host/db)
+    masked like a forwarder's URL, a key=value string with its password value replaced."""
+    if "://" in dsn:
+        return mask_url(dsn)
+    return _KEYWORD_PASSWORD.sub(lambda found: found.group(1) + SECRET, dsn)
+
+
+def mask_dsns_in(text: str) -> str:
+    """`text` (a driver's error message) with the passwords of any connection strings in it masked."""
+    return _KEYWORD_PASSWORD.sub(lambda found: found.group(1) + SECRET, mask_urls_in(text)).strip()
+
+
+@settings
+class PoolConfig:
+    """The connections each replica keeps to PostgreSQL (one writer and one reader use them)."""
+
+    min_size: int = setting(default=1, minimum=0, maximum=100)
+    max_size: int = setting(default=4, positive=True, maximum=100)
+    timeout: float = setting(default=10.0, positive=True)  # waiting for a connection, and connecting
 
 
 @settings
 class LedgerConfig:
     backend: str = setting(default="sqlite", choices=LEDGER_BACKENDS)
     sqlite_path: Path = setting(default=Path("data/ledger.db"), key="path", within="sqlite")
+    # libpq's URL or key=value form; it may carry a password, so it is only ever shown masked.
+    postgresql_dsn: str = setting(default="", key="dsn", within="postgresql", render=mask_dsn)
+    postgresql_pool: PoolConfig = setting(default_factory=PoolConfig, key="pool", within="postgresql")
     flush_period: float = setting(default=10.0, positive=True)
     retention_months: int = setting(
         default=15, positive=True, maximum=120

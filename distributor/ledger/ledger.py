@@ -16,6 +16,7 @@ import asyncio
 import calendar
 import logging
 import time
+import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,13 +70,15 @@ class UsageRow(NamedTuple):
 
 
 class LedgerStore(Protocol):
-    """Where the ledger lives (SQLite embedded; PostgreSQL for many replicas next).
+    """Where the ledger lives (SQLite embedded; PostgreSQL shared by many replicas).
 
     Implementations are called from one writer thread and one reader thread at a time. A read that
     finds the storage unusable (a corrupted file) raises LedgerUnavailable."""
 
-    def write(self, entries: Sequence[LedgerEntry], flushed_at: float) -> int:
-        """Add one flush atomically (hourly and monthly); returns its sequence number."""
+    def write(self, entries: Sequence[LedgerEntry], flushed_at: float, batch_id: str | None = None) -> int:
+        """Add one flush atomically, recording `batch_id` with it (one is made when None); returns its
+        sequence number. A batch whose id is stored already (its commit succeeded, but the caller never
+        learnt it) adds nothing: the seq it was stored under is returned."""
         ...
 
     def snapshot(self) -> Snapshot: ...
@@ -121,7 +124,7 @@ class UnavailableStore:
     def __init__(self, error: LedgerUnavailable) -> None:
         self.error = error
 
-    def write(self, entries: Sequence[LedgerEntry], flushed_at: float) -> int:
+    def write(self, entries: Sequence[LedgerEntry], flushed_at: float, batch_id: str | None = None) -> int:
         raise self.error
 
     def snapshot(self) -> Snapshot:
@@ -233,6 +236,9 @@ class UsageLedger:
         self.merge_after = merge_after
         self._wall_clock = wall_clock
         self._pending: dict[_PendingKey, Usage] = {}
+        # A batch whose write failed, retried as it was cut (same id, same usage) before a new one is:
+        # its commit may have succeeded unbeknown to us, and its id is what makes the retry harmless.
+        self._failed: _Batch | None = None
         # One writer thread (SQLite allows one writer) and one reader thread, each with its connection.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="ledger-writer")
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="ledger-reader")
@@ -241,7 +247,9 @@ class UsageLedger:
         self._periodic_flush = PeriodicTask(
             "usage_ledger_flush", flush_period, self.flush, task_metrics, sleep
         )
-        metrics.pending_entries.set_function(lambda: len(self._pending))
+        metrics.pending_entries.set_function(
+            lambda: len(self._pending) + (len(self._failed.usage) if self._failed else 0)
+        )
         # Without a store the service still runs: usage is counted as unrecorded, reads raise.
         self.unavailable = store.error if isinstance(store, UnavailableStore) else None
         metrics.available.set(0 if self.unavailable else 1)
@@ -280,25 +288,24 @@ class UsageLedger:
 
     async def flush(self) -> bool:
         """Write what was summed since the last flush; True when it is stored (or there was nothing).
-        On failure the usage goes back into memory and the next flush tries again. Always False while
-        the store is unavailable (nothing is held: `record` counts usage as unrecorded at once)."""
+
+        What a flush writes is cut into a batch with an id made then. A batch whose write fails is kept
+        apart and retried as it is (same id, same usage) by the next flush, before that one cuts a new
+        batch: if its commit went through but the acknowledgement was lost, the store recognises the id
+        and does not count it twice. So at most one failed batch is held, next to the usage pending
+        since (which, as before, grows while the store is down). Always False while the store is
+        unavailable (nothing is held: `record` counts usage as unrecorded at once)."""
         if self.unavailable is not None:
             return False
         async with self._flush_lock:
-            batch, self._pending = self._pending, {}
             now = self._wall_clock()
-            try:
-                if batch:
-                    await self._in_writer(lambda: self.store.write(_entries(batch), now))
-                    self.metrics.flushed_entries.inc(len(batch))
-            except Exception:
-                log.exception(
-                    "usage ledger flush failed; %d series-hours kept for the next flush", len(batch)
-                )
-                self.metrics.flushes.labels("failure").inc()
-                for key, usage in batch.items():
-                    self._pending[key] = self._pending.get(key, NO_USAGE) + usage
+            if self._failed is not None and not await self._write_failed(now):
                 return False
+            if self._pending:
+                self._failed = _Batch(uuid.uuid4().hex, self._pending)  # failed until it is stored
+                self._pending = {}
+                if not await self._write_failed(now):
+                    return False
             self.metrics.flushes.labels("success").inc()
             self.metrics.last_flush.set(now)
             # Apart from the write: the batch is stored by now, whatever happens to the maintenance.
@@ -310,6 +317,24 @@ class UsageLedger:
                     log.exception("usage ledger maintenance (merging old flushes, retention) failed")
             return True
 
+    async def _write_failed(self, now: float) -> bool:
+        """Write the batch held as failed; True (and nothing held) when it is stored."""
+        batch = self._failed
+        assert batch is not None
+        try:
+            await self._in_writer(lambda: self.store.write(_entries(batch.usage), now, batch.id))
+        except Exception:
+            log.exception(
+                "usage ledger flush failed; %d series-hours kept for the next flush (and %d recorded since)",
+                len(batch.usage),
+                len(self._pending),
+            )
+            self.metrics.flushes.labels("failure").inc()
+            return False
+        self._failed = None
+        self.metrics.flushed_entries.inc(len(batch.usage))
+        return True
+
     def _maintain(self, now: float) -> None:
         keep_from_month = add_months(month_of(now), -self.retention_months)
         self.store.maintain(now - self.merge_after, keep_from_month, keep_from_month)
@@ -319,9 +344,11 @@ class UsageLedger:
         store. Not bound by `deadline`: usage already accepted is stored, or counted as unrecorded."""
         await self._periodic_flush.stop(deadline)
         if self.unavailable is None and not await self.flush():
+            # The failed batch too: its write may have committed, but nothing says it did.
             lost: dict[str, Usage] = {}
-            for (tenant, *_), usage in self._pending.items():
-                lost[tenant] = lost.get(tenant, NO_USAGE) + usage
+            for held in (self._failed.usage if self._failed else {}, self._pending):
+                for (tenant, *_), usage in held.items():
+                    lost[tenant] = lost.get(tenant, NO_USAGE) + usage
             for tenant, usage in sorted(lost.items()):
                 self._count_unrecorded(tenant, usage)
                 log.error(
@@ -331,6 +358,7 @@ class UsageLedger:
                     tenant,
                 )
             self._pending.clear()
+            self._failed = None
         await self._in_writer(self.store.close)
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
@@ -348,6 +376,14 @@ class UsageLedger:
 
     async def _in_writer(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._writer, work)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Usage cut from the pending sums for one write, and the id the store records it under."""
+
+    id: str  # uuid4 hex
+    usage: dict[_PendingKey, Usage]
 
 
 def _entries(batch: dict[_PendingKey, Usage]) -> list[LedgerEntry]:

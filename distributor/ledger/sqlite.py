@@ -13,15 +13,16 @@ Tables (periods are epoch seconds, UTC):
   plus the hourly rows of the flushes not merged yet, which `flush_hours` finds.
 - `flush_hours(seq, hour)`: the hours each flush not merged yet wrote, so merging and monthly reads find
   its rows through the clustering key (a `seq` index cost every flush a third of its time).
-- `flushes(seq, at)`: when each flush happened. `meta`: the merge horizon, the cursor secret and the
-  schema version.
+- `flushes(seq, at, batch_id)`: when each flush happened, and the id of the batch it stored (a batch
+  retried after a write whose outcome was unknown is found by it, and not stored twice; ids of merged
+  flushes go with their rows, long after any retry). `meta`: the merge horizon, the cursor secret and
+  the schema version.
 
 Flushes older than the cursor lifetime are merged into one row per (period, series), carrying the
 newest merged `seq`: reading "as of flush S" (`seq <= S`) stays exact for every S at or after the
 horizon, so a paginated answer never changes under its reader.
 
-With several replicas on one PostgreSQL ledger, flush numbers will need commit order (not just a
-sequence); that backend comes next and keeps this interface.
+Several replicas share one ledger on PostgreSQL instead (postgresql.py, the same tables and semantics).
 """
 
 from __future__ import annotations
@@ -30,18 +31,22 @@ import contextlib
 import json
 import secrets
 import sqlite3
+import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from json.encoder import encode_basestring
 from pathlib import Path
 
 from distributor.ledger.ledger import LedgerEntry, LedgerUnavailable, Snapshot, Tags, UsageRow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 (no `schema` key in meta) wrote every flush to `monthly` too, indexed both tables by seq, and
-# kept `series` as a rowid table (the id) with a unique (tenant, tags) index.
+# kept `series` as a rowid table (the id) with a unique (tenant, tags) index. Version 2 had no
+# `flushes.batch_id`.
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS flushes (seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS flushes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, batch_id TEXT UNIQUE
+    )""",
     """CREATE TABLE IF NOT EXISTS series (
         id INTEGER NOT NULL, tenant TEXT NOT NULL, tags TEXT NOT NULL, PRIMARY KEY (tenant, tags)
     ) WITHOUT ROWID""",
@@ -138,6 +143,8 @@ class SqliteLedgerStore:
                 version = int(setup.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
                 if version == 1:
                     _migrate_from_version_1(setup)
+                if version <= 2:
+                    _migrate_from_version_2(setup)
                 top = _series_top(setup)
                 setup.execute("COMMIT")
             except BaseException:
@@ -175,9 +182,10 @@ class SqliteLedgerStore:
 
     # -- writing ----------------------------------------------------------------------------------------
 
-    def write(self, entries: Sequence[LedgerEntry], flushed_at: float) -> int:
-        """One transaction: the flush, its new series, its hourly rows and the hours it touched. Months
-        are summed from hours when the flush is merged (see `maintain`) or read (see `monthly`).
+    def write(self, entries: Sequence[LedgerEntry], flushed_at: float, batch_id: str | None = None) -> int:
+        """One transaction: the flush, its new series, its hourly rows and the hours it touched (nothing
+        when `batch_id` is stored already: then that flush's seq). Months are summed from hours when the
+        flush is merged (see `maintain`) or read (see `monthly`).
 
         Measured with 200,000 series on the 2-core VM (tests/bench.py row (i)), this layout against the
         one before (every flush into `hourly` and `monthly`, each with a seq index; an INSERT per new
@@ -189,7 +197,12 @@ class SqliteLedgerStore:
         db.execute("BEGIN IMMEDIATE")
         added: list[tuple[str, Tags]] = []
         try:
-            cursor = db.execute("INSERT INTO flushes (at) VALUES (?)", (flushed_at,))
+            batch_id = batch_id or uuid.uuid4().hex
+            stored = db.execute("SELECT seq FROM flushes WHERE batch_id = ?", (batch_id,)).fetchone()
+            if stored is not None:
+                db.execute("COMMIT")
+                return int(stored[0])
+            cursor = db.execute("INSERT INTO flushes (at, batch_id) VALUES (?, ?)", (flushed_at, batch_id))
             seq = cursor.lastrowid
             assert seq is not None
             top_before = _series_top(db)
@@ -522,4 +535,12 @@ def _migrate_from_version_1(db: sqlite3.Connection) -> None:
     db.execute("UPDATE meta SET value = (SELECT COALESCE(MAX(id), 0) FROM series) WHERE key = 'series_top'")
     db.execute("DROP INDEX IF EXISTS hourly_by_seq")
     db.execute("DROP INDEX IF EXISTS monthly_by_seq")
+    db.execute("UPDATE meta SET value = 2 WHERE key = 'schema'")
+
+
+def _migrate_from_version_2(db: sqlite3.Connection) -> None:
+    """Flushes record their batch id from version 3 on; those stored before have none (NULL, which a
+    UNIQUE column allows any number of). In the opening transaction, like version 1's."""
+    db.execute("ALTER TABLE flushes ADD COLUMN batch_id TEXT")
+    db.execute("CREATE UNIQUE INDEX flushes_by_batch_id ON flushes (batch_id)")
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))

@@ -1,0 +1,415 @@
+"""The shared ledger store: PostgreSQL, one database (or schema) for every replica of the service.
+
+psycopg 3's synchronous API rather than asyncpg: `LedgerStore` is synchronous by design, called from the
+ledger's writer and reader threads off the event loop, so an async driver would only add a loop per
+thread; psycopg_pool hands those threads their connections.
+
+The tables are those of the SQLite store (see sqlite.py for what each holds), with the same semantics:
+hourly rows per flush `seq`, monthly rows for merged flushes, `flush_hours`, `flushes`, `meta`; reads "as
+of flush S" (`seq <= S`), merging of flushes older than the cursor lifetime, retention. What several
+writers change:
+- Flush numbers follow commit order: a write takes a transaction-scoped advisory lock before it picks
+  its seq (one more than the highest) and holds it until its commit, so once a reader sees flush S,
+  no flush below S can still appear; a snapshot's pages neither repeat nor skip. Merging and retention
+  take the same lock (two replicas must not fold the same rows twice).
+- Series ids come from a sequence; the (tenant, tags) pairs a flush does not know are looked up, and
+  only the missing ones inserted, under that lock.
+- Every flush records the id of its batch (`flushes.batch_id`, unique): a batch retried after its
+  commit's acknowledgement was lost is recognised and not stored twice.
+- The schema is versioned: `schema_migrations` lists the migrations applied (MIGRATIONS below), applied
+  at open under a session advisory lock, so replicas starting together migrate once. A database whose
+  schema is newer than this code is refused (`SchemaTooNew`). The cursor secret is made once, there too.
+
+Advisory lock keys are (a constant per purpose, a hash of the current schema), so ledgers in different
+schemas of one database do not wait for each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import uuid
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from distributor.ledger.config import mask_dsns_in
+from distributor.ledger.ledger import LedgerEntry, LedgerUnavailable, Snapshot, Tags, UsageRow
+from distributor.ledger.sqlite import encode_tags
+
+# pg_advisory_lock's first key, per purpose (the second is the schema's hash): "ledger migrations" and
+# "ledger writes" as two arbitrary constants.
+MIGRATION_LOCK = 0x1ED6E701
+WRITE_LOCK = 0x1ED6E702
+_SCHEMA_HASH = "hashtext(current_schema())"
+
+# (version, what it does, statements): applied in order, each in its own transaction. Append only.
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "the ledger tables",
+        (
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            """CREATE TABLE flushes (
+                seq BIGINT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, batch_id TEXT NOT NULL UNIQUE
+            )""",
+            "CREATE SEQUENCE series_ids",
+            """CREATE TABLE series (
+                id BIGINT NOT NULL UNIQUE, tenant TEXT NOT NULL, tags TEXT NOT NULL,
+                PRIMARY KEY (tenant, tags)
+            )""",
+            """CREATE TABLE hourly (
+                hour BIGINT NOT NULL, tenant TEXT NOT NULL, series BIGINT NOT NULL,
+                bytes BIGINT NOT NULL, spans BIGINT NOT NULL, seq BIGINT NOT NULL,
+                PRIMARY KEY (hour, tenant, series, seq)
+            )""",
+            """CREATE TABLE monthly (
+                month BIGINT NOT NULL, tenant TEXT NOT NULL, series BIGINT NOT NULL,
+                bytes BIGINT NOT NULL, spans BIGINT NOT NULL, seq BIGINT NOT NULL,
+                PRIMARY KEY (month, tenant, series, seq)
+            )""",
+            "CREATE TABLE flush_hours (seq BIGINT NOT NULL, hour BIGINT NOT NULL, PRIMARY KEY (seq, hour))",
+            "INSERT INTO meta VALUES ('merged_through', '0')",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer version of the distributor than this one."""
+
+    def __init__(self, found: int, known: int) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"the ledger database has schema version {found}, newer than the {known} this distributor "
+            "knows: run a distributor at least as new as the one that migrated it"
+        )
+
+
+def month_of_hour(column: str) -> str:
+    """SQL for the UTC month start of an epoch-seconds column (what ledger.month_of computes)."""
+    return f"EXTRACT(EPOCH FROM date_trunc('month', to_timestamp({column}) AT TIME ZONE 'UTC'))::BIGINT"
+
+
+def migrate(dsn: str, connect_timeout: float = 10.0) -> tuple[int, int]:
+    """Bring the database's schema up to SCHEMA_VERSION, once however many replicas start together;
+    makes the cursor secret if there is none. Returns (version before, version after); SchemaTooNew
+    when the database is newer than this code."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout))) as db:
+        db.execute(f"SELECT pg_advisory_lock(%s, {_SCHEMA_HASH})", (MIGRATION_LOCK,))
+        try:
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )"""
+            )
+            row = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+            before = int(row[0]) if row else 0
+            if before > SCHEMA_VERSION:
+                raise SchemaTooNew(before, SCHEMA_VERSION)
+            for version, _, statements in MIGRATIONS:
+                if version <= before:
+                    continue
+                with db.transaction():
+                    for statement in statements:
+                        db.execute(statement)
+                    db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            db.execute(
+                "INSERT INTO meta VALUES ('cursor_secret', %s) ON CONFLICT (key) DO NOTHING",
+                (secrets.token_hex(32),),
+            )
+        finally:
+            db.execute(f"SELECT pg_advisory_unlock(%s, {_SCHEMA_HASH})", (MIGRATION_LOCK,))
+    return before, SCHEMA_VERSION
+
+
+class PostgresLedgerStore:
+    def __init__(
+        self, dsn: str, min_size: int = 1, max_size: int = 4, timeout: float = 10.0, *, name: str = "ledger"
+    ) -> None:
+        """Migrates the schema (see `migrate`), then opens the pool; psycopg.Error or PoolTimeout when
+        the database cannot be reached, SchemaTooNew when its schema is newer than this code."""
+        migrate(dsn, timeout)
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            name=name,
+            kwargs={"connect_timeout": max(1, round(timeout))},
+            # A connection the server dropped (a restart, a failover) is replaced before it is used, so
+            # an outage costs the flushes and reads made during it, not one more after it.
+            check=ConnectionPool.check_connection,
+        )
+        self._pool.open(wait=min_size > 0, timeout=timeout)
+        # Series ids by (tenant, tags) as flushes carry them (ids never change once committed), and tags
+        # by id for readers.
+        self._series_ids: dict[tuple[str, Tags], int] = {}
+        self._series: dict[int, Tags] = {}
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def write(self, entries: Sequence[LedgerEntry], flushed_at: float, batch_id: str | None = None) -> int:
+        """One transaction under the write lock: the flush (unless `batch_id` was stored already: then
+        its seq), its new series, its hourly rows and the hours it touched."""
+        batch_id = batch_id or uuid.uuid4().hex
+        added: list[tuple[str, Tags]] = []
+        try:
+            with self._pool.connection() as db:
+                db.execute(f"SELECT pg_advisory_xact_lock(%s, {_SCHEMA_HASH})", (WRITE_LOCK,))
+                stored = db.execute("SELECT seq FROM flushes WHERE batch_id = %s", (batch_id,)).fetchone()
+                if stored is not None:
+                    return int(stored[0])
+                row = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM flushes").fetchone()
+                assert row is not None
+                seq = int(row[0])
+                db.execute("INSERT INTO flushes VALUES (%s, %s, %s)", (seq, flushed_at, batch_id))
+                ids = self._series_of(db, entries, added)
+                # Summed per (hour, tenant, series): a flush may carry one twice, and the primary key
+                # holds one row per flush.
+                db.execute(
+                    """INSERT INTO hourly
+                    SELECT hour, tenant, series, SUM(bytes)::BIGINT, SUM(spans)::BIGINT, %s
+                    FROM unnest(%s::BIGINT[], %s::TEXT[], %s::BIGINT[], %s::BIGINT[], %s::BIGINT[])
+                        AS entry(hour, tenant, series, bytes, spans)
+                    GROUP BY hour, tenant, series""",
+                    (
+                        seq,
+                        [entry.hour for entry in entries],
+                        [entry.tenant for entry in entries],
+                        ids,
+                        [entry.spans_bytes for entry in entries],
+                        [entry.spans for entry in entries],
+                    ),
+                )
+                db.execute(
+                    "INSERT INTO flush_hours SELECT %s, unnest(%s::BIGINT[])",
+                    (seq, sorted({entry.hour for entry in entries})),
+                )
+        except BaseException:
+            for key in added:  # ids made in a transaction that did not commit (or may not have)
+                self._series_ids.pop(key, None)
+            raise
+        return seq
+
+    def _series_of(
+        self, db: psycopg.Connection[Any], entries: Sequence[LedgerEntry], added: list[tuple[str, Tags]]
+    ) -> list[int]:
+        """The series id of each entry: known ones from memory, the others looked up in one statement,
+        the ones the database lacks inserted in one more. Each key added to memory is appended to
+        `added`."""
+        known = self._series_ids
+        unknown = {(e.tenant, e.tags) for e in entries if (e.tenant, e.tags) not in known}
+        if unknown:
+            keys = list(unknown)
+            texts: dict[tuple[str, Tags], str] = {}
+            encoded: dict[Tags, str] = {}
+            for tenant, tags in keys:
+                text = encoded.get(tags)
+                if text is None:
+                    text = encoded[tags] = encode_tags(tags)
+                texts[tenant, tags] = text
+            # Label sets that differ only in order or in a repeated label are one stored text.
+            pairs = sorted({(tenant, texts[tenant, tags]) for tenant, tags in keys})
+            tenants = [tenant for tenant, _ in pairs]
+            tag_texts = [text for _, text in pairs]
+            ids: dict[tuple[str, str], int] = {
+                (tenant, text): int(series)
+                for tenant, text, series in db.execute(
+                    """SELECT series.tenant, series.tags, series.id
+                    FROM unnest(%s::TEXT[], %s::TEXT[]) AS wanted(tenant, tags)
+                    JOIN series ON series.tenant = wanted.tenant AND series.tags = wanted.tags""",
+                    (tenants, tag_texts),
+                )
+            }
+            missing = [pair for pair in pairs if pair not in ids]
+            if missing:
+                for tenant, text, series in db.execute(
+                    """INSERT INTO series
+                    SELECT nextval('series_ids'), tenant, tags
+                    FROM unnest(%s::TEXT[], %s::TEXT[]) WITH ORDINALITY AS new(tenant, tags, position)
+                    ORDER BY position
+                    RETURNING tenant, tags, id""",
+                    ([tenant for tenant, _ in missing], [text for _, text in missing]),
+                ):
+                    ids[tenant, text] = int(series)
+            for key in keys:
+                known[key] = ids[key[0], texts[key]]
+            added.extend(keys)
+        return [known[entry.tenant, entry.tags] for entry in entries]
+
+    def maintain(self, merge_before: float, keep_from_hour: int, keep_from_month: int) -> None:
+        with self._pool.connection() as db:
+            db.execute(f"SELECT pg_advisory_xact_lock(%s, {_SCHEMA_HASH})", (WRITE_LOCK,))
+            merged_through = _merged_through(db)
+            row = db.execute("SELECT MAX(seq) FROM flushes WHERE at < %s", (merge_before,)).fetchone()
+            horizon = int(row[0] or 0) if row else 0
+            if horizon > merged_through:
+                _merge_months(db, merged_through, horizon)
+                _merge_hours(db, merged_through, horizon)
+                db.execute("DELETE FROM flush_hours WHERE seq <= %s", (horizon,))
+                db.execute("DELETE FROM flushes WHERE seq < %s", (horizon,))
+                db.execute("UPDATE meta SET value = %s WHERE key = 'merged_through'", (str(horizon),))
+            # Hours of flushes not merged yet are what their months are read from: moved to `monthly`
+            # (under their own seq) before they go, unless their month goes too.
+            db.execute(
+                f"""INSERT INTO monthly
+                SELECT month, tenant, series, SUM(bytes)::BIGINT, SUM(spans)::BIGINT, seq
+                FROM (SELECT {month_of_hour("hour")} AS month, tenant, series, bytes, spans, seq
+                      FROM hourly WHERE hour < %(hour)s AND seq > %(merged)s) AS cut
+                WHERE month >= %(month)s
+                GROUP BY month, tenant, series, seq
+                ON CONFLICT (month, tenant, series, seq) DO UPDATE
+                SET bytes = monthly.bytes + excluded.bytes, spans = monthly.spans + excluded.spans""",
+                {"hour": keep_from_hour, "month": keep_from_month, "merged": max(horizon, merged_through)},
+            )
+            db.execute("DELETE FROM hourly WHERE hour < %s", (keep_from_hour,))
+            db.execute("DELETE FROM flush_hours WHERE hour < %s", (keep_from_hour,))
+            db.execute("DELETE FROM monthly WHERE month < %s", (keep_from_month,))
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one read; a database that cannot be reached or read raises LedgerUnavailable
+        (its message never carries the connection string's password)."""
+        try:
+            with self._pool.connection() as db:
+                yield db
+        except (psycopg.Error, PoolTimeout) as err:
+            raise LedgerUnavailable(f"postgresql: {mask_dsns_in(str(err))}") from err
+
+    def snapshot(self) -> Snapshot:
+        with self._reading() as db:
+            row = db.execute("SELECT seq, at FROM flushes ORDER BY seq DESC LIMIT 1").fetchone()
+        return Snapshot(0, 0.0) if row is None else Snapshot(int(row[0]), float(row[1]))
+
+    def oldest_snapshot(self) -> int:
+        with self._reading() as db:
+            return _merged_through(db)
+
+    def secret(self) -> bytes:
+        with self._reading() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'cursor_secret'").fetchone()
+        assert row is not None  # made by the migration at open
+        return bytes.fromhex(row[0])
+
+    def tenants(self) -> list[str]:
+        with self._reading() as db:
+            return [row[0] for row in db.execute("SELECT DISTINCT tenant FROM series ORDER BY tenant")]
+
+    def hourly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
+        if not tenants:
+            return []
+        with self._reading() as db:
+            found = db.execute(
+                """SELECT hour, tenant, series, bytes, spans FROM hourly
+                WHERE hour >= %s AND hour < %s AND tenant = ANY(%s) AND seq <= %s""",
+                (start, end, list(tenants), seq),
+            ).fetchall()
+            return self._usage_rows(db, found)
+
+    def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
+        """Merged months, plus the hourly rows of the flushes not merged yet (up to `seq`) summed into
+        their months by the caller, in one statement: one snapshot even if a merge commits meanwhile."""
+        if not tenants:
+            return []
+        with self._reading() as db:
+            found = db.execute(
+                f"""SELECT month, tenant, series, bytes, spans FROM monthly
+                WHERE month >= %(start)s AND month < %(end)s AND tenant = ANY(%(tenants)s)
+                AND seq <= %(seq)s
+                UNION ALL
+                SELECT recent.month, hourly.tenant, hourly.series, hourly.bytes, hourly.spans
+                FROM (SELECT DISTINCT hour, {month_of_hour("hour")} AS month FROM flush_hours
+                      WHERE seq <= %(seq)s) AS recent
+                JOIN hourly ON hourly.hour = recent.hour
+                WHERE recent.month >= %(start)s AND recent.month < %(end)s
+                AND hourly.tenant = ANY(%(tenants)s) AND hourly.seq <= %(seq)s
+                AND hourly.seq > (SELECT value::BIGINT FROM meta WHERE key = 'merged_through')""",
+                {"start": start, "end": end, "tenants": list(tenants), "seq": seq},
+            ).fetchall()
+            return self._usage_rows(db, found)
+
+    def _usage_rows(self, db: psycopg.Connection[Any], found: list[tuple[Any, ...]]) -> list[UsageRow]:
+        """(period, tenant, series id, bytes, spans) rows with their series' tags."""
+        series = self._series
+        missing = sorted({row[2] for row in found if row[2] not in series})
+        if missing:
+            for series_id, tags in db.execute("SELECT id, tags FROM series WHERE id = ANY(%s)", (missing,)):
+                series[series_id] = tuple(sorted(json.loads(tags).items()))
+        return [
+            UsageRow(when, tenant, series[series_id], size, spans)
+            for when, tenant, series_id, size, spans in found
+        ]
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _merged_through(db: psycopg.Connection[Any]) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = 'merged_through'").fetchone()
+    assert row is not None  # made by the first migration
+    return int(row[0])
+
+
+def _merge_months(db: psycopg.Connection[Any], after: int, through: int) -> None:
+    """Fold the hourly rows of flushes after+1..through into one `monthly` row per (month, series),
+    together with the rows merged before (and those retention moved there)."""
+    bounds = {"after": after, "through": through}
+    db.execute(
+        f"""CREATE TEMP TABLE folded ON COMMIT DROP AS
+        SELECT {month_of_hour("hour")} AS month, tenant, series, SUM(bytes)::BIGINT AS bytes,
+               SUM(spans)::BIGINT AS spans, MAX(seq) AS seq
+        FROM hourly
+        WHERE hour IN (SELECT hour FROM flush_hours WHERE seq > %(after)s AND seq <= %(through)s)
+        AND seq > %(after)s AND seq <= %(through)s
+        GROUP BY 1, tenant, series""",
+        bounds,
+    )
+    db.execute(
+        """INSERT INTO folded SELECT month, tenant, series, bytes, spans, seq FROM monthly
+        WHERE seq <= %(through)s AND (month, tenant, series) IN (SELECT month, tenant, series FROM folded)""",
+        bounds,
+    )
+    db.execute(
+        """DELETE FROM monthly WHERE seq <= %(through)s
+        AND (month, tenant, series) IN (SELECT month, tenant, series FROM folded)""",
+        bounds,
+    )
+    db.execute(
+        """INSERT INTO monthly SELECT month, tenant, series, SUM(bytes)::BIGINT, SUM(spans)::BIGINT, MAX(seq)
+        FROM folded GROUP BY month, tenant, series"""
+    )
+    db.execute("DROP TABLE folded")
+
+
+def _merge_hours(db: psycopg.Connection[Any], after: int, through: int) -> None:
+    """One `hourly` row per (hour, series) for everything up to flush `through`; only series that some
+    flush since the last merge touched can have more than one such row, in the hours it wrote."""
+    db.execute(
+        """CREATE TEMP TABLE merged ON COMMIT DROP AS
+        SELECT hour, tenant, series, SUM(bytes)::BIGINT AS bytes, SUM(spans)::BIGINT AS spans,
+               MAX(seq) AS seq
+        FROM hourly
+        WHERE hour IN (SELECT hour FROM flush_hours WHERE seq > %(after)s AND seq <= %(through)s)
+        AND seq <= %(through)s AND (hour, tenant, series) IN (
+            SELECT hour, tenant, series FROM hourly
+            WHERE hour IN (SELECT hour FROM flush_hours WHERE seq > %(after)s AND seq <= %(through)s)
+            AND seq > %(after)s AND seq <= %(through)s)
+        GROUP BY hour, tenant, series HAVING COUNT(*) > 1""",
+        {"after": after, "through": through},
+    )
+    db.execute(
+        """DELETE FROM hourly WHERE seq <= %(through)s
+        AND (hour, tenant, series) IN (SELECT hour, tenant, series FROM merged)""",
+        {"through": through},
+    )
+    db.execute("INSERT INTO hourly SELECT hour, tenant, series, bytes, spans, seq FROM merged")
+    db.execute("DROP TABLE merged")
