@@ -505,3 +505,24 @@ def test_a_list_of_entries_that_is_not_a_list_is_reported() -> None:
     )
     assert entries == ()
     assert [str(p) for p in problems] == ["f.yaml:1: items: expected a list of items"]
+
+
+def test_a_postgresql_ledger_needs_a_dsn_and_a_pool_whose_minimum_is_not_above_its_maximum(
+    tmp_path: Path,
+) -> None:
+    config = write_config_files(
+        tmp_path,
+        {
+            "usage_attribution": {
+                "enabled": True,
+                "ledger": {"backend": "postgresql", "postgresql": {"pool": {"min_size": 5, "max_size": 2}}},
+            }
+        },
+        overrides="overrides: {}\n",
+    )
+    problems, _ = check_files(config, None)
+    assert [str(problem).split(": ", 1)[1] for problem in problems] == [
+        "usage_attribution.ledger.postgresql.dsn: the PostgreSQL connection string is required for "
+        "backend postgresql",
+        "usage_attribution.ledger.postgresql.pool.min_size: must be at most max_size",
+    ]

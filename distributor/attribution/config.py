@@ -106,7 +106,15 @@ class UsageAttributionConfig:
 
 
 def parse_usage_attribution(section: Section) -> UsageAttributionConfig:
-    return read_settings(section, UsageAttributionConfig)
+    config = read_settings(section, UsageAttributionConfig)
+    ledger = config.ledger
+    if ledger.backend == "postgresql":
+        postgresql = section.reopened("ledger").reopened("postgresql")
+        if not ledger.postgresql_dsn:
+            postgresql.fail("dsn", "the PostgreSQL connection string is required for backend postgresql")
+        if ledger.postgresql_pool.min_size > ledger.postgresql_pool.max_size:
+            postgresql.reopened("pool").fail("min_size", "must be at most max_size")
+    return config
 
 
 def _orgs(orgs_section: Section) -> tuple[OrgConfig, ...]:
