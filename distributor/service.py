@@ -115,6 +115,7 @@ class Service:
                 merge_after=attribution.api.cursor_ttl,
                 wall_clock=wall_clock,
                 task_metrics=task_metrics,
+                max_pending_entries=attribution.ledger.max_pending_entries,
             )
             attribution_api = UsageAttributionApi(attribution, self.ledger, self.org_tags, clock, wall_clock)
         self.attribution_http = UsageAttributionHttp(attribution_api)

@@ -620,7 +620,8 @@ async def test_usage_the_final_flush_cannot_store_is_counted_as_unrecorded_per_t
     await ledger.stop(0.0)
 
     def unrecorded(unit: str, tenant: str) -> float | None:
-        return registry.get_sample_value(f"tempo_usage_ledger_unrecorded_{unit}_total", {"tenant": tenant})
+        labels = {"tenant": tenant, "reason": "shutdown_flush_failed"}
+        return registry.get_sample_value(f"tempo_usage_ledger_unrecorded_{unit}_total", labels)
 
     assert {
         tenant: (unrecorded("bytes", tenant), unrecorded("spans", tenant)) for tenant in ("acme", "plain")
@@ -630,6 +631,35 @@ async def test_usage_the_final_flush_cannot_store_is_counted_as_unrecorded_per_t
     }
     assert "usage ledger: 150 bytes and 4 spans of tenant acme were not stored" in caplog.messages
     assert backend.row_counts() == {"hourly": 0, "monthly": 0, "flushes": 0}
+
+
+async def test_usage_waiting_for_a_failing_store_is_bounded_and_what_does_not_fit_is_counted(
+    backend: LedgerBackend,
+) -> None:
+    registry = CollectorRegistry()
+    ledger = standalone_ledger(backend.open(), lambda: START, registry, max_pending_entries=2)
+    backend.fail_writes()
+    ledger.record("acme", ("team",), {("a",): Usage(100, 2)}, {})
+    assert not await ledger.flush()  # held as a failed batch: one entry
+    ledger.record("acme", ("team",), {("b",): Usage(30, 1), ("c",): Usage(7, 1)}, {})  # c does not fit
+    ledger.record("acme", ("team",), {("b",): Usage(5, 1)}, {})  # b is held already: it still sums
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("tempo_usage_ledger_pending_entries") == 2
+    full = {"tenant": "acme", "reason": "pending_full"}
+    assert value("tempo_usage_ledger_unrecorded_bytes_total", **full) == 7
+    assert value("tempo_usage_ledger_unrecorded_spans_total", **full) == 1
+    backend.allow_writes()
+    assert await ledger.flush()
+    await ledger.stop(0.0)
+    stored = backend.open()
+    snapshot = stored.snapshot()
+    assert as_usage(stored.hourly(["acme"], H10 - 10 * HOUR, H10 + 10 * HOUR, snapshot.seq)) == {
+        (hour_of(START), "acme", team("a")): (100, 2),
+        (hour_of(START), "acme", team("b")): (35, 2),
+    }
 
 
 def test_a_batch_written_again_under_its_id_is_stored_once(store: LedgerStore) -> None:

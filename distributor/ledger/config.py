@@ -44,6 +44,8 @@ class LedgerConfig:
     postgresql_dsn: str = setting(default="", key="dsn", within="postgresql", render=mask_dsn)
     postgresql_pool: PoolConfig = setting(default_factory=PoolConfig, key="pool", within="postgresql")
     flush_period: float = setting(default=10.0, positive=True)
+    # Series-hours waiting in memory for the store (while it is down); past it new ones are unrecorded.
+    max_pending_entries: int = setting(default=1_000_000, positive=True)
     retention_months: int = setting(
         default=15, positive=True, maximum=120
     )  # Datadog serves at most 15 months back

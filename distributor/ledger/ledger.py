@@ -192,16 +192,16 @@ class LedgerMetrics:
         )
         self.unrecorded_bytes = Counter(
             "tempo_usage_ledger_unrecorded_bytes_total",
-            "Accepted bytes the ledger could not store (the final flush at shutdown failed, or the ledger "
-            "is unavailable)",
-            ["tenant"],
+            "Accepted bytes the ledger could not store, by reason: the final flush at shutdown failed "
+            "(shutdown_flush_failed), the ledger is unavailable (ledger_unavailable), or usage waiting "
+            "for the store reached max_pending_entries (pending_full)",
+            ["tenant", "reason"],
             registry=registry,
         )
         self.unrecorded_spans = Counter(
             "tempo_usage_ledger_unrecorded_spans_total",
-            "Accepted spans the ledger could not store (the final flush at shutdown failed, or the ledger "
-            "is unavailable)",
-            ["tenant"],
+            "Accepted spans the ledger could not store, by reason (as for the bytes)",
+            ["tenant", "reason"],
             registry=registry,
         )
         self.available = Gauge(
@@ -214,6 +214,11 @@ class LedgerMetrics:
 
 # (tenant, hour, labels, values)
 _PendingKey = tuple[str, int, tuple[str, ...], tuple[str, ...]]
+
+# Why accepted usage was not stored: the `reason` of the unrecorded counters.
+SHUTDOWN_FLUSH_FAILED = "shutdown_flush_failed"
+LEDGER_UNAVAILABLE = "ledger_unavailable"
+PENDING_FULL = "pending_full"
 
 
 class UsageLedger:
@@ -228,8 +233,11 @@ class UsageLedger:
         *,
         task_metrics: BackgroundTaskMetrics,
         sleep: Sleep = asyncio.sleep,
+        max_pending_entries: int = 1_000_000,
     ) -> None:
         self.store = store
+        # While the store is down usage waits in memory, one entry per series and hour: this bounds it.
+        self.max_pending_entries = max_pending_entries
         self.metrics = metrics
         self.flush_period = flush_period
         self.retention_months = retention_months
@@ -247,9 +255,7 @@ class UsageLedger:
         self._periodic_flush = PeriodicTask(
             "usage_ledger_flush", flush_period, self.flush, task_metrics, sleep
         )
-        metrics.pending_entries.set_function(
-            lambda: len(self._pending) + (len(self._failed.usage) if self._failed else 0)
-        )
+        metrics.pending_entries.set_function(self._held_entries)
         # Without a store the service still runs: usage is counted as unrecorded, reads raise.
         self.unavailable = store.error if isinstance(store, UnavailableStore) else None
         metrics.available.set(0 if self.unavailable else 1)
@@ -265,7 +271,7 @@ class UsageLedger:
     ) -> None:
         """One accepted request's usage by label values, attributed as the tracker recorded it."""
         if self.unavailable is not None:
-            self._count_unrecorded(tenant, sum(usage.values(), NO_USAGE))
+            self._count_unrecorded(tenant, sum(usage.values(), NO_USAGE), LEDGER_UNAVAILABLE)
             return
         hour = hour_of(self._wall_clock())
         pending = self._pending
@@ -274,7 +280,17 @@ class UsageLedger:
                 values = overflowed.get(values, values)
             key = (tenant, hour, labels, values)
             entry = pending.get(key)
-            pending[key] = series_usage if entry is None else entry + series_usage
+            if entry is not None:
+                pending[key] = entry + series_usage
+            elif self._held_entries() < self.max_pending_entries:
+                pending[key] = series_usage
+            else:
+                # The store has been failing long enough to fill the bound: a series-hour already held
+                # still sums, a new one is counted as unrecorded instead of growing memory.
+                self._count_unrecorded(tenant, series_usage, PENDING_FULL)
+
+    def _held_entries(self) -> int:
+        return len(self._pending) + (len(self._failed.usage) if self._failed else 0)
 
     def record_total(self, tenant: str, usage: Usage) -> None:
         """Usage of a tenant without cost-attribution dimensions: one series with no tags."""
@@ -350,7 +366,7 @@ class UsageLedger:
                 for (tenant, *_), usage in held.items():
                     lost[tenant] = lost.get(tenant, NO_USAGE) + usage
             for tenant, usage in sorted(lost.items()):
-                self._count_unrecorded(tenant, usage)
+                self._count_unrecorded(tenant, usage, SHUTDOWN_FLUSH_FAILED)
                 log.error(
                     "usage ledger: %d bytes and %d spans of tenant %s were not stored",
                     usage.bytes,
@@ -363,9 +379,9 @@ class UsageLedger:
         self._writer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
-    def _count_unrecorded(self, tenant: str, usage: Usage) -> None:
-        self.metrics.unrecorded_bytes.labels(tenant).inc(usage.bytes)
-        self.metrics.unrecorded_spans.labels(tenant).inc(usage.spans)
+    def _count_unrecorded(self, tenant: str, usage: Usage, reason: str) -> None:
+        self.metrics.unrecorded_bytes.labels(tenant, reason).inc(usage.bytes)
+        self.metrics.unrecorded_spans.labels(tenant, reason).inc(usage.spans)
 
     # -- reading ----------------------------------------------------------------------------------------
 

@@ -24,7 +24,10 @@ from distributor.ledger.sqlite import SqliteLedgerStore
 
 
 def standalone_ledger(
-    store: LedgerStore, wall_clock: Callable[[], float], registry: CollectorRegistry | None = None
+    store: LedgerStore,
+    wall_clock: Callable[[], float],
+    registry: CollectorRegistry | None = None,
+    max_pending_entries: int = 1_000_000,
 ) -> UsageLedger:
     """Flush period, retention and merge horizon as a service's defaults would not get in the way: an
     hour, 15 months, an hour. Its metrics go to `registry` when the test reads them."""
@@ -37,6 +40,7 @@ def standalone_ledger(
         merge_after=3600.0,
         wall_clock=wall_clock,
         task_metrics=BackgroundTaskMetrics(registry),
+        max_pending_entries=max_pending_entries,
     )
 
 
