@@ -57,8 +57,24 @@ async def test_a_corrupted_ledger_file_at_start_leaves_ingest_running_counts_usa
 
         samples = await running.samples()
         assert sample_value(samples, "tempo_usage_ledger_available") == 0
-        assert sample_value(samples, "tempo_usage_ledger_unrecorded_bytes_total", tenant="acme", reason="ledger_unavailable") == tracked
-        assert sample_value(samples, "tempo_usage_ledger_unrecorded_spans_total", tenant="acme", reason="ledger_unavailable") == 5
+        assert (
+            sample_value(
+                samples,
+                "tempo_usage_ledger_unrecorded_bytes_total",
+                tenant="acme",
+                reason="ledger_unavailable",
+            )
+            == tracked
+        )
+        assert (
+            sample_value(
+                samples,
+                "tempo_usage_ledger_unrecorded_spans_total",
+                tenant="acme",
+                reason="ledger_unavailable",
+            )
+            == 5
+        )
         assert sample_value(samples, "tempo_usage_ledger_flushes_total", result="failure") == 0
 
         expected = unavailable_answer(ledger, "file is not a database")
@@ -99,7 +115,10 @@ async def test_the_process_starts_on_a_corrupted_ledger_file_answers_ready_accep
             async with session.get(cli.server_url + "/metrics") as metrics:
                 text = await metrics.text()
             assert "tempo_usage_ledger_available 0.0" in text
-            assert 'tempo_usage_ledger_unrecorded_spans_total{reason="ledger_unavailable",tenant="acme"} 2.0' in text
+            assert (
+                'tempo_usage_ledger_unrecorded_spans_total{reason="ledger_unavailable",tenant="acme"} 2.0'
+                in text
+            )
             assert cli.terminate() == 0
     assert ledger.read_bytes() == GARBAGE
 
