@@ -21,6 +21,8 @@
 (k) end to end (HTTP ingest, one otlpgrpc forwarder to a sink process, until the sink has the last
     request) for each forwarder delivery mode: queued, synchronous, persistent; and the persistent
     queue's requests and seconds per fsync
+(l) the PostgreSQL ledger: a flush of 10,000 series against SQLite's, and end to end ingest with each
+    ledger (flushing every second) against none (skipped with the reason when PostgreSQL is unreachable)
 OTLP/JSON ingest end to end on 50-span and 5-span requests against protobuf ingest of the same requests,
 and the longest /ready answer while one 12 MB OTLP/JSON request is converted and scanned;
 and memory per usage series (short labels; 3 labels of 22-35 bytes, with and without the ledger).
@@ -53,7 +55,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from distributor.ingest.traces import ReceivedTraces
-from distributor.ledger.ledger import LedgerEntry, add_months, month_of
+from distributor.ledger.ledger import LedgerEntry, LedgerStore, add_months, month_of
 from distributor.ledger.sqlite import SqliteLedgerStore
 from distributor.overrides import TenantLimits, parse_dimensions
 from distributor.usage.config import CostAttributionConfig
@@ -554,6 +556,7 @@ def measure_end_to_end(
     dimensions: str = "{service.name: ''}",
     kind: str = "plain",
     per: str = "spans_per_second",
+    ledger_backend: str = "sqlite: {path: ledger.db}",
 ) -> float:
     """Spans/s through a server process; with `forward_to` (a sink's OTLP/gRPC host:port or OTLP/HTTP
     URL) every request is also forwarded, and the run only ends once the sink has the last of them.
@@ -585,8 +588,7 @@ def measure_end_to_end(
         if ledger:  # flushing every second, so each run includes several flushes
             with config.open("a") as file:
                 file.write(
-                    "usage_attribution:\n  enabled: true\n"
-                    "  ledger: {sqlite: {path: ledger.db}, flush_period: 1s}\n"
+                    f"usage_attribution:\n  enabled: true\n  ledger: {{{ledger_backend}, flush_period: 1s}}\n"
                 )
         server = subprocess.Popen(
             [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
@@ -1031,6 +1033,103 @@ def measure_ledger_flush() -> dict[str, float]:
     return timings
 
 
+# (l) ---------------------------------------------------------------------------------------------
+
+POSTGRES_DSN = os.environ.get("DISTRIBUTOR_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+SHARED_LEDGER_SERIES = 10_000
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A connection string into a fresh schema of the bench database, dropped afterwards."""
+    import secrets
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    schema = f"bench_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True, connect_timeout=5) as db:
+        db.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield make_conninfo(POSTGRES_DSN, options=f"-csearch_path={schema}")
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as db:
+            db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _timed_flushes(
+    open_store: Callable[[], LedgerStore], entries: list[LedgerEntry], now: float
+) -> dict[str, float]:
+    """Seconds per write: every series new, known to the database only (a new process), then to both."""
+    timings: dict[str, float] = {}
+    store = open_store()
+    started = time.perf_counter()
+    store.write(entries, now)
+    timings["new"] = time.perf_counter() - started
+    store.close()
+    store = open_store()
+    for name in ("after_restart", "cached"):
+        started = time.perf_counter()
+        store.write(entries, now)
+        timings[name] = time.perf_counter() - started
+    store.close()
+    return timings
+
+
+def measure_postgres_ledger() -> dict[str, float] | str:
+    """The PostgreSQL ledger against SQLite: one flush of 10,000 series (new, after a restart, cached)
+    into each, and end to end ingest (HTTP, flushing every second) with each ledger and without one,
+    interleaved rounds, medians. A reason instead when PostgreSQL cannot be reached."""
+    from distributor.ledger.postgresql import PostgresLedgerStore
+
+    now = time.time()
+    entries = flush_entries(now)[:SHARED_LEDGER_SERIES]
+    try:
+        with postgres_schema() as dsn:
+            result = {
+                f"pg_{k}": v
+                for k, v in _timed_flushes(lambda: PostgresLedgerStore(dsn), entries, now).items()
+            }
+    except Exception as err:  # the database is optional for the benchmark
+        return f"PostgreSQL at {POSTGRES_DSN} unreachable: {err}"
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "ledger.db"
+        result |= {
+            f"sqlite_{k}": v for k, v in _timed_flushes(lambda: SqliteLedgerStore(path), entries, now).items()
+        }
+    runs: dict[str, list[float]] = {"none": [], "sqlite": [], "postgresql": []}
+    with postgres_schema() as dsn:
+        backends = {
+            "sqlite": "sqlite: {path: ledger.db}",
+            "postgresql": f"backend: postgresql, postgresql: {{dsn: '{dsn}'}}",
+        }
+        for _ in range(FORWARDING_ROUNDS):
+            runs["none"].append(measure_end_to_end())
+            for name, backend in backends.items():
+                runs[name].append(measure_end_to_end(ledger=True, ledger_backend=backend))
+    return result | {f"ingest_{name}": statistics.median(rates) for name, rates in runs.items()}
+
+
+def print_postgres_ledger(measured: dict[str, float] | str) -> None:
+    if isinstance(measured, str):
+        print(f"(l) PostgreSQL ledger: skipped, {measured}")
+        return
+    print(
+        f"(l) ledger flush of {SHARED_LEDGER_SERIES:,} series, PostgreSQL / SQLite: new "
+        f"{measured['pg_new']:.3f} / {measured['sqlite_new']:.3f} s, after a restart "
+        f"{measured['pg_after_restart']:.3f} / {measured['sqlite_after_restart']:.3f} s, cached "
+        f"{measured['pg_cached']:.3f} / {measured['sqlite_cached']:.3f} s"
+    )
+    for name in ("none", "sqlite", "postgresql"):
+        label = (
+            f"(l) end to end, ledger {name}, flushing every 1s"
+            if name != "none"
+            else "(l) end to end, no ledger"
+        )
+        print(f"{label:52s} {measured['ingest_' + name]:12,.0f} spans/s")
+
+
 def print_ledger_flush(flush: dict[str, float]) -> None:
     print(
         f"(i) ledger flush of {FLUSH_SERIES:,} series: new {flush['new']:.2f} s, existing after a restart "
@@ -1289,6 +1388,8 @@ def main() -> None:
     print_json_stall(stall)
     delivery = measure_delivery_modes()
     print_delivery_modes(delivery)
+    shared_ledger = measure_postgres_ledger()
+    print_postgres_ledger(shared_ledger)
     checks: list[tuple[str, float, float]] = [
         ("b/a", b / a, 2.5),
         ("c/a", c / a, 1.5),
@@ -1311,6 +1412,10 @@ def main() -> None:
     checks.append(("g ledger/no, end to end", with_ledger / without_ledger, 0.9))
     checks.append(("g ledger/no, by CPU", cpu_without_ledger / cpu_with_ledger, 0.9))
     checks += delivery_checks(delivery)
+    if not isinstance(shared_ledger, str):
+        checks.append(
+            ("l postgres ledger/no", shared_ledger["ingest_postgresql"] / shared_ledger["ingest_none"], 0.9)
+        )
     for name, ratio, target in checks:
         print(f"{name:24s} {ratio:6.2f}  target >= {target:<4}  {'met' if ratio >= target else 'NOT met'}")
     per_series = scrape["bytes_per_series"]
@@ -1349,6 +1454,7 @@ if __name__ == "__main__":
     parser.add_argument("--scrape-during-ingestion", action="store_true", help="only the row (j)")
     parser.add_argument("--delivery-modes", action="store_true", help="only the rows (k)")
     parser.add_argument("--end-to-end", action="store_true", help="only the rows (d) and (d')")
+    parser.add_argument("--postgres-ledger", action="store_true", help="only the rows (l)")
     args = parser.parse_args()
     if args.loadgen:
         _load_generator(args.loadgen[0], int(args.loadgen[1]), int(args.loadgen[2]), *args.loadgen[3:])
@@ -1370,6 +1476,12 @@ if __name__ == "__main__":
         print_ledger_flush(measure_ledger_flush())
     elif args.scrape_during_ingestion:
         print_scrape_during_ingestion(measure_scrape_during_ingestion())
+    elif args.postgres_ledger:
+        shared_ledger = measure_postgres_ledger()
+        print_postgres_ledger(shared_ledger)
+        if not isinstance(shared_ledger, str):
+            ratio = shared_ledger["ingest_postgresql"] / shared_ledger["ingest_none"]
+            print(f"(l) postgres ledger/no ledger {ratio:.2f} (target >= 0.9)")
     elif args.end_to_end:
         d, d_team, d_over_a, d_team_over_a = measure_end_to_end_rounds()
         print(f"(d) {d:,.0f} spans/s, d/a {d_over_a:.2f} (target >= 0.75)")
