@@ -16,7 +16,9 @@ from distributor.common.config_reader import MAX_FILE_BYTES, ConfigNote, read_by
 from distributor.config import Config, load_config
 from distributor.overrides import ConfigError, TenantOverrides
 from distributor.overrides.loading import parse_per_tenant_file
+from distributor.overrides.model import OverridesSnapshot
 from distributor.overrides.reload import MAX_BYTES_SETTING
+from distributor.ring.config import global_rate_tenants, without_ring_note
 
 
 @dataclass
@@ -55,10 +57,11 @@ def check(config_path: Path | None, overrides_path: Path | None, expand_env: boo
             max_bytes = config.overrides.per_tenant_override_max_bytes
             if overrides_path is None:
                 overrides_path = config.overrides.per_tenant_override_config
+    snapshot = OverridesSnapshot(defaults=defaults)
     if overrides_path is not None:
         result.checked.append(overrides_path)
         try:
-            parse_per_tenant_file(
+            snapshot = parse_per_tenant_file(
                 read_bytes(overrides_path, max_bytes, MAX_BYTES_SETTING),
                 str(overrides_path),
                 defaults,
@@ -69,6 +72,12 @@ def check(config_path: Path | None, overrides_path: Path | None, expand_env: boo
             )
         except ConfigError as err:
             result.problems.append(err)
+    if result.config is not None and result.config.ring.backend == "none":
+        tenants = global_rate_tenants(snapshot)
+        if tenants:
+            assert config_path is not None
+            note = ConfigNote(str(config_path), None, "distributor.ring.backend", without_ring_note(tenants))
+            result.notes.append(note)
     # Reported in reading order: by file as checked, then by line.
     order = {str(path): index for index, path in enumerate(result.checked)}
     result.problems.sort(key=lambda p: (order.get(p.file, len(order)), p.line or 0))

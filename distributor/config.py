@@ -32,11 +32,12 @@ from distributor.receivers.config import (
     parse_receivers,
     receivers_as_data,
 )
+from distributor.ring.config import RingConfig, parse_ring
 from distributor.server.config import SERVER_FOREIGN, ServerConfig, parse_server
 from distributor.usage.config import CostAttributionConfig, UsageConfig, parse_usage, usage_as_data
 
 TOP_KEYS = ("multitenancy_enabled", "server", "distributor", "overrides", "usage_attribution")
-DISTRIBUTOR_KEYS = ("receivers", "usage", "forwarders", "max_active_tenants", "ingest_workers")
+DISTRIBUTOR_KEYS = ("receivers", "usage", "forwarders", "max_active_tenants", "ingest_workers", "ring")
 
 _OTHER_COMPONENT = "configures a Tempo component this service does not have"
 _TEMPO_ONLY = "a Tempo setting this service does not use"
@@ -97,7 +98,6 @@ DISTRIBUTOR_FOREIGN: Foreign = foreign_keys(
         **{
             setting: _DISTRIBUTOR_ONLY
             for setting in (
-                "ring",
                 "override_ring_key",
                 "log_received_spans",
                 "log_discarded_spans",
@@ -127,6 +127,7 @@ class Config:
     forwarders: tuple[ForwarderConfig, ...] = ()
     max_active_tenants: int = DEFAULT_MAX_ACTIVE_TENANTS
     ingest_workers: IngestWorkersConfig = field(default_factory=IngestWorkersConfig)
+    ring: RingConfig = field(default_factory=RingConfig)
     cost_attribution: CostAttributionConfig = field(default_factory=CostAttributionConfig)
     overrides: OverridesConfig = field(default_factory=OverridesConfig)
     usage_attribution: UsageAttributionConfig = field(default_factory=UsageAttributionConfig)
@@ -167,6 +168,7 @@ def load_config(path: Path, expand_env: bool = False, problems: list[ConfigError
         ingest_workers=read_settings(
             settings_section(distributor, "ingest_workers", IngestWorkersConfig), IngestWorkersConfig
         ),
+        ring=parse_ring(distributor),
         cost_attribution=cost_attribution,
         overrides=overrides,
         usage_attribution=parse_usage_attribution(
@@ -189,6 +191,7 @@ def config_as_data(config: Config) -> dict[str, Any]:
             "usage": usage_as_data(config.cost_attribution),
             "max_active_tenants": config.max_active_tenants,
             "ingest_workers": render_settings(config.ingest_workers),
+            "ring": render_settings(config.ring),
         },
         "overrides": render_settings(config.overrides),
         "usage_attribution": render_settings(config.usage_attribution),

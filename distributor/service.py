@@ -44,6 +44,8 @@ from distributor.overrides.reload import OverridesRefresh, RuntimeOverridesReloa
 from distributor.overrides.user_configurable import UserConfigurableOverrides
 from distributor.receivers.otlp_grpc import OtlpGrpcReceiver
 from distributor.receivers.otlp_http import OtlpHttpReceiver
+from distributor.ring.config import global_rate_tenants, without_ring_note
+from distributor.ring.ring import DistributorRing, RingMetrics
 from distributor.server.endpoints import ServerEndpoints
 from distributor.server.metrics import new_registry
 from distributor.server.user_overrides import UserOverridesApi
@@ -102,7 +104,13 @@ class Service:
         self.tenant_activity.busy_while(self.forwarders.hold_requests_of)
         self.tenant_activity.on_release(ingest_metrics.release_tenants)
         self.tenant_activity.on_release(forwarder_metrics.release_tenants)
-        self.rate_limiter = IngestionRateLimiter(clock)
+        ring_metrics = RingMetrics(self.registry)
+        self.ring: DistributorRing | None = None
+        if config.ring.backend == "postgresql":
+            self.ring = DistributorRing(config.ring, ring_metrics, task_metrics, wall_clock)
+            self.rate_limiter = IngestionRateLimiter(clock, self.ring.healthy_replicas)
+        else:
+            self.rate_limiter = IngestionRateLimiter(clock)
         self.ledger: UsageLedger | None = None
         attribution_api: UsageAttributionApi | None = None
         attribution = config.usage_attribution
@@ -182,6 +190,10 @@ class Service:
         components: list[tuple[str, Component]] = []
         if self.ledger is not None:
             components.append(("usage ledger", self.ledger))
+        if self.ring is not None:
+            # Before the receivers, so the first requests are limited with the ring's count; after them
+            # when stopping, so that this replica is counted while it still takes requests.
+            components.append(("distributor ring", self.ring))
         components += [
             ("server port", self.server_port),
             ("forwarders", self.forwarders),
@@ -303,6 +315,17 @@ class Service:
             )
         else:
             log.info("per-tenant overrides file: none (no overrides.per_tenant_override_config)")
+        if self.ring is not None:
+            log.info(
+                "distributor ring: postgresql, instance %s, %d healthy replicas",
+                self.ring.instance_id,
+                self.ring.healthy_replicas(),
+                extra=fields(instance_id=self.ring.instance_id, replicas=self.ring.healthy_replicas()),
+            )
+        else:
+            tenants = global_rate_tenants(self.overrides.snapshot)
+            if tenants:
+                log.warning("distributor.ring.backend %s", without_ring_note(tenants))
         log.info(
             "compiled ingest core: %s",
             "loaded" if scan.CORE is not None else "NOT loaded, the reference scan runs instead",

@@ -27,7 +27,7 @@ def defaults_as_data(defaults: TenantOverrides) -> dict[str, Any]:
             "max_cardinality": limits.max_cardinality,
         },
         "ingestion": {
-            "rate_strategy": "local",  # the only one there is (see loading.RATE_STRATEGY_LOCAL)
+            "rate_strategy": limits.rate_strategy,
             "rate_limit_bytes": limits.rate_limit_bytes,
             "burst_size_bytes": limits.burst_size_bytes,
             "max_attribute_bytes": limits.max_attribute_bytes,

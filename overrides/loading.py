@@ -19,6 +19,8 @@ from distributor.common.config_reader import (
 )
 from distributor.overrides.dimensions import DimensionError, parse_dimensions
 from distributor.overrides.model import (
+    RATE_STRATEGIES,
+    RATE_STRATEGY_LOCAL,
     WILDCARD_TENANT,
     CostAttributionOverrides,
     IngestionOverrides,
@@ -35,11 +37,8 @@ def _keys(layer: type) -> tuple[str, ...]:
 
 COST_ATTRIBUTION_KEYS = _keys(CostAttributionOverrides)
 INGESTION_KEYS = _keys(IngestionOverrides)
-
-# Tempo's ingestion.rate_strategy: "local" is what this service does (each replica applies a tenant's
-# limits on its own); "global" divides them among the replicas, which needs their shared state.
-RATE_STRATEGY_LOCAL = "local"
-RATE_STRATEGY_GLOBAL = "global"
+# The ingestion settings that are byte counts (rate_strategy is the one that is not).
+INGESTION_BYTES_KEYS = tuple(key for key in INGESTION_KEYS if key != "rate_strategy")
 
 # Tempo 2.x's legacy flat format, which it still reads (in the main file's `overrides:` block and in each
 # tenant's entry of the per-tenant file): the flat name -> the `ingestion` key it stands for.
@@ -87,7 +86,6 @@ TENANT_FOREIGN: Foreign = foreign_keys(
     },
     {"metrics_generator_": _METRICS_GENERATOR},
 )
-INGESTION_SECTION_KEYS = (*INGESTION_KEYS, "rate_strategy")
 INGESTION_FOREIGN: Foreign = foreign_keys(
     {
         "max_traces_per_user": _INGESTER,
@@ -115,16 +113,16 @@ def parse_tenant_overrides(
         except DimensionError as err:
             cost.fail("dimensions", str(err))  # when collecting problems: inherit instead
     max_cardinality = cost.integer("max_cardinality", -1)
-    ingestion = section.section("ingestion", INGESTION_SECTION_KEYS, INGESTION_FOREIGN)
-    ingestion_values = {key: ingestion.integer(key, -1) for key in INGESTION_KEYS}
-    _check_rate_strategy(ingestion, "rate_strategy")
+    ingestion = section.section("ingestion", INGESTION_KEYS, INGESTION_FOREIGN)
+    ingestion_values = {key: ingestion.integer(key, -1) for key in INGESTION_BYTES_KEYS}
+    rate_strategy = _rate_strategy(ingestion, "rate_strategy")
     for legacy, key in LEGACY_INGESTION_KEYS.items():
         if section.node(legacy) is None:
             continue
         if ingestion.node(key) is not None:
             section.fail(legacy, f"set twice: here and as ingestion.{key}; keep one")
         elif key == "rate_strategy":
-            _check_rate_strategy(section, legacy)
+            rate_strategy = _rate_strategy(section, legacy)
         else:
             ingestion_values[key] = section.integer(legacy, -1)
     return TenantOverrides(
@@ -132,23 +130,22 @@ def parse_tenant_overrides(
             dimensions=dimensions, max_cardinality=None if max_cardinality < 0 else max_cardinality
         ),
         ingestion=IngestionOverrides(
-            **{key: None if value < 0 else value for key, value in ingestion_values.items()}
+            rate_strategy=rate_strategy,
+            **{key: None if value < 0 else value for key, value in ingestion_values.items()},
         ),
         forwarders=_forwarders(section, forwarder_names),
     )
 
 
-def _check_rate_strategy(section: Section, key: str) -> None:
-    """Only `local` is accepted; nothing is stored, since it is the only behaviour there is."""
+def _rate_strategy(section: Section, key: str) -> str | None:
+    """`local` or `global`; None when not written here (inherited)."""
+    if not section.has(key):
+        return None
     strategy = section.string(key, RATE_STRATEGY_LOCAL)
-    if strategy == RATE_STRATEGY_GLOBAL:
-        section.fail(
-            key,
-            "global comes with the shared-state backend, which this service does not have yet; "
-            "use local (each replica applies the tenant's limits on its own)",
-        )
-    elif strategy != RATE_STRATEGY_LOCAL:
+    if strategy not in RATE_STRATEGIES:
         section.fail(key, f"expected local or global, got {strategy!r}")
+        return None
+    return strategy
 
 
 def _forwarders(section: Section, known: Collection[str] | None) -> tuple[str, ...] | None:

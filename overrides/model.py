@@ -12,6 +12,12 @@ from distributor.overrides.dimensions import Dimension
 
 WILDCARD_TENANT = "*"
 
+# Tempo's ingestion.rate_strategy: with `local` each replica applies a tenant's rate on its own; with
+# `global` the rate is divided among the healthy replicas of the distributor ring (the burst is not).
+RATE_STRATEGY_LOCAL = "local"
+RATE_STRATEGY_GLOBAL = "global"
+RATE_STRATEGIES = (RATE_STRATEGY_LOCAL, RATE_STRATEGY_GLOBAL)
+
 
 @dataclass(frozen=True, slots=True)
 class CostAttributionOverrides:
@@ -25,6 +31,7 @@ class CostAttributionOverrides:
 class IngestionOverrides:
     """A layer of ingestion limits; None means "not set here, inherit"."""
 
+    rate_strategy: str | None = None  # one of RATE_STRATEGIES
     rate_limit_bytes: int | None = None
     burst_size_bytes: int | None = None
     max_attribute_bytes: int | None = None
@@ -49,6 +56,7 @@ class TenantLimits:
 
     dimensions: tuple[Dimension, ...]
     max_cardinality: int  # 0 = use the tracker's setting
+    rate_strategy: str = RATE_STRATEGY_LOCAL
     rate_limit_bytes: int = DEFAULT_RATE_LIMIT_BYTES  # 0 = no rate limit
     burst_size_bytes: int = DEFAULT_BURST_SIZE_BYTES
     max_attribute_bytes: int = DEFAULT_MAX_ATTRIBUTE_BYTES  # 0 = never truncate
@@ -128,6 +136,7 @@ class OverridesSnapshot:
         limits = TenantLimits(
             dimensions=pick("cost_attribution.dimensions", ()),
             max_cardinality=pick("cost_attribution.max_cardinality", 0),
+            rate_strategy=pick("ingestion.rate_strategy", RATE_STRATEGY_LOCAL),
             rate_limit_bytes=pick("ingestion.rate_limit_bytes", DEFAULT_RATE_LIMIT_BYTES),
             burst_size_bytes=pick("ingestion.burst_size_bytes", DEFAULT_BURST_SIZE_BYTES),
             max_attribute_bytes=pick("ingestion.max_attribute_bytes", DEFAULT_MAX_ATTRIBUTE_BYTES),

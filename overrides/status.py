@@ -20,6 +20,7 @@ def describe_tenant(snapshot: OverridesSnapshot, tenant: str) -> dict[str, Any]:
     values = {
         "cost_attribution.dimensions": dimensions_as_config(limits.dimensions),
         "cost_attribution.max_cardinality": limits.max_cardinality,
+        "ingestion.rate_strategy": limits.rate_strategy,
         "ingestion.rate_limit_bytes": limits.rate_limit_bytes,
         "ingestion.burst_size_bytes": limits.burst_size_bytes,
         "ingestion.max_attribute_bytes": limits.max_attribute_bytes,

@@ -236,16 +236,10 @@ overrides:
 
 REFUSED = [
     (
-        "global rate strategy",
-        "overrides:\n  defaults:\n    ingestion: {rate_strategy: global}\n",
-        "overrides.defaults.ingestion.rate_strategy",
-        "global comes with the shared-state backend",
-    ),
-    (
-        "global rate strategy, legacy name",
-        "overrides:\n  ingestion_rate_strategy: global\n",
+        "unknown rate strategy, legacy name",
+        "overrides:\n  ingestion_rate_strategy: shared\n",
         "overrides.ingestion_rate_strategy",
-        "global comes with the shared-state backend",
+        "expected local or global, got 'shared'",
     ),
     (
         "unknown rate strategy",
@@ -351,7 +345,7 @@ def test_start_up_prints_every_problem_in_both_files(tmp_path: Path) -> None:
     path = write_config_files(
         tmp_path,
         "sever: {}\nserver: {log_level: warning}\noverrides:\n"
-        "  defaults: {ingestion: {rate_strategy: global}}\n  per_tenant_override_config: overrides.yaml\n",
+        "  defaults: {ingestion: {rate_strategy: regional}}\n  per_tenant_override_config: overrides.yaml\n",
         "overrides:\n  acme: {ingestion: {burst_size_bytes: lots}}\n",
     )
     result = run_cli("--config", str(path))

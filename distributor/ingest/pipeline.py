@@ -27,7 +27,7 @@ from distributor.common.usage import Usage
 from distributor.forwarding.config import QUEUED
 from distributor.forwarding.forwarder import DeliveryRefused, ForwardItem
 from distributor.ingest.activity import TenantActivity
-from distributor.ingest.limits import IngestionRateLimiter
+from distributor.ingest.limits import IngestionRateLimiter, RateDecision
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.scan import InvalidTraces, ScanPlan
 from distributor.ingest.traces import ReceivedTraces
@@ -171,10 +171,12 @@ class IngestPipeline:
         ingress_bytes_counter, spans_counter, bytes_counter = metrics.received(tenant)
         ingress_bytes_counter.inc(ingress_bytes)
         size = len(traces.protobuf)
-        decision = self.rate_limiter.take(tenant, size, limits.rate_limit_bytes, limits.burst_size_bytes)
+        decision = self.rate_limiter.take(
+            tenant, size, limits.rate_limit_bytes, limits.burst_size_bytes, limits.rate_strategy
+        )
         if not decision.allowed:
             self._discard(tenant, traces, limits, DiscardReason.RATE_LIMITED)
-            raise _rate_limited(tenant, size, limits, decision.never, decision.retry_after)
+            raise _rate_limited(tenant, size, limits, decision)
         forwarders = [self.forwarders[name] for name in limits.forwarders if name in self.forwarders]
         full = [forwarder.name for forwarder in forwarders if not forwarder.has_room(tenant, size)]
         if full:
@@ -279,24 +281,23 @@ def _queue_full(tenant: str, forwarders: list[str]) -> PushRefused:
     )
 
 
-def _rate_limited(
-    tenant: str, size: int, limits: TenantLimits, never: bool, retry_after: float
-) -> PushRefused:
-    """Tempo's wording (local strategy, so the global limit is 0)."""
-    rate, burst = limits.rate_limit_bytes, limits.burst_size_bytes
-    if never:
+def _rate_limited(tenant: str, size: int, limits: TenantLimits, decision: RateDecision) -> PushRefused:
+    """Tempo's wording: `local` is this replica's rate (the tenant's share with the global strategy),
+    `global` the tenant's rate across the replicas (0 with the local strategy)."""
+    local, global_, burst = int(decision.local_rate), decision.global_rate, limits.burst_size_bytes
+    if decision.never:
         return PushRefused(
             Refusal.LARGER_THAN_BURST,
-            f"RATE_LIMITED: batch size ({size} bytes) exceeds ingestion limit (local: {rate} bytes/s, "
-            f"global: 0 bytes/s, burst: {burst} bytes) while adding {size} bytes for user {tenant}. "
-            "consider reducing batch size or increasing rate limit.",
+            f"RATE_LIMITED: batch size ({size} bytes) exceeds ingestion limit (local: {local} bytes/s, "
+            f"global: {global_} bytes/s, burst: {burst} bytes) while adding {size} bytes for user "
+            f"{tenant}. consider reducing batch size or increasing rate limit.",
         )
     return PushRefused(
         Refusal.RATE_LIMITED,
-        f"RATE_LIMITED: ingestion rate limit (local: {rate} bytes/s, global: 0 bytes/s, burst: {burst} "
-        f"bytes) exceeded while adding {size} bytes for user {tenant}. consider increasing the limit or "
-        "reducing ingestion rate.",
-        retry_after,
+        f"RATE_LIMITED: ingestion rate limit (local: {local} bytes/s, global: {global_} bytes/s, burst: "
+        f"{burst} bytes) exceeded while adding {size} bytes for user {tenant}. consider increasing the "
+        "limit or reducing ingestion rate.",
+        decision.retry_after,
     )
 
 
