@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -20,13 +19,18 @@ import pytest
 
 from distributor.check_config import check_files
 from distributor.config import Config, config_as_data, load_config
-from distributor.ledger.config import PoolConfig
 from distributor.overrides.user_configurable import UserOverridesError
 from tests.support.config_files import write_config_files
 from tests.support.ledger import PostgresSchemas
 from tests.support.polling import eventually
 from tests.support.service import RunningService, StartService
-from tests.test_user_overrides_api import FILE, MAIN, NAMESPACE, attributed_labels, call, labels_in_force
+from tests.test_user_overrides_api import (
+    NAMESPACE,
+    attributed_labels,
+    call,
+    labels_in_force,
+    postgresql_config,
+)
 
 TASK_FAILURES = "tempo_distributor_background_task_failures_total"
 APP = {"cost_attribution": {"dimensions": ["app"]}}
@@ -39,18 +43,6 @@ def schemas() -> Iterator[PostgresSchemas]:
         yield made
     finally:
         made.close()
-
-
-def postgresql_config(directory: Path, dsn: str, timeout: float = 5.0) -> Config:
-    """The API tests' service (runtime file: acme by team) with its user overrides in `dsn`."""
-    config = load_config(write_config_files(directory, MAIN, FILE))
-    user = replace(
-        config.overrides.user_configurable_overrides,
-        backend="postgresql",
-        postgresql_dsn=dsn,
-        postgresql_pool=PoolConfig(min_size=0, max_size=2, timeout=timeout),
-    )
-    return replace(config, overrides=replace(config.overrides, user_configurable_overrides=user))
 
 
 async def replicas(start_service: StartService, config: Config) -> tuple[RunningService, RunningService]:
