@@ -36,12 +36,14 @@ from distributor.ingest.limits import IngestionRateLimiter
 from distributor.ingest.metrics import IngestMetrics
 from distributor.ingest.pipeline import Discards, IngestPipeline
 from distributor.ingest.workers import IngestWorkerMetrics, IngestWorkers
+from distributor.ledger.config import mask_dsn
 from distributor.ledger.ledger import LedgerMetrics, UsageLedger
 from distributor.ledger.stores import open_store
 from distributor.overrides import OverridesProvider, OverridesSnapshot
 from distributor.overrides.metrics import RuntimeConfigCollector
 from distributor.overrides.reload import OverridesRefresh, RuntimeOverridesReloader
-from distributor.overrides.user_configurable import UserConfigurableOverrides
+from distributor.overrides.user_configurable import UserConfigurableOverrides, UserOverridesStore
+from distributor.overrides.user_configurable_postgresql import PostgresUserOverrides
 from distributor.receivers.otlp_grpc import OtlpGrpcReceiver
 from distributor.receivers.otlp_http import OtlpHttpReceiver
 from distributor.ring.config import global_rate_tenants, without_ring_note
@@ -76,11 +78,21 @@ class Service:
                 config.overrides.per_tenant_override_max_bytes,
             )
             self.overrides = self.reloader.provider
-        self.user_overrides: UserConfigurableOverrides | None = None
+        self.user_overrides: UserOverridesStore | None = None
+        # Closed last, after everything that reads or writes through it stopped.
+        user_overrides_database: PostgresUserOverrides | None = None
         user_config = config.overrides.user_configurable_overrides
-        if user_config.enabled:
-            self.user_overrides = UserConfigurableOverrides(user_config.storage_path, self.overrides)
-            self.user_overrides.load_all()
+        if user_config.enabled and user_config.backend == "postgresql":
+            pool = user_config.postgresql_pool
+            user_overrides_database = PostgresUserOverrides(
+                user_config.postgresql_dsn, self.overrides, pool.min_size, pool.max_size, pool.timeout
+            )
+            user_overrides_database.load_all()
+            self.user_overrides = user_overrides_database
+        elif user_config.enabled:
+            directory = UserConfigurableOverrides(user_config.storage_path, self.overrides)
+            directory.load_all()
+            self.user_overrides = directory
         self.tracker = UsageTracker(config.cost_attribution, clock)
         self.registry = new_registry()
         self.registry.register(UsageTrackerCollector(self.tracker))
@@ -182,12 +194,16 @@ class Service:
                 request_metrics,
             )
             receivers.append(("OTLP/gRPC receiver", self.otlp_grpc))
-        self._overrides_refresh = OverridesRefresh(self.reloader, self.user_overrides)
+        self._overrides_refresh = OverridesRefresh(
+            self.reloader, self.user_overrides, polled_apart=user_overrides_database is not None
+        )
 
         # Started in this order, stopped in the reverse one: periodic work first, then the receivers
         # stop taking requests and finish those in flight, the forwarders deliver what they hold, the
         # server port (/metrics) closes, and the ledger's final flush stores what all that added.
         components: list[tuple[str, Component]] = []
+        if user_overrides_database is not None:
+            components.append(("user-configurable overrides database", user_overrides_database))
         if self.ledger is not None:
             components.append(("usage ledger", self.ledger))
         if self.ring is not None:
@@ -238,10 +254,19 @@ class Service:
             self._overrides_reload = PeriodicTask(
                 "overrides_reload",
                 config.overrides.per_tenant_override_period,
-                self._overrides_refresh.reload,
+                self._overrides_refresh.reload_on_file_period,
                 task_metrics,
             )
             components.append(("overrides reload", self._overrides_reload))
+        self._user_overrides_poll: PeriodicTask | None = None
+        if user_overrides_database is not None:
+            self._user_overrides_poll = PeriodicTask(
+                "user_overrides_poll",
+                user_config.postgresql_poll_period,
+                self._overrides_refresh.reload_user_overrides,
+                task_metrics,
+            )
+            components.append(("user-configurable overrides poll", self._user_overrides_poll))
         self._signalled_reloads: set[asyncio.Task[None]] = set()
         self._components = components
         self._started: list[tuple[str, Component]] = []
@@ -298,6 +323,21 @@ class Service:
             )
         else:
             log.info("usage ledger: off (usage_attribution.enabled is false)")
+        user_config = self.config.overrides.user_configurable_overrides
+        if user_config.enabled and user_config.backend == "postgresql":
+            where = mask_dsn(user_config.postgresql_dsn)
+            log.info(
+                "user-configurable overrides: postgresql at %s, polled every %gs",
+                where,
+                user_config.postgresql_poll_period,
+                extra=fields(backend="postgresql", dsn=where),
+            )
+        elif user_config.enabled:
+            log.info(
+                "user-configurable overrides: directory %s",
+                user_config.storage_path,
+                extra=fields(backend="directory", path=str(user_config.storage_path)),
+            )
         if self.reloader is not None:
             # Resolved from the configuration file's folder (Tempo resolves from the working directory).
             # Tempo resolves this path against its working directory; this service, against the config
@@ -362,14 +402,16 @@ class Service:
         return self.tracker.labels_for(self.overrides.for_tenant(tenant).dimensions)
 
     async def reload_overrides(self) -> bool:
-        """Re-read the per-tenant file and the user-configurable directory now, off the event loop
-        (every period, on SIGHUP, and from tests); True when anything new was put in force."""
+        """Re-read the per-tenant file and the user-configurable overrides (directory or database) now,
+        off the event loop (every period, on SIGHUP, and from tests); True when anything new was put in
+        force."""
         return await self._overrides_refresh.reload()
 
     def reload_overrides_soon(self) -> None:
-        """SIGHUP: one reload now, outside the period, its failure counted and logged like the
-        periodic ones'."""
-        if self._overrides_reload is not None:
-            task = asyncio.get_running_loop().create_task(self._overrides_reload.run_once())
-            self._signalled_reloads.add(task)  # held until done: the loop keeps only weak references
-            task.add_done_callback(self._signalled_reloads.discard)
+        """SIGHUP: one reload (and one poll of the user-configurable overrides database) now, outside
+        the period, its failure counted and logged like the periodic ones'."""
+        for periodic in (self._overrides_reload, self._user_overrides_poll):
+            if periodic is not None:
+                task = asyncio.get_running_loop().create_task(periodic.run_once())
+                self._signalled_reloads.add(task)  # held until done: the loop keeps only weak references
+                task.add_done_callback(self._signalled_reloads.discard)

@@ -8,6 +8,7 @@ from typing import Any
 
 from distributor.common.config_fields import read_settings, setting, setting_keys, settings
 from distributor.common.config_reader import MAX_FILE_BYTES, Section
+from distributor.ledger.config import PoolConfig, mask_dsn
 from distributor.overrides.loading import (
     LEGACY_TENANT_KEYS,
     TENANT_FOREIGN,
@@ -36,11 +37,24 @@ def defaults_as_data(defaults: TenantOverrides) -> dict[str, Any]:
     }
 
 
+USER_OVERRIDES_BACKENDS = ("directory", "postgresql")
+
+
 @settings
 class UserConfigurableOverridesConfig:
     enabled: bool = setting(default=False)
+    # directory: one file per tenant, for one host (or a mount every replica shares); postgresql: one
+    # table every replica shares.
+    backend: str = setting(default="directory", choices=USER_OVERRIDES_BACKENDS)
     # Relative paths are relative to the config file.
     storage_path: Path = setting(default=Path("data/user-overrides"), blank_is_default=True)
+    # libpq's URL or key=value form; it may carry a password, so it is only ever shown masked.
+    postgresql_dsn: str = setting(default="", key="dsn", within="postgresql", render=mask_dsn)
+    postgresql_pool: PoolConfig = setting(default_factory=PoolConfig, key="pool", within="postgresql")
+    # How often each replica reads the rows other replicas changed.
+    postgresql_poll_period: float = setting(
+        default=10.0, positive=True, key="poll_period", within="postgresql"
+    )
 
 
 @settings
@@ -83,4 +97,12 @@ def parse_overrides(section: Section, forwarder_names: Collection[str]) -> Overr
         defaults = parse_tenant_overrides(
             section.section("defaults", TENANT_KEYS, TENANT_FOREIGN, LEGACY_TENANT_KEYS), forwarder_names
         )
-    return read_settings(section, OverridesConfig, given={"defaults": defaults})
+    config = read_settings(section, OverridesConfig, given={"defaults": defaults})
+    user = config.user_configurable_overrides
+    if user.backend == "postgresql":
+        postgresql = section.reopened("user_configurable_overrides").reopened("postgresql")
+        if not user.postgresql_dsn:
+            postgresql.fail("dsn", "the PostgreSQL connection string is required for backend postgresql")
+        if user.postgresql_pool.min_size > user.postgresql_pool.max_size:
+            postgresql.reopened("pool").fail("min_size", "must be at most max_size")
+    return config

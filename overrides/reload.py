@@ -22,7 +22,7 @@ from distributor.common.config_reader import MAX_FILE_BYTES, ConfigError, Config
 from distributor.overrides.loading import parse_per_tenant_file
 from distributor.overrides.model import OverridesSnapshot, TenantOverrides
 from distributor.overrides.provider import OverridesProvider
-from distributor.overrides.user_configurable import UserConfigurableOverrides
+from distributor.overrides.user_configurable import UserOverridesStore
 
 log = logging.getLogger(__name__)
 
@@ -163,26 +163,42 @@ def _log_notes(notes: Collection[ConfigNote]) -> None:
 
 
 class OverridesRefresh:
-    """Every source of overrides read again at runtime: the per-tenant file and the directory of
-    user-configurable overrides (where other replicas write). One reload at a time: a SIGHUP during
-    the periodic one waits for it."""
+    """Every source of overrides read again at runtime: the per-tenant file and the user-configurable
+    overrides (where other replicas write). One reload at a time: a SIGHUP during the periodic one waits
+    for it. User overrides `polled_apart` (from a database, on a period of their own) are left out of
+    `reload_on_file_period`."""
 
     def __init__(
-        self, reloader: RuntimeOverridesReloader | None, user_overrides: UserConfigurableOverrides | None
+        self,
+        reloader: RuntimeOverridesReloader | None,
+        user_overrides: UserOverridesStore | None,
+        polled_apart: bool = False,
     ) -> None:
         self.reloader = reloader
         self.user_overrides = user_overrides
+        self.polled_apart = polled_apart
         self._one_at_a_time = asyncio.Lock()
 
     @property
     def has_sources(self) -> bool:
-        return self.reloader is not None or self.user_overrides is not None
+        """Whether anything is reloaded on the file's period."""
+        return self.reloader is not None or (self.user_overrides is not None and not self.polled_apart)
 
     async def reload(self) -> bool:
         """Re-read every source now, off the event loop; True when anything new was put in force."""
+        return await self._reload(with_file=True, with_user_overrides=True)
+
+    async def reload_on_file_period(self) -> bool:
+        return await self._reload(with_file=True, with_user_overrides=not self.polled_apart)
+
+    async def reload_user_overrides(self) -> bool:
+        return await self._reload(with_file=False, with_user_overrides=True)
+
+    async def _reload(self, with_file: bool, with_user_overrides: bool) -> bool:
         async with self._one_at_a_time:
-            changed = await self.reloader.reload() if self.reloader is not None else False
-            if self.user_overrides is not None:
-                directory = await asyncio.to_thread(self.user_overrides.read_directory)
-                changed = self.user_overrides.apply_directory(directory) or changed
+            changed = False
+            if with_file and self.reloader is not None:
+                changed = await self.reloader.reload()
+            if with_user_overrides and self.user_overrides is not None:
+                changed = await self.user_overrides.reload() or changed
             return changed

@@ -2,8 +2,9 @@
 
 Like Tempo's user-configurable overrides API: a tenant may set only `cost_attribution.dimensions`;
 every write needs the current ETag (optimistic concurrency, so two clients cannot lose each other's
-update). Each tenant's document is one JSON file under a directory, replaced atomically (temp file,
-fsync, rename) under an flock, so replicas that mount the same directory share it safely.
+update). Here each tenant's document is one JSON file under a directory, replaced atomically (temp file,
+fsync, rename) under an flock, so replicas that mount the same directory share it safely; the store in
+user_configurable_postgresql.py keeps them in one PostgreSQL table instead. Both are a UserOverridesStore.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from distributor.common.config_reader import MAX_FILE_BYTES, FileRefused, read_regular_file
 from distributor.common.errors import DistributorError
@@ -47,6 +48,7 @@ class UserOverridesErrorReason(Enum):
     NOT_FOUND = "not_found"  # the tenant has no document
     PRECONDITION_FAILED = "precondition_failed"  # If-Match does not match the current document
     PRECONDITION_REQUIRED = "precondition_required"  # changing a document needs its current ETag
+    UNAVAILABLE = "unavailable"  # the shared store cannot be reached; what is in force stays in force
 
 
 class UserOverridesError(DistributorError):
@@ -66,6 +68,23 @@ def _invalid(message: str, key: str | None = None) -> UserOverridesError:
 class StoredOverrides:
     document: dict[str, Any]
     etag: str  # quoted, as sent in the ETag header
+
+
+class UserOverridesStore(Protocol):
+    """Where tenants' documents are kept: what /api/overrides and the periodic reload use."""
+
+    async def get(self, tenant: str) -> StoredOverrides: ...
+
+    async def set(self, tenant: str, document: object, if_match: str | None) -> StoredOverrides: ...
+
+    async def patch(self, tenant: str, patch: object, if_match: str | None) -> StoredOverrides: ...
+
+    async def delete(self, tenant: str, if_match: str | None) -> None: ...
+
+    async def reload(self) -> bool:
+        """Put in force what other replicas changed; True when anything changed. Raises when the store
+        cannot be read (the periodic task counts it); what is in force then stays in force."""
+        ...
 
 
 def check_nesting(document: object) -> None:
@@ -168,19 +187,19 @@ class UserConfigurableOverrides:
         return _stored(content)
 
     async def get(self, tenant: str) -> StoredOverrides:
-        _check_tenant(tenant)
+        check_tenant(tenant)
         stored = await asyncio.to_thread(self._read, tenant)
         if stored is None:
-            raise _not_found(tenant)
+            raise not_found(tenant)
         return stored
 
     async def set(self, tenant: str, document: object, if_match: str | None) -> StoredOverrides:
         """POST: replace the tenant's document."""
-        _check_tenant(tenant)
+        check_tenant(tenant)
         validate_document(document)
 
         def replace(current: StoredOverrides | None) -> object:
-            _check_precondition(current, if_match)
+            check_precondition(current, if_match)
             return document
 
         content = await self._change(tenant, replace)
@@ -189,13 +208,13 @@ class UserConfigurableOverrides:
 
     async def patch(self, tenant: str, patch: object, if_match: str | None) -> StoredOverrides:
         """PATCH: a JSON merge patch over the current document (or over {} when there is none)."""
-        _check_tenant(tenant)
+        check_tenant(tenant)
         if not isinstance(patch, dict):
             raise _invalid("the body must be a JSON object (a JSON merge patch)")
         check_nesting(patch)
 
         def merge(current: StoredOverrides | None) -> object:
-            _check_precondition(current, if_match)
+            check_precondition(current, if_match)
             document = merge_patch(current.document if current else {}, patch)
             validate_document(document)
             return document
@@ -205,12 +224,12 @@ class UserConfigurableOverrides:
         return _stored(content)
 
     async def delete(self, tenant: str, if_match: str | None) -> None:
-        _check_tenant(tenant)
+        check_tenant(tenant)
 
         def remove(current: StoredOverrides | None) -> None:
             if current is None:
-                raise _not_found(tenant)
-            _check_precondition(current, if_match)
+                raise not_found(tenant)
+            check_precondition(current, if_match)
 
         await self._change(tenant, remove)
 
@@ -279,6 +298,10 @@ class UserConfigurableOverrides:
         self._loaded = loaded
         self._generation += 1
         self.provider.replace(snapshot)
+
+    async def reload(self) -> bool:
+        """The periodic re-read: the directory read in a thread, put in force on the event loop."""
+        return self.apply_directory(await asyncio.to_thread(self.read_directory))
 
     def load_all(self) -> bool:
         """Read every tenant's file and put them in force if anything changed; True when it did.
@@ -363,19 +386,19 @@ def _with_user_document(snapshot: OverridesSnapshot, tenant: str, content: bytes
     return dataclasses.replace(snapshot, user=MappingProxyType(user))
 
 
-def _check_tenant(tenant: str) -> None:
+def check_tenant(tenant: str) -> None:
     problem = tenant_id_problem(tenant)
     if problem is not None:
         raise UserOverridesError(UserOverridesErrorReason.INVALID_TENANT, problem)
 
 
-def _not_found(tenant: str) -> UserOverridesError:
+def not_found(tenant: str) -> UserOverridesError:
     return UserOverridesError(
         UserOverridesErrorReason.NOT_FOUND, f"tenant {tenant!r} has no user-configurable overrides"
     )
 
 
-def _check_precondition(current: StoredOverrides | None, if_match: str | None) -> None:
+def check_precondition(current: StoredOverrides | None, if_match: str | None) -> None:
     if current is None:
         if if_match is not None and if_match.strip() != "":
             raise UserOverridesError(

@@ -7,13 +7,17 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from distributor.config import load_config
+from distributor.config import Config, load_config
+from distributor.ledger.config import PoolConfig
 from tests.support.config_files import multitenant_config, write_config_files
+from tests.support.ledger import PostgresSchemas
 from tests.support.metrics import total
 from tests.support.otlp import batch, request, span
 from tests.support.polling import eventually
@@ -31,6 +35,38 @@ ACME_RAW = {"X-Scope-OrgID": b"acme"}
 
 async def start(start_service: StartService, directory: Path) -> RunningService:
     return await start_service(load_config(write_config_files(directory, MAIN, FILE)))
+
+
+def postgresql_config(directory: Path, dsn: str, timeout: float = 5.0) -> Config:
+    """The service `start` runs, with its user overrides in the PostgreSQL database `dsn`."""
+    config = load_config(write_config_files(directory, MAIN, FILE))
+    user = replace(
+        config.overrides.user_configurable_overrides,
+        backend="postgresql",
+        postgresql_dsn=dsn,
+        postgresql_pool=PoolConfig(min_size=0, max_size=2, timeout=timeout),
+    )
+    return replace(config, overrides=replace(config.overrides, user_configurable_overrides=user))
+
+
+Starter = Callable[[], Awaitable[RunningService]]
+
+
+@pytest.fixture(params=["directory", "postgresql"])
+def start_either(
+    request: pytest.FixtureRequest, start_service: StartService, tmp_path: Path
+) -> Iterator[Starter]:
+    """Starts the service `start` runs, its user overrides on either backend (a schema of the test
+    database of its own for postgresql; skipped without one, failed when CI=true)."""
+    if request.param == "directory":
+        yield lambda: start(start_service, tmp_path)
+        return
+    schemas = PostgresSchemas()
+    try:
+        config = postgresql_config(tmp_path, schemas.dsn("user_overrides"))
+        yield lambda: start_service(config)
+    finally:
+        schemas.close()
 
 
 async def call(
@@ -55,10 +91,8 @@ async def attributed_labels(running: RunningService) -> set[str]:
 NAMESPACE = {"cost_attribution": {"dimensions": {"k8s.namespace.name": "namespace"}}}
 
 
-async def test_set_read_and_use_own_dimensions_over_the_runtime_file(
-    start_service: StartService, tmp_path: Path
-) -> None:
-    running = await start(start_service, tmp_path)
+async def test_set_read_and_use_own_dimensions_over_the_runtime_file(start_either: Starter) -> None:
+    running = await start_either()
     assert await attributed_labels(running) == {"team"}
     status, _, _ = await call(running, "GET")
     assert status == 404
@@ -71,8 +105,8 @@ async def test_set_read_and_use_own_dimensions_over_the_runtime_file(
     assert "source: user_configurable" in text
 
 
-async def test_changes_need_the_current_etag(start_service: StartService, tmp_path: Path) -> None:
-    running = await start(start_service, tmp_path)
+async def test_changes_need_the_current_etag(start_either: Starter) -> None:
+    running = await start_either()
     _, _, etag = await call(running, "POST", NAMESPACE)
     other = {"cost_attribution": {"dimensions": ["app"]}}
     assert (await call(running, "POST", other))[0] == 428
@@ -84,10 +118,8 @@ async def test_changes_need_the_current_etag(start_service: StartService, tmp_pa
     assert await attributed_labels(running) == {"app"}
 
 
-async def test_a_lost_update_race_between_two_clients_is_caught(
-    start_service: StartService, tmp_path: Path
-) -> None:
-    running = await start(start_service, tmp_path)
+async def test_a_lost_update_race_between_two_clients_is_caught(start_either: Starter) -> None:
+    running = await start_either()
     await call(running, "POST", {"cost_attribution": {"dimensions": {"service.name": ""}}})
     _, _, seen_by_a = await call(running, "GET")
     _, _, seen_by_b = await call(running, "GET")
@@ -102,8 +134,8 @@ async def test_a_lost_update_race_between_two_clients_is_caught(
     assert document == {"cost_attribution": {"dimensions": {"service.name": "", "team": "", "app": ""}}}
 
 
-async def test_patch_is_a_json_merge_patch(start_service: StartService, tmp_path: Path) -> None:
-    running = await start(start_service, tmp_path)
+async def test_patch_is_a_json_merge_patch(start_either: Starter) -> None:
+    running = await start_either()
     status, document, _ = await call(
         running, "PATCH", {"cost_attribution": {"dimensions": {"team": "owner"}}}
     )
@@ -118,8 +150,8 @@ async def test_patch_is_a_json_merge_patch(start_service: StartService, tmp_path
     assert document == {"cost_attribution": {"dimensions": {"app": "service"}}}
 
 
-async def test_delete_falls_back_to_the_runtime_file(start_service: StartService, tmp_path: Path) -> None:
-    running = await start(start_service, tmp_path)
+async def test_delete_falls_back_to_the_runtime_file(start_either: Starter) -> None:
+    running = await start_either()
     _, _, etag = await call(running, "POST", NAMESPACE)
     assert (await call(running, "DELETE", headers={"If-Match": etag or ""}))[0] == 204
     assert (await call(running, "GET"))[0] == 404
@@ -139,9 +171,9 @@ INVALID = [
 
 
 async def test_invalid_documents_are_refused_with_the_reason_and_change_nothing(
-    start_service: StartService, tmp_path: Path
+    start_either: Starter,
 ) -> None:
-    running = await start(start_service, tmp_path)
+    running = await start_either()
     _, _, etag = await call(running, "POST", NAMESPACE)
     for document, reason in INVALID:
         for method in ("POST", "PATCH"):
@@ -322,10 +354,8 @@ async def test_writes_by_many_tenants_leave_one_lock_file(
     assert [path.name for path in (tmp_path / "user-overrides").iterdir()] == [".lock"]
 
 
-async def test_concurrent_writes_for_one_tenant_let_exactly_one_through(
-    start_service: StartService, tmp_path: Path
-) -> None:
-    running = await start(start_service, tmp_path)
+async def test_concurrent_writes_for_one_tenant_let_exactly_one_through(start_either: Starter) -> None:
+    running = await start_either()
     documents = [{"cost_attribution": {"dimensions": [f"attribute{number}"]}} for number in range(10)]
     creates = await asyncio.gather(*(call(running, "POST", document) for document in documents))
     assert sorted(status for status, _, _ in creates) == [200] + [428] * 9

@@ -11,9 +11,9 @@ from distributor.ingest.tenant import TenantError, TenantErrorReason, resolve_te
 from distributor.overrides.tenant_ids import ORG_ID_HEADER
 from distributor.overrides.user_configurable import (
     StoredOverrides,
-    UserConfigurableOverrides,
     UserOverridesError,
     UserOverridesErrorReason,
+    UserOverridesStore,
 )
 
 PATH = "/api/overrides"
@@ -25,11 +25,12 @@ _STATUSES = {
     UserOverridesErrorReason.NOT_FOUND: 404,
     UserOverridesErrorReason.PRECONDITION_FAILED: 412,
     UserOverridesErrorReason.PRECONDITION_REQUIRED: 428,
+    UserOverridesErrorReason.UNAVAILABLE: 503,
 }
 
 
 class UserOverridesApi:
-    def __init__(self, store: UserConfigurableOverrides | None, multitenancy_enabled: bool) -> None:
+    def __init__(self, store: UserOverridesStore | None, multitenancy_enabled: bool) -> None:
         self.store = store
         self.multitenancy_enabled = multitenancy_enabled
 
