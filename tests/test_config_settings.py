@@ -125,6 +125,7 @@ EVERY_KEY: dict[str, Any] = {
                 "pool": {"min_size": 2, "max_size": 8, "timeout": "3s"},
             },
             "flush_period": "2s",
+            "max_pending_entries": 500000,
         },
         "api": {
             "page_size": 10,
@@ -204,6 +205,7 @@ def test_every_written_key_shows_with_its_value(tmp_path: Path) -> None:
             "pool": {"min_size": 2, "max_size": 8, "timeout": "3s"},
         },
         "flush_period": "2s",
+        "max_pending_entries": 500_000,
         "retention_months": 15,
     }
     assert shown["usage_attribution"]["orgs"]["acme"] == {

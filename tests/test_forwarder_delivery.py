@@ -15,6 +15,7 @@ from distributor.forwarding.config import PersistentQueueConfig
 from distributor.forwarding.forwarder import DeliveryRefused, ForwardItem
 from distributor.forwarding.metrics import ForwarderMetrics
 from distributor.forwarding.segment_log import QueueStorageError, RecordRef
+from tests.support.polling import eventually
 from tests.test_forwarder_queue import UNAVAILABLE, Harness, ScriptedClient, wait_for
 
 PAYLOAD = b"a request of twenty-eight b"
@@ -26,6 +27,12 @@ def item(payload: bytes = PAYLOAD, tenant: str = "acme") -> ForwardItem:
 
 def persistent(path: Path, client: ScriptedClient, **config: object) -> Harness:
     return Harness(client, delivery="persistent", persistent_queue=PersistentQueueConfig(path=path), **config)
+
+
+async def all_done(harness: Harness) -> None:
+    """Nothing pending. Records read back from disk go through a thread: real time passes, not only
+    turns of the loop, so this polls."""
+    await eventually(lambda: harness.forwarder.pending() == 0, "every record delivered or dropped")
 
 
 async def started(harness: Harness) -> Harness:
@@ -66,7 +73,7 @@ async def test_persistent_take_holds_the_tenants_room_while_the_append_is_under_
     writing = harness.forwarder.take(item())
     assert not harness.forwarder.has_room("acme", len(PAYLOAD))
     await writing
-    await harness.settled()
+    await all_done(harness)
     assert harness.forwarder.has_room("acme", 40)
     await harness.stop_now()
 
@@ -106,7 +113,8 @@ async def test_past_total_queue_size_bytes_only_the_record_is_held_and_the_paylo
     waiting = [queued for queued in harness.forwarder._tenants["acme"].queue._queue]
     assert [queued.payload for queued in waiting] == [b"", b""], "on disk only, past the memory bound"
     release.set()
-    await harness.settled()
+    # Read back from disk on a thread: real time passes, not only turns of the loop.
+    await eventually(lambda: harness.forwarder.pending() == 0, "everything delivered")
     assert [payload for _, payload in client.exports] == [
         b"first " + PAYLOAD[6:],
         PAYLOAD,
@@ -132,7 +140,7 @@ async def test_a_send_cut_off_by_the_stop_is_kept_and_counted_as_one_redelivery_
     again = persistent(tmp_path, client, workers=1)
     await again.forwarder.start()
     assert again.forwarder.queued_bytes("acme") == 2 * len(PAYLOAD), "recovered with their sizes"
-    await again.settled()
+    await all_done(again)
     assert [payload for _, payload in client.exports] == [PAYLOAD, b"never sent " + PAYLOAD[11:]]
     assert again.sample("redeliveries_total", forwarder="backend") == 1, "only the one being sent"
     await again.stop_now()
@@ -171,7 +179,7 @@ async def test_a_stopping_forwarder_keeps_a_failed_record_instead_of_retrying_it
     assert len(harness.client.exports) == 1 and harness.dropped == []
 
     again = await started(persistent(tmp_path, ScriptedClient()))
-    await again.settled()
+    await all_done(again)
     assert [payload for _, payload in again.client.exports] == [PAYLOAD]
     await again.stop_now()
 
@@ -191,7 +199,7 @@ async def test_a_record_that_fails_its_checksum_when_read_is_dropped_once_and_ac
 
     monkeypatch.setattr(corrupt.forwarder.log, "read", corrupt_read)
     await corrupt.forwarder.start()
-    await corrupt.settled()
+    await all_done(corrupt)
     assert corrupt.dropped == [("acme", DiscardReason.QUEUE_CORRUPT)]
     await corrupt.stop_now()
 

@@ -229,6 +229,7 @@ async def test_status_overrides_lists_tenants_and_explains_each_value(
                 "max_cardinality": {"value": 0, "source": "defaults"},
             },
             "ingestion": {
+                "rate_strategy": {"value": "local", "source": "defaults"},
                 "rate_limit_bytes": {"value": 15_000_000, "source": "defaults"},
                 "burst_size_bytes": {"value": 20_000_000, "source": "defaults"},
                 "max_attribute_bytes": {"value": 2048, "source": "defaults"},
