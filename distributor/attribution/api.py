@@ -252,7 +252,7 @@ class UsageAttributionApi:
     async def _page(self, located: _Located) -> tuple[list[Record], str | None]:
         """The page at the located position, and the cursor of the next one (None on the last page)."""
         records, position = located.result.records, located.position
-        page = records[position.offset : position.offset + self.config.api.page_size]
+        page = list(records[position.offset : position.offset + self.config.api.page_size])
         next_offset = position.offset + len(page)
         if next_offset >= len(records):
             return page, None
