@@ -10,7 +10,14 @@ from typing import overload
 from distributor.attribution.orgs import Org, OrgDirectory
 from distributor.attribution.query import HourlyQuery, MonthlyQuery, usage_type_of
 from distributor.common.usage import Usage
-from distributor.ledger.ledger import BYTES_USAGE, SPANS_USAGE, USAGE_TYPES, Tags, UsageRow
+from distributor.ledger.ledger import (
+    BYTES_USAGE,
+    SPANS_USAGE,
+    USAGE_TYPES,
+    LedgerStore,
+    Tags,
+    UsageRow,
+)
 from distributor.usage.tracker import MISSING
 
 # (period, org id) -> the usage of that org in that period.
@@ -105,8 +112,13 @@ def monthly_result(
         org = org_of[tenant]
         keyed.append((sign * value, sign * period, org.name, org.org_id, values or (), values, size, spans))
     keyed.sort()
+    return Result(_MonthlyRecords(keyed, org_of), totals, monthly_aggregates(query.fields, totals))
+
+
+def monthly_aggregates(fields: tuple[str, ...], totals: OrgTotals) -> tuple[Aggregate, ...]:
+    """The sum of each field over every record, from the org-months' usage."""
     aggregates: list[Aggregate] = []
-    for name in query.fields:
+    for name in fields:
         usage_type = usage_type_of(name)
         if name in USAGE_TYPES:
             total_usage = sum(_of_type(org_total, usage_type) for org_total in totals.values())
@@ -114,7 +126,111 @@ def monthly_result(
         else:  # each org-month's percentages add up to 100 (when it has any usage of that type)
             count = sum(1 for org_total in totals.values() if _of_type(org_total, usage_type))
             aggregates.append(Aggregate(name, 100.0 * count))
-    return Result(_MonthlyRecords(keyed, org_of), totals, tuple(aggregates))
+    return tuple(aggregates)
+
+
+@dataclass(frozen=True, slots=True)
+class MonthlyPageRecords:
+    """One page of a monthly result, read without the rest of it."""
+
+    records: list[Record]
+    more: bool  # records follow this page
+    totals: OrgTotals  # of every org-month of the result
+    aggregates: tuple[Aggregate, ...]
+
+
+# Pages further in read the whole result (and keep it for the next pages): the ranked read hands
+# every record before the page to Python.
+RANKED_DEPTH = 5_000
+
+
+def ranked_monthly_page(
+    store: LedgerStore,
+    tenants: list[str],
+    query: MonthlyQuery,
+    orgs: OrgDirectory,
+    org_tags: Callable[[str], tuple[str, ...]],
+    window: tuple[int, int, int],
+    offset: int,
+    size: int,
+    known_totals: OrgTotals | None = None,
+) -> MonthlyPageRecords | None:
+    """The records [offset, offset + size) of `monthly_result` and whether more follow, summed and
+    ordered by the store (`monthly_ranked`) as of the snapshot of `window` = (start, end, seq); None
+    when the store cannot order them: a sort by a percentage or by a type not recorded here, a page
+    past RANKED_DEPTH, or an org whose records would each add up several series (a series lacking a
+    breakdown key, or with labels besides them).
+
+    The store orders by value and month; equal ones are ordered here by org and tags, after reading
+    every row equal to the last one read (so a page may end inside a run of equal values).
+    `known_totals`: the result's org-month totals, as an earlier page returned them (not read again)."""
+    if (
+        query.sort_field not in USAGE_TYPES
+        or offset > RANKED_DEPTH
+        or not any(usage_type_of(name) in USAGE_TYPES for name in query.fields)
+    ):
+        return None
+    start, end, seq = window
+    breakdown = query.breakdown
+    by_series: set[str] = set()
+    if breakdown is not None:
+        wanted = set(breakdown)
+        by_series = {tenant for tenant in tenants if wanted <= set(org_tags(tenant))}
+        exact = tuple(sorted(wanted))
+        label_sets = store.label_sets(sorted(by_series)) if by_series else {}
+        if any(labels != exact for sets in label_sets.values() for labels in sets):
+            return None
+    sort_field, descending = query.sort_field, query.descending
+
+    def ranked(limit: int | None, at: tuple[int, int] | None = None) -> list[UsageRow]:
+        return store.monthly_ranked(
+            tenants, sorted(by_series), start, end, seq, sort_field, descending, limit, at
+        )
+
+    def value(row: UsageRow) -> int:
+        return row.spans_bytes if sort_field == BYTES_USAGE else row.spans
+
+    totals: OrgTotals | None = known_totals
+    if not by_series:
+        # A record per org-month: few enough to read all, which are the totals as well.
+        rows = ranked(None)
+        totals = {(row.period, row.tenant): Usage(row.spans_bytes, row.spans) for row in rows}
+        more = len(rows) > offset + size
+    else:
+        limit = offset + size + 1
+        rows = ranked(limit)
+        more = len(rows) == limit
+        if more:
+            last = (value(rows[-1]), rows[-1].period)
+            settled = next(i for i, row in enumerate(rows) if (value(row), row.period) == last)
+            rows = rows[:settled]
+            if settled < offset + size:  # the page reaches into the run of rows equal to the last one
+                rows += ranked(None, last)
+    sign = -1 if descending else 1
+    org_of = {tenant: orgs.org(tenant) for tenant in {row.tenant for row in rows}}
+    keyed: list[_Keyed] = []
+    for period, tenant, tags, size_bytes, spans in rows:
+        values: tuple[str, ...] | None = None
+        if breakdown is None:
+            values = ()
+        elif tenant in by_series:
+            present = dict(tags)
+            values = tuple(present[key] for key in breakdown)
+        org = org_of[tenant]
+        row_value = size_bytes if sort_field == BYTES_USAGE else spans
+        keyed.append(
+            (sign * row_value, sign * period, org.name, org.org_id, values or (), values, size_bytes, spans)
+        )
+    keyed.sort()
+    page = _MonthlyRecords(keyed, org_of)[offset : offset + size]
+    if totals is None:
+        totals = {
+            (period, tenant): Usage(size_bytes, spans)
+            for period, tenant, _, size_bytes, spans in store.monthly_ranked(
+                tenants, (), start, end, seq, sort_field, descending, None
+            )
+        }
+    return MonthlyPageRecords(page, more, totals, monthly_aggregates(query.fields, totals))
 
 
 # A monthly record as sorted: (signed value, signed period, org name, org id, tags or (), tags, bytes,

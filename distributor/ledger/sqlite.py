@@ -34,7 +34,15 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from json.encoder import encode_basestring
 from pathlib import Path
 
-from distributor.ledger.ledger import LedgerEntry, LedgerUnavailable, Snapshot, Tags, UsageRow
+from distributor.ledger.ledger import (
+    BYTES_USAGE,
+    SPANS_USAGE,
+    LedgerEntry,
+    LedgerUnavailable,
+    Snapshot,
+    Tags,
+    UsageRow,
+)
 
 SCHEMA_VERSION = 2
 # Version 1 (no `schema` key in meta) wrote every flush to `monthly` too, indexed both tables by seq, and
@@ -155,6 +163,9 @@ class SqliteLedgerStore:
         # it may not: the file had series before this process opened it). A series missing from the
         # dict is then new, and needs no lookup.
         self._all_series_through: int | None = top if top == 0 else None
+        # label_sets of tenants, as of the file's highest series id then.
+        self._label_sets: dict[str, set[tuple[str, ...]]] = {}
+        self._label_sets_top: int | None = None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
@@ -354,21 +365,76 @@ class SqliteLedgerStore:
         meanwhile."""
         if not tenants:
             return []
-        marks = ",".join("?" * len(tenants))
+        usage, parameters = _monthly_usage(tenants, start, end, seq)
+        with self._reading():
+            return self._usage_rows(self._reader.execute(usage, parameters).fetchall())
+
+    def monthly_ranked(
+        self,
+        tenants: Collection[str],
+        by_series: Collection[str],
+        start: int,
+        end: int,
+        seq: int,
+        order_by: str,
+        descending: bool,
+        limit: int | None,
+        at: tuple[int, int] | None = None,
+    ) -> list[UsageRow]:
+        """The months' rows summed in SQL, ordered and cut as the protocol says. Grouping is a sort of
+        every row (SQLite has no hash aggregation): 70 ms of 100,000; the first 501 of them in order
+        cost little more, where handing all of them to Python and summing there took 0.4 s."""
+        if not tenants:
+            return []
+        usage, parameters = _monthly_usage(tenants, start, end, seq)
+        column = _USAGE_COLUMNS[order_by]
+        direction = "DESC" if descending else "ASC"
+        series = set(by_series) & set(tenants)
+        if not series:
+            grouped = "NULL"
+        elif len(series) == len(set(tenants)):
+            grouped = "series"
+        else:
+            grouped = f"CASE WHEN tenant IN ({','.join('?' * len(series))}) THEN series END"
+            parameters = (*series, *parameters)  # the grouping expression comes first in the statement
+        having = "(b != 0 OR s != 0)"
+        tail: tuple[int, ...] = ()
+        if at is not None:
+            having += f" AND {column} = ? AND month = ?"
+            tail += at
+        cut = ""
+        if limit is not None:
+            cut = "LIMIT ?"
+            tail += (limit,)
         with self._reading():
             found = self._reader.execute(
-                f"""SELECT month, tenant, series, bytes, spans FROM monthly
-                WHERE month >= ? AND month < ? AND tenant IN ({marks}) AND seq <= ?
-                UNION ALL
-                SELECT recent.month, hourly.tenant, hourly.series, hourly.bytes, hourly.spans
-                FROM (SELECT DISTINCT hour, {month_of_hour("hour")} AS month FROM flush_hours
-                      WHERE seq <= ?) AS recent
-                JOIN hourly ON hourly.hour = recent.hour
-                WHERE recent.month >= ? AND recent.month < ? AND hourly.tenant IN ({marks})
-                AND hourly.seq <= ? AND hourly.seq > (SELECT value FROM meta WHERE key = 'merged_through')""",
-                (start, end, *tenants, seq, seq, start, end, *tenants, seq),
+                f"""SELECT month, tenant, {grouped} AS grouped, SUM(bytes) AS b, SUM(spans) AS s
+                FROM ({usage}) GROUP BY month, tenant, grouped HAVING {having}
+                ORDER BY {column} {direction}, month {direction} {cut}""",
+                (*parameters, *tail),
             ).fetchall()
             return self._usage_rows(found)
+
+    def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
+        """Remembered while no series is added to the file (`meta.series_top` unchanged): reading them
+        parses the tags of every series of the tenants, 0.14 s for 100,000."""
+        with self._reading():
+            top = _series_top(self._reader)
+            if self._label_sets_top != top:
+                self._label_sets.clear()
+                self._label_sets_top = top
+            missing = [tenant for tenant in tenants if tenant not in self._label_sets]
+            for chunk in range(0, len(missing), 500):
+                some = missing[chunk : chunk + 500]
+                for tenant in some:
+                    self._label_sets[tenant] = set()
+                for tenant, labels in self._reader.execute(
+                    f"""SELECT tenant, (SELECT json_group_array(key) FROM json_each(series.tags)) AS labels
+                    FROM series WHERE tenant IN ({",".join("?" * len(some))}) GROUP BY tenant, labels""",
+                    some,
+                ):
+                    self._label_sets[tenant].add(tuple(sorted(json.loads(labels))))
+        return {tenant: set(self._label_sets[tenant]) for tenant in tenants}
 
     def _rows(
         self, table: str, period: str, tenants: Collection[str], start: int, end: int, seq: int
@@ -385,13 +451,13 @@ class SqliteLedgerStore:
         ).fetchall()
         return self._usage_rows(found)
 
-    def _usage_rows(self, found: list[tuple[int, str, int, int, int]]) -> list[UsageRow]:
-        """(period, tenant, series id, bytes, spans) rows with their series' tags."""
+    def _usage_rows(self, found: list[tuple[int, str, int | None, int, int]]) -> list[UsageRow]:
+        """(period, tenant, series id, bytes, spans) rows with their series' tags (() for no series)."""
         db = self._reader
         series = self._series
         missing: dict[str, set[int]] = {}
         for row in found:
-            if row[2] not in series:
+            if row[2] is not None and row[2] not in series:
                 missing.setdefault(row[1], set()).add(row[2])
         for tenant, wanted in missing.items():
             ids = sorted(wanted)
@@ -403,7 +469,7 @@ class SqliteLedgerStore:
                 ):
                     series[series_id] = tuple(sorted(json.loads(tags).items()))
         return [
-            UsageRow(when, tenant, series[series_id], size, spans)
+            UsageRow(when, tenant, () if series_id is None else series[series_id], size, spans)
             for when, tenant, series_id, size, spans in found
         ]
 
@@ -412,6 +478,31 @@ class SqliteLedgerStore:
             if connection is not None:
                 connection.close()
         self._write = self._read = None
+
+
+_USAGE_COLUMNS = {BYTES_USAGE: "b", SPANS_USAGE: "s"}
+
+
+def _monthly_usage(
+    tenants: Collection[str], start: int, end: int, seq: int
+) -> tuple[str, tuple[object, ...]]:
+    """A statement for the (month, tenant, series, bytes, spans) rows of months starting in [start, end)
+    as of flush `seq`: merged months, plus the hourly rows of the flushes not merged yet (up to `seq`)
+    in their months, in one statement: one snapshot of the file even if a merge commits meanwhile. A
+    series may have several rows in a month."""
+    marks = ",".join("?" * len(tenants))
+    return (
+        f"""SELECT month, tenant, series, bytes, spans FROM monthly
+        WHERE month >= ? AND month < ? AND tenant IN ({marks}) AND seq <= ?
+        UNION ALL
+        SELECT recent.month, hourly.tenant, hourly.series, hourly.bytes, hourly.spans
+        FROM (SELECT DISTINCT hour, {month_of_hour("hour")} AS month FROM flush_hours
+              WHERE seq <= ?) AS recent
+        JOIN hourly ON hourly.hour = recent.hour
+        WHERE recent.month >= ? AND recent.month < ? AND hourly.tenant IN ({marks})
+        AND hourly.seq <= ? AND hourly.seq > (SELECT value FROM meta WHERE key = 'merged_through')""",
+        (start, end, *tenants, seq, seq, start, end, *tenants, seq),
+    )
 
 
 def _series_in_file(db: sqlite3.Connection, tenants: list[str], texts: list[str]) -> list[int | None]:
