@@ -8,7 +8,8 @@ Semantics: docs/usage-attribution-api.md. shapes: Datadog's "Get hourly usage at
 A request goes: failed authentications of the client address (RateLimited) -> key pair (Forbidden,
 counted against the address) -> per-key rate limit (RateLimited) -> parameters
 (InvalidParameter) -> the ledger as of one flush (a snapshot, carried by the cursor) -> every record of
-the result, sorted and cached -> one page.
+the result, sorted and cached -> one page. A monthly JSON page the store can sum and order itself
+(records.ranked_monthly_page) is read on its own instead, with no result made or cached.
 """
 
 from __future__ import annotations
