@@ -395,8 +395,9 @@ class SqliteLedgerStore:
         elif len(series) == len(set(tenants)):
             grouped = "series"
         else:
-            grouped = f"CASE WHEN tenant IN ({','.join('?' * len(series))}) THEN series END"
-            parameters = (*series, *parameters)  # the grouping expression comes first in the statement
+            # One JSON text rather than a parameter each: the usage statement has two per tenant already.
+            grouped = "CASE WHEN tenant IN (SELECT value FROM json_each(?)) THEN series END"
+            parameters = (json.dumps(sorted(series)), *parameters)  # the statement's first parameter
         having = "(b != 0 OR s != 0)"
         tail: tuple[int, ...] = ()
         if at is not None:
