@@ -163,7 +163,7 @@ class SqliteLedgerStore:
         # it may not: the file had series before this process opened it). A series missing from the
         # dict is then new, and needs no lookup.
         self._all_series_through: int | None = top if top == 0 else None
-        # label_sets of tenants, as of the file's highest series id then.
+        # label_sets of each tenant read, as of the file's highest series id `_label_sets_top`.
         self._label_sets: dict[str, set[tuple[str, ...]]] = {}
         self._label_sets_top: int | None = None
 
@@ -417,25 +417,34 @@ class SqliteLedgerStore:
             return self._usage_rows(found)
 
     def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
-        """Remembered while no series is added to the file (`meta.series_top` unchanged): reading them
-        parses the tags of every series of the tenants, 0.14 s for 100,000."""
+        """Remembered per tenant as of the file's highest series id (`meta.series_top`): reading them
+        parses the tags of every series of the tenants (0.14 s for 100,000); once a tenant is known,
+        only series added since are read (ids are counted up, and series are never deleted), which
+        scans the ids of every series (10 ms for 100,000) but parses only theirs."""
         with self._reading():
-            top = _series_top(self._reader)
-            if self._label_sets_top != top:
-                self._label_sets.clear()
-                self._label_sets_top = top
-            missing = [tenant for tenant in tenants if tenant not in self._label_sets]
+            db = self._reader
+            top = _series_top(db)
+            known = self._label_sets
+            if self._label_sets_top is not None and top != self._label_sets_top and known:
+                for tenant, labels in db.execute(
+                    f"SELECT tenant, {_LABELS} FROM series WHERE id > ? AND id <= ?",
+                    (self._label_sets_top, top),
+                ):
+                    if tenant in known:
+                        known[tenant].add(tuple(sorted(json.loads(labels))))
+            self._label_sets_top = top
+            missing = [tenant for tenant in tenants if tenant not in known]
             for chunk in range(0, len(missing), 500):
                 some = missing[chunk : chunk + 500]
-                for tenant in some:
-                    self._label_sets[tenant] = set()
-                for tenant, labels in self._reader.execute(
-                    f"""SELECT tenant, (SELECT json_group_array(key) FROM json_each(series.tags)) AS labels
-                    FROM series WHERE tenant IN ({",".join("?" * len(some))}) GROUP BY tenant, labels""",
+                found: dict[str, set[tuple[str, ...]]] = {tenant: set() for tenant in some}
+                for tenant, labels in db.execute(
+                    f"""SELECT tenant, {_LABELS} AS labels FROM series
+                    WHERE tenant IN ({",".join("?" * len(some))}) GROUP BY tenant, labels""",
                     some,
                 ):
-                    self._label_sets[tenant].add(tuple(sorted(json.loads(labels))))
-        return {tenant: set(self._label_sets[tenant]) for tenant in tenants}
+                    found[tenant].add(tuple(sorted(json.loads(labels))))
+                known.update(found)  # only once read whole: a failed read leaves none half-known
+        return {tenant: set(known[tenant]) for tenant in tenants}
 
     def _rows(
         self, table: str, period: str, tenants: Collection[str], start: int, end: int, seq: int
@@ -482,6 +491,8 @@ class SqliteLedgerStore:
 
 
 _USAGE_COLUMNS = {BYTES_USAGE: "b", SPANS_USAGE: "s"}
+# The labels of a series' tags, as a JSON array.
+_LABELS = "(SELECT json_group_array(key) FROM json_each(series.tags))"
 
 
 def _monthly_usage(
