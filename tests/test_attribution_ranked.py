@@ -198,6 +198,7 @@ def test_what_the_store_cannot_order_is_declined(tmp_path: Path, orgs: OrgDirect
     store = SqliteLedgerStore(tmp_path / "ledger.db")
     seq = fill(store, 4)
     window = (MONTHS[0], add_months(MONTHS[-1], 1), seq)
+    assert store.tenants() == TENANTS  # each once, in order
 
     def ranked(monthly: MonthlyQuery, tenants: list[str] = TENANTS, offset: int = 0) -> object:
         return ranked_monthly_page(store, tenants, monthly, orgs, org_tags, window, offset, 5)
