@@ -163,7 +163,7 @@ class UsageAttributionApi:
         bound_to, position = await self._monthly_position(key, query)
         if (bound_to, position.seq, position.end) not in self._results:
             # A page the store sums and orders, without the whole result (a parent org's month is
-            # 100,000 records); a result computed already is read instead, as are what it cannot order.
+            # 100,000 records). A result computed already is read instead, and so is one it cannot order.
             # The org-month totals are kept for the next pages, beside the results they would be part of.
             totals_key = (bound_to + ":totals", position.seq, position.end)
             known = self._results.get(totals_key)

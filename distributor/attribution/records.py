@@ -260,10 +260,8 @@ class _MonthlyRecords(Sequence[Record]):
         return self._record(self._keyed[index])
 
     def _record(self, keyed: _Keyed) -> Record:
-        sign_period, org_id, values, size, spans = keyed[1], keyed[3], keyed[5], keyed[6], keyed[7]
-        org = self._org_of[org_id]
-        period = sign_period if sign_period >= 0 else -sign_period
-        return Record(period, org, values, size, spans)
+        signed_period, org_id, values, size, spans = keyed[1], keyed[3], keyed[5], keyed[6], keyed[7]
+        return Record(abs(signed_period), self._org_of[org_id], values, size, spans)
 
 
 def field_value(record: Record, name: str, org_totals: OrgTotals) -> float:
