@@ -95,6 +95,32 @@ class LedgerStore(Protocol):
         """Usage rows of months starting in [start, end), as of flush `seq`."""
         ...
 
+    def monthly_ranked(
+        self,
+        tenants: Collection[str],
+        by_series: Collection[str],
+        start: int,
+        end: int,
+        seq: int,
+        order_by: str,
+        descending: bool,
+        limit: int | None,
+        at: tuple[int, int] | None = None,
+    ) -> list[UsageRow]:
+        """The usage `monthly` reads, summed: one row per (month, tenant, series) for the tenants of
+        `tenants` also in `by_series`, with the series' tags, and one per (month, tenant) for the
+        others, with tags (); rows whose bytes and spans are both 0 left out. Ordered by the sum of
+        `order_by` (BYTES_USAGE or SPANS_USAGE), then by month, both descending or both ascending; rows
+        equal in both come in any order. The first `limit` of them (all for None); with `at` =
+        (sum of `order_by`, month), only the rows with exactly that sum and month."""
+        ...
+
+    def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
+        """For each of `tenants`, the distinct label sets of its series (each its labels sorted, the
+        values left out), whatever period or flush they have usage in; an empty set for a tenant
+        without series."""
+        ...
+
     def tenants(self) -> list[str]:
         """Every tenant the ledger holds usage for."""
         ...
@@ -137,6 +163,23 @@ class UnavailableStore:
         raise self.error
 
     def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
+        raise self.error
+
+    def monthly_ranked(
+        self,
+        tenants: Collection[str],
+        by_series: Collection[str],
+        start: int,
+        end: int,
+        seq: int,
+        order_by: str,
+        descending: bool,
+        limit: int | None,
+        at: tuple[int, int] | None = None,
+    ) -> list[UsageRow]:
+        raise self.error
+
+    def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
         raise self.error
 
     def tenants(self) -> list[str]:

@@ -36,7 +36,15 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from json.encoder import encode_basestring
 from pathlib import Path
 
-from distributor.ledger.ledger import LedgerEntry, LedgerUnavailable, Snapshot, Tags, UsageRow
+from distributor.ledger.ledger import (
+    BYTES_USAGE,
+    SPANS_USAGE,
+    LedgerEntry,
+    LedgerUnavailable,
+    Snapshot,
+    Tags,
+    UsageRow,
+)
 
 SCHEMA_VERSION = 3
 # Version 1 (no `schema` key in meta) wrote every flush to `monthly` too, indexed both tables by seq, and
@@ -162,6 +170,9 @@ class SqliteLedgerStore:
         # it may not: the file had series before this process opened it). A series missing from the
         # dict is then new, and needs no lookup.
         self._all_series_through: int | None = top if top == 0 else None
+        # label_sets of each tenant read, as of the file's highest series id `_label_sets_top`.
+        self._label_sets: dict[str, set[tuple[str, ...]]] = {}
+        self._label_sets_top: int | None = None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
@@ -352,9 +363,19 @@ class SqliteLedgerStore:
         return bytes(row[0])
 
     def tenants(self) -> list[str]:
+        """One seek of the series' key per tenant, where DISTINCT visits every series (6-14 ms of
+        100,000 series, on every API request; 0.3-0.7 ms this way)."""
         with self._reading():
             return [
-                row[0] for row in self._reader.execute("SELECT DISTINCT tenant FROM series ORDER BY tenant")
+                row[0]
+                for row in self._reader.execute(
+                    """WITH RECURSIVE next(tenant) AS (
+                        SELECT MIN(tenant) FROM series
+                        UNION ALL
+                        SELECT (SELECT MIN(tenant) FROM series WHERE tenant > next.tenant) FROM next
+                        WHERE tenant IS NOT NULL)
+                    SELECT tenant FROM next WHERE tenant IS NOT NULL"""
+                )
             ]
 
     def hourly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
@@ -367,21 +388,86 @@ class SqliteLedgerStore:
         meanwhile."""
         if not tenants:
             return []
-        marks = ",".join("?" * len(tenants))
+        usage, parameters = _monthly_usage(tenants, start, end, seq)
+        with self._reading():
+            return self._usage_rows(self._reader.execute(usage, parameters).fetchall())
+
+    def monthly_ranked(
+        self,
+        tenants: Collection[str],
+        by_series: Collection[str],
+        start: int,
+        end: int,
+        seq: int,
+        order_by: str,
+        descending: bool,
+        limit: int | None,
+        at: tuple[int, int] | None = None,
+    ) -> list[UsageRow]:
+        """The months' rows summed in SQL, ordered and cut as the protocol says. Grouping is a sort of
+        every row (SQLite has no hash aggregation): 70 ms of 100,000; the first 501 of them in order
+        cost little more, where handing all of them to Python and summing there took 0.4 s."""
+        if not tenants:
+            return []
+        usage, parameters = _monthly_usage(tenants, start, end, seq)
+        column = _USAGE_COLUMNS[order_by]
+        direction = "DESC" if descending else "ASC"
+        series = set(by_series) & set(tenants)
+        if not series:
+            grouped = "NULL"
+        elif len(series) == len(set(tenants)):
+            grouped = "series"
+        else:
+            # One JSON text rather than a parameter each: the usage statement has two per tenant already.
+            grouped = "CASE WHEN tenant IN (SELECT value FROM json_each(?)) THEN series END"
+            parameters = (json.dumps(sorted(series)), *parameters)  # the statement's first parameter
+        having = "(b != 0 OR s != 0)"
+        tail: tuple[int, ...] = ()
+        if at is not None:
+            having += f" AND {column} = ? AND month = ?"
+            tail += at
+        cut = ""
+        if limit is not None:
+            cut = "LIMIT ?"
+            tail += (limit,)
         with self._reading():
             found = self._reader.execute(
-                f"""SELECT month, tenant, series, bytes, spans FROM monthly
-                WHERE month >= ? AND month < ? AND tenant IN ({marks}) AND seq <= ?
-                UNION ALL
-                SELECT recent.month, hourly.tenant, hourly.series, hourly.bytes, hourly.spans
-                FROM (SELECT DISTINCT hour, {month_of_hour("hour")} AS month FROM flush_hours
-                      WHERE seq <= ?) AS recent
-                JOIN hourly ON hourly.hour = recent.hour
-                WHERE recent.month >= ? AND recent.month < ? AND hourly.tenant IN ({marks})
-                AND hourly.seq <= ? AND hourly.seq > (SELECT value FROM meta WHERE key = 'merged_through')""",
-                (start, end, *tenants, seq, seq, start, end, *tenants, seq),
+                f"""SELECT month, tenant, {grouped} AS grouped, SUM(bytes) AS b, SUM(spans) AS s
+                FROM ({usage}) GROUP BY month, tenant, grouped HAVING {having}
+                ORDER BY {column} {direction}, month {direction} {cut}""",
+                (*parameters, *tail),
             ).fetchall()
             return self._usage_rows(found)
+
+    def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
+        """Remembered per tenant as of the file's highest series id (`meta.series_top`): reading them
+        parses the tags of every series of the tenants (0.14 s for 100,000); once a tenant is known,
+        only series added since are read (ids are counted up, and series are never deleted), which
+        scans the ids of every series (10 ms for 100,000) but parses only theirs."""
+        with self._reading():
+            db = self._reader
+            top = _series_top(db)
+            known = self._label_sets
+            if self._label_sets_top is not None and top != self._label_sets_top and known:
+                for tenant, labels in db.execute(
+                    f"SELECT tenant, {_LABELS} FROM series WHERE id > ? AND id <= ?",
+                    (self._label_sets_top, top),
+                ):
+                    if tenant in known:
+                        known[tenant].add(tuple(sorted(json.loads(labels))))
+            self._label_sets_top = top
+            missing = [tenant for tenant in tenants if tenant not in known]
+            for chunk in range(0, len(missing), 500):
+                some = missing[chunk : chunk + 500]
+                found: dict[str, set[tuple[str, ...]]] = {tenant: set() for tenant in some}
+                for tenant, labels in db.execute(
+                    f"""SELECT tenant, {_LABELS} AS labels FROM series
+                    WHERE tenant IN ({",".join("?" * len(some))}) GROUP BY tenant, labels""",
+                    some,
+                ):
+                    found[tenant].add(tuple(sorted(json.loads(labels))))
+                known.update(found)  # only once read whole: a failed read leaves none half-known
+        return {tenant: set(known[tenant]) for tenant in tenants}
 
     def _rows(
         self, table: str, period: str, tenants: Collection[str], start: int, end: int, seq: int
@@ -398,13 +484,13 @@ class SqliteLedgerStore:
         ).fetchall()
         return self._usage_rows(found)
 
-    def _usage_rows(self, found: list[tuple[int, str, int, int, int]]) -> list[UsageRow]:
-        """(period, tenant, series id, bytes, spans) rows with their series' tags."""
+    def _usage_rows(self, found: list[tuple[int, str, int | None, int, int]]) -> list[UsageRow]:
+        """(period, tenant, series id, bytes, spans) rows with their series' tags (() for no series)."""
         db = self._reader
         series = self._series
         missing: dict[str, set[int]] = {}
         for row in found:
-            if row[2] not in series:
+            if row[2] is not None and row[2] not in series:
                 missing.setdefault(row[1], set()).add(row[2])
         for tenant, wanted in missing.items():
             ids = sorted(wanted)
@@ -416,7 +502,7 @@ class SqliteLedgerStore:
                 ):
                     series[series_id] = tuple(sorted(json.loads(tags).items()))
         return [
-            UsageRow(when, tenant, series[series_id], size, spans)
+            UsageRow(when, tenant, () if series_id is None else series[series_id], size, spans)
             for when, tenant, series_id, size, spans in found
         ]
 
@@ -425,6 +511,33 @@ class SqliteLedgerStore:
             if connection is not None:
                 connection.close()
         self._write = self._read = None
+
+
+_USAGE_COLUMNS = {BYTES_USAGE: "b", SPANS_USAGE: "s"}
+# The labels of a series' tags, as a JSON array.
+_LABELS = "(SELECT json_group_array(key) FROM json_each(series.tags))"
+
+
+def _monthly_usage(
+    tenants: Collection[str], start: int, end: int, seq: int
+) -> tuple[str, tuple[object, ...]]:
+    """A statement for the (month, tenant, series, bytes, spans) rows of months starting in [start, end)
+    as of flush `seq`: merged months, plus the hourly rows of the flushes not merged yet (up to `seq`)
+    in their months, in one statement: one snapshot of the file even if a merge commits meanwhile. A
+    series may have several rows in a month."""
+    marks = ",".join("?" * len(tenants))
+    return (
+        f"""SELECT month, tenant, series, bytes, spans FROM monthly
+        WHERE month >= ? AND month < ? AND tenant IN ({marks}) AND seq <= ?
+        UNION ALL
+        SELECT recent.month, hourly.tenant, hourly.series, hourly.bytes, hourly.spans
+        FROM (SELECT DISTINCT hour, {month_of_hour("hour")} AS month FROM flush_hours
+              WHERE seq <= ?) AS recent
+        JOIN hourly ON hourly.hour = recent.hour
+        WHERE recent.month >= ? AND recent.month < ? AND hourly.tenant IN ({marks})
+        AND hourly.seq <= ? AND hourly.seq > (SELECT value FROM meta WHERE key = 'merged_through')""",
+        (start, end, *tenants, seq, seq, start, end, *tenants, seq),
+    )
 
 
 def _series_in_file(db: sqlite3.Connection, tenants: list[str], texts: list[str]) -> list[int | None]:
