@@ -22,8 +22,10 @@ from distributor.attribution.records import (
     ranked_monthly_page,
 )
 from distributor.ledger.ledger import BYTES_USAGE, SPANS_USAGE, LedgerEntry, UsageRow, add_months
+from distributor.ledger.postgresql import PostgresLedgerStore
 from distributor.ledger.sqlite import SqliteLedgerStore
 from tests.support.attribution import RunningAttribution, attribution_service, spans_request, write_config
+from tests.support.ledger import PostgresSchemas
 
 MONTH = 1_793_491_200  # 2026-11-01 UTC
 MONTHS = (add_months(MONTH, -1), MONTH, add_months(MONTH, 1))
@@ -326,3 +328,50 @@ async def test_api_pages_are_those_of_the_whole_result(
         whole = await documents(running, params)  # pages of it
         assert ranked == whole
         assert len(whole) == (3 if descendants == "true" else 1)  # 6 records, or the holding's 2
+
+
+def ranked_groups(rows: list[UsageRow], order_by: str) -> list[tuple[tuple[int, int], set[UsageRow]]]:
+    """The rows as runs of equal (sum, month), in order: rows within a run may come in any order."""
+    runs: list[tuple[tuple[int, int], set[UsageRow]]] = []
+    for row in rows:
+        key = (row.spans_bytes if order_by == BYTES_USAGE else row.spans, row.period)
+        if runs and runs[-1][0] == key:
+            runs[-1][1].add(row)
+        else:
+            runs.append((key, {row}))
+    return runs
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_postgresql_store_sums_orders_and_cuts_as_sqlite_does(tmp_path: Path, seed: int) -> None:
+    """SQLite's ranked months are the oracle for PostgreSQL's, on the same flushes."""
+    schemas = PostgresSchemas()
+    sqlite_store = SqliteLedgerStore(tmp_path / "ledger.db")
+    postgres_store = PostgresLedgerStore(schemas.dsn())
+    try:
+        seqs = {fill(sqlite_store, seed), fill(postgres_store, seed)}
+        assert len(seqs) == 1
+        seq = seqs.pop()
+        start, end = MONTHS[0], add_months(MONTHS[-1], 1)
+        for by_series in (TENANTS, ["t-a", "solo"], []):
+            for order_by in (BYTES_USAGE, SPANS_USAGE):
+                for descending in (True, False):
+                    arguments = (TENANTS, by_series, start, end, seq, order_by, descending)
+                    whole = sqlite_store.monthly_ranked(*arguments, None)
+                    assert ranked_groups(postgres_store.monthly_ranked(*arguments, None), order_by) == (
+                        ranked_groups(whole, order_by)
+                    )
+                    cut = postgres_store.monthly_ranked(*arguments, 5)
+                    assert len(cut) == min(5, len(whole))
+                    first = whole[0]
+                    at = (first.spans_bytes if order_by == BYTES_USAGE else first.spans, first.period)
+                    assert set(postgres_store.monthly_ranked(*arguments, None, at)) == set(
+                        sqlite_store.monthly_ranked(*arguments, None, at)
+                    )
+        assert postgres_store.label_sets([*TENANTS, "nobody"]) == sqlite_store.label_sets(
+            [*TENANTS, "nobody"]
+        )
+    finally:
+        sqlite_store.close()
+        postgres_store.close()
+        schemas.close()

@@ -37,7 +37,15 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from distributor.ledger.config import mask_dsns_in
-from distributor.ledger.ledger import LedgerEntry, LedgerUnavailable, Snapshot, Tags, UsageRow
+from distributor.ledger.ledger import (
+    BYTES_USAGE,
+    SPANS_USAGE,
+    LedgerEntry,
+    LedgerUnavailable,
+    Snapshot,
+    Tags,
+    UsageRow,
+)
 from distributor.ledger.sqlite import encode_tags
 
 # pg_advisory_lock's first key, per purpose (the second is the schema's hash): "ledger migrations" and
@@ -322,35 +330,95 @@ class PostgresLedgerStore:
             return []
         with self._reading() as db:
             found = db.execute(
-                f"""SELECT month, tenant, series, bytes, spans FROM monthly
-                WHERE month >= %(start)s AND month < %(end)s AND tenant = ANY(%(tenants)s)
-                AND seq <= %(seq)s
-                UNION ALL
-                SELECT recent.month, hourly.tenant, hourly.series, hourly.bytes, hourly.spans
-                FROM (SELECT DISTINCT hour, {month_of_hour("hour")} AS month FROM flush_hours
-                      WHERE seq <= %(seq)s) AS recent
-                JOIN hourly ON hourly.hour = recent.hour
-                WHERE recent.month >= %(start)s AND recent.month < %(end)s
-                AND hourly.tenant = ANY(%(tenants)s) AND hourly.seq <= %(seq)s
-                AND hourly.seq > (SELECT value::BIGINT FROM meta WHERE key = 'merged_through')""",
-                {"start": start, "end": end, "tenants": list(tenants), "seq": seq},
+                _MONTHLY_USAGE, {"start": start, "end": end, "tenants": list(tenants), "seq": seq}
             ).fetchall()
             return self._usage_rows(db, found)
+
+    def monthly_ranked(
+        self,
+        tenants: Collection[str],
+        by_series: Collection[str],
+        start: int,
+        end: int,
+        seq: int,
+        order_by: str,
+        descending: bool,
+        limit: int | None,
+        at: tuple[int, int] | None = None,
+    ) -> list[UsageRow]:
+        """The months' rows summed, ordered and cut by the database, as the protocol says."""
+        if not tenants:
+            return []
+        column = _USAGE_COLUMNS[order_by]
+        direction = "DESC" if descending else "ASC"
+        parameters: dict[str, Any] = {
+            "start": start,
+            "end": end,
+            "tenants": list(tenants),
+            "seq": seq,
+            "by_series": sorted(set(by_series) & set(tenants)),
+        }
+        having = "(SUM(bytes) != 0 OR SUM(spans) != 0)"
+        if at is not None:
+            having += f" AND SUM({_SUMMED[column]}) = %(at_sum)s AND month = %(at_month)s"
+            parameters |= {"at_sum": at[0], "at_month": at[1]}
+        cut = ""
+        if limit is not None:
+            cut = "LIMIT %(limit)s"
+            parameters["limit"] = limit
+        with self._reading() as db:
+            found = db.execute(
+                f"""SELECT month, tenant, CASE WHEN tenant = ANY(%(by_series)s) THEN series END AS grouped,
+                       SUM(bytes)::BIGINT AS b, SUM(spans)::BIGINT AS s
+                FROM ({_MONTHLY_USAGE}) AS usage
+                GROUP BY month, tenant, grouped HAVING {having}
+                ORDER BY {column} {direction}, month {direction} {cut}""",
+                parameters,
+            ).fetchall()
+            return self._usage_rows(db, found)
+
+    def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
+        found: dict[str, set[tuple[str, ...]]] = {tenant: set() for tenant in tenants}
+        if not found:
+            return found
+        with self._reading() as db:
+            for tenant, labels in db.execute(
+                """SELECT DISTINCT tenant, ARRAY(SELECT jsonb_object_keys(tags::jsonb) ORDER BY 1)
+                FROM series WHERE tenant = ANY(%s)""",
+                (list(found),),
+            ):
+                found[tenant].add(tuple(labels))
+        return found
 
     def _usage_rows(self, db: psycopg.Connection[Any], found: list[tuple[Any, ...]]) -> list[UsageRow]:
         """(period, tenant, series id, bytes, spans) rows with their series' tags."""
         series = self._series
-        missing = sorted({row[2] for row in found if row[2] not in series})
+        missing = sorted({row[2] for row in found if row[2] is not None and row[2] not in series})
         if missing:
             for series_id, tags in db.execute("SELECT id, tags FROM series WHERE id = ANY(%s)", (missing,)):
                 series[series_id] = tuple(sorted(json.loads(tags).items()))
         return [
-            UsageRow(when, tenant, series[series_id], size, spans)
+            UsageRow(when, tenant, series[series_id] if series_id is not None else (), size, spans)
             for when, tenant, series_id, size, spans in found
         ]
 
     def close(self) -> None:
         self._pool.close()
+
+
+# The usage `monthly` reads: merged months, and the hourly rows of the flushes not merged yet.
+_MONTHLY_USAGE = f"""SELECT month, tenant, series, bytes, spans FROM monthly
+    WHERE month >= %(start)s AND month < %(end)s AND tenant = ANY(%(tenants)s) AND seq <= %(seq)s
+    UNION ALL
+    SELECT recent.month, hourly.tenant, hourly.series, hourly.bytes, hourly.spans
+    FROM (SELECT DISTINCT hour, {month_of_hour("hour")} AS month FROM flush_hours
+          WHERE seq <= %(seq)s) AS recent
+    JOIN hourly ON hourly.hour = recent.hour
+    WHERE recent.month >= %(start)s AND recent.month < %(end)s
+    AND hourly.tenant = ANY(%(tenants)s) AND hourly.seq <= %(seq)s
+    AND hourly.seq > (SELECT value::BIGINT FROM meta WHERE key = 'merged_through')"""
+_USAGE_COLUMNS = {BYTES_USAGE: "b", SPANS_USAGE: "s"}
+_SUMMED = {"b": "bytes", "s": "spans"}
 
 
 def _merged_through(db: psycopg.Connection[Any]) -> int:
