@@ -968,9 +968,8 @@ async def _scrape_during_ingestion(server_url: str, traces_url: str) -> dict[str
 LEDGER_MONTHS, LEDGER_TENANTS, LEDGER_TAG_SETS = 12, 100, 1000
 
 
-def build_ledger(path: Path, now: float) -> None:
+def build_ledger(store: LedgerStore, now: float) -> None:
     """12 months x 100 tenants x 1,000 tag sets (service_name x team), one flush per month."""
-    store = SqliteLedgerStore(path)
     rng = random.Random(7)
     for back in range(LEDGER_MONTHS):
         hour = add_months(month_of(now), -back) + 3600
@@ -1137,7 +1136,7 @@ def print_ledger_flush(flush: dict[str, float]) -> None:
     )
 
 
-def measure_monthly_api(repeats: int = 5) -> dict[str, float]:
+def measure_monthly_api(repeats: int = 5, postgresql_dsn: str = "") -> dict[str, float]:
     """Median seconds per GET /api/v1/usage/monthly-attribution through a running service (HTTP
     included): one org's month broken down by its tags (1,000 records, page 1 and page 2 of 500), the
     parent of all 100 orgs broken down (100,000 records, page 1 of 500), and the parent without breakdown.
@@ -1152,7 +1151,14 @@ def measure_monthly_api(repeats: int = 5) -> dict[str, float]:
     month = datetime.fromtimestamp(month_of(now), UTC).strftime("%Y-%m")
     with tempfile.TemporaryDirectory() as directory:
         started = time.perf_counter()
-        build_ledger(Path(directory) / "ledger.db", now)
+        if postgresql_dsn:
+            from distributor.ledger.postgresql import PostgresLedgerStore
+
+            build_ledger(PostgresLedgerStore(postgresql_dsn), now)
+            ledger = f"{{backend: postgresql, postgresql: {{dsn: '{postgresql_dsn}'}}}}"
+        else:
+            build_ledger(SqliteLedgerStore(Path(directory) / "ledger.db"), now)
+            ledger = "{sqlite: {path: ledger.db}}"
         build_seconds = time.perf_counter() - started
         orgs = "".join(f"    t{t:03d}: {{parent: holding}}\n" for t in range(LEDGER_TENANTS))
         config = Path(directory) / "api.yaml"
@@ -1161,7 +1167,7 @@ def measure_monthly_api(repeats: int = 5) -> dict[str, float]:
             "distributor:\n  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
             "  usage: {cost_attribution: {enabled: true}}\n"
             "overrides: {defaults: {cost_attribution: {dimensions: {service.name: '', team: ''}}}}\n"
-            "usage_attribution:\n  enabled: true\n  ledger: {sqlite: {path: ledger.db}}\n"
+            f"usage_attribution:\n  enabled: true\n  ledger: {ledger}\n"
             "  api: {page_size: 500, rate_limit: {requests: 0}}\n"
             f"  orgs:\n{orgs}"
             "  keys:\n"
@@ -1223,6 +1229,36 @@ def measure_monthly_api(repeats: int = 5) -> dict[str, float]:
         results = asyncio.run(run())
         results["build_s"] = build_seconds
         return results
+
+
+def measure_monthly_api_postgresql() -> dict[str, float] | str:
+    """(h) with the ledger in PostgreSQL; a reason instead when it cannot be reached."""
+    try:
+        with postgres_schema() as dsn:
+            return measure_monthly_api(postgresql_dsn=dsn)
+    except Exception as err:  # the database is optional for the benchmark
+        if "unreachable" not in str(err) and not type(err).__module__.startswith("psycopg"):
+            raise
+        return f"PostgreSQL at {POSTGRES_DSN} unreachable: {err}"
+
+
+def print_monthly_api(monthly: dict[str, float], backend: str) -> None:
+    print(
+        f"(h) {backend} ledger of {LEDGER_MONTHS} months x {LEDGER_TENANTS} tenants x {LEDGER_TAG_SETS} "
+        f"tag sets built in {monthly['build_s']:.1f} s; GET monthly-attribution, one month, medians:"
+    )
+    print(
+        f"    one org by 2 tags ({monthly['org_page1_records']:.0f} of 1,000 records): page 1 "
+        f"{monthly['org_page1'] * 1e3:.0f} ms, page 2 {monthly['org_page2'] * 1e3:.0f} ms"
+    )
+    print(
+        f"    parent of 100 orgs by 2 tags ({monthly['parent_page1_records']:.0f} of 100,000 records): "
+        f"page 1 {monthly['parent_page1'] * 1e3:.0f} ms, page 2 {monthly['parent_page2'] * 1e3:.0f} ms"
+    )
+    print(
+        f"    parent of 100 orgs, no breakdown ({monthly['parent_no_breakdown_records']:.0f} records): "
+        f"{monthly['parent_no_breakdown'] * 1e3:.0f} ms"
+    )
 
 
 def print_scrape_during_ingestion(scraped: dict[str, float]) -> None:
@@ -1359,22 +1395,12 @@ def main() -> None:
         f"{cpu_with_ledger * 1e3:.2f} ms with it"
     )
     monthly = measure_monthly_api()
-    print(
-        f"(h) ledger of {LEDGER_MONTHS} months x {LEDGER_TENANTS} tenants x {LEDGER_TAG_SETS} tag sets "
-        f"built in {monthly['build_s']:.1f} s; GET monthly-attribution, one month, medians:"
-    )
-    print(
-        f"    one org by 2 tags ({monthly['org_page1_records']:.0f} of 1,000 records): page 1 "
-        f"{monthly['org_page1'] * 1e3:.0f} ms, page 2 {monthly['org_page2'] * 1e3:.0f} ms"
-    )
-    print(
-        f"    parent of 100 orgs by 2 tags ({monthly['parent_page1_records']:.0f} of 100,000 records): "
-        f"page 1 {monthly['parent_page1'] * 1e3:.0f} ms, page 2 {monthly['parent_page2'] * 1e3:.0f} ms"
-    )
-    print(
-        f"    parent of 100 orgs, no breakdown ({monthly['parent_no_breakdown_records']:.0f} records): "
-        f"{monthly['parent_no_breakdown'] * 1e3:.0f} ms"
-    )
+    print_monthly_api(monthly, "SQLite")
+    monthly_postgresql = measure_monthly_api_postgresql()
+    if isinstance(monthly_postgresql, str):
+        print(f"(h) PostgreSQL: skipped, {monthly_postgresql}")
+    else:
+        print_monthly_api(monthly_postgresql, "PostgreSQL")
     flush = measure_ledger_flush()
     print_ledger_flush(flush)
     scraped = measure_scrape_during_ingestion()
@@ -1425,11 +1451,12 @@ def main() -> None:
     verdict = "met" if per_series <= 500 else "NOT met"
     print(f"{'bytes per series, 3 labels':24s} {per_series:6.0f}  target <= 500   {verdict}")
     print(f"{'forwarded requests lost':24s} {lost:6d}  target == 0     {'met' if lost == 0 else 'NOT met'}")
-    for name in ("org_page1", "org_page2", "parent_page1", "parent_page2"):
-        ms = monthly[name] * 1e3
-        print(
-            f"{'h monthly ' + name + ' ms':24s} {ms:6.0f}  target < 200    {'met' if ms < 200 else 'NOT met'}"
-        )
+    backends = {"": monthly} | ({} if isinstance(monthly_postgresql, str) else {"pg ": monthly_postgresql})
+    for prefix, measured in backends.items():
+        for name in ("org_page1", "org_page2", "parent_page1", "parent_page2"):
+            ms = measured[name] * 1e3
+            label = f"h {prefix}monthly {name} ms"
+            print(f"{label:24s} {ms:6.0f}  target < 200    {'met' if ms < 200 else 'NOT met'}")
     for name in ("new", "after_restart"):
         seconds = flush[name]
         verdict = "met" if seconds < 1 else "NOT met"
@@ -1455,6 +1482,7 @@ if __name__ == "__main__":
     parser.add_argument("--delivery-modes", action="store_true", help="only the rows (k)")
     parser.add_argument("--end-to-end", action="store_true", help="only the rows (d) and (d')")
     parser.add_argument("--postgres-ledger", action="store_true", help="only the rows (l)")
+    parser.add_argument("--monthly-api", action="store_true", help="only the rows (h), both ledgers")
     args = parser.parse_args()
     if args.loadgen:
         _load_generator(args.loadgen[0], int(args.loadgen[1]), int(args.loadgen[2]), *args.loadgen[3:])
@@ -1476,6 +1504,12 @@ if __name__ == "__main__":
         print_ledger_flush(measure_ledger_flush())
     elif args.scrape_during_ingestion:
         print_scrape_during_ingestion(measure_scrape_during_ingestion())
+    elif args.monthly_api:
+        print_monthly_api(measure_monthly_api(), "SQLite")
+        measured = measure_monthly_api_postgresql()
+        print(f"(h) PostgreSQL: skipped, {measured}") if isinstance(measured, str) else print_monthly_api(
+            measured, "PostgreSQL"
+        )
     elif args.postgres_ledger:
         shared_ledger = measure_postgres_ledger()
         print_postgres_ledger(shared_ledger)

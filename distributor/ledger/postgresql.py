@@ -160,6 +160,10 @@ class PostgresLedgerStore:
         # by id for readers.
         self._series_ids: dict[tuple[str, Tags], int] = {}
         self._series: dict[int, Tags] = {}
+        # label_sets of each tenant read, as of the highest series id `_label_sets_top` (ids are taken
+        # from a sequence under the write lock, so a series committed later always has a higher one).
+        self._label_sets: dict[str, set[tuple[str, ...]]] = {}
+        self._label_sets_top: int | None = None
 
     # -- writing ----------------------------------------------------------------------------------------
 
@@ -378,17 +382,31 @@ class PostgresLedgerStore:
             return self._usage_rows(db, found)
 
     def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
-        found: dict[str, set[tuple[str, ...]]] = {tenant: set() for tenant in tenants}
-        if not found:
-            return found
+        """Remembered per tenant as of the highest series id: reading a tenant's parses the tags of all
+        its series (0.2 s for 100,000, on every monthly page); once known, only series added since are
+        read."""
         with self._reading() as db:
-            for tenant, labels in db.execute(
-                """SELECT DISTINCT tenant, ARRAY(SELECT jsonb_object_keys(tags::jsonb) ORDER BY 1)
-                FROM series WHERE tenant = ANY(%s)""",
-                (list(found),),
-            ):
-                found[tenant].add(tuple(labels))
-        return found
+            row = db.execute("SELECT COALESCE(MAX(id), 0) FROM series").fetchone()
+            top = int(row[0]) if row is not None else 0
+            known = self._label_sets
+            if self._label_sets_top is not None and top != self._label_sets_top and known:
+                for tenant, labels in db.execute(
+                    f"""SELECT tenant, {_LABELS} FROM series
+                    WHERE id > %s AND id <= %s AND tenant = ANY(%s)""",
+                    (self._label_sets_top, top, list(known)),
+                ):
+                    known[tenant].add(tuple(labels))
+            self._label_sets_top = top
+            missing = [tenant for tenant in tenants if tenant not in known]
+            if missing:
+                found: dict[str, set[tuple[str, ...]]] = {tenant: set() for tenant in missing}
+                for tenant, labels in db.execute(
+                    f"SELECT DISTINCT tenant, {_LABELS} FROM series WHERE tenant = ANY(%s) AND id <= %s",
+                    (missing, top),
+                ):
+                    found[tenant].add(tuple(labels))
+                known.update(found)  # only once read whole: a failed read leaves none half-known
+        return {tenant: set(known[tenant]) for tenant in tenants}
 
     def _usage_rows(self, db: psycopg.Connection[Any], found: list[tuple[Any, ...]]) -> list[UsageRow]:
         """(period, tenant, series id, bytes, spans) rows with their series' tags."""
@@ -418,6 +436,10 @@ _MONTHLY_USAGE = f"""SELECT month, tenant, series, bytes, spans FROM monthly
     AND hourly.tenant = ANY(%(tenants)s) AND hourly.seq <= %(seq)s
     AND hourly.seq > (SELECT value::BIGINT FROM meta WHERE key = 'merged_through')"""
 _USAGE_COLUMNS = {BYTES_USAGE: "b", SPANS_USAGE: "s"}
+# The labels of a series' tags, sorted, as an array.
+_LABELS = "ARRAY(SELECT jsonb_object_keys(tags::jsonb) ORDER BY 1)"
+
+
 _SUMMED = {"b": "bytes", "s": "spans"}
 
 
