@@ -40,6 +40,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from distributor.common.postgres_migrations import apply_migrations
 from distributor.ledger.config import mask_dsns_in
 from distributor.overrides.model import OverridesSnapshot, TenantOverrides
 from distributor.overrides.provider import OverridesProvider
@@ -60,7 +61,6 @@ log = logging.getLogger(__name__)
 # pg_advisory_lock's first key ("user overrides migrations"); the second is the schema's hash, so stores
 # in different schemas of one database do not wait for each other.
 MIGRATION_LOCK = 0x05E40701
-_SCHEMA_HASH = "hashtext(current_schema())"
 # A write whose compare-and-swap lost is checked again against the row that won; as many times as
 # other writers keep winning, up to this many.
 MAX_ATTEMPTS = 10
@@ -360,26 +360,8 @@ class PostgresUserOverrides:
 def migrate(db: psycopg.Connection[Any]) -> tuple[int, int]:
     """Create or bring the table up to SCHEMA_VERSION on an autocommit connection, once however many
     replicas start together; (version before, version after)."""
-    db.execute(f"SELECT pg_advisory_lock(%s, {_SCHEMA_HASH})", (MIGRATION_LOCK,))
-    try:
-        db.execute(
-            """CREATE TABLE IF NOT EXISTS user_overrides_migrations (
-                version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-            )"""
-        )
-        row = db.execute("SELECT COALESCE(MAX(version), 0) FROM user_overrides_migrations").fetchone()
-        before = int(row[0]) if row else 0
-        if before > SCHEMA_VERSION:
-            raise UserOverridesSchemaTooNew(before, SCHEMA_VERSION)
-        for version, _, statements in MIGRATIONS:
-            if version <= before:
-                continue
-            with db.transaction():
-                for statement in statements:
-                    db.execute(statement)
-                db.execute("INSERT INTO user_overrides_migrations (version) VALUES (%s)", (version,))
-    finally:
-        db.execute(f"SELECT pg_advisory_unlock(%s, {_SCHEMA_HASH})", (MIGRATION_LOCK,))
+    too_new = lambda found: UserOverridesSchemaTooNew(found, SCHEMA_VERSION)  # noqa: E731
+    before = apply_migrations(db, "user_overrides_migrations", MIGRATIONS, MIGRATION_LOCK, too_new)
     return before, SCHEMA_VERSION
 
 

@@ -1014,22 +1014,9 @@ def measure_ledger_flush() -> dict[str, float]:
     every series known to the file but not to the process (the first flush after a restart), and every
     series known to both (steady state)."""
     now = time.time()
-    entries = flush_entries(now)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "ledger.db"
-        timings: dict[str, float] = {}
-        store = SqliteLedgerStore(path)
-        started = time.perf_counter()
-        store.write(entries, now)
-        timings["new"] = time.perf_counter() - started
-        store.close()
-        store = SqliteLedgerStore(path)
-        for name in ("after_restart", "cached"):
-            started = time.perf_counter()
-            store.write(entries, now)
-            timings[name] = time.perf_counter() - started
-        store.close()
-    return timings
+        return _timed_flushes(lambda: SqliteLedgerStore(path), flush_entries(now), now)
 
 
 # (l) ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from distributor.ring.ring import DistributorRing, RingMetrics
 from distributor.service import Service
 from tests.support.clock import ManualClock
 from tests.support.config_files import write_config_files
-from tests.support.ledger import PostgresSchemas
+from tests.support.ledger import PostgresSchemas, schemas
 from tests.support.metrics import Samples, sample_value
 from tests.support.otlp import batch, request, span
 from tests.support.service import RunningService, make_config, with_forwarders
@@ -45,6 +45,8 @@ SIZE = len(BODY)  # every request below is this many protobuf bytes
 RATE = 4 * SIZE  # the tenant's rate, bytes/s, across the replicas
 BURST = 4 * SIZE  # per replica
 STEP = 0.5  # seconds between a client's rounds: a replica of two gains exactly one request's tokens
+
+__all__ = ["schemas"]  # the fixture, used by name
 
 
 # --- the limiter on its own ------------------------------------------------------------------------------
@@ -86,15 +88,6 @@ def test_without_a_count_below_one_the_whole_rate_applies() -> None:
 
 
 # --- replicas sharing a ring in PostgreSQL ---------------------------------------------------------------
-
-
-@pytest.fixture
-def schemas() -> Iterator[PostgresSchemas]:
-    made = PostgresSchemas()
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def ring_config(dsn: str, instance_id: str) -> RingConfig:

@@ -32,19 +32,12 @@ from distributor.overrides import ConfigError
 from distributor.service import Service
 from tests.support.attribution import START, attribution_service, spans_request, write_config
 from tests.support.config_files import edit_yaml
-from tests.support.ledger import PostgresSchemas, standalone_ledger
+from tests.support.ledger import PostgresSchemas, schemas, standalone_ledger
 
 H10 = hour_of(START)
 PASSWORD = "pg-s3cret-9f2a"  # trust auth: the server never asks for it, so it may be anything
 
-
-@pytest.fixture
-def schemas() -> Iterator[PostgresSchemas]:
-    made = PostgresSchemas()
-    try:
-        yield made
-    finally:
-        made.close()
+__all__ = ["schemas"]  # the fixture, used by name
 
 
 def query(dsn: str, statement: str) -> list[tuple[Any, ...]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -21,7 +20,7 @@ from distributor.check_config import check_files
 from distributor.config import Config, config_as_data, load_config
 from distributor.overrides.user_configurable import UserOverridesError
 from tests.support.config_files import write_config_files
-from tests.support.ledger import PostgresSchemas
+from tests.support.ledger import PostgresSchemas, schemas
 from tests.support.polling import eventually
 from tests.support.service import RunningService, StartService
 from tests.test_user_overrides_api import (
@@ -35,14 +34,7 @@ from tests.test_user_overrides_api import (
 TASK_FAILURES = "tempo_distributor_background_task_failures_total"
 APP = {"cost_attribution": {"dimensions": ["app"]}}
 
-
-@pytest.fixture
-def schemas() -> Iterator[PostgresSchemas]:
-    made = PostgresSchemas()
-    try:
-        yield made
-    finally:
-        made.close()
+__all__ = ["schemas"]  # the fixture, used by name
 
 
 async def replicas(start_service: StartService, config: Config) -> tuple[RunningService, RunningService]:

@@ -36,6 +36,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from distributor.common.postgres_migrations import SCHEMA_HASH, apply_migrations
 from distributor.ledger.config import mask_dsns_in
 from distributor.ledger.ledger import (
     BYTES_USAGE,
@@ -52,7 +53,6 @@ from distributor.ledger.sqlite import encode_tags
 # "ledger writes" as two arbitrary constants.
 MIGRATION_LOCK = 0x1ED6E701
 WRITE_LOCK = 0x1ED6E702
-_SCHEMA_HASH = "hashtext(current_schema())"
 
 # (version, what it does, statements): applied in order, each in its own transaction. Append only.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
@@ -109,30 +109,15 @@ def migrate(dsn: str, connect_timeout: float = 10.0) -> tuple[int, int]:
     makes the cursor secret if there is none. Returns (version before, version after); SchemaTooNew
     when the database is newer than this code."""
     with psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout))) as db:
-        db.execute(f"SELECT pg_advisory_lock(%s, {_SCHEMA_HASH})", (MIGRATION_LOCK,))
-        try:
-            db.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                    version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-                )"""
-            )
-            row = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
-            before = int(row[0]) if row else 0
-            if before > SCHEMA_VERSION:
-                raise SchemaTooNew(before, SCHEMA_VERSION)
-            for version, _, statements in MIGRATIONS:
-                if version <= before:
-                    continue
-                with db.transaction():
-                    for statement in statements:
-                        db.execute(statement)
-                    db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+
+        def make_secret() -> None:
             db.execute(
                 "INSERT INTO meta VALUES ('cursor_secret', %s) ON CONFLICT (key) DO NOTHING",
                 (secrets.token_hex(32),),
             )
-        finally:
-            db.execute(f"SELECT pg_advisory_unlock(%s, {_SCHEMA_HASH})", (MIGRATION_LOCK,))
+
+        too_new = lambda found: SchemaTooNew(found, SCHEMA_VERSION)  # noqa: E731
+        before = apply_migrations(db, "schema_migrations", MIGRATIONS, MIGRATION_LOCK, too_new, make_secret)
     return before, SCHEMA_VERSION
 
 
@@ -174,7 +159,7 @@ class PostgresLedgerStore:
         added: list[tuple[str, Tags]] = []
         try:
             with self._pool.connection() as db:
-                db.execute(f"SELECT pg_advisory_xact_lock(%s, {_SCHEMA_HASH})", (WRITE_LOCK,))
+                db.execute(f"SELECT pg_advisory_xact_lock(%s, {SCHEMA_HASH})", (WRITE_LOCK,))
                 stored = db.execute("SELECT seq FROM flushes WHERE batch_id = %s", (batch_id,)).fetchone()
                 if stored is not None:
                     return int(stored[0])
@@ -258,7 +243,7 @@ class PostgresLedgerStore:
 
     def maintain(self, merge_before: float, keep_from_hour: int, keep_from_month: int) -> None:
         with self._pool.connection() as db:
-            db.execute(f"SELECT pg_advisory_xact_lock(%s, {_SCHEMA_HASH})", (WRITE_LOCK,))
+            db.execute(f"SELECT pg_advisory_xact_lock(%s, {SCHEMA_HASH})", (WRITE_LOCK,))
             merged_through = _merged_through(db)
             row = db.execute("SELECT MAX(seq) FROM flushes WHERE at < %s", (merge_before,)).fetchone()
             horizon = int(row[0] or 0) if row else 0

@@ -97,6 +97,16 @@ class PostgresSchemas:
                 db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
+@pytest.fixture
+def schemas() -> Iterator[PostgresSchemas]:
+    """PostgreSQL schemas for one test, dropped at its end (import it where a test asks for it)."""
+    made = PostgresSchemas()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
 class LedgerBackend:
     """Stores of one backend for a test, each ledger by name (a file, or a schema), and what a test
     reads of a ledger through a connection of its own. Stores it opened are closed at `close`."""
