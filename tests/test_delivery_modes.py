@@ -270,3 +270,23 @@ async def test_ready_answers_503_until_the_persistent_queue_is_opened_and_checke
         may_finish.set()
         await asyncio.gather(starting, return_exceptions=True)
         await service.stop()
+
+
+async def test_a_full_persistent_queue_refuses_before_any_synchronous_backend_is_sent_to(
+    start_backend: StartBackend, start_service: StartService, tmp_path: Path
+) -> None:
+    up = await start_backend()
+    durable = forwarder_to(
+        up,
+        name="durable",
+        delivery="persistent",
+        persistent_queue=PersistentQueueConfig(path=tmp_path, max_size_bytes=len(BODY)),  # no header room
+    )
+    synchronous = forwarder_to(up, name="synchronous", delivery="synchronous")
+    running = await start_service(config_for(durable, synchronous))
+    answer = await running.post(BODY)
+    assert answer.status == 503
+    assert up.arrived == 0, "refused on the room check, before anything was sent"
+    samples = await running.samples()
+    assert sample_value(samples, PARTIAL, forwarder="synchronous") == 0
+    assert await discarded(running, DiscardReason.QUEUE_FULL) == 2

@@ -510,3 +510,11 @@ async def test_appending_to_a_closed_log_fails(tmp_path: Path) -> None:
     with pytest.raises(QueueStorageError) as raised:
         await log.append("t", 1, b"late")
     assert raised.value.reason == "io_error"
+
+
+async def test_room_counts_the_record_header_as_well_as_the_payload(tmp_path: Path) -> None:
+    log, _ = open_log(tmp_path, max_size_bytes=HEADER_SIZE + 100)
+    assert log.bytes_on_disk() == 0
+    assert log.has_room(100)
+    assert not log.has_room(101), "the header needs room too"
+    await log.close()
