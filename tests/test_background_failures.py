@@ -165,7 +165,8 @@ async def test_a_ledger_flush_that_raises_keeps_the_usage_counts_the_failure_and
     # Not "pending is 0": the batch leaves memory before the writer thread has stored it.
     tracked = await tracked_bytes(running, "acme")
     await eventually(lambda: stored_bytes(tmp_path / "ledger.db", "acme") == tracked)
-    assert sample(running, "tempo_usage_ledger_pending_entries") == 0
+    # Pending until the flush hears back from the writer thread, a moment after the file has it.
+    await eventually(lambda: sample(running, "tempo_usage_ledger_pending_entries") == 0)
     await running.service.stop()
     assert backend.spans_delivered() == 2 * SPANS
 
