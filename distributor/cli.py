@@ -11,6 +11,8 @@ import signal
 import sys
 from pathlib import Path
 
+import psycopg
+
 from distributor.check_config import check
 from distributor.common.lifecycle import StopFailed
 from distributor.common.logging_setup import (
@@ -21,8 +23,10 @@ from distributor.common.logging_setup import (
     parse_log_level,
 )
 from distributor.config import Config
+from distributor.ledger.config import mask_dsns_in
 from distributor.ledger.stores import migrate as migrate_ledger
 from distributor.overrides import ConfigError
+from distributor.overrides.user_configurable_postgresql import UserOverridesSchemaTooNew, migrate_table
 from distributor.service import Service
 
 log = logging.getLogger("distributor")
@@ -36,7 +40,8 @@ subcommands:
                         see `distributor check-config --help`
   distributor migrate --config FILE [--config.expand-env]
                         apply the schema migrations of the configured usage ledger (PostgreSQL; an
-                        SQLite ledger is migrated when opened) and print its schema version
+                        SQLite ledger is migrated when opened) and of the shared user-configurable
+                        overrides table (when in PostgreSQL), and print their schema versions
 """
 
 
@@ -186,6 +191,13 @@ def migrate(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    user_overrides = checked.config.overrides.user_configurable_overrides
+    if user_overrides.enabled and user_overrides.backend == "postgresql":
+        try:
+            print(migrate_table(user_overrides.postgresql_dsn, user_overrides.postgresql_pool.timeout))
+        except (UserOverridesSchemaTooNew, psycopg.Error) as err:
+            print(f"error: overrides.user_configurable_overrides: {mask_dsns_in(str(err))}", file=sys.stderr)
+            return 1
     return 0
 
 

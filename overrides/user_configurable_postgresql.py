@@ -95,6 +95,16 @@ class UserOverridesSchemaTooNew(Exception):
         )
 
 
+def migrate_table(dsn: str, timeout: float) -> str:
+    """`distributor migrate`: create or bring the table up to date; what was done, in one line. Raises
+    UserOverridesSchemaTooNew, or psycopg.Error when the database cannot be reached."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(timeout))) as db:
+        before, after = migrate(db)
+    if before == after:
+        return f"the user-configurable overrides table is at schema version {after}: nothing to do"
+    return f"the user-configurable overrides table was migrated from schema version {before} to {after}"
+
+
 def version_etag(version: int) -> str:
     """The ETag of a stored version: 32 hex digits between quotes, the directory store's shape."""
     return f'"{version:032x}"'

@@ -317,3 +317,24 @@ async def test_a_service_on_postgresql_ingests_flushes_and_answers_the_hourly_ap
 )
 def test_a_connection_string_shows_without_its_password(dsn: str, shown: str) -> None:
     assert mask_dsn(dsn) == shown
+
+
+def test_distributor_migrate_also_creates_the_shared_user_overrides_table(
+    schemas: PostgresSchemas, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn = schemas.dsn()
+
+    def share_user_overrides(doc: dict[str, Any]) -> None:
+        doc["overrides"]["user_configurable_overrides"] = {
+            "enabled": True,
+            "backend": "postgresql",
+            "postgresql": {"dsn": dsn},
+        }
+
+    path = edit_yaml(ledger_config(tmp_path, dsn), share_user_overrides)
+    assert main(["migrate", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].startswith("the user-configurable overrides table was migrated from schema version 0")
+    assert query(dsn, "SELECT COUNT(*) FROM user_overrides") == [(0,)]
+    assert main(["migrate", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(": nothing to do")
