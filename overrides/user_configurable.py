@@ -139,6 +139,49 @@ def merge_patch(target: object, patch: object) -> object:
     return result
 
 
+# How a request changes a tenant's stored document: given what is stored (None: nothing), the new
+# document, or None to remove it; raises UserOverridesError for a request that may not apply. Each store
+# calls it with what it read under its own lock or compare-and-swap, and again if it lost a race.
+Change = Callable[[StoredOverrides | None], object | None]
+
+
+def replacing(document: object, if_match: str | None) -> Change:
+    """POST: replace the tenant's document (checked now, before anything is read)."""
+    validate_document(document)
+
+    def replace(current: StoredOverrides | None) -> object:
+        check_precondition(current, if_match)
+        return document
+
+    return replace
+
+
+def patching(patch: object, if_match: str | None) -> Change:
+    """PATCH: a JSON merge patch over the current document (or over {} when there is none)."""
+    if not isinstance(patch, dict):
+        raise _invalid("the body must be a JSON object (a JSON merge patch)")
+    check_nesting(patch)
+
+    def merge(current: StoredOverrides | None) -> object:
+        check_precondition(current, if_match)
+        document = merge_patch(current.document if current else {}, patch)
+        validate_document(document)
+        return document
+
+    return merge
+
+
+def removing(tenant: str, if_match: str | None) -> Change:
+    """DELETE: remove the tenant's document."""
+
+    def remove(current: StoredOverrides | None) -> None:
+        if current is None:
+            raise not_found(tenant)
+        check_precondition(current, if_match)
+
+    return remove
+
+
 def _etag(content: bytes) -> str:
     return '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
 
@@ -194,44 +237,20 @@ class UserConfigurableOverrides:
         return stored
 
     async def set(self, tenant: str, document: object, if_match: str | None) -> StoredOverrides:
-        """POST: replace the tenant's document."""
         check_tenant(tenant)
-        validate_document(document)
-
-        def replace(current: StoredOverrides | None) -> object:
-            check_precondition(current, if_match)
-            return document
-
-        content = await self._change(tenant, replace)
+        content = await self._change(tenant, replacing(document, if_match))
         assert content is not None, "only a removal leaves no document"
         return _stored(content)
 
     async def patch(self, tenant: str, patch: object, if_match: str | None) -> StoredOverrides:
-        """PATCH: a JSON merge patch over the current document (or over {} when there is none)."""
         check_tenant(tenant)
-        if not isinstance(patch, dict):
-            raise _invalid("the body must be a JSON object (a JSON merge patch)")
-        check_nesting(patch)
-
-        def merge(current: StoredOverrides | None) -> object:
-            check_precondition(current, if_match)
-            document = merge_patch(current.document if current else {}, patch)
-            validate_document(document)
-            return document
-
-        content = await self._change(tenant, merge)
+        content = await self._change(tenant, patching(patch, if_match))
         assert content is not None, "only a removal leaves no document"
         return _stored(content)
 
     async def delete(self, tenant: str, if_match: str | None) -> None:
         check_tenant(tenant)
-
-        def remove(current: StoredOverrides | None) -> None:
-            if current is None:
-                raise not_found(tenant)
-            check_precondition(current, if_match)
-
-        await self._change(tenant, remove)
+        await self._change(tenant, removing(tenant, if_match))
 
     async def _change(
         self, tenant: str, change: Callable[[StoredOverrides | None], object | None]

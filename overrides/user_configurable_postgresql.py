@@ -48,11 +48,11 @@ from distributor.overrides.user_configurable import (
     StoredOverrides,
     UserOverridesError,
     UserOverridesErrorReason,
-    check_nesting,
-    check_precondition,
     check_tenant,
-    merge_patch,
     not_found,
+    patching,
+    removing,
+    replacing,
     validate_document,
 )
 
@@ -162,43 +162,16 @@ class PostgresUserOverrides:
             return _read_row(db, tenant)[0]
 
     async def set(self, tenant: str, document: object, if_match: str | None) -> StoredOverrides:
-        """POST: replace the tenant's document."""
         check_tenant(tenant)
-        validate_document(document)
-
-        def replace(current: StoredOverrides | None) -> object:
-            check_precondition(current, if_match)
-            return document
-
-        return _written(await self._change(tenant, replace))
+        return _written(await self._change(tenant, replacing(document, if_match)))
 
     async def patch(self, tenant: str, patch: object, if_match: str | None) -> StoredOverrides:
-        """PATCH: a JSON merge patch over the current document (or over {} when there is none)."""
         check_tenant(tenant)
-        if not isinstance(patch, dict):
-            raise UserOverridesError(
-                UserOverridesErrorReason.INVALID_DOCUMENT,
-                "the body must be a JSON object (a JSON merge patch)",
-            )
-        check_nesting(patch)
-
-        def merge(current: StoredOverrides | None) -> object:
-            check_precondition(current, if_match)
-            document = merge_patch(current.document if current else {}, patch)
-            validate_document(document)
-            return document
-
-        return _written(await self._change(tenant, merge))
+        return _written(await self._change(tenant, patching(patch, if_match)))
 
     async def delete(self, tenant: str, if_match: str | None) -> None:
         check_tenant(tenant)
-
-        def remove(current: StoredOverrides | None) -> None:
-            if current is None:
-                raise not_found(tenant)
-            check_precondition(current, if_match)
-
-        await self._change(tenant, remove)
+        await self._change(tenant, removing(tenant, if_match))
 
     async def _change(self, tenant: str, change: Callable[[StoredOverrides | None], object | None]) -> _Row:
         """Write in a thread, then put the tenant's new document in force. Shielded: a request cancelled
