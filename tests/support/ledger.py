@@ -93,6 +93,9 @@ class PostgresSchemas:
 
     def close(self) -> None:
         with psycopg.connect(self.base, autocommit=True) as db:
+            # A session a test left open in a transaction (a process killed behind a proxy) must fail
+            # the teardown, not hang it: its locks would hold the DROP forever.
+            db.execute("SET lock_timeout = '20s'")
             for schema in self.made:
                 db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
