@@ -25,8 +25,15 @@ from distributor.cli import main
 from distributor.common.usage import Usage
 from distributor.config import load_config
 from distributor.ledger.config import mask_dsn
-from distributor.ledger.ledger import BYTES_USAGE, HOUR, SPANS_USAGE, LedgerEntry, hour_of
-from distributor.ledger.postgresql import SCHEMA_VERSION, PostgresLedgerStore, SchemaTooNew
+from distributor.ledger.ledger import BYTES_USAGE, HOUR, SPANS_USAGE, LedgerEntry, hour_of, month_of
+from distributor.common.postgres_migrations import apply_migrations
+from distributor.ledger.postgresql import (
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    PostgresLedgerStore,
+    SchemaTooNew,
+)
 from distributor.ledger.stores import open_store
 from distributor.overrides import ConfigError
 from distributor.service import Service
@@ -35,6 +42,7 @@ from tests.support.config_files import edit_yaml
 from tests.support.ledger import PostgresSchemas, schemas, standalone_ledger
 
 H10 = hour_of(START)
+NOV = month_of(START)
 PASSWORD = "pg-s3cret-9f2a"  # trust auth: the server never asks for it, so it may be anything
 
 __all__ = ["schemas"]  # the fixture, used by name
@@ -143,7 +151,9 @@ def test_replicas_opening_an_empty_schema_at_once_migrate_it_once_and_share_one_
     try:
         assert not failures, failures
         assert len(opened) == 4
-        assert [row[0] for row in query(dsn, "SELECT version FROM schema_migrations")] == [SCHEMA_VERSION]
+        assert [row[0] for row in query(dsn, "SELECT version FROM schema_migrations")] == [
+            version for version, _, _ in MIGRATIONS
+        ]
         assert len({store.secret() for store in opened}) == 1
         assert len(opened[0].secret()) == 32
         assert opened[0].write([LedgerEntry("acme", H10, (), 1, 1)], 1.0) == 1
@@ -153,7 +163,75 @@ def test_replicas_opening_an_empty_schema_at_once_migrate_it_once_and_share_one_
             store.close()
     # Opening again changes nothing.
     PostgresLedgerStore(dsn, 0, 1).close()
-    assert len(query(dsn, "SELECT version FROM schema_migrations")) == 1
+    assert len(query(dsn, "SELECT version FROM schema_migrations")) == len(MIGRATIONS)
+
+
+def test_a_version_1_ledger_gains_running_month_totals_that_count_a_version_1_replica_still_flushing(
+    schemas: PostgresSchemas,
+) -> None:
+    """Version 1 read a month as its merged `monthly` rows plus the hours of the flushes not merged yet;
+    version 2 keeps running totals, which a trigger on `hourly` adds to, so a replica not yet upgraded
+    (it writes hours only) is counted too. Reads as of each flush stay what they were."""
+    dsn = schemas.dsn()
+    with psycopg.connect(dsn, autocommit=True) as db:
+        apply_migrations(db, "schema_migrations", MIGRATIONS[:1], MIGRATION_LOCK, SchemaTooNew)
+        a, b, globex = 1, 2, 3
+        for statement in (
+            "SELECT setval('series_ids', 3)",
+            "UPDATE meta SET value = '2' WHERE key = 'merged_through'",
+            "INSERT INTO meta VALUES ('cursor_secret', 'ab')",
+            "INSERT INTO flushes VALUES (2, 1001.0, 'batch-2'), (3, 1002.0, 'batch-3')",
+            f"""INSERT INTO series VALUES ({a}, 'acme', '{{"team":"a"}}'), ({b}, 'acme', '{{"team":"b"}}'),
+                ({globex}, 'globex', '{{}}')""",
+            # Flushes 1 and 2, merged; flush 3 not merged yet.
+            f"""INSERT INTO hourly VALUES ({H10}, 'acme', {a}, 120, 3, 2), ({H10 + HOUR}, 'acme', {b}, 5, 1, 2),
+                ({H10}, 'acme', {a}, 30, 1, 3), ({H10}, 'globex', {globex}, 7, 1, 3)""",
+            f"INSERT INTO monthly VALUES ({NOV}, 'acme', {a}, 120, 3, 2), ({NOV}, 'acme', {b}, 5, 1, 2)",
+            f"INSERT INTO flush_hours VALUES (3, {H10})",
+        ):
+            db.execute(statement)  # type: ignore[arg-type]  # the test's own statements
+
+    store = PostgresLedgerStore(dsn, 0, 1)
+    try:
+        a_tags, b_tags = (("team", "a"),), (("team", "b"),)
+
+        def month(seq: int) -> dict[tuple[int, str, tuple[tuple[str, str], ...]], tuple[int, int]]:
+            return totals(store.monthly(["acme", "globex"], NOV, NOV + 31 * 24 * HOUR, seq))
+
+        def per_org(seq: int) -> dict[str, tuple[int, int]]:
+            ranked = store.monthly_ranked(
+                ["acme", "globex"], (), NOV, NOV + 31 * 24 * HOUR, seq, BYTES_USAGE, True, None
+            )
+            return {row.tenant: (row.spans_bytes, row.spans) for row in ranked}
+
+        assert month(2) == {(NOV, "acme", a_tags): (120, 3), (NOV, "acme", b_tags): (5, 1)}
+        assert month(3) == {
+            (NOV, "acme", a_tags): (150, 4),
+            (NOV, "acme", b_tags): (5, 1),
+            (NOV, "globex", ()): (7, 1),
+        }
+        assert per_org(2) == {"acme": (125, 4)}
+        assert per_org(3) == {"acme": (155, 5), "globex": (7, 1)}
+
+        # A replica of version 1 flushes: hours only, as it always did.
+        with psycopg.connect(dsn, autocommit=True) as db, db.transaction():
+            db.execute("INSERT INTO flushes VALUES (4, 1003.0, 'batch-4')")
+            db.execute(f"INSERT INTO hourly VALUES ({H10}, 'acme', {a}, 6, 1, 4)")
+            db.execute(f"INSERT INTO flush_hours VALUES (4, {H10})")
+        assert month(4)[NOV, "acme", a_tags] == (156, 5)
+        assert month(3)[NOV, "acme", a_tags] == (150, 4)
+        assert per_org(4) == {"acme": (161, 6), "globex": (7, 1)}
+        # And one of version 2, then a merge: the totals stay.
+        assert store.write([LedgerEntry("acme", H10 + HOUR, b_tags, 1, 1)], 1004.0) == 5
+        store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)
+        assert month(5) == {
+            (NOV, "acme", a_tags): (156, 5),
+            (NOV, "acme", b_tags): (6, 2),
+            (NOV, "globex", ()): (7, 1),
+        }
+        assert per_org(5) == {"acme": (162, 7), "globex": (7, 1)}
+    finally:
+        store.close()
 
 
 def ledger_config(directory: Path, dsn: str) -> Path:

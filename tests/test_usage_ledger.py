@@ -39,7 +39,7 @@ from distributor.ledger.ledger import (
     hour_of,
     month_of,
 )
-from distributor.ledger.sqlite import SqliteLedgerStore, encode_tags
+from distributor.ledger.sqlite import SCHEMA_VERSION, SqliteLedgerStore, encode_tags
 from distributor.overrides import ConfigError
 from distributor.service import Service
 from distributor.usage.config import CostAttributionConfig
@@ -196,8 +196,8 @@ def test_merging_old_flushes_shrinks_the_file_and_changes_no_read_at_or_after_th
     for index, entries in enumerate(flushes):
         store.write(entries, 1000.0 + index)
     before = {seq: reads(seq) for seq in range(1, 6)}
-    # A flush writes hours only; its months are summed from them until it is merged.
-    assert backend.row_counts() == {"hourly": 9, "monthly": 0, "flushes": 5}
+    # A flush adds its hours, and adds them to its months' running totals (one row per series).
+    assert backend.row_counts() == {"hourly": 9, "monthly": 3, "flushes": 5}
 
     store.maintain(merge_before=1003.5, keep_from_hour=0, keep_from_month=0)  # flushes 1 to 4 are older
     assert store.oldest_snapshot() == 4
@@ -248,14 +248,27 @@ def test_retention_deletes_hours_and_months_before_their_starts(store: LedgerSto
         1000.0,
     )
     store.maintain(merge_before=0.0, keep_from_hour=feb_10, keep_from_month=utc(2025, 2))
-    hours = as_usage(store.hourly(["acme"], 0, H10 + HOUR, 1))
-    months = as_usage(store.monthly(["acme"], 0, H10 + HOUR, 1))
+    assert store.oldest_snapshot() == 0  # no flush is older than merge_before: nothing merged
+
+    def stored() -> tuple[StoredUsage, StoredUsage]:
+        return (
+            as_usage(store.hourly(["acme"], 0, H10 + HOUR, 1)),
+            as_usage(store.monthly(["acme"], 0, H10 + HOUR, 1)),
+        )
+
+    # The hours of a flush not merged yet stay until it is (a month as of an earlier flush takes them
+    # from its totals), unless their month goes too.
+    hours, months = stored()
+    assert hours == {(feb_09, "acme", ()): (2, 1), (feb_10, "acme", ()): (4, 1), (H10, "acme", ()): (8, 1)}
+    assert months == {(utc(2025, 2), "acme", ()): (6, 2), (NOV, "acme", ()): (8, 1)}
+    store.maintain(merge_before=2000.0, keep_from_hour=feb_10, keep_from_month=utc(2025, 2))
+    assert store.oldest_snapshot() == 1
+    hours, months = stored()
     assert hours == {(feb_10, "acme", ()): (4, 1), (H10, "acme", ()): (8, 1)}
     assert months == {
         (utc(2025, 2), "acme", ()): (6, 2),
         (NOV, "acme", ()): (8, 1),
     }  # hours and months are pruned each by its own start
-    assert store.oldest_snapshot() == 0  # no flush is older than merge_before: nothing merged
 
 
 async def test_a_flush_prunes_usage_older_than_retention_months(backend: LedgerBackend) -> None:
@@ -429,33 +442,22 @@ def test_a_ledger_file_of_the_first_schema_opens_and_answers_the_same(tmp_path: 
     tenants = ["acme", "globex"]
     store = SqliteLedgerStore(path)
     try:
+        # Every flush of the file is merged by the migration to version 4 (see _migrate_from_version_3).
         assert (store.oldest_snapshot(), store.snapshot(), store.secret()) == (
-            2,
+            4,
             Snapshot(4, 1003.0),
             b"s" * 32,
         )
-        assert as_usage(store.hourly(tenants, H10, H10 + 2 * HOUR, 3)) == {
+        assert as_usage(store.hourly(tenants, H10, H10 + 2 * HOUR, 4)) == {
             (H10, "acme", team("a")): (150, 4),
             (H10 + HOUR, "acme", team("b")): (5, 1),
             (H10, "globex", ()): (7, 1),
+            (H10 + HOUR, "acme", team("a")): (6, 1),
         }
-        assert as_usage(store.hourly(tenants, H10, H10 + 2 * HOUR, 4))[H10 + HOUR, "acme", team("a")] == (
-            6,
-            1,
-        )
-        months = {seq: as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), seq)) for seq in (2, 3, 4)}
-        assert months == {
-            2: {(NOV, "acme", team("a")): (120, 3), (NOV, "acme", team("b")): (5, 1)},
-            3: {
-                (NOV, "acme", team("a")): (150, 4),
-                (NOV, "acme", team("b")): (5, 1),
-                (NOV, "globex", ()): (7, 1),
-            },
-            4: {
-                (NOV, "acme", team("a")): (165, 7),
-                (NOV, "acme", team("b")): (5, 1),
-                (NOV, "globex", ()): (7, 1),
-            },
+        assert as_usage(store.monthly(tenants, NOV, add_months(NOV, 1), 4)) == {
+            (NOV, "acme", team("a")): (165, 7),
+            (NOV, "acme", team("b")): (5, 1),
+            (NOV, "globex", ()): (7, 1),
         }
         # The file goes on: flush numbers and series ids after the old ones, merges fold old and new.
         assert (
@@ -482,7 +484,7 @@ def test_a_ledger_file_of_the_first_schema_opens_and_answers_the_same(tmp_path: 
     with contextlib.closing(sqlite3.connect(path)) as db:
         indexes = db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%by_seq'")
         assert indexes.fetchall() == []
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (3,)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (SCHEMA_VERSION,)
 
 
 def test_the_stored_text_of_a_label_set_is_the_same_however_a_flush_meets_it(backend: LedgerBackend) -> None:

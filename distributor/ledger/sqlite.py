@@ -44,12 +44,14 @@ from distributor.ledger.ledger import (
     Snapshot,
     Tags,
     UsageRow,
+    month_of,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 1 (no `schema` key in meta) wrote every flush to `monthly` too, indexed both tables by seq, and
 # kept `series` as a rowid table (the id) with a unique (tenant, tags) index. Version 2 had no
-# `flushes.batch_id`.
+# `flushes.batch_id`. Up to version 3, `monthly` held merged flushes only, per seq, and months were read
+# as it plus the hours of the flushes not merged yet.
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
     """CREATE TABLE IF NOT EXISTS flushes (
@@ -65,8 +67,11 @@ SCHEMA = (
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS monthly (
         month INTEGER NOT NULL, tenant TEXT NOT NULL, series INTEGER NOT NULL,
-        bytes INTEGER NOT NULL, spans INTEGER NOT NULL, seq INTEGER NOT NULL,
-        PRIMARY KEY (month, tenant, series, seq)
+        bytes INTEGER NOT NULL, spans INTEGER NOT NULL, PRIMARY KEY (month, tenant, series)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS monthly_tenants (
+        month INTEGER NOT NULL, tenant TEXT NOT NULL, bytes INTEGER NOT NULL, spans INTEGER NOT NULL,
+        PRIMARY KEY (month, tenant)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS flush_hours (
         seq INTEGER NOT NULL, hour INTEGER NOT NULL, PRIMARY KEY (seq, hour)
@@ -122,6 +127,12 @@ def _tags_encoder() -> Callable[[Tags], str]:
 _UPSERT_HOURLY = """INSERT INTO hourly VALUES (?, ?, ?, ?, ?, {seq:d})
     ON CONFLICT (hour, tenant, series, seq) DO UPDATE
     SET bytes = bytes + excluded.bytes, spans = spans + excluded.spans"""
+_ADD_TO_MONTHLY = """INSERT INTO monthly VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (month, tenant, series) DO UPDATE
+    SET bytes = bytes + excluded.bytes, spans = spans + excluded.spans"""
+_ADD_TO_MONTHLY_TENANTS = """INSERT INTO monthly_tenants VALUES (?, ?, ?, ?)
+    ON CONFLICT (month, tenant) DO UPDATE
+    SET bytes = bytes + excluded.bytes, spans = spans + excluded.spans"""
 
 
 class SqliteLedgerStore:
@@ -153,6 +164,8 @@ class SqliteLedgerStore:
                     _migrate_from_version_1(setup)
                 if version <= 2:
                     _migrate_from_version_2(setup)
+                if version <= 3:
+                    _migrate_from_version_3(setup)
                 top = _series_top(setup)
                 setup.execute("COMMIT")
             except BaseException:
@@ -227,9 +240,9 @@ class SqliteLedgerStore:
                     for entry, series in zip(entries, ids, strict=True)
                 ],
             )
-            db.executemany(
-                "INSERT INTO flush_hours VALUES (?, ?)", [(seq, hour) for hour in {e.hour for e in entries}]
-            )
+            hours = {entry.hour for entry in entries}
+            db.executemany("INSERT INTO flush_hours VALUES (?, ?)", [(seq, hour) for hour in hours])
+            self._add_to_months(db, entries, ids, {hour: month_of(hour) for hour in hours})
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -303,6 +316,28 @@ class SqliteLedgerStore:
             found[index] = series
         return found, top  # type: ignore[return-value]  # every None replaced
 
+    @staticmethod
+    def _add_to_months(
+        db: sqlite3.Connection, entries: Sequence[LedgerEntry], ids: Sequence[int], months: dict[int, int]
+    ) -> None:
+        """The flush's usage added to the running totals of its months, per series and per tenant."""
+        db.executemany(
+            _ADD_TO_MONTHLY,
+            [
+                (months[entry.hour], entry.tenant, series, entry.spans_bytes, entry.spans)
+                for entry, series in zip(entries, ids, strict=True)
+            ],
+        )
+        per_tenant: dict[tuple[int, str], list[int]] = {}
+        for entry in entries:
+            summed = per_tenant.setdefault((months[entry.hour], entry.tenant), [0, 0])
+            summed[0] += entry.spans_bytes
+            summed[1] += entry.spans
+        db.executemany(
+            _ADD_TO_MONTHLY_TENANTS,
+            [(month, tenant, size, spans) for (month, tenant), (size, spans) in per_tenant.items()],
+        )
+
     def maintain(self, merge_before: float, keep_from_hour: int, keep_from_month: int) -> None:
         db = self._writer
         db.execute("BEGIN IMMEDIATE")
@@ -313,25 +348,20 @@ class SqliteLedgerStore:
             horizon_row = db.execute("SELECT MAX(seq) FROM flushes WHERE at < ?", (merge_before,)).fetchone()
             horizon = int(horizon_row[0] or 0)
             if horizon > merged_through:
-                _merge_months(db, merged_through, horizon)
                 _merge_hours(db, merged_through, horizon)
                 db.execute("DELETE FROM flush_hours WHERE seq <= ?", (horizon,))
                 db.execute("DELETE FROM flushes WHERE seq < ?", (horizon,))
                 db.execute("UPDATE meta SET value = ? WHERE key = 'merged_through'", (horizon,))
-            # Hours of flushes not merged yet are what their months are read from: moved to `monthly`
-            # (under their own seq) before they go, unless their month goes too.
+                merged_through = horizon
+            # The hours of flushes not merged yet are what a month is read "as of" an earlier flush
+            # with (see `monthly`): they stay until merged, unless their month goes too.
             db.execute(
-                f"""INSERT INTO monthly
-                SELECT {month_of_hour("hour")} AS month, tenant, series, SUM(bytes), SUM(spans), seq
-                FROM hourly WHERE hour < :hour AND seq > :merged AND month >= :month
-                GROUP BY month, tenant, series, seq
-                ON CONFLICT (month, tenant, series, seq) DO UPDATE
-                SET bytes = bytes + excluded.bytes, spans = spans + excluded.spans""",
-                {"hour": keep_from_hour, "month": keep_from_month, "merged": max(horizon, merged_through)},
+                "DELETE FROM hourly WHERE hour < :hour AND (seq <= :merged OR hour < :month)",
+                {"hour": keep_from_hour, "month": keep_from_month, "merged": merged_through},
             )
-            db.execute("DELETE FROM hourly WHERE hour < ?", (keep_from_hour,))
-            db.execute("DELETE FROM flush_hours WHERE hour < ?", (keep_from_hour,))
+            db.execute("DELETE FROM flush_hours WHERE hour < ?", (keep_from_month,))
             db.execute("DELETE FROM monthly WHERE month < ?", (keep_from_month,))
+            db.execute("DELETE FROM monthly_tenants WHERE month < ?", (keep_from_month,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -383,14 +413,18 @@ class SqliteLedgerStore:
             return self._rows("hourly", "hour", tenants, start, end, seq)
 
     def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
-        """Merged months, plus the hourly rows of the flushes not merged yet (up to `seq`) summed into
-        their months by the caller, in one statement: one snapshot of the file even if a merge commits
-        meanwhile."""
+        """One row per series: its running total, less the hours of the flushes after `seq`, in one
+        statement (one snapshot of the file, even if a flush commits meanwhile)."""
         if not tenants:
             return []
-        usage, parameters = _monthly_usage(tenants, start, end, seq)
+        listed = json.dumps(sorted(tenants))
+        parameters = {"start": start, "end": end, "seq": seq, "tenants": listed, "by_series": listed}
         with self._reading():
-            return self._usage_rows(self._reader.execute(usage, parameters).fetchall())
+            found = self._reader.execute(
+                f"{_AS_OF} SELECT month, tenant, series, b, s FROM ({_SERIES}) WHERE b != 0 OR s != 0",
+                parameters,
+            ).fetchall()
+            return self._usage_rows(found)
 
     def monthly_ranked(
         self,
@@ -404,38 +438,35 @@ class SqliteLedgerStore:
         limit: int | None,
         at: tuple[int, int] | None = None,
     ) -> list[UsageRow]:
-        """The months' rows summed in SQL, ordered and cut as the protocol says. Grouping is a sort of
-        every row (SQLite has no hash aggregation): 70 ms of 100,000; the first 501 of them in order
-        cost little more, where handing all of them to Python and summing there took 0.4 s."""
+        """The running totals as of `seq` (see `monthly`), ordered and cut in SQL: rows of series from
+        `monthly`, rows of orgs from `monthly_tenants`, so nothing is summed but the hours of flushes
+        after `seq` (none on a first page)."""
         if not tenants:
             return []
-        usage, parameters = _monthly_usage(tenants, start, end, seq)
         column = _USAGE_COLUMNS[order_by]
         direction = "DESC" if descending else "ASC"
         series = set(by_series) & set(tenants)
-        if not series:
-            grouped = "NULL"
-        elif len(series) == len(set(tenants)):
-            grouped = "series"
-        else:
-            # One JSON text rather than a parameter each: the usage statement has two per tenant already.
-            grouped = "CASE WHEN tenant IN (SELECT value FROM json_each(?)) THEN series END"
-            parameters = (json.dumps(sorted(series)), *parameters)  # the statement's first parameter
-        having = "(b != 0 OR s != 0)"
-        tail: tuple[int, ...] = ()
+        parameters: dict[str, object] = {
+            "start": start,
+            "end": end,
+            "seq": seq,
+            "tenants": json.dumps(sorted(tenants)),
+            "by_series": json.dumps(sorted(series)),
+            "by_tenant": json.dumps(sorted(set(tenants) - series)),
+        }
+        kept = "WHERE (b != 0 OR s != 0)"
         if at is not None:
-            having += f" AND {column} = ? AND month = ?"
-            tail += at
+            kept += f" AND {column} = :at_sum AND month = :at_month"
+            parameters |= {"at_sum": at[0], "at_month": at[1]}
         cut = ""
         if limit is not None:
-            cut = "LIMIT ?"
-            tail += (limit,)
+            cut = "LIMIT :limit"
+            parameters["limit"] = limit
         with self._reading():
             found = self._reader.execute(
-                f"""SELECT month, tenant, {grouped} AS grouped, SUM(bytes) AS b, SUM(spans) AS s
-                FROM ({usage}) GROUP BY month, tenant, grouped HAVING {having}
+                f"""{_AS_OF} SELECT month, tenant, series, b, s FROM ({_SERIES} UNION ALL {_TENANTS}) {kept}
                 ORDER BY {column} {direction}, month {direction} {cut}""",
-                (*parameters, *tail),
+                parameters,
             ).fetchall()
             return self._usage_rows(found)
 
@@ -514,30 +545,30 @@ class SqliteLedgerStore:
 
 
 _USAGE_COLUMNS = {BYTES_USAGE: "b", SPANS_USAGE: "s"}
+# What a month read "as of flush S" (`:seq`) reads: `monthly` and `monthly_tenants` hold the sums of every
+# flush stored, which the hourly rows of flushes after S (not merged yet: `flush_hours` finds their hours)
+# are taken from. Tenants are JSON arrays. Rows whose sum as of S is 0 and 0 are the caller's to leave out.
+_AS_OF = f"""WITH later AS MATERIALIZED (
+        SELECT {month_of_hour("hour")} AS month, tenant, series, SUM(bytes) AS bytes, SUM(spans) AS spans
+        FROM hourly
+        WHERE hour IN (SELECT hour FROM flush_hours WHERE seq > :seq) AND seq > :seq
+        AND tenant IN (SELECT value FROM json_each(:tenants))
+        GROUP BY 1, tenant, series)"""
+_SERIES = """SELECT totals.month AS month, totals.tenant AS tenant, totals.series AS series,
+        totals.bytes - COALESCE(later.bytes, 0) AS b, totals.spans - COALESCE(later.spans, 0) AS s
+    FROM monthly AS totals LEFT JOIN later
+    ON later.month = totals.month AND later.tenant = totals.tenant AND later.series = totals.series
+    WHERE totals.month >= :start AND totals.month < :end
+    AND totals.tenant IN (SELECT value FROM json_each(:by_series))"""
+_TENANTS = """SELECT totals.month, totals.tenant, NULL,
+        totals.bytes - COALESCE(later.bytes, 0), totals.spans - COALESCE(later.spans, 0)
+    FROM monthly_tenants AS totals LEFT JOIN (
+        SELECT month, tenant, SUM(bytes) AS bytes, SUM(spans) AS spans FROM later GROUP BY month, tenant
+    ) AS later ON later.month = totals.month AND later.tenant = totals.tenant
+    WHERE totals.month >= :start AND totals.month < :end
+    AND totals.tenant IN (SELECT value FROM json_each(:by_tenant))"""
 # The labels of a series' tags, as a JSON array.
 _LABELS = "(SELECT json_group_array(key) FROM json_each(series.tags))"
-
-
-def _monthly_usage(
-    tenants: Collection[str], start: int, end: int, seq: int
-) -> tuple[str, tuple[object, ...]]:
-    """A statement for the (month, tenant, series, bytes, spans) rows of months starting in [start, end)
-    as of flush `seq`: merged months, plus the hourly rows of the flushes not merged yet (up to `seq`)
-    in their months, in one statement: one snapshot of the file even if a merge commits meanwhile. A
-    series may have several rows in a month."""
-    marks = ",".join("?" * len(tenants))
-    return (
-        f"""SELECT month, tenant, series, bytes, spans FROM monthly
-        WHERE month >= ? AND month < ? AND tenant IN ({marks}) AND seq <= ?
-        UNION ALL
-        SELECT recent.month, hourly.tenant, hourly.series, hourly.bytes, hourly.spans
-        FROM (SELECT DISTINCT hour, {month_of_hour("hour")} AS month FROM flush_hours
-              WHERE seq <= ?) AS recent
-        JOIN hourly ON hourly.hour = recent.hour
-        WHERE recent.month >= ? AND recent.month < ? AND hourly.tenant IN ({marks})
-        AND hourly.seq <= ? AND hourly.seq > (SELECT value FROM meta WHERE key = 'merged_through')""",
-        (start, end, *tenants, seq, seq, start, end, *tenants, seq),
-    )
 
 
 def _series_in_file(db: sqlite3.Connection, tenants: list[str], texts: list[str]) -> list[int | None]:
@@ -557,38 +588,6 @@ def _series_in_file(db: sqlite3.Connection, tenants: list[str], texts: list[str]
 def _series_top(db: sqlite3.Connection) -> int:
     """The highest series id the file holds (ids of new series are counted on from it)."""
     return int(db.execute("SELECT value FROM meta WHERE key = 'series_top'").fetchone()[0])
-
-
-def _merge_months(db: sqlite3.Connection, after: int, through: int) -> None:
-    """Fold the hourly rows of flushes after+1..through into one `monthly` row per (month, series),
-    together with the rows merged before (and those retention moved there)."""
-    db.execute("DROP TABLE IF EXISTS temp.folded")
-    db.execute(
-        f"""CREATE TEMP TABLE folded AS
-        SELECT {month_of_hour("hour")} AS month, tenant, series, SUM(bytes) AS bytes, SUM(spans) AS spans,
-               MAX(seq) AS seq
-        FROM hourly
-        WHERE hour IN (SELECT hour FROM flush_hours WHERE seq > :after AND seq <= :through)
-        AND seq > :after AND seq <= :through
-        GROUP BY month, tenant, series""",
-        {"after": after, "through": through},
-    )
-    db.execute(
-        """INSERT INTO temp.folded SELECT month, tenant, series, bytes, spans, seq FROM monthly
-        WHERE seq <= :through
-        AND (month, tenant, series) IN (SELECT month, tenant, series FROM temp.folded)""",
-        {"through": through},
-    )
-    db.execute(
-        """DELETE FROM monthly WHERE seq <= :through
-        AND (month, tenant, series) IN (SELECT month, tenant, series FROM temp.folded)""",
-        {"through": through},
-    )
-    db.execute(
-        """INSERT INTO monthly SELECT month, tenant, series, SUM(bytes), SUM(spans), MAX(seq)
-        FROM temp.folded GROUP BY month, tenant, series"""
-    )
-    db.execute("DROP TABLE temp.folded")
 
 
 def _merge_hours(db: sqlite3.Connection, after: int, through: int) -> None:
@@ -656,4 +655,37 @@ def _migrate_from_version_2(db: sqlite3.Connection) -> None:
     UNIQUE column allows any number of). In the opening transaction, like version 1's."""
     db.execute("ALTER TABLE flushes ADD COLUMN batch_id TEXT")
     db.execute("CREATE UNIQUE INDEX flushes_by_batch_id ON flushes (batch_id)")
+    db.execute("UPDATE meta SET value = 3 WHERE key = 'schema'")
+
+
+def _migrate_from_version_3(db: sqlite3.Connection) -> None:
+    """From version 4 on, `monthly` and `monthly_tenants` hold the sums of every flush stored, kept by
+    each flush: made here from the merged months (and the hours retention moved there) plus the hours
+    of the flushes not merged yet. Every flush is merged on the way: a month "as of" an earlier flush is
+    now its totals less the hours of the flushes after it, and the hours that retention moved to
+    `monthly` are no longer there to take (cursors made before the migration expire). In the opening
+    transaction, like the others."""
+    merged = int(db.execute("SELECT value FROM meta WHERE key = 'merged_through'").fetchone()[0])
+    newest = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM flushes").fetchone()[0])
+    db.execute("ALTER TABLE monthly RENAME TO monthly_version_3")
+    db.execute(SCHEMA[4])
+    db.execute(
+        f"""INSERT INTO monthly
+        SELECT month, tenant, series, SUM(bytes), SUM(spans) FROM (
+            SELECT month, tenant, series, bytes, spans FROM monthly_version_3
+            UNION ALL
+            SELECT {month_of_hour("hour")}, tenant, series, bytes, spans FROM hourly
+            WHERE seq > (SELECT value FROM meta WHERE key = 'merged_through'))
+        GROUP BY month, tenant, series"""
+    )
+    db.execute(
+        """INSERT INTO monthly_tenants
+        SELECT month, tenant, SUM(bytes), SUM(spans) FROM monthly GROUP BY month, tenant"""
+    )
+    db.execute("DROP TABLE monthly_version_3")
+    if newest > merged:
+        _merge_hours(db, merged, newest)
+        db.execute("DELETE FROM flush_hours WHERE seq <= ?", (newest,))
+        db.execute("DELETE FROM flushes WHERE seq < ?", (newest,))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'merged_through'", (newest,))
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
