@@ -39,19 +39,13 @@ from distributor.overrides import ConfigError
 from distributor.service import Service
 from tests.support.attribution import START, attribution_service, spans_request, write_config
 from tests.support.config_files import edit_yaml
-from tests.support.ledger import PostgresSchemas, schemas, standalone_ledger
+from tests.support.ledger import PostgresSchemas, query, schemas, standalone_ledger
 
 H10 = hour_of(START)
 NOV = month_of(START)
 PASSWORD = "pg-s3cret-9f2a"  # trust auth: the server never asks for it, so it may be anything
 
 __all__ = ["schemas"]  # the fixture, used by name
-
-
-def query(dsn: str, statement: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as db:
-        cursor = db.execute(statement)  # type: ignore[arg-type]  # the test's own statements
-        return cursor.fetchall() if cursor.description else []
 
 
 def totals(rows: Any) -> dict[tuple[int, str, tuple[tuple[str, str], ...]], tuple[int, int]]:

@@ -2,30 +2,40 @@
 the Usage Attribution API answers through any one of them is the sum of what all of them counted; a
 database cut off (a TCP proxy the test controls sits between the replicas and PostgreSQL) and restored
 loses nothing and counts nothing twice; a replica killed with SIGKILL loses at most what it had not
-flushed yet; paging stays exact while every replica flushes."""
+flushed yet; paging stays exact while every replica flushes. And the schema migrations as real replicas
+meet them: two starting at once on an empty schema migrate it once and share one cursor secret; one older
+than the schema exits naming both versions; `distributor migrate` run as a command."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import itertools
+import socket
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from distributor.ledger.ledger import BYTES_USAGE
+from distributor.ledger.postgresql import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, migrate
 from tests.support.attribution import write_config
-from tests.support.ledger import PostgresSchemas
+from tests.support.cli import run_cli
+from tests.support.config_files import edit_yaml
+from tests.support.ledger import POSTGRES_DSN, PostgresSchemas, query, schemas
 from tests.support.metrics import parse_usage, scrape
 from tests.support.polling import eventually
 from tests.support.processes import (
     DistributorProcess,
     distributor_processes,
     export_with_sdk,
+    free_port,
+    launch_distributor,
     sdk_batches,
     start_distributor,
 )
@@ -35,6 +45,8 @@ HEADERS = {"X-Scope-OrgID": TENANT}
 KEY_HEADERS = {"DD-API-KEY": "acme-api", "DD-APPLICATION-KEY": "acme-app"}
 HOURLY_PATH = "/api/v1/usage/hourly-attribution"
 MONTHLY_PATH = "/api/v1/usage/monthly-attribution"
+
+__all__ = ["schemas"]  # the fixture, used by name
 
 
 class CuttableProxy:
@@ -167,12 +179,13 @@ async def export(replica: DistributorProcess, batches: int, service: str) -> Non
 
 
 async def hourly_records(
-    session: aiohttp.ClientSession, replica: DistributorProcess, params: dict[str, str]
+    session: aiohttp.ClientSession, through: Sequence[DistributorProcess], params: dict[str, str]
 ) -> list[dict[str, Any]]:
-    """Every record of an hourly query through `replica`, page after page."""
+    """Every record of an hourly query, page after page, each page through the next replica of `through`
+    in turn (so with two, every cursor one gave is passed to the other)."""
     records: list[dict[str, Any]] = []
     cursor: str | None = None
-    while True:
+    for replica in itertools.cycle(through):
         query = params | ({"next_record_id": cursor} if cursor else {})
         async with session.get(replica.server_url + HOURLY_PATH, params=query, headers=KEY_HEADERS) as answer:
             assert answer.status == 200, await answer.text()
@@ -180,7 +193,8 @@ async def hourly_records(
         records += body["usage"]
         cursor = body["metadata"]["pagination"]["next_record_id"]
         if not cursor:
-            return records
+            break
+    return records
 
 
 def this_hour_params() -> dict[str, str]:
@@ -195,7 +209,7 @@ def this_hour_params() -> dict[str, str]:
 
 async def ledger_total_through(session: aiohttp.ClientSession, replica: DistributorProcess) -> float:
     return sum(
-        record["total_usage_sum"] for record in await hourly_records(session, replica, this_hour_params())
+        record["total_usage_sum"] for record in await hourly_records(session, [replica], this_hour_params())
     )
 
 
@@ -253,7 +267,7 @@ async def test_paging_through_one_replica_is_exact_while_every_replica_flushes(t
             for replica in replicas:
                 await eventually(lambda r=replica: flushed(session, r), "flushed", timeout=30)
             params = this_hour_params() | {"tag_breakdown_keys": "service_name"}
-            listed = await hourly_records(session, replicas[0], params)
+            listed = await hourly_records(session, replicas[:1], params)
             known = {record["tags"]["service_name"][0] for record in listed}
             assert known == set(services)
 
@@ -278,3 +292,108 @@ async def test_paging_through_one_replica_is_exact_while_every_replica_flushes(t
             keys = [(record["hour"], tuple(record["tags"]["service_name"])) for record in records]
             assert len(keys) == len(set(keys)), "a record repeated across pages"
             assert known <= {service for _, (service,) in keys}, "a record known before paging was skipped"
+
+
+# --- Migrations, as replicas run them at start -----------------------------------------------------------
+
+KNOWN_VERSIONS = [version for version, _, _ in MIGRATIONS]
+
+
+def applied_versions(dsn: str) -> list[int]:
+    return [int(row[0]) for row in query(dsn, "SELECT version FROM schema_migrations ORDER BY version")]
+
+
+def sessions_waiting_on_a_lock(application: str) -> int:
+    statement = (
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = %s"
+    )
+    return int(query(POSTGRES_DSN, statement, (application,))[0][0])
+
+
+async def test_two_replicas_starting_at_once_on_an_empty_schema_migrate_it_once_and_share_one_secret(
+    schemas: PostgresSchemas, tmp_path: Path
+) -> None:
+    # The replicas connect under a name of their own, by which the test finds them among the sessions
+    # waiting on a lock.
+    application = f"{schemas.prefix}-replica"
+    dsn = make_conninfo(schemas.dsn(), application_name=application)
+    configs = [replica_config(tmp_path / f"replica-{index}", dsn, page_size=1) for index in range(2)]
+    async with aiohttp.ClientSession() as session:
+        with distributor_processes() as started:
+            # Two start-ups differ by more than a migration takes, so replicas merely started together
+            # seldom migrate at the same moment. The test holds the door (the table the migrations create
+            # first, made in a transaction it keeps open) until both wait at it, then lets both through
+            # at once; rolled back, it leaves the schema empty.
+            with psycopg.connect(schemas.dsn()) as door:
+                door.execute("CREATE TABLE schema_migrations (version INTEGER)")
+                started += [launch_distributor(config) for config in configs]
+
+                def both_at_the_door() -> bool:
+                    for replica in started:
+                        assert replica.process.poll() is None, f"a replica exited:\n{replica.log}"
+                    return sessions_waiting_on_a_lock(application) == 2
+
+                await eventually(both_at_the_door, "both replicas waiting to migrate", timeout=30)
+                door.rollback()
+            replicas = started
+            await asyncio.gather(*(asyncio.to_thread(replica.wait_ready) for replica in replicas))
+            assert [await replica.ready_status(session) for replica in replicas] == [200, 200]
+
+            assert applied_versions(dsn) == KNOWN_VERSIONS
+
+            # One secret: each cursor one replica signed, the other accepts (a page holds one record, so
+            # the second of the two records comes through the second replica with the first one's cursor).
+            await export(replicas[0], 1, "checkout")
+            await export(replicas[1], 1, "cart")
+            for replica in replicas:
+                await eventually(lambda r=replica: flushed(session, r), "flushed", timeout=30)
+            params = this_hour_params() | {"tag_breakdown_keys": "service_name"}
+            records = await hourly_records(session, replicas, params)
+            assert {record["tags"]["service_name"][0] for record in records} == {"checkout", "cart"}
+
+
+def test_a_replica_older_than_the_schema_exits_naming_both_versions_and_never_listens(
+    schemas: PostgresSchemas, tmp_path: Path
+) -> None:
+    dsn = schemas.dsn()
+    migrate(dsn)
+    newer = SCHEMA_VERSION + 1
+    query(dsn, f"INSERT INTO schema_migrations (version) VALUES ({newer})")
+    ports = {"server": free_port(), "otlp_http": free_port()}
+
+    def on_known_ports(document: dict[str, Any]) -> None:
+        document["server"]["http_listen_port"] = ports["server"]
+        http = document["distributor"]["receivers"]["otlp"]["protocols"]["http"]
+        http["endpoint"] = f"127.0.0.1:{ports['otlp_http']}"
+
+    config = edit_yaml(replica_config(tmp_path / "older", dsn), on_known_ports)
+    with distributor_processes() as started:
+        older = launch_distributor(config)
+        started.append(older)
+        assert older.exit_code() == 1, older.log
+    assert str(SchemaTooNew(newer, SCHEMA_VERSION)) in older.log
+    assert f"schema version {newer}, newer than the {SCHEMA_VERSION} this distributor knows" in older.log
+    assert "distributor ready" not in older.log
+    for name, port in ports.items():
+        with contextlib.suppress(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 5):
+            raise AssertionError(f"something listens on the {name} port {port}")
+    # Refused, and left as it was.
+    assert applied_versions(dsn) == [*KNOWN_VERSIONS, newer]
+
+
+def test_distributor_migrate_as_a_command_migrates_an_empty_schema_then_has_nothing_to_do(
+    schemas: PostgresSchemas, tmp_path: Path
+) -> None:
+    dsn = schemas.dsn()
+    config = replica_config(tmp_path / "deploy", dsn)
+    first = run_cli("migrate", "--config", str(config))
+    assert (first.returncode, first.stdout) == (
+        0,
+        f"the postgresql ledger was migrated from schema version 0 to {SCHEMA_VERSION}\n",
+    ), first.stderr
+    assert applied_versions(dsn) == KNOWN_VERSIONS
+    again = run_cli("migrate", "--config", str(config))
+    assert (again.returncode, again.stdout) == (
+        0,
+        f"the postgresql ledger is at schema version {SCHEMA_VERSION}: nothing to do\n",
+    ), again.stderr

@@ -7,7 +7,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,14 @@ _POSTGRES_FAIL_WRITES = (
     "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
     "CREATE TRIGGER disk_full BEFORE INSERT ON hourly FOR EACH ROW EXECUTE FUNCTION disk_full()",
 )
+
+
+def query(dsn: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """The rows of one statement of the test's own, on a connection of its own to `dsn` (none when the
+    statement returns none)."""
+    with psycopg.connect(dsn, autocommit=True) as db:
+        cursor = db.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
 
 
 def reachable_postgres() -> str:
@@ -134,9 +142,7 @@ class LedgerBackend:
 
     def query(self, statement: str, name: str = "ledger") -> list[tuple[Any, ...]]:
         if self.schemas is not None:
-            with psycopg.connect(self.schemas.dsn(name), autocommit=True) as db:
-                cursor = db.execute(statement)  # type: ignore[arg-type]  # the test's own statements
-                return cursor.fetchall() if cursor.description else []
+            return query(self.schemas.dsn(name), statement)
         with contextlib.closing(sqlite3.connect(self.path(name))) as file:
             rows = file.execute(statement).fetchall()
             file.commit()

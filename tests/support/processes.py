@@ -37,7 +37,7 @@ def free_port() -> int:
 
 @dataclass
 class DistributorProcess:
-    """`python -m distributor --config FILE` once it has logged that it is ready."""
+    """A `python -m distributor --config FILE` process, its log, and its listeners once it is ready."""
 
     process: subprocess.Popen[str]
     server_url: str = ""
@@ -45,6 +45,7 @@ class DistributorProcess:
     grpc_target: str = ""
     lines: list[str] = field(default_factory=list)  # its log so far
     _ready: threading.Event = field(default_factory=threading.Event)
+    _log_reader: threading.Thread | None = None
 
     @property
     def log(self) -> str:
@@ -61,6 +62,27 @@ class DistributorProcess:
                 self.grpc_target = listeners.get("otlp_grpc", "")
                 self._ready.set()
         self._ready.set()  # it exited: whoever waits for the ready line learns it from `process`
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Return once it has logged that it is ready; kill it and fail, with its log, if it exits first or
+        is not ready within `timeout` (blocking: from an event loop, call it in a thread)."""
+        if not self._ready.wait(timeout) or not self.server_url:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"the distributor did not become ready:\n{self.log}")
+
+    def exit_code(self, timeout: float = READY_TIMEOUT) -> int:
+        """Its exit code once it has exited by itself, its whole log read by then; fails, with its log, as
+        soon as it is ready instead, or when it has done neither within `timeout`."""
+        if not self._ready.wait(timeout):
+            raise AssertionError(f"the distributor neither exited nor became ready:\n{self.log}")
+        if self.server_url:
+            raise AssertionError(f"the distributor became ready instead of exiting:\n{self.log}")
+        # Its log has ended: it is exiting.
+        code = self.process.wait(timeout=timeout)
+        if self._log_reader is not None:
+            self._log_reader.join(timeout)
+        return code
 
     def sigkill(self) -> None:
         """SIGKILL: no shutdown code runs, as when the machine loses power or the OOM killer strikes."""
@@ -87,18 +109,23 @@ class DistributorProcess:
             return response.status
 
 
-def start_distributor(config: Path) -> DistributorProcess:
-    """Start a distributor process and return once it has logged that it is ready (blocking: call it in a
-    thread from an event loop that serves something the process needs)."""
+def launch_distributor(config: Path) -> DistributorProcess:
+    """Start a distributor process and return at once, its log read meanwhile: `wait_ready` or
+    `exit_code` says how its start went."""
     process = subprocess.Popen(
         [sys.executable, "-m", "distributor", "--config", str(config)], stderr=subprocess.PIPE, text=True
     )
-    started = DistributorProcess(process)
-    threading.Thread(target=started._read_log, daemon=True, name=f"log-{process.pid}").start()
-    if not started._ready.wait(READY_TIMEOUT) or not started.server_url:
-        process.kill()
-        process.wait()
-        raise AssertionError(f"the distributor did not become ready:\n{started.log}")
+    launched = DistributorProcess(process)
+    launched._log_reader = threading.Thread(target=launched._read_log, daemon=True, name=f"log-{process.pid}")
+    launched._log_reader.start()
+    return launched
+
+
+def start_distributor(config: Path) -> DistributorProcess:
+    """Start a distributor process and return once it has logged that it is ready (blocking: call it in a
+    thread from an event loop that serves something the process needs)."""
+    started = launch_distributor(config)
+    started.wait_ready()
     return started
 
 
