@@ -21,7 +21,15 @@ from distributor.attribution.records import (
     monthly_result,
     ranked_monthly_page,
 )
-from distributor.ledger.ledger import BYTES_USAGE, SPANS_USAGE, LedgerEntry, UsageRow, add_months
+from distributor.ledger.ledger import (
+    BYTES_USAGE,
+    SPANS_USAGE,
+    LedgerEntry,
+    Tags,
+    UsageRow,
+    add_months,
+    month_of,
+)
 from distributor.ledger.postgresql import PostgresLedgerStore
 from distributor.ledger.sqlite import SqliteLedgerStore
 from tests.support.attribution import RunningAttribution, attribution_service, spans_request, write_config
@@ -344,30 +352,19 @@ def ranked_groups(rows: list[UsageRow], order_by: str) -> list[tuple[tuple[int, 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_postgresql_store_sums_orders_and_cuts_as_sqlite_does(tmp_path: Path, seed: int) -> None:
-    """SQLite's ranked months are the oracle for PostgreSQL's, on the same flushes."""
+    """SQLite's ranked months are the oracle for PostgreSQL's, on the same flushes, as of every flush a
+    reader can still ask for; and the hours as of that flush, summed here, are the oracle for both (a
+    month is read from running totals less the flushes after it, an hour from its own rows)."""
     schemas = PostgresSchemas()
     sqlite_store = SqliteLedgerStore(tmp_path / "ledger.db")
     postgres_store = PostgresLedgerStore(schemas.dsn())
     try:
         seqs = {fill(sqlite_store, seed), fill(postgres_store, seed)}
         assert len(seqs) == 1
-        seq = seqs.pop()
-        start, end = MONTHS[0], add_months(MONTHS[-1], 1)
-        for by_series in (TENANTS, ["t-a", "solo"], []):
-            for order_by in (BYTES_USAGE, SPANS_USAGE):
-                for descending in (True, False):
-                    arguments = (TENANTS, by_series, start, end, seq, order_by, descending)
-                    whole = sqlite_store.monthly_ranked(*arguments, None)
-                    assert ranked_groups(postgres_store.monthly_ranked(*arguments, None), order_by) == (
-                        ranked_groups(whole, order_by)
-                    )
-                    cut = postgres_store.monthly_ranked(*arguments, 5)
-                    assert len(cut) == min(5, len(whole))
-                    first = whole[0]
-                    at = (first.spans_bytes if order_by == BYTES_USAGE else first.spans, first.period)
-                    assert set(postgres_store.monthly_ranked(*arguments, None, at)) == set(
-                        sqlite_store.monthly_ranked(*arguments, None, at)
-                    )
+        last = seqs.pop()
+        assert sqlite_store.oldest_snapshot() == postgres_store.oldest_snapshot() < last
+        for seq in range(sqlite_store.oldest_snapshot(), last + 1):
+            compare_ranked(sqlite_store, postgres_store, seq)
         assert postgres_store.label_sets([*TENANTS, "nobody"]) == sqlite_store.label_sets(
             [*TENANTS, "nobody"]
         )
@@ -375,3 +372,34 @@ def test_the_postgresql_store_sums_orders_and_cuts_as_sqlite_does(tmp_path: Path
         sqlite_store.close()
         postgres_store.close()
         schemas.close()
+
+
+def compare_ranked(sqlite_store: SqliteLedgerStore, postgres_store: PostgresLedgerStore, seq: int) -> None:
+    start, end = MONTHS[0], add_months(MONTHS[-1], 1)
+    for by_series in (TENANTS, ["t-a", "solo"], []):
+        summed: dict[tuple[int, str, Tags], list[int]] = {}
+        for row in sqlite_store.hourly(TENANTS, start, end, seq):
+            tags = row.tags if row.tenant in by_series else ()
+            sums = summed.setdefault((month_of(row.period), row.tenant, tags), [0, 0])
+            sums[0] += row.spans_bytes
+            sums[1] += row.spans
+        from_hours = {UsageRow(*key, size, spans) for key, (size, spans) in summed.items() if size or spans}
+        for store in (sqlite_store, postgres_store):
+            ranked = store.monthly_ranked(TENANTS, by_series, start, end, seq, BYTES_USAGE, True, None)
+            assert set(ranked) == from_hours
+            if by_series == TENANTS:
+                assert set(store.monthly(TENANTS, start, end, seq)) == from_hours
+        for order_by in (BYTES_USAGE, SPANS_USAGE):
+            for descending in (True, False):
+                arguments = (TENANTS, by_series, start, end, seq, order_by, descending)
+                whole = sqlite_store.monthly_ranked(*arguments, None)
+                assert ranked_groups(postgres_store.monthly_ranked(*arguments, None), order_by) == (
+                    ranked_groups(whole, order_by)
+                )
+                cut = postgres_store.monthly_ranked(*arguments, 5)
+                assert len(cut) == min(5, len(whole))
+                first = whole[0]
+                at = (first.spans_bytes if order_by == BYTES_USAGE else first.spans, first.period)
+                assert set(postgres_store.monthly_ranked(*arguments, None, at)) == set(
+                    sqlite_store.monthly_ranked(*arguments, None, at)
+                )

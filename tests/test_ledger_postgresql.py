@@ -22,11 +22,11 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from distributor.cli import main
+from distributor.common.postgres_migrations import apply_migrations
 from distributor.common.usage import Usage
 from distributor.config import load_config
 from distributor.ledger.config import mask_dsn
 from distributor.ledger.ledger import BYTES_USAGE, HOUR, SPANS_USAGE, LedgerEntry, hour_of, month_of
-from distributor.common.postgres_migrations import apply_migrations
 from distributor.ledger.postgresql import (
     MIGRATION_LOCK,
     MIGRATIONS,
@@ -178,8 +178,9 @@ def test_a_version_1_ledger_gains_running_month_totals_that_count_a_version_1_re
             f"""INSERT INTO series VALUES ({a}, 'acme', '{{"team":"a"}}'), ({b}, 'acme', '{{"team":"b"}}'),
                 ({globex}, 'globex', '{{}}')""",
             # Flushes 1 and 2, merged; flush 3 not merged yet.
-            f"""INSERT INTO hourly VALUES ({H10}, 'acme', {a}, 120, 3, 2), ({H10 + HOUR}, 'acme', {b}, 5, 1, 2),
-                ({H10}, 'acme', {a}, 30, 1, 3), ({H10}, 'globex', {globex}, 7, 1, 3)""",
+            f"""INSERT INTO hourly VALUES ({H10}, 'acme', {a}, 120, 3, 2),
+                ({H10 + HOUR}, 'acme', {b}, 5, 1, 2), ({H10}, 'acme', {a}, 30, 1, 3),
+                ({H10}, 'globex', {globex}, 7, 1, 3)""",
             f"INSERT INTO monthly VALUES ({NOV}, 'acme', {a}, 120, 3, 2), ({NOV}, 'acme', {b}, 5, 1, 2)",
             f"INSERT INTO flush_hours VALUES (3, {H10})",
         ):

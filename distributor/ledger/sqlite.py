@@ -414,17 +414,15 @@ class SqliteLedgerStore:
 
     def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
         """One row per series: its running total, less the hours of the flushes after `seq`, in one
-        statement (one snapshot of the file, even if a flush commits meanwhile)."""
+        snapshot of the file (even if a flush commits meanwhile)."""
         if not tenants:
             return []
         listed = json.dumps(sorted(tenants))
         parameters = {"start": start, "end": end, "seq": seq, "tenants": listed, "by_series": listed}
-        with self._reading():
-            found = self._reader.execute(
-                f"{_AS_OF} SELECT month, tenant, series, b, s FROM ({_SERIES}) WHERE b != 0 OR s != 0",
-                parameters,
-            ).fetchall()
-            return self._usage_rows(found)
+        with self._reading(), self._snapshot() as db:
+            later, series, _ = _months_as_of(db, parameters)
+            found = db.execute(f"{later} SELECT * FROM ({series}) WHERE b != 0 OR s != 0", parameters)
+            return self._usage_rows(found.fetchall())
 
     def monthly_ranked(
         self,
@@ -462,13 +460,25 @@ class SqliteLedgerStore:
         if limit is not None:
             cut = "LIMIT :limit"
             parameters["limit"] = limit
-        with self._reading():
-            found = self._reader.execute(
-                f"""{_AS_OF} SELECT month, tenant, series, b, s FROM ({_SERIES} UNION ALL {_TENANTS}) {kept}
+        with self._reading(), self._snapshot() as db:
+            later, series_rows, tenant_rows = _months_as_of(db, parameters)
+            found = db.execute(
+                f"""{later} SELECT * FROM ({series_rows} UNION ALL {tenant_rows}) {kept}
                 ORDER BY {column} {direction}, month {direction} {cut}""",
                 parameters,
             ).fetchall()
             return self._usage_rows(found)
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The reader in a transaction: its statements see one state of the file."""
+        db = self._reader
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            if db.in_transaction:  # a failed read may have ended it
+                db.execute("COMMIT")
 
     def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
         """Remembered per tenant as of the file's highest series id (`meta.series_top`): reading them
@@ -546,27 +556,46 @@ class SqliteLedgerStore:
 
 _USAGE_COLUMNS = {BYTES_USAGE: "b", SPANS_USAGE: "s"}
 # What a month read "as of flush S" (`:seq`) reads: `monthly` and `monthly_tenants` hold the sums of every
-# flush stored, which the hourly rows of flushes after S (not merged yet: `flush_hours` finds their hours)
-# are taken from. Tenants are JSON arrays. Rows whose sum as of S is 0 and 0 are the caller's to leave out.
-_AS_OF = f"""WITH later AS MATERIALIZED (
+# flush stored; the hourly rows of the flushes after S (not merged yet: `flush_hours` lists their hours,
+# read first in the same transaction) are taken from them. Tenants are JSON arrays. Rows whose sum as of
+# S is 0 and 0 are the caller's to leave out.
+_LATER = f"""WITH later AS MATERIALIZED (
         SELECT {month_of_hour("hour")} AS month, tenant, series, SUM(bytes) AS bytes, SUM(spans) AS spans
         FROM hourly
-        WHERE hour IN (SELECT hour FROM flush_hours WHERE seq > :seq) AND seq > :seq
+        WHERE hour IN (SELECT value FROM json_each(:hours)) AND seq > :seq
         AND tenant IN (SELECT value FROM json_each(:tenants))
         GROUP BY 1, tenant, series)"""
-_SERIES = """SELECT totals.month AS month, totals.tenant AS tenant, totals.series AS series,
+_SERIES_LESS_LATER = """SELECT totals.month AS month, totals.tenant AS tenant, totals.series AS series,
         totals.bytes - COALESCE(later.bytes, 0) AS b, totals.spans - COALESCE(later.spans, 0) AS s
     FROM monthly AS totals LEFT JOIN later
     ON later.month = totals.month AND later.tenant = totals.tenant AND later.series = totals.series
     WHERE totals.month >= :start AND totals.month < :end
     AND totals.tenant IN (SELECT value FROM json_each(:by_series))"""
-_TENANTS = """SELECT totals.month, totals.tenant, NULL,
+_TENANTS_LESS_LATER = """SELECT totals.month, totals.tenant, NULL,
         totals.bytes - COALESCE(later.bytes, 0), totals.spans - COALESCE(later.spans, 0)
     FROM monthly_tenants AS totals LEFT JOIN (
         SELECT month, tenant, SUM(bytes) AS bytes, SUM(spans) AS spans FROM later GROUP BY month, tenant
     ) AS later ON later.month = totals.month AND later.tenant = totals.tenant
     WHERE totals.month >= :start AND totals.month < :end
     AND totals.tenant IN (SELECT value FROM json_each(:by_tenant))"""
+# With no flush after S (every first page): the totals as they are.
+_SERIES = """SELECT month, tenant, series, bytes AS b, spans AS s FROM monthly
+    WHERE month >= :start AND month < :end AND tenant IN (SELECT value FROM json_each(:by_series))"""
+_TENANTS = """SELECT month, tenant, NULL, bytes, spans FROM monthly_tenants
+    WHERE month >= :start AND month < :end AND tenant IN (SELECT value FROM json_each(:by_tenant))"""
+
+
+def _months_as_of(db: sqlite3.Connection, parameters: dict[str, object]) -> tuple[str, str, str]:
+    """(WITH clause, series rows, tenant rows) of a month read as of flush `parameters["seq"]`, for a
+    statement in the same transaction: its `hours` are set in `parameters`."""
+    hours = [row[0] for row in db.execute(_HOURS_AFTER, (parameters["seq"],))]
+    if not hours:
+        return "", _SERIES, _TENANTS
+    parameters["hours"] = json.dumps(hours)
+    return _LATER, _SERIES_LESS_LATER, _TENANTS_LESS_LATER
+
+
+_HOURS_AFTER = "SELECT DISTINCT hour FROM flush_hours WHERE seq > ?"
 # The labels of a series' tags, as a JSON array.
 _LABELS = "(SELECT json_group_array(key) FROM json_each(series.tags))"
 
