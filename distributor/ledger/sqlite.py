@@ -122,15 +122,17 @@ def _tags_encoder() -> Callable[[Tags], str]:
     return encode
 
 
-# The flush's seq is written into the statement (an int from SQLite): one value less to pack and bind in
-# each of its rows.
-_UPSERT_HOURLY = """INSERT INTO hourly VALUES (?, ?, ?, ?, ?, {seq:d})
+# What a flush adds, from `temp.flushed` (see `write`). Its seq is written into the statement.
+_ADD_TO_HOURLY = """INSERT INTO hourly
+    SELECT hour, tenant, series, bytes, spans, {seq:d} FROM temp.flushed WHERE true
     ON CONFLICT (hour, tenant, series, seq) DO UPDATE
     SET bytes = bytes + excluded.bytes, spans = spans + excluded.spans"""
-_ADD_TO_MONTHLY = """INSERT INTO monthly VALUES (?, ?, ?, ?, ?)
+_ADD_TO_MONTHLY = """INSERT INTO monthly
+    SELECT month, tenant, series, bytes, spans FROM temp.flushed WHERE true
     ON CONFLICT (month, tenant, series) DO UPDATE
     SET bytes = bytes + excluded.bytes, spans = spans + excluded.spans"""
-_ADD_TO_MONTHLY_TENANTS = """INSERT INTO monthly_tenants VALUES (?, ?, ?, ?)
+_ADD_TO_MONTHLY_TENANTS = """INSERT INTO monthly_tenants
+    SELECT month, tenant, SUM(bytes), SUM(spans) FROM temp.flushed GROUP BY month, tenant
     ON CONFLICT (month, tenant) DO UPDATE
     SET bytes = bytes + excluded.bytes, spans = spans + excluded.spans"""
 
@@ -196,6 +198,12 @@ class SqliteLedgerStore:
     def _writer(self) -> sqlite3.Connection:
         if self._write is None:
             self._write = self._connect()
+            self._write.execute("PRAGMA temp_store=MEMORY")
+            self._write.execute(
+                """CREATE TEMP TABLE flushed (
+                    hour INTEGER, month INTEGER, tenant TEXT, series INTEGER, bytes INTEGER, spans INTEGER
+                )"""
+            )
         return self._write
 
     @property
@@ -231,18 +239,25 @@ class SqliteLedgerStore:
             assert seq is not None
             top_before = _series_top(db)
             ids, top = self._series_of(db, entries, top_before, added)
-            # An entry per (tenant, hour, series) is what a flush carries; a repeated one is added up
-            # by the upsert, which costs nothing measurable next to a plain INSERT.
+            hours = {entry.hour for entry in entries}
+            months = {hour: month_of(hour) for hour in hours}
+            # Bound once, into a table in memory, then added to the hours and months by SQLite: binding
+            # the rows again for the months cost a flush of 200,000 series 0.4 s, and summing them per
+            # tenant in Python 0.2 s.
+            db.execute("DELETE FROM temp.flushed")
             db.executemany(
-                _UPSERT_HOURLY.format(seq=seq),
+                "INSERT INTO temp.flushed VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (entry.hour, entry.tenant, series, entry.spans_bytes, entry.spans)
+                    (entry.hour, months[entry.hour], entry.tenant, series, entry.spans_bytes, entry.spans)
                     for entry, series in zip(entries, ids, strict=True)
                 ],
             )
-            hours = {entry.hour for entry in entries}
+            # A flush may carry a series twice in an hour (or a month): the upserts add them up.
+            db.execute(_ADD_TO_HOURLY.format(seq=seq))
+            db.execute(_ADD_TO_MONTHLY)
+            db.execute(_ADD_TO_MONTHLY_TENANTS)
+            db.execute("DELETE FROM temp.flushed")
             db.executemany("INSERT INTO flush_hours VALUES (?, ?)", [(seq, hour) for hour in hours])
-            self._add_to_months(db, entries, ids, {hour: month_of(hour) for hour in hours})
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -315,28 +330,6 @@ class SqliteLedgerStore:
         for index, series in zip(unknown, ids, strict=True):
             found[index] = series
         return found, top  # type: ignore[return-value]  # every None replaced
-
-    @staticmethod
-    def _add_to_months(
-        db: sqlite3.Connection, entries: Sequence[LedgerEntry], ids: Sequence[int], months: dict[int, int]
-    ) -> None:
-        """The flush's usage added to the running totals of its months, per series and per tenant."""
-        db.executemany(
-            _ADD_TO_MONTHLY,
-            [
-                (months[entry.hour], entry.tenant, series, entry.spans_bytes, entry.spans)
-                for entry, series in zip(entries, ids, strict=True)
-            ],
-        )
-        per_tenant: dict[tuple[int, str], list[int]] = {}
-        for entry in entries:
-            summed = per_tenant.setdefault((months[entry.hour], entry.tenant), [0, 0])
-            summed[0] += entry.spans_bytes
-            summed[1] += entry.spans
-        db.executemany(
-            _ADD_TO_MONTHLY_TENANTS,
-            [(month, tenant, size, spans) for (month, tenant), (size, spans) in per_tenant.items()],
-        )
 
     def maintain(self, merge_before: float, keep_from_hour: int, keep_from_month: int) -> None:
         db = self._writer
