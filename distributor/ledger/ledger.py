@@ -59,8 +59,8 @@ class Snapshot:
 
 
 class UsageRow(NamedTuple):
-    """Usage of one series in one period, as stored; a series may have several rows per period
-    (flushes not merged yet), which readers add up. A tuple: a month of a parent org is 100,000 rows."""
+    """Usage of one series in one period, as stored; a series may have several rows per hour (flushes
+    not merged yet), which readers add up. A tuple: a month of a parent org is 100,000 rows."""
 
     period: int  # the hour or month start, epoch seconds UTC
     tenant: str

@@ -5,9 +5,12 @@ ledger's writer and reader threads off the event loop, so an async driver would 
 thread; psycopg_pool hands those threads their connections.
 
 The tables are those of the SQLite store (see sqlite.py for what each holds), with the same semantics:
-hourly rows per flush `seq`, monthly rows for merged flushes, `flush_hours`, `flushes`, `meta`; reads "as
-of flush S" (`seq <= S`), merging of flushes older than the cursor lifetime, retention. What several
-writers change:
+hourly rows per flush `seq`, running month totals per series (`monthly`) and per tenant
+(`monthly_tenants`), `flush_hours`, `flushes`, `meta`; reads "as of flush S" (hours: `seq <= S`; months:
+the totals less the hours of the flushes after S), merging of flushes older than the cursor lifetime,
+retention. Here a trigger on `hourly` adds every inserted row to the month totals, so the totals hold
+whatever writes the hours (a replica of an older version during a rolling upgrade included); merging
+updates and deletes hourly rows, never inserts them. What several writers change:
 - Flush numbers follow commit order: a write takes a transaction-scoped advisory lock before it picks
   its seq (one more than the highest) and holds it until its commit, so once a reader sees flush S,
   no flush below S can still appear; a snapshot's pages neither repeat nor skip. Merging and retention
@@ -96,14 +99,17 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             # No flush may commit while the totals are summed from what is stored.
             f"SELECT pg_advisory_xact_lock({WRITE_LOCK}, {SCHEMA_HASH})",
             "ALTER TABLE monthly RENAME TO monthly_by_flush",
+            # Every flush updates the rows of the series it carries: room left in each page lets the
+            # new version go beside the old one without touching the index (a flush of 10,000 known
+            # series 0.30-0.40 s -> 0.18-0.33 s).
             """CREATE TABLE monthly (
                 month BIGINT NOT NULL, tenant TEXT NOT NULL, series BIGINT NOT NULL,
                 bytes BIGINT NOT NULL, spans BIGINT NOT NULL, PRIMARY KEY (month, tenant, series)
-            )""",
+            ) WITH (fillfactor = 70)""",
             """CREATE TABLE monthly_tenants (
                 month BIGINT NOT NULL, tenant TEXT NOT NULL, bytes BIGINT NOT NULL, spans BIGINT NOT NULL,
                 PRIMARY KEY (month, tenant)
-            )""",
+            ) WITH (fillfactor = 70)""",
             # Everything stored: merged months (and hours retention moved there), and the hours of the
             # flushes not merged yet.
             f"""INSERT INTO monthly

@@ -8,19 +8,23 @@ Tables (periods are epoch seconds, UTC):
   more bytes.
 - `hourly(hour, tenant, series, bytes, spans, seq)`: what each flush `seq` added; clustered on
   (hour, tenant, series, seq), so a range of hours of one org is one range scan per hour.
-- `monthly(month, ...)`: the same per month, for merged flushes only (and for the hours retention cut
-  before their flush was merged). A flush writes hourly rows only: a month as of flush S is `monthly`
-  plus the hourly rows of the flushes not merged yet, which `flush_hours` finds.
+- `monthly(month, tenant, series, bytes, spans)` and `monthly_tenants(month, tenant, bytes, spans)`:
+  running totals of every flush stored, per series and per tenant, added to by each flush in its
+  transaction. A month as of flush S is its totals less the hourly rows of the flushes after S (not
+  merged yet, which `flush_hours` finds): a first page subtracts nothing, and a read never sums more
+  than the flushes since its snapshot, where summing every flush not merged yet (up to an hour of them,
+  360 at the default `flush_period`) grew with each.
 - `flush_hours(seq, hour)`: the hours each flush not merged yet wrote, so merging and monthly reads find
-  its rows through the clustering key (a `seq` index cost every flush a third of its time).
+  its rows through the clustering key (a `seq` index cost every flush a third of its time). Hours of a
+  flush not merged yet are kept until it is, even past the hourly retention (unless their month goes).
 - `flushes(seq, at, batch_id)`: when each flush happened, and the id of the batch it stored (a batch
   retried after a write whose outcome was unknown is found by it, and not stored twice; ids of merged
   flushes go with their rows, long after any retry). `meta`: the merge horizon, the cursor secret and
   the schema version.
 
-Flushes older than the cursor lifetime are merged into one row per (period, series), carrying the
-newest merged `seq`: reading "as of flush S" (`seq <= S`) stays exact for every S at or after the
-horizon, so a paginated answer never changes under its reader.
+Flushes older than the cursor lifetime are merged into one hourly row per (hour, series), carrying the
+newest merged `seq`: reading "as of flush S" stays exact for every S at or after the horizon, so a
+paginated answer never changes under its reader.
 
 Several replicas share one ledger on PostgreSQL instead (postgresql.py, the same tables and semantics).
 """
@@ -215,16 +219,16 @@ class SqliteLedgerStore:
     # -- writing ----------------------------------------------------------------------------------------
 
     def write(self, entries: Sequence[LedgerEntry], flushed_at: float, batch_id: str | None = None) -> int:
-        """One transaction: the flush, its new series, its hourly rows and the hours it touched (nothing
-        when `batch_id` is stored already: then that flush's seq). Months are summed from hours when the
-        flush is merged (see `maintain`) or read (see `monthly`).
+        """One transaction: the flush, its new series, its hourly rows, the hours it touched, and its
+        usage added to the month totals per series and per tenant (nothing when `batch_id` is stored
+        already: then that flush's seq).
 
-        Measured with 200,000 series on the 2-core VM (tests/bench.py row (i)), this layout against the
-        one before (every flush into `hourly` and `monthly`, each with a seq index; an INSERT per new
-        series), run in turns under the same load: CPU seconds per write, series new 1.0-1.1 (was
-        2.7-2.9), known to the file after a restart 1.2-1.3 (was 2.9-3.3), known to the process 0.5 (was
-        1.6-1.8). Of a new series' write, SQLite's own work is ~0.65 s: 0.3 s the series rows, 0.3 s
-        the hourly rows; after a restart the lookup of 200,000 ids takes the series rows' place."""
+        Measured with 200,000 series on the 2-core VM (tests/bench.py row (i)): against the layout of
+        version 1 (every flush into `hourly` and a per-flush `monthly`, each with a seq index; an INSERT
+        per new series), CPU seconds per write were, series new 1.0-1.1 (was 2.7-2.9), known to the file
+        after a restart 1.2-1.3 (was 2.9-3.3), known to the process 0.5 (was 1.6-1.8). The month totals
+        (version 4) add ~0.5 s to a flush of known series, SQLite's work of updating 200,000 rows: reads
+        of a month no longer sum every flush of the last hour."""
         db = self._writer
         db.execute("BEGIN IMMEDIATE")
         added: list[tuple[str, Tags]] = []
