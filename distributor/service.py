@@ -315,11 +315,14 @@ class Service:
             log.info("no forwarders: accepted traces are counted, then dropped")
         if self.ledger is not None:
             ledger = self.config.usage_attribution.ledger
+            where = (
+                mask_dsn(ledger.postgresql_dsn) if ledger.backend == "postgresql" else str(ledger.sqlite_path)
+            )
             log.info(
                 "usage ledger: %s at %s",
                 ledger.backend,
-                ledger.sqlite_path,
-                extra=fields(backend=ledger.backend, path=str(ledger.sqlite_path)),
+                where,
+                extra=fields(backend=ledger.backend, at=where),
             )
         else:
             log.info("usage ledger: off (usage_attribution.enabled is false)")

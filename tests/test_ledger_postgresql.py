@@ -11,6 +11,7 @@ without a reachable database the tests are skipped, or failed when CI=true.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,8 +334,9 @@ async def test_a_flush_whose_commit_succeeded_but_raised_is_counted_once_when_re
 
 
 async def test_a_service_on_postgresql_ingests_flushes_and_answers_the_hourly_api_from_it(
-    schemas: PostgresSchemas, tmp_path: Path
+    schemas: PostgresSchemas, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     dsn = schemas.dsn().replace("user=postgres", f"user=postgres password={PASSWORD}")
     assert PASSWORD in dsn
     config = ledger_config(tmp_path, dsn)
@@ -366,6 +368,10 @@ async def test_a_service_on_postgresql_ingests_flushes_and_answers_the_hourly_ap
     assert PASSWORD not in shown
     assert "password=<secret>" in rendered["dsn"]
     assert rendered["pool"] == {"min_size": 1, "max_size": 2, "timeout": "5s"}
+    (started,) = [message for message in caplog.messages if message.startswith("usage ledger:")]
+    assert started == f"usage ledger: postgresql at {mask_dsn(dsn)}"
+    assert "password=<secret>" in started
+    assert PASSWORD not in "\n".join(caplog.messages)
     # Stored in PostgreSQL, read back by a connection of the test's own.
     assert query(schemas.dsn(), "SELECT tenant, tags FROM series") == [
         ("acme", '{"service_name":"checkout","team":"payments"}')
