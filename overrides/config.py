@@ -26,6 +26,16 @@ def defaults_as_data(defaults: TenantOverrides) -> dict[str, Any]:
         "cost_attribution": {
             "dimensions": dimensions_as_config(limits.dimensions),
             "max_cardinality": limits.max_cardinality,
+            "distinct_counts": {
+                "sessions": {
+                    "enabled": limits.sessions_enabled,
+                    "attributes": list(limits.configured_session_attributes),
+                },
+                "hosts": {
+                    "enabled": limits.hosts_enabled,
+                    "attributes": list(limits.configured_host_attributes),
+                },
+            },
         },
         "ingestion": {
             "rate_strategy": limits.rate_strategy,

@@ -23,6 +23,8 @@ from distributor.overrides.model import (
     RATE_STRATEGY_LOCAL,
     WILDCARD_TENANT,
     CostAttributionOverrides,
+    DistinctCountOverrides,
+    DistinctCountsOverrides,
     IngestionOverrides,
     OverridesSnapshot,
     TenantOverrides,
@@ -36,6 +38,8 @@ def _keys(layer: type) -> tuple[str, ...]:
 
 
 COST_ATTRIBUTION_KEYS = _keys(CostAttributionOverrides)
+DISTINCT_COUNTS_KEYS = _keys(DistinctCountsOverrides)
+DISTINCT_COUNT_KEYS = _keys(DistinctCountOverrides)
 INGESTION_KEYS = _keys(IngestionOverrides)
 # The ingestion settings that are byte counts (rate_strategy is the one that is not).
 INGESTION_BYTES_KEYS = tuple(key for key in INGESTION_KEYS if key != "rate_strategy")
@@ -113,6 +117,10 @@ def parse_tenant_overrides(
         except DimensionError as err:
             cost.fail("dimensions", str(err))  # when collecting problems: inherit instead
     max_cardinality = cost.integer("max_cardinality", -1)
+    distinct = cost.section("distinct_counts", DISTINCT_COUNTS_KEYS)
+    distinct_counts = DistinctCountsOverrides(
+        sessions=_distinct_count(distinct, "sessions"), hosts=_distinct_count(distinct, "hosts")
+    )
     ingestion = section.section("ingestion", INGESTION_KEYS, INGESTION_FOREIGN)
     ingestion_values = {key: ingestion.integer(key, -1) for key in INGESTION_BYTES_KEYS}
     rate_strategy = _rate_strategy(ingestion, "rate_strategy")
@@ -127,7 +135,9 @@ def parse_tenant_overrides(
             ingestion_values[key] = section.integer(legacy, -1)
     return TenantOverrides(
         cost_attribution=CostAttributionOverrides(
-            dimensions=dimensions, max_cardinality=None if max_cardinality < 0 else max_cardinality
+            dimensions=dimensions,
+            max_cardinality=None if max_cardinality < 0 else max_cardinality,
+            distinct_counts=distinct_counts,
         ),
         ingestion=IngestionOverrides(
             rate_strategy=rate_strategy,
@@ -135,6 +145,33 @@ def parse_tenant_overrides(
         ),
         forwarders=_forwarders(section, forwarder_names),
     )
+
+
+# The longest attribute name and the most names a distinct count may try (OTLP keys are short; the list
+# is searched on every span that may carry one).
+MAX_DISTINCT_ATTRIBUTES = 8
+MAX_DISTINCT_ATTRIBUTE_BYTES = 256
+
+
+def _distinct_count(parent: Section, kind: str) -> DistinctCountOverrides:
+    """`distinct_counts.<kind>`: `enabled` and `attributes`, each inherited where not written."""
+    section = parent.section(kind, DISTINCT_COUNT_KEYS)
+    enabled = section.boolean("enabled", False) if section.has("enabled") else None
+    attributes: tuple[str, ...] | None = None
+    node = section.node("attributes")
+    if node is not None and node.value is not None:
+        names = [item.value for item in node.value] if isinstance(node.value, list) else None
+        if not names or not all(isinstance(name, str) and name for name in names):
+            section.fail("attributes", "expected a non-empty list of attribute names")
+        elif len(names) > MAX_DISTINCT_ATTRIBUTES:
+            section.fail("attributes", f"{len(names)} names, at most {MAX_DISTINCT_ATTRIBUTES}")
+        elif any(len(name.encode()) > MAX_DISTINCT_ATTRIBUTE_BYTES for name in names):
+            section.fail("attributes", f"a name longer than {MAX_DISTINCT_ATTRIBUTE_BYTES} bytes")
+        elif len(set(names)) < len(names):
+            section.fail("attributes", "a name is listed twice")
+        else:
+            attributes = tuple(names)
+    return DistinctCountOverrides(enabled=enabled, attributes=attributes)
 
 
 def _rate_strategy(section: Section, key: str) -> str | None:

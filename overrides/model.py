@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
@@ -20,11 +20,33 @@ RATE_STRATEGIES = (RATE_STRATEGY_LOCAL, RATE_STRATEGY_GLOBAL)
 
 
 @dataclass(frozen=True, slots=True)
+class DistinctCountOverrides:
+    """A layer of one distinct count's settings; None means "not set here, inherit"."""
+
+    enabled: bool | None = None
+    attributes: tuple[str, ...] | None = None  # tried in order: on the span, then on the resource
+
+
+@dataclass(frozen=True, slots=True)
+class DistinctCountsOverrides:
+    sessions: DistinctCountOverrides = field(default_factory=DistinctCountOverrides)
+    hosts: DistinctCountOverrides = field(default_factory=DistinctCountOverrides)
+
+
+# What identifies a session: the semantic conventions' `session.id` (OpenTelemetry's web, Android and
+# iOS SDKs), older Grafana Faro's `session_id`, Splunk RUM's `splunk.rumSessionId`. A host: the resource's
+# `host.name`, else `host.id`.
+DEFAULT_SESSION_ATTRIBUTES = ("session.id", "session_id", "splunk.rumSessionId")
+DEFAULT_HOST_ATTRIBUTES = ("host.name", "host.id")
+
+
+@dataclass(frozen=True, slots=True)
 class CostAttributionOverrides:
     """A layer of cost-attribution settings; None means "not set here, inherit"."""
 
     dimensions: tuple[Dimension, ...] | None = None
     max_cardinality: int | None = None
+    distinct_counts: DistinctCountsOverrides = field(default_factory=DistinctCountsOverrides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +83,14 @@ class TenantLimits:
     burst_size_bytes: int = DEFAULT_BURST_SIZE_BYTES
     max_attribute_bytes: int = DEFAULT_MAX_ATTRIBUTE_BYTES  # 0 = never truncate
     forwarders: tuple[str, ...] = ()
+    # The attributes distinct sessions and hosts are counted by; () when that count is off.
+    session_attributes: tuple[str, ...] = ()
+    host_attributes: tuple[str, ...] = ()
+    # The same attributes whether their counts are on or off (what the status shows).
+    sessions_enabled: bool = False
+    hosts_enabled: bool = False
+    configured_session_attributes: tuple[str, ...] = DEFAULT_SESSION_ATTRIBUTES
+    configured_host_attributes: tuple[str, ...] = DEFAULT_HOST_ATTRIBUTES
 
 
 class Source(Enum):
@@ -122,7 +152,10 @@ class OverridesSnapshot:
             section, _, leaf = name.rpartition(".")
 
             def read(layer: TenantOverrides) -> Any:
-                return getattr(getattr(layer, section) if section else layer, leaf)
+                node: Any = layer
+                for name in section.split(".") if section else ():
+                    node = getattr(node, name)
+                return getattr(node, leaf)
 
             for source, layer in layers:
                 value = read(layer) if layer is not None else None
@@ -141,5 +174,22 @@ class OverridesSnapshot:
             burst_size_bytes=pick("ingestion.burst_size_bytes", DEFAULT_BURST_SIZE_BYTES),
             max_attribute_bytes=pick("ingestion.max_attribute_bytes", DEFAULT_MAX_ATTRIBUTE_BYTES),
             forwarders=pick("forwarders", ()),
+            sessions_enabled=(sessions := pick("cost_attribution.distinct_counts.sessions.enabled", False)),
+            hosts_enabled=(hosts := pick("cost_attribution.distinct_counts.hosts.enabled", False)),
+            configured_session_attributes=(
+                session_attributes := pick(
+                    "cost_attribution.distinct_counts.sessions.attributes", DEFAULT_SESSION_ATTRIBUTES
+                )
+            ),
+            configured_host_attributes=(
+                host_attributes := pick(
+                    "cost_attribution.distinct_counts.hosts.attributes", DEFAULT_HOST_ATTRIBUTES
+                )
+            ),
+        )
+        limits = replace(
+            limits,
+            session_attributes=session_attributes if sessions else (),
+            host_attributes=host_attributes if hosts else (),
         )
         return ResolvedLimits(limits, MappingProxyType(sources))

@@ -25,13 +25,17 @@ def describe_tenant(snapshot: OverridesSnapshot, tenant: str) -> dict[str, Any]:
         "ingestion.burst_size_bytes": limits.burst_size_bytes,
         "ingestion.max_attribute_bytes": limits.max_attribute_bytes,
         "forwarders": list(limits.forwarders),
+        "cost_attribution.distinct_counts.sessions.enabled": limits.sessions_enabled,
+        "cost_attribution.distinct_counts.sessions.attributes": list(limits.configured_session_attributes),
+        "cost_attribution.distinct_counts.hosts.enabled": limits.hosts_enabled,
+        "cost_attribution.distinct_counts.hosts.attributes": list(limits.configured_host_attributes),
     }
     described: dict[str, Any] = {"tenant": tenant}
     for name, value in values.items():
-        section, _, leaf = name.rpartition(".")
+        *sections, leaf = name.split(".")
         entry = {"value": value, "source": resolved.sources[name].value}
-        if section:
-            described.setdefault(section, {})[leaf] = entry
-        else:
-            described[leaf] = entry
+        node = described
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = entry
     return described

@@ -12,7 +12,7 @@ from distributor.overrides import (
     TenantOverrides,
     parse_dimensions,
 )
-from distributor.overrides.model import Source
+from distributor.overrides.model import DistinctCountOverrides, DistinctCountsOverrides, Source
 from distributor.overrides.status import describe_tenant
 
 
@@ -62,6 +62,11 @@ def test_precedence_table(
     assert {name: source for name, source in resolved.sources.items() if "cost" in name} == {
         "cost_attribution.dimensions": labels_from,
         "cost_attribution.max_cardinality": cardinality_from,
+        **{
+            f"cost_attribution.distinct_counts.{kind}.{leaf}": Source.DEFAULTS
+            for kind in ("sessions", "hosts")
+            for leaf in ("enabled", "attributes")
+        },
     }
     assert SNAPSHOT.for_tenant(tenant) == resolved.limits
 
@@ -80,5 +85,47 @@ def test_describe_tenant_shows_values_and_sources() -> None:
         "cost_attribution": {
             "dimensions": {"value": {"app": "app"}, "source": "user_configurable"},
             "max_cardinality": {"value": 3, "source": "runtime_file"},
+            "distinct_counts": {
+                "sessions": {
+                    "enabled": {"value": False, "source": "defaults"},
+                    "attributes": {
+                        "value": ["session.id", "session_id", "splunk.rumSessionId"],
+                        "source": "defaults",
+                    },
+                },
+                "hosts": {
+                    "enabled": {"value": False, "source": "defaults"},
+                    "attributes": {"value": ["host.name", "host.id"], "source": "defaults"},
+                },
+            },
         },
     }
+
+
+def test_distinct_counts_resolve_field_by_field_and_count_only_when_enabled() -> None:
+    def counts(sessions: DistinctCountOverrides, hosts: DistinctCountOverrides) -> TenantOverrides:
+        return TenantOverrides(
+            cost_attribution=CostAttributionOverrides(
+                distinct_counts=DistinctCountsOverrides(sessions, hosts)
+            )
+        )
+
+    snapshot = OverridesSnapshot(
+        defaults=counts(DistinctCountOverrides(), DistinctCountOverrides(attributes=("host.id",))),
+        per_tenant={
+            "*": counts(DistinctCountOverrides(enabled=True), DistinctCountOverrides()),
+            "web": counts(
+                DistinctCountOverrides(attributes=("rum.session",)), DistinctCountOverrides(enabled=True)
+            ),
+        },
+    )
+    web, other = snapshot.explain("web"), snapshot.explain("other")
+    assert (web.limits.session_attributes, web.limits.host_attributes) == (("rum.session",), ("host.id",))
+    assert (other.limits.session_attributes, other.limits.host_attributes) == (
+        ("session.id", "session_id", "splunk.rumSessionId"),
+        (),
+    )
+    assert other.limits.configured_host_attributes == ("host.id",)
+    assert web.sources["cost_attribution.distinct_counts.sessions.enabled"] == Source.WILDCARD
+    assert web.sources["cost_attribution.distinct_counts.sessions.attributes"] == Source.RUNTIME_FILE
+    assert web.sources["cost_attribution.distinct_counts.hosts.attributes"] == Source.DEFAULTS

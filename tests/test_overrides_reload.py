@@ -227,6 +227,16 @@ async def test_status_overrides_lists_tenants_and_explains_each_value(
             "cost_attribution": {
                 "dimensions": {"value": {"team": "team"}, "source": "runtime_file"},
                 "max_cardinality": {"value": 0, "source": "defaults"},
+                "distinct_counts": {
+                    kind: {
+                        "enabled": {"value": False, "source": "defaults"},
+                        "attributes": {"value": attributes, "source": "defaults"},
+                    }
+                    for kind, attributes in (
+                        ("sessions", ["session.id", "session_id", "splunk.rumSessionId"]),
+                        ("hosts", ["host.name", "host.id"]),
+                    )
+                },
             },
             "ingestion": {
                 "rate_strategy": {"value": "local", "source": "defaults"},

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -174,6 +175,17 @@ def test_a_read_as_of_a_flush_sees_that_flush_and_earlier_ones_only(store: Ledge
     assert as_usage(store.monthly(["acme"], dec, add_months(dec, 1), 2)) == {}
 
 
+def test_every_tenant_with_usage_is_listed_whichever_months_it_used_until_retention_deletes_them(
+    store: LedgerStore,
+) -> None:
+    store.write([entry("globex", utc(2026, 10, 31, 23), 1, 1), entry("acme", H10, 2, 1)], 1000.0)
+    store.write([entry("initech", utc(2026, 9, 1), 3, 1)], 1001.0)
+    assert store.tenants() == ["acme", "globex", "initech"]
+    # A tenant whose every month retention deleted has no usage left to answer for.
+    store.maintain(merge_before=2000.0, keep_from_hour=utc(2026, 10), keep_from_month=utc(2026, 10))
+    assert store.tenants() == ["acme", "globex"]
+
+
 def test_merging_old_flushes_shrinks_the_file_and_changes_no_read_at_or_after_the_horizon(
     backend: LedgerBackend,
 ) -> None:
@@ -269,6 +281,58 @@ def test_retention_deletes_hours_and_months_before_their_starts(store: LedgerSto
         (utc(2025, 2), "acme", ()): (6, 2),
         (NOV, "acme", ()): (8, 1),
     }  # hours and months are pruned each by its own start
+
+
+def test_retention_leaves_reads_as_of_an_earlier_flush_exact_for_orgs_and_series(store: LedgerStore) -> None:
+    jan, feb = utc(2025, 1), utc(2025, 2)
+    feb_09, feb_10 = utc(2025, 2, 1, 9), utc(2025, 2, 1, 10)
+    first = store.write(
+        [entry("acme", utc(2025, 1, 31, 23), 1, 1), entry("acme", feb_09, 2, 1, team("a"))], 1000.0
+    )
+    store.write([entry("acme", feb_09, 3, 1, team("a")), entry("globex", feb_10, 4, 1)], 1001.0)
+    # Nothing merged: the hour before feb_10 of the second flush is what a read as of the first takes
+    # from February's totals; January goes whole, from the series' totals and the orgs' alike.
+    store.maintain(merge_before=0.0, keep_from_hour=feb_10, keep_from_month=feb)
+
+    def per_org(seq: int) -> list[UsageRow]:
+        return store.monthly_ranked(
+            ["acme", "globex"], [], jan, add_months(feb, 1), seq, BYTES_USAGE, True, None
+        )
+
+    assert as_usage(store.monthly(["acme"], jan, add_months(feb, 1), first)) == {
+        (feb, "acme", team("a")): (2, 1)
+    }
+    assert per_org(first) == [UsageRow(feb, "acme", (), 2, 1)]
+    assert per_org(first + 1) == [UsageRow(feb, "acme", (), 5, 2), UsageRow(feb, "globex", (), 4, 1)]
+
+
+def test_a_month_read_as_of_a_flush_is_exact_while_another_flush_commits_during_the_read(
+    store: LedgerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flushes after the snapshot are found by one statement and taken from the totals by the next:
+    both must see the same flushes, or a flush committed between them is counted in a month as of an
+    earlier one."""
+    first = store.write([entry("acme", H10, 100, 2, team("a"))], 1000.0)
+    store_module = sys.modules[type(store).__module__]
+    months_as_of = store_module._months_as_of
+    interloping = [entry("acme", H10 + HOUR, 10, 1, team("a")), entry("acme", H10, 5, 1, team("b"))]
+
+    def a_flush_commits_meanwhile(db: Any, parameters: dict[str, Any]) -> tuple[str, str, str]:
+        found = months_as_of(db, parameters)
+        if interloping:
+            store.write(interloping, 1001.0)  # the store's writer: another connection
+            interloping.clear()
+        return found
+
+    monkeypatch.setattr(store_module, "_months_as_of", a_flush_commits_meanwhile)
+    month = (NOV, add_months(NOV, 1))
+    assert as_usage(store.monthly(["acme"], *month, first)) == {(NOV, "acme", team("a")): (100, 2)}
+    assert store.snapshot().seq == first + 1
+    interloping.append(entry("acme", H10 + 2 * HOUR, 7, 1, team("a")))  # an hour no later flush had
+    assert store.monthly_ranked(["acme"], [], *month, first, BYTES_USAGE, True, None) == [
+        UsageRow(NOV, "acme", (), 100, 2)
+    ]
+    assert store.snapshot().seq == first + 2
 
 
 async def test_a_flush_prunes_usage_older_than_retention_months(backend: LedgerBackend) -> None:
@@ -459,6 +523,11 @@ def test_a_ledger_file_of_the_first_schema_opens_and_answers_the_same(tmp_path: 
             (NOV, "acme", team("b")): (5, 1),
             (NOV, "globex", ()): (7, 1),
         }
+        # The orgs' month totals are the sums of their series'.
+        assert store.monthly_ranked(tenants, [], NOV, add_months(NOV, 1), 4, BYTES_USAGE, True, None) == [
+            UsageRow(NOV, "acme", (), 170, 8),
+            UsageRow(NOV, "globex", (), 7, 1),
+        ]
         # The file goes on: flush numbers and series ids after the old ones, merges fold old and new.
         assert (
             store.write([entry("acme", H10, 1, 1, team("a")), entry("acme", H10, 2, 1, team("c"))], 1004.0)

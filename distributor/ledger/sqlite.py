@@ -390,20 +390,10 @@ class SqliteLedgerStore:
         return bytes(row[0])
 
     def tenants(self) -> list[str]:
-        """One seek of the series' key per tenant, where DISTINCT visits every series (6-14 ms of
-        100,000 series, on every API request; 0.3-0.7 ms this way)."""
+        """From the month totals, which retention prunes (series stay): a few rows per tenant."""
         with self._reading():
-            return [
-                row[0]
-                for row in self._reader.execute(
-                    """WITH RECURSIVE next(tenant) AS (
-                        SELECT MIN(tenant) FROM series
-                        UNION ALL
-                        SELECT (SELECT MIN(tenant) FROM series WHERE tenant > next.tenant) FROM next
-                        WHERE tenant IS NOT NULL)
-                    SELECT tenant FROM next WHERE tenant IS NOT NULL"""
-                )
-            ]
+            found = self._reader.execute("SELECT DISTINCT tenant FROM monthly_tenants ORDER BY tenant")
+            return [row[0] for row in found]
 
     def hourly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
         with self._reading():
