@@ -32,7 +32,7 @@ from distributor.common.usage import NO_USAGE, Usage
 log = logging.getLogger(__name__)
 
 HOUR = 3600
-# The two usage types traces give (Datadog's names); distinct hosts and sessions come later.
+# The two usage types summed from traces (Datadog's names).
 BYTES_USAGE = "ingested_spans_bytes_usage"
 SPANS_USAGE = "estimated_ingested_spans_usage"
 USAGE_TYPES = (BYTES_USAGE, SPANS_USAGE)
@@ -41,15 +41,34 @@ Tags = tuple[tuple[str, str], ...]  # (label, value) pairs, sorted by label
 T = TypeVar("T")
 
 
+# Distinct counts a series' hour may carry (distributor/common/distinct.py), by kind.
+SESSIONS = "sessions"
+HOSTS = "hosts"
+DISTINCT_KINDS = (SESSIONS, HOSTS)
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """What one flush adds to one series in one hour."""
+    """What one flush adds to one series in one hour: bytes and spans, and the distinct identities
+    (sessions, hosts) it saw, by kind, each a serialized DistinctCount (merged with what is stored, never
+    added)."""
 
     tenant: str
     hour: int  # epoch seconds, UTC, a multiple of 3600
     tags: Tags
     spans_bytes: int
     spans: int
+    distinct: tuple[tuple[str, bytes], ...] = ()  # (kind, serialized DistinctCount), kinds distinct
+
+
+class DistinctRow(NamedTuple):
+    """One stored distinct count of a series in an hour (a series may have several per hour: flushes
+    not merged yet, other replicas'), which readers merge."""
+
+    hour: int
+    tenant: str
+    tags: Tags
+    count: bytes  # a serialized DistinctCount
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +134,12 @@ class LedgerStore(Protocol):
         (sum of `order_by`, month), only the rows with exactly that sum and month."""
         ...
 
+    def distinct(
+        self, tenants: Collection[str], kind: str, start: int, end: int, seq: int
+    ) -> list[DistinctRow]:
+        """The distinct counts of `kind` of hours start <= hour < end, as of flush `seq`."""
+        ...
+
     def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
         """For each of `tenants`, the distinct label sets of its series (each its labels sorted, the
         values left out), whatever period or flush they have usage in; an empty set for a tenant
@@ -177,6 +202,11 @@ class UnavailableStore:
         limit: int | None,
         at: tuple[int, int] | None = None,
     ) -> list[UsageRow]:
+        raise self.error
+
+    def distinct(
+        self, tenants: Collection[str], kind: str, start: int, end: int, seq: int
+    ) -> list[DistinctRow]:
         raise self.error
 
     def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
