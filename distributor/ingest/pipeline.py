@@ -191,7 +191,9 @@ class IngestPipeline:
         if attribution is not None:
             overflowed = self.tracker.record_received(tenant, attribution)
             if ledger is not None:
-                ledger.record(tenant, attribution.labels, attribution.usage, overflowed)
+                ledger.record(
+                    tenant, attribution.labels, attribution.usage, overflowed, attribution.identities
+                )
         elif ledger is not None:  # not tracked (no dimensions): the ledger still bills the tenant
             ledger.record_total(tenant, Usage(traces.attributable_bytes, traces.span_count))
         spans_counter.inc(traces.span_count)

@@ -25,6 +25,7 @@ from typing import NamedTuple, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from distributor.common.distinct import DistinctCount
 from distributor.common.errors import DistributorError
 from distributor.common.lifecycle import BackgroundTaskMetrics, PeriodicTask, Sleep
 from distributor.common.usage import NO_USAGE, Usage
@@ -68,7 +69,7 @@ class DistinctRow(NamedTuple):
     hour: int
     tenant: str
     tags: Tags
-    count: bytes  # a serialized DistinctCount
+    serialized: bytes  # a DistinctCount
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +318,8 @@ class UsageLedger:
         self.merge_after = merge_after
         self._wall_clock = wall_clock
         self._pending: dict[_PendingKey, Usage] = {}
+        # The distinct identities (sessions, hosts) each pending series-hour saw, by kind.
+        self._pending_distinct: dict[_PendingKey, dict[str, DistinctCount]] = {}
         # A batch whose write failed, retried as it was cut (same id, same usage) before a new one is:
         # its commit may have succeeded unbeknown to us, and its id is what makes the retry harmless.
         self._failed: _Batch | None = None
@@ -341,8 +344,11 @@ class UsageLedger:
         labels: tuple[str, ...],
         usage: Mapping[tuple[str, ...], Usage],
         overflowed: Mapping[tuple[str, ...], tuple[str, ...]],
+        identities: Mapping[str, Mapping[tuple[str, ...], Collection[str]]] | None = None,
     ) -> None:
-        """One accepted request's usage by label values, attributed as the tracker recorded it."""
+        """One accepted request's usage by label values, attributed as the tracker recorded it, and the
+        distinct identities (by kind, by label values) it carried; kinds other than DISTINCT_KINDS are
+        not the ledger's."""
         if self.unavailable is not None:
             self._count_unrecorded(tenant, sum(usage.values(), NO_USAGE), LEDGER_UNAVAILABLE)
             return
@@ -361,6 +367,33 @@ class UsageLedger:
                 # The store has been failing long enough to fill the bound: a series-hour already held
                 # still sums, a new one is counted as unrecorded instead of growing memory.
                 self._count_unrecorded(tenant, series_usage, PENDING_FULL)
+        if identities:
+            self._record_identities(tenant, hour, labels, overflowed, identities)
+
+    def _record_identities(
+        self,
+        tenant: str,
+        hour: int,
+        labels: tuple[str, ...],
+        overflowed: Mapping[tuple[str, ...], tuple[str, ...]],
+        identities: Mapping[str, Mapping[tuple[str, ...], Collection[str]]],
+    ) -> None:
+        """Into the counts of the series-hours `record` holds (one it could not hold counts nothing)."""
+        for kind in DISTINCT_KINDS:
+            for values, seen in identities.get(kind, {}).items():
+                if overflowed:
+                    values = overflowed.get(values, values)
+                key = (tenant, hour, labels, values)
+                if key not in self._pending:
+                    continue
+                counts = self._pending_distinct.get(key)
+                if counts is None:
+                    counts = self._pending_distinct[key] = {}
+                count = counts.get(kind)
+                if count is None:
+                    count = counts[kind] = DistinctCount()
+                for identity in seen:
+                    count.add(identity)
 
     def _held_entries(self) -> int:
         return len(self._pending) + (len(self._failed.usage) if self._failed else 0)
@@ -391,8 +424,10 @@ class UsageLedger:
             if self._failed is not None and not await self._write_failed(now):
                 return False
             if self._pending:
-                self._failed = _Batch(uuid.uuid4().hex, self._pending)  # failed until it is stored
+                # failed until it is stored
+                self._failed = _Batch(uuid.uuid4().hex, self._pending, self._pending_distinct)
                 self._pending = {}
+                self._pending_distinct = {}
                 if not await self._write_failed(now):
                     return False
             self.metrics.flushes.labels("success").inc()
@@ -411,7 +446,7 @@ class UsageLedger:
         batch = self._failed
         assert batch is not None
         try:
-            await self._in_writer(lambda: self.store.write(_entries(batch.usage), now, batch.id))
+            await self._in_writer(lambda: self.store.write(_entries(batch), now, batch.id))
         except Exception:
             log.exception(
                 "usage ledger flush failed; %d series-hours kept for the next flush (and %d recorded since)",
@@ -447,6 +482,7 @@ class UsageLedger:
                     tenant,
                 )
             self._pending.clear()
+            self._pending_distinct.clear()
             self._failed = None
         await self._in_writer(self.store.close)
         self._writer.shutdown(wait=True)
@@ -473,10 +509,24 @@ class _Batch:
 
     id: str  # uuid4 hex
     usage: dict[_PendingKey, Usage]
+    distinct: dict[_PendingKey, dict[str, DistinctCount]]
 
 
-def _entries(batch: dict[_PendingKey, Usage]) -> list[LedgerEntry]:
+def _entries(batch: _Batch) -> list[LedgerEntry]:
+    """The batch as the store takes it (on the writer thread: serializing the counts is not the loop's
+    work; the loop no longer touches a batch once cut)."""
+    distinct = batch.distinct
     return [
-        LedgerEntry(tenant, hour, tuple(zip(labels, values, strict=True)), usage.bytes, usage.spans)
-        for (tenant, hour, labels, values), usage in batch.items()
+        LedgerEntry(
+            tenant,
+            hour,
+            tuple(zip(labels, values, strict=True)),
+            usage.bytes,
+            usage.spans,
+            tuple((kind, count.to_bytes()) for kind, count in distinct[key].items())
+            if key in distinct
+            else (),
+        )
+        for key, usage in batch.usage.items()
+        for tenant, hour, labels, values in (key,)
     ]

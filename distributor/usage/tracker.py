@@ -20,6 +20,7 @@ from distributor.common.usage import Usage
 from distributor.common.utf8 import utf8_prefix
 from distributor.ingest.scan import ScanPlan
 from distributor.ingest.traces import ReceivedTraces
+from distributor.ledger.ledger import HOSTS, SESSIONS
 from distributor.overrides import Dimension, Scope, TenantLimits
 from distributor.usage.config import CostAttributionConfig
 
@@ -52,15 +53,32 @@ def escape_label_value(value: str) -> str:
     return value
 
 
-class _DimensionPlan:
-    """Dimensions compiled for the hot path; built once per distinct dimension set."""
+# What a distinct count reads: (kind, its attributes in order, whether spans may carry them). Sessions
+# are looked up on the span first, then on the resource; hosts and services are resource attributes.
+DistinctPlan = tuple[tuple[str, tuple[str, ...], bool], ...]
+SERVICES = "services"
+SERVICE_ATTRIBUTES = ("service.name",)
 
-    def __init__(self, dimensions: tuple[Dimension, ...], max_value_bytes: int) -> None:
+
+class _DimensionPlan:
+    """Dimensions (and the distinct counts read with them) compiled for the hot path; built once per
+    distinct setting.
+
+    A distinct count is read by the same scan as the dimensions, as one more label after them: the
+    scan's series are then per (label values, identities), which `split` turns back into usage per label
+    values and the identities each saw. A request usually holds one session, host and service per
+    resource, so this adds few series to a scan and costs the core nothing it does not do for a
+    span-level dimension."""
+
+    def __init__(
+        self, dimensions: tuple[Dimension, ...], max_value_bytes: int, distinct: DistinctPlan = ()
+    ) -> None:
         self.max_value_bytes = max_value_bytes
         # A character has at most 4 bytes of UTF-8: a value of this many characters or fewer is within
         # the limit without being encoded, which keeps the check to one len() per value.
         self.longest_unchecked = max_value_bytes // 4
         self.labels: tuple[str, ...] = tuple(sorted({d.label for d in dimensions}))
+        self.kinds: tuple[str, ...] = tuple(kind for kind, _, _ in distinct)
         # Per label, the attributes to try at each level, in configuration order (combining rule).
         self.scan = ScanPlan(
             resource_keys=tuple(
@@ -68,7 +86,8 @@ class _DimensionPlan:
                     d.attribute.encode() for d in dimensions if d.label == label and d.scope is not Scope.SPAN
                 )
                 for label in self.labels
-            ),
+            )
+            + tuple(tuple(name.encode() for name in names) for _, names, _ in distinct),
             span_keys=tuple(
                 tuple(
                     d.attribute.encode()
@@ -76,6 +95,9 @@ class _DimensionPlan:
                     if d.label == label and d.scope is not Scope.RESOURCE
                 )
                 for label in self.labels
+            )
+            + tuple(
+                tuple(name.encode() for name in names) if on_spans else () for _, names, on_spans in distinct
             ),
             missing=MISSING,
         )
@@ -135,6 +157,10 @@ class TenantUsageStats:
     overflow_bytes: int
 
 
+# Per distinct kind, per label values, the identities a request carried.
+Identities = dict[str, dict[tuple[str, ...], set[str]]]
+
+
 class Attribution(NamedTuple):
     """One request's bytes per series, computed once: recorded as received when the request is
     accepted, or as discarded (by reason) when it is refused or later lost. (A NamedTuple: one is made
@@ -143,6 +169,7 @@ class Attribution(NamedTuple):
     plan: _DimensionPlan
     usage: dict[tuple[str, ...], Usage]  # by label values, in the plan's label order
     max_cardinality: int
+    identities: Identities | None = None  # when the tenant counts distinct sessions, hosts or services
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -156,7 +183,7 @@ class UsageTracker:
         self._tenants: dict[str, _TenantUsage] = {}
         # Discarded bytes live apart, with the same cardinality limit and staleness per tenant.
         self._discarded: dict[str, _TenantUsage] = {}
-        self._plans: dict[tuple[Dimension, ...], _DimensionPlan] = {}
+        self._plans: dict[tuple[tuple[Dimension, ...], DistinctPlan], _DimensionPlan] = {}
 
     @property
     def enabled(self) -> bool:
@@ -166,34 +193,58 @@ class UsageTracker:
         """The output labels these dimensions give, sorted (an org's attribution tags)."""
         return self._plan(dimensions).labels if dimensions else ()
 
-    def _plan(self, dimensions: tuple[Dimension, ...]) -> _DimensionPlan:
-        plan = self._plans.get(dimensions)
+    def _plan(self, dimensions: tuple[Dimension, ...], distinct: DistinctPlan = ()) -> _DimensionPlan:
+        key = (dimensions, distinct)
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[dimensions] = _DimensionPlan(dimensions, self.config.max_label_value_bytes)
+            plan = self._plans[key] = _DimensionPlan(dimensions, self.config.max_label_value_bytes, distinct)
         return plan
 
-    def attribute(self, traces: ReceivedTraces, limits: TenantLimits) -> Attribution | None:
-        """The request's usage (bytes and spans) per label values; None when the tenant is not tracked."""
-        if not self.config.enabled or not limits.dimensions or traces.span_count == 0:
+    def _tenant_plan(self, limits: TenantLimits) -> _DimensionPlan | None:
+        """None when the tenant is neither tracked (no dimensions) nor counts anything distinct."""
+        if not self.config.enabled:
             return None
-        plan = self._plan(limits.dimensions)
+        distinct: DistinctPlan = ()
+        if limits.session_attributes or limits.host_attributes:
+            distinct = (
+                *(((SESSIONS, limits.session_attributes, True),) if limits.session_attributes else ()),
+                *(((HOSTS, limits.host_attributes, False),) if limits.host_attributes else ()),
+                (SERVICES, SERVICE_ATTRIBUTES, False),
+            )
+        elif not limits.dimensions:
+            return None
+        return self._plan(limits.dimensions, distinct)
+
+    def attribute(self, traces: ReceivedTraces, limits: TenantLimits) -> Attribution | None:
+        """The request's usage (bytes and spans) per label values, and the identities it carried when
+        the tenant counts them; None when the tenant is not tracked and counts nothing distinct."""
+        if traces.span_count == 0:
+            return None
+        plan = self._tenant_plan(limits)
+        if plan is None:
+            return None
         usage: dict[tuple[str, ...], Usage] = {}
         longest = plan.longest_unchecked
-        for values, (size, spans) in traces.series_for(plan.scan).items():
-            if max(map(len, values)) > longest:
+        series = traces.series_for(plan.scan)
+        identities: Identities | None = None
+        if plan.kinds:
+            series, identities = _split(series, len(plan.labels), plan.kinds)
+        for values, (size, spans) in series.items():
+            if values and max(map(len, values)) > longest:
                 values = plan.bounded(values)
                 earlier = usage.get(values)  # two long values cut to the same bound: one series
                 if earlier is not None:
                     size, spans = size + earlier.bytes, spans + earlier.spans
             usage[values] = Usage(size, spans)
-        return Attribution(plan, usage, limits.max_cardinality or self.config.max_cardinality)
+        if identities is not None and plan.labels:
+            _bound_identities(identities, plan)
+        return Attribution(plan, usage, limits.max_cardinality or self.config.max_cardinality, identities)
 
     def scan_plan(self, limits: TenantLimits) -> ScanPlan | None:
         """What the scan of a request of a tenant with these limits needs to attribute it; None when the
         tenant is not tracked."""
-        if not self.config.enabled or not limits.dimensions:
-            return None
-        return self._plan(limits.dimensions).scan
+        plan = self._tenant_plan(limits)
+        return plan.scan if plan is not None else None
 
     def record_received(
         self, tenant: str, attribution: Attribution
@@ -214,6 +265,8 @@ class UsageTracker:
         render: Callable[[str, tuple[str, ...]], str],
         attribution: Attribution,
     ) -> dict[tuple[str, ...], tuple[str, ...]]:
+        if not attribution.plan.labels:
+            return {}  # counted for its distinct identities only: a tenant without dimensions has no series
         usage = tenants.get(tenant)
         if usage is None:
             usage = tenants[tenant] = _TenantUsage()
@@ -281,3 +334,41 @@ class UsageTracker:
             TenantUsageStats(tenant, usage.active_series(), usage.overflow_bytes)
             for tenant, usage in self._tenants.copy().items()
         ]
+
+
+def _split(
+    series: dict[tuple[str, ...], tuple[int, int]], labels: int, kinds: tuple[str, ...]
+) -> tuple[dict[tuple[str, ...], tuple[int, int]], Identities]:
+    """The scan's series by (label values, one value per kind) as usage by label values, and per kind
+    the identities each label-value tuple saw (`__missing__`: none)."""
+    usage: dict[tuple[str, ...], tuple[int, int]] = {}
+    identities: Identities = {kind: {} for kind in kinds}
+    for values, (size, spans) in series.items():
+        own = values[:labels]
+        earlier = usage.get(own)
+        usage[own] = (size, spans) if earlier is None else (earlier[0] + size, earlier[1] + spans)
+        for kind, identity in zip(kinds, values[labels:], strict=True):
+            if identity != MISSING:
+                seen = identities[kind].get(own)
+                if seen is None:
+                    identities[kind][own] = {identity}
+                else:
+                    seen.add(identity)
+    return usage, identities
+
+
+def _bound_identities(identities: Identities, plan: _DimensionPlan) -> None:
+    """Identities keyed by label values as the usage is: long values cut to their bound (two values cut
+    to one bound are one series, whose identities are the union)."""
+    longest = plan.longest_unchecked
+    for kind, by_values in identities.items():
+        if not any(values and max(map(len, values)) > longest for values in by_values):
+            continue
+        bounded: dict[tuple[str, ...], set[str]] = {}
+        for values, seen in by_values.items():
+            key = plan.bounded(values)
+            if key in bounded:
+                bounded[key] |= seen
+            else:
+                bounded[key] = seen
+        identities[kind] = bounded
