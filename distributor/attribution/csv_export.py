@@ -16,17 +16,21 @@ from collections.abc import Iterable
 
 from distributor.attribution.orgs import ORG_FIELDS
 from distributor.attribution.pages import MonthlyUsage, format_time
+from distributor.ledger.ledger import DISTINCT_USAGE_TYPES
 
 
 def monthly_csv(
     usage: Iterable[MonthlyUsage], breakdown: tuple[str, ...] | None, fields: tuple[str, ...]
 ) -> str:
-    """Columns: month, the org's fields, one per breakdown key (blank where the org lacks one), then
-    the requested fields."""
+    """Columns: month, the org's fields, one per breakdown key (blank where the org lacks one), the
+    requested fields, then for each requested distinct count (`<type>_usage` of sessions or hosts) the
+    95% confidence bounds of its value, `<type>_usage_lower_bound` and `<type>_usage_upper_bound`."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
     keys = breakdown or ()
-    writer.writerow([_text(name) for name in ("month", *ORG_FIELDS, *keys, *fields)])
+    counted = [name for name in fields if name in DISTINCT_USAGE_TYPES]
+    bound_columns = [f"{name}_{side}_bound" for name in counted for side in ("lower", "upper")]
+    writer.writerow([_text(name) for name in ("month", *ORG_FIELDS, *keys, *fields, *bound_columns)])
     for record in usage:
         tags = record.tags
         writer.writerow(
@@ -35,6 +39,7 @@ def monthly_csv(
                 *(_text(value) for value in record.org.values()),
                 *((_text(tags[key][0]) for key in keys) if tags else ("" for _ in keys)),
                 *(_number(record.values[name]) for name in fields),
+                *(_number(float(bound)) for name in counted for bound in record.bounds.get(name, (0.0, 0.0))),
             ]
         )
     return out.getvalue()

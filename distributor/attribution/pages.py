@@ -3,7 +3,7 @@ ISO-8601 UTC), which the official clients read unchanged."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +77,8 @@ class MonthlyUsage:
     org: OrgFields
     tags: TagsDocument
     values: dict[str, float]  # exactly the requested fields, in their order
+    # The 95% confidence interval of each requested distinct count (`<type>_usage`): the CSV shows them.
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

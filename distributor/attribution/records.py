@@ -4,16 +4,19 @@ org's totals (for percentages) and the monthly aggregates."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import overload
 
+from distributor.attribution.distinct_records import Estimate, GroupKey, hourly_counts
 from distributor.attribution.orgs import Org, OrgDirectory
 from distributor.attribution.query import HourlyQuery, MonthlyQuery, usage_type_of
 from distributor.common.usage import Usage
 from distributor.ledger.ledger import (
     BYTES_USAGE,
+    DISTINCT_USAGE_TYPES,
     SPANS_USAGE,
-    USAGE_TYPES,
+    SUMMED_USAGE_TYPES,
+    DistinctRow,
     LedgerStore,
     Tags,
     UsageRow,
@@ -31,12 +34,24 @@ class Record:
     tags: tuple[str, ...] | None  # values of the breakdown keys; () for no breakdown; None: cannot apply
     spans_bytes: int = 0
     spans: int = 0
+    distinct: Mapping[str, Estimate] | None = None  # by distinct usage type, those it has
 
-    def value(self, usage_type: str) -> int:
+    def value(self, usage_type: str) -> float:
         """The record's usage of a type; 0 for a Datadog type this service does not record."""
         if usage_type == BYTES_USAGE:
             return self.spans_bytes
-        return self.spans if usage_type == SPANS_USAGE else 0
+        if usage_type == SPANS_USAGE:
+            return self.spans
+        estimate = self.distinct.get(usage_type) if self.distinct else None
+        return estimate.value if estimate is not None else 0
+
+    def bounds(self, usage_type: str) -> tuple[float, float]:
+        """The 95% confidence interval of a distinct count's value (the value itself for a sum)."""
+        estimate = self.distinct.get(usage_type) if self.distinct else None
+        if estimate is None:
+            value = self.value(usage_type)
+            return value, value
+        return estimate.lower, estimate.upper
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +62,17 @@ class Aggregate:
     value: float
 
 
+# (period, org id) -> distinct usage type -> the sum of that org's records' values (a monthly percentage
+# of a distinct count is a share of its records' sum).
+DistinctTotals = Mapping[tuple[int, str], Mapping[str, float]]
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     records: Sequence[Record]  # sorted: the order of the pages
     totals: OrgTotals  # empty for hourly answers, which have no percentages
     aggregates: tuple[Aggregate, ...]
+    distinct_totals: DistinctTotals = field(default_factory=dict)
 
 
 def hourly_result(
@@ -66,15 +87,34 @@ def hourly_result(
     return Result(records, {}, ())
 
 
+def hourly_distinct_result(
+    rows: list[DistinctRow],
+    query: HourlyQuery,
+    orgs: OrgDirectory,
+    org_tags: Callable[[str], tuple[str, ...]],
+) -> Result:
+    """Records of a distinct count (the queried type), by hour, then org and tags."""
+    counts = hourly_counts(rows, query.breakdown, org_tags)
+    org_of = {tenant: orgs.org(tenant) for tenant in {key[1] for key in counts}}
+    records = [
+        Record(hour, org_of[tenant], values, distinct={query.usage_type: estimate})
+        for (hour, tenant, values), estimate in counts.items()
+    ]
+    records.sort(key=lambda r: (r.period, _identity(r)))
+    return Result(records, {}, ())
+
+
 def monthly_result(
     rows: list[UsageRow],
     query: MonthlyQuery,
     orgs: OrgDirectory,
     org_tags: Callable[[str], tuple[str, ...]],
+    distinct: Mapping[str, Mapping[GroupKey, Estimate]] | None = None,
 ) -> Result:
+    """`distinct`: the month values of each distinct usage type requested (distinct_records.py)."""
     sums = group_sums(rows, query.breakdown, org_tags)  # records without usage are skipped below
-    if not any(usage_type_of(name) in USAGE_TYPES for name in query.fields):
-        sums = {}  # only products this service does not record: no org used them, as Datadog says
+    if not any(usage_type_of(name) in SUMMED_USAGE_TYPES for name in query.fields):
+        sums = {}  # only products this service does not sum: none of their usage is read
     # Each org-month's usage, for percentages: summed in mutable pairs, each a Usage at the end.
     org_sums: dict[tuple[int, str], list[int]] = {}
     for (period, tenant, _), (size, spans) in sums.items():
@@ -87,6 +127,15 @@ def monthly_result(
             entry[0] += size
             entry[1] += spans
     totals = {key: Usage(size, spans) for key, (size, spans) in org_sums.items()}
+    # Distinct counts by record, and each org-month's sum of them.
+    counts: dict[GroupKey, dict[str, Estimate]] = {}
+    distinct_sums: dict[tuple[int, str], dict[str, float]] = {}
+    for usage_type, estimates in (distinct or {}).items():
+        for key, estimate in estimates.items():
+            if estimate.value:
+                counts.setdefault(key, {})[usage_type] = estimate
+                org_month = distinct_sums.setdefault((key[0], key[1]), {})
+                org_month[usage_type] = org_month.get(usage_type, 0.0) + estimate.value
     # One total order: the value, then the month, then who (ascending whatever the direction), so
     # equal values never shuffle between pages. Percentages order like usage within an org-month,
     # but not across orgs, so they are sorted by their own value. A field not recorded here is 0 for
@@ -95,37 +144,76 @@ def monthly_result(
     sort_field = query.sort_field
     sort_type = usage_type_of(sort_field)
     by_share = not sort_field.endswith("_usage")
-    org_of = {tenant: orgs.org(tenant) for tenant in {tenant for _, tenant in org_sums}}
+    org_of = {
+        tenant: orgs.org(tenant) for tenant in {tenant for _, tenant in org_sums} | {k[1] for k in counts}
+    }
     # Each sort key carries its record's parts after the key proper, which (period, org id, tags)
     # already makes unique, so comparisons never reach them: the sorted keys are the result, and a
     # Record is made only for a page that is served (a parent org's month can be 100,000 records).
     keyed: list[_Keyed] = []
-    for (period, tenant, values), (size, spans) in sums.items():
-        if not (size or spans):
+    for key in sums.keys() | counts.keys():
+        period, tenant, values = key
+        size, spans = sums.get(key, _NO_SUMS)
+        record_counts = counts.get(key)
+        if not (size or spans or record_counts):
             continue
-        value: float = size if sort_type == BYTES_USAGE else spans if sort_type == SPANS_USAGE else 0
+        value: float = 0.0
+        total: float = 0.0
+        if sort_type in SUMMED_USAGE_TYPES:
+            value = size if sort_type == BYTES_USAGE else spans
+            if by_share and (period, tenant) in totals:
+                total = _of_type(totals[period, tenant], sort_type)
+        elif sort_type in DISTINCT_USAGE_TYPES:
+            counted = record_counts.get(sort_type) if record_counts else None
+            value = counted.value if counted is not None else 0.0
+            total = distinct_sums.get((period, tenant), {}).get(sort_type, 0.0)
         if by_share:
-            total = _of_type(totals[period, tenant], sort_type)
             value = 100.0 * value / total if total else 0.0
-        elif sort_type not in USAGE_TYPES:
-            value = 0.0
         org = org_of[tenant]
-        keyed.append((sign * value, sign * period, org.name, org.org_id, values or (), values, size, spans))
+        keyed.append(
+            (
+                sign * value,
+                sign * period,
+                org.name,
+                org.org_id,
+                values or (),
+                values,
+                size,
+                spans,
+                record_counts,
+            )
+        )
     keyed.sort()
-    return Result(_MonthlyRecords(keyed, org_of), totals, monthly_aggregates(query.fields, totals))
+    distinct_totals = {
+        (period, org_of[tenant].org_id): sums_ for (period, tenant), sums_ in distinct_sums.items()
+    }
+    return Result(
+        _MonthlyRecords(keyed, org_of),
+        totals,
+        monthly_aggregates(query.fields, totals, distinct_totals),
+        distinct_totals,
+    )
 
 
-def monthly_aggregates(fields: tuple[str, ...], totals: OrgTotals) -> tuple[Aggregate, ...]:
-    """The sum of each field over every record, from the org-months' usage."""
+_NO_SUMS = (0, 0)
+
+
+def monthly_aggregates(
+    fields: tuple[str, ...], totals: OrgTotals, distinct_totals: DistinctTotals | None = None
+) -> tuple[Aggregate, ...]:
+    """The sum of each field over every record, from the org-months' usage (and sums of distinct
+    counts)."""
     aggregates: list[Aggregate] = []
     for name in fields:
         usage_type = usage_type_of(name)
-        if name in USAGE_TYPES:
-            total_usage = sum(_of_type(org_total, usage_type) for org_total in totals.values())
-            aggregates.append(Aggregate(name, float(total_usage)))
+        if usage_type in DISTINCT_USAGE_TYPES:
+            org_months = [sums.get(usage_type, 0.0) for sums in (distinct_totals or {}).values()]
+        else:
+            org_months = [float(_of_type(org_total, usage_type)) for org_total in totals.values()]
+        if name.endswith("_usage"):
+            aggregates.append(Aggregate(name, float(sum(org_months))))
         else:  # each org-month's percentages add up to 100 (when it has any usage of that type)
-            count = sum(1 for org_total in totals.values() if _of_type(org_total, usage_type))
-            aggregates.append(Aggregate(name, 100.0 * count))
+            aggregates.append(Aggregate(name, 100.0 * sum(1 for value in org_months if value)))
     return tuple(aggregates)
 
 
@@ -165,12 +253,15 @@ def ranked_monthly_page(
     every row equal to the last one read (so a page may end inside a run of equal values).
     `known_totals`: the result's org-month totals, as an earlier page returned them (not read again)."""
     if (
-        query.sort_field not in USAGE_TYPES
+        query.sort_field not in SUMMED_USAGE_TYPES
         or offset > RANKED_DEPTH
-        or not any(usage_type_of(name) in USAGE_TYPES for name in query.fields)
+        or not any(usage_type_of(name) in SUMMED_USAGE_TYPES for name in query.fields)
     ):
         return None
     start, end, seq = window
+    counted = {DISTINCT_USAGE_TYPES.get(usage_type_of(name)) for name in query.fields} - {None}
+    if any(store.distinct(tenants, kind, start, end, seq) for kind in counted if kind is not None):
+        return None  # distinct counts to merge: the whole result is read (monthly_result)
     breakdown = query.breakdown
     by_series: set[str] = set()
     if breakdown is not None:
@@ -219,7 +310,17 @@ def ranked_monthly_page(
         org = org_of[tenant]
         row_value = size_bytes if sort_field == BYTES_USAGE else spans
         keyed.append(
-            (sign * row_value, sign * period, org.name, org.org_id, values or (), values, size_bytes, spans)
+            (
+                sign * row_value,
+                sign * period,
+                org.name,
+                org.org_id,
+                values or (),
+                values,
+                size_bytes,
+                spans,
+                None,
+            )
         )
     keyed.sort()
     page = _MonthlyRecords(keyed, org_of)[offset : offset + size]
@@ -234,8 +335,10 @@ def ranked_monthly_page(
 
 
 # A monthly record as sorted: (signed value, signed period, org name, org id, tags or (), tags, bytes,
-# spans).
-_Keyed = tuple[float, int, str, str, tuple[str, ...], tuple[str, ...] | None, int, int]
+# spans, distinct counts or None).
+_Keyed = tuple[
+    float, int, str, str, tuple[str, ...], tuple[str, ...] | None, int, int, dict[str, Estimate] | None
+]
 
 
 class _MonthlyRecords(Sequence[Record]):
@@ -260,16 +363,30 @@ class _MonthlyRecords(Sequence[Record]):
         return self._record(self._keyed[index])
 
     def _record(self, keyed: _Keyed) -> Record:
-        signed_period, org_id, values, size, spans = keyed[1], keyed[3], keyed[5], keyed[6], keyed[7]
-        return Record(abs(signed_period), self._org_of[org_id], values, size, spans)
+        signed_period, org_id, values, size, spans, counts = (
+            keyed[1],
+            keyed[3],
+            keyed[5],
+            keyed[6],
+            keyed[7],
+            keyed[8],
+        )
+        return Record(abs(signed_period), self._org_of[org_id], values, size, spans, counts)
 
 
-def field_value(record: Record, name: str, org_totals: OrgTotals) -> float:
-    """A `<type>_usage` field, or a `<type>_percentage`: the record's share of its org-month."""
+def field_value(
+    record: Record, name: str, org_totals: OrgTotals, distinct_totals: DistinctTotals | None = None
+) -> float:
+    """A `<type>_usage` field, or a `<type>_percentage`: the record's share of its org-month (of a
+    distinct count, its share of the sum of the org-month's records)."""
     if name.endswith("_usage"):
         return float(record.value(name))
     usage_type = usage_type_of(name)
-    total = _of_type(org_totals[record.period, record.org.org_id], usage_type)
+    key = (record.period, record.org.org_id)
+    if usage_type in DISTINCT_USAGE_TYPES:
+        total = (distinct_totals or {}).get(key, {}).get(usage_type, 0.0)
+    else:
+        total = _of_type(org_totals[key], usage_type) if key in org_totals else 0
     return 100.0 * record.value(usage_type) / total if total else 0.0
 
 

@@ -33,10 +33,16 @@ from distributor.common.usage import NO_USAGE, Usage
 log = logging.getLogger(__name__)
 
 HOUR = 3600
-# The two usage types summed from traces (Datadog's names).
+# The usage types summed from traces (Datadog's names).
 BYTES_USAGE = "ingested_spans_bytes_usage"
 SPANS_USAGE = "estimated_ingested_spans_usage"
-USAGE_TYPES = (BYTES_USAGE, SPANS_USAGE)
+SUMMED_USAGE_TYPES = (BYTES_USAGE, SPANS_USAGE)
+# The distinct counts (Datadog's names), and the kind of count each reads.
+SESSIONS_USAGE = "rum_browser_mobile_sessions_usage"
+HOSTS_USAGE = "apm_host_usage"
+DISTINCT_USAGE_TYPES = {SESSIONS_USAGE: "sessions", HOSTS_USAGE: "hosts"}
+# Every usage type the ledger records.
+USAGE_TYPES = (*SUMMED_USAGE_TYPES, *DISTINCT_USAGE_TYPES)
 
 Tags = tuple[tuple[str, str], ...]  # (label, value) pairs, sorted by label
 T = TypeVar("T")
