@@ -64,9 +64,11 @@ def write_config(
     orgs: dict[str, Any] | None = None,
     keys: list[dict[str, Any]] | None = None,
     tenant_dimensions: dict[str, Any] | None = None,
+    tenant_cost_attribution: dict[str, dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """A complete distributor.yaml (+ overrides.yaml) in `directory`; returns its path."""
+    """A complete distributor.yaml (+ overrides.yaml) in `directory`; returns its path.
+    `tenant_cost_attribution`: more of a tenant's `cost_attribution` overrides (distinct_counts, say)."""
     dimensions = TENANT_DIMENSIONS if tenant_dimensions is None else tenant_dimensions
     overrides = {
         "overrides": {
@@ -78,6 +80,8 @@ def write_config(
     for tenant, dims in dimensions.items():
         if not dims:
             overrides["overrides"][tenant]["cost_attribution"]["dimensions"] = {}
+    for tenant, more in (tenant_cost_attribution or {}).items():
+        overrides["overrides"].setdefault(tenant, {"cost_attribution": {}})["cost_attribution"].update(more)
     document: dict[str, Any] = {
         "multitenancy_enabled": multitenancy,
         "server": {"http_listen_port": 0, "graceful_shutdown_timeout": "5s"},
