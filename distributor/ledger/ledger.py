@@ -68,7 +68,7 @@ class DistinctRow(NamedTuple):
     hour: int
     tenant: str
     tags: Tags
-    count: bytes  # a serialized DistinctCount
+    serialized: bytes  # a DistinctCount
 
 
 @dataclass(frozen=True, slots=True)
