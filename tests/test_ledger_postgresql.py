@@ -23,11 +23,12 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from distributor.cli import main
+from distributor.common.distinct import DistinctCount, union
 from distributor.common.postgres_migrations import apply_migrations
 from distributor.common.usage import Usage
 from distributor.config import load_config
 from distributor.ledger.config import mask_dsn
-from distributor.ledger.ledger import BYTES_USAGE, HOUR, SPANS_USAGE, LedgerEntry, hour_of, month_of
+from distributor.ledger.ledger import BYTES_USAGE, HOUR, SESSIONS, SPANS_USAGE, LedgerEntry, hour_of, month_of
 from distributor.ledger.postgresql import (
     MIGRATION_LOCK,
     MIGRATIONS,
@@ -226,6 +227,50 @@ def test_a_version_1_ledger_gains_running_month_totals_that_count_a_version_1_re
             (NOV, "globex", ()): (7, 1),
         }
         assert per_org(5) == {"acme": (162, 7), "globex": (7, 1)}
+    finally:
+        store.close()
+
+
+def test_a_version_2_ledger_gains_distinct_counts_while_a_version_2_replica_still_flushes(
+    schemas: PostgresSchemas,
+) -> None:
+    """Migration 3 adds `hourly_distinct` to a ledger with flushes not merged yet: usage reads the same,
+    a replica not yet upgraded (hours only, no counts) still flushes, and merging folds the counts of
+    the upgraded one."""
+    dsn = schemas.dsn()
+    with psycopg.connect(dsn, autocommit=True) as db:
+        apply_migrations(db, "schema_migrations", MIGRATIONS[:2], MIGRATION_LOCK, SchemaTooNew)
+    a_tags = (("team", "a"),)
+
+    def counted(first: int, last: int) -> LedgerEntry:
+        count = DistinctCount()
+        for number in range(first, last + 1):
+            count.add(f"session-{number}")
+        return LedgerEntry("acme", H10, a_tags, 1, 1, ((SESSIONS, count.to_bytes()),))
+
+    def sessions(store: PostgresLedgerStore, seq: int) -> int:
+        rows = store.distinct(["acme"], SESSIONS, H10, H10 + HOUR, seq)
+        return round(union(DistinctCount.from_bytes(row.serialized) for row in rows).estimate())
+
+    store = PostgresLedgerStore(dsn, 0, 1)
+    try:
+        assert [row[0] for row in query(dsn, "SELECT version FROM schema_migrations ORDER BY 1")] == [1, 2, 3]
+        assert store.write([LedgerEntry("acme", H10, a_tags, 100, 2)], 1000.0) == 1
+        # A replica of version 2 flushes: hours only, as it always did.
+        with psycopg.connect(dsn, autocommit=True) as db, db.transaction():
+            db.execute("INSERT INTO flushes VALUES (2, 1001.0, 'batch-2')")
+            db.execute(f"INSERT INTO hourly VALUES ({H10}, 'acme', 1, 10, 1, 2)")
+            db.execute(f"INSERT INTO flush_hours VALUES (2, {H10})")
+        assert store.write([counted(1, 12)], 1002.0) == 3
+        assert store.write([counted(10, 20)], 1003.0) == 4
+        assert (sessions(store, 2), sessions(store, 3), sessions(store, 4)) == (0, 12, 20)
+        store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)
+        assert query(dsn, "SELECT seq FROM hourly_distinct") == [(4,)]
+        assert sessions(store, 4) == 20
+        assert totals(store.hourly(["acme"], H10, H10 + HOUR, 4)) == {(H10, "acme", a_tags): (112, 5)}
+        assert totals(store.monthly(["acme"], NOV, NOV + 31 * 24 * HOUR, 4)) == {
+            (NOV, "acme", a_tags): (112, 5)
+        }
     finally:
         store.close()
 

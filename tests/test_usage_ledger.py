@@ -26,12 +26,16 @@ import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
+from distributor.common.distinct import DistinctCount, union
 from distributor.common.usage import Usage
 from distributor.config import load_config
 from distributor.ledger.ledger import (
     BYTES_USAGE,
+    HOSTS,
     HOUR,
+    SESSIONS,
     SPANS_USAGE,
+    DistinctRow,
     LedgerEntry,
     LedgerStore,
     Snapshot,
@@ -800,6 +804,217 @@ async def test_a_flush_whose_maintenance_fails_does_not_store_its_usage_twice(
         assert stored == {(H10, "acme", ()): (100, 2)}
     finally:
         await ledger.stop(0.0)
+
+
+# Distinct counts (sessions, hosts): stored per flush, merged (never added) by readers and by merging.
+
+DistinctEstimates = dict[tuple[int, str, Tags], int]
+
+
+def identities(prefix: str, first: int, last: int) -> bytes:
+    """A serialized count of the identities prefix-first .. prefix-last: small enough to be estimated
+    exactly."""
+    count = DistinctCount()
+    for number in range(first, last + 1):
+        count.add(f"{prefix}-{number}")
+    return count.to_bytes()
+
+
+def counted(
+    tenant: str, hour: int, tags: Tags = (), sessions: bytes | None = None, hosts: bytes | None = None
+) -> LedgerEntry:
+    """An entry (1 byte, 1 span) carrying the counts given."""
+    carried = tuple((kind, count) for kind, count in ((SESSIONS, sessions), (HOSTS, hosts)) if count)
+    return LedgerEntry(tenant, hour, tags, 1, 1, carried)
+
+
+def estimates(rows: list[DistinctRow]) -> DistinctEstimates:
+    """{(hour, tenant, tags): distinct identities}, the rows of one series and hour merged."""
+    merged: dict[tuple[int, str, Tags], list[DistinctCount]] = {}
+    for row in rows:
+        merged.setdefault((row.hour, row.tenant, row.tags), []).append(
+            DistinctCount.from_bytes(row.serialized)
+        )
+    return {key: round(union(counts).estimate()) for key, counts in merged.items()}
+
+
+def test_distinct_counts_of_several_replicas_read_as_of_each_flush_are_unions_merging_keeps(
+    backend: LedgerBackend,
+) -> None:
+    """Replicas flush in turn (on PostgreSQL two stores on one schema; SQLite has one writer): each read
+    as of flush S is the union of the counts of flushes <= S, overlapping identities once. Merging the
+    flushes older than the horizon leaves one row per (hour, series, kind) holding their union, under
+    the newest seq merged, and no read at or after the horizon changes."""
+    first = backend.open()
+    second = backend.open() if backend.kind == "postgresql" else first
+    tenants = ["acme", "globex"]
+
+    def read(store: LedgerStore, kind: str, seq: int) -> DistinctEstimates:
+        return estimates(store.distinct(tenants, kind, H10, H10 + 2 * HOUR, seq))
+
+    flushes = [
+        (
+            first,
+            [
+                counted("acme", H10, team("a"), identities("s", 1, 20), identities("h", 1, 3)),
+                counted("acme", H10, team("b"), identities("s", 1, 5)),
+                entry("globex", H10, 7, 1),  # no counts
+            ],
+        ),
+        (
+            second,
+            [
+                counted("acme", H10, team("a"), identities("s", 11, 30)),
+                counted("acme", H10 + HOUR, team("a"), identities("s", 1, 10)),
+            ],
+        ),
+        # The same series and hour twice in one flush: one row, their union.
+        (
+            first,
+            [
+                counted("acme", H10, team("a"), identities("s", 25, 32)),
+                counted("acme", H10, team("a"), identities("s", 30, 40)),
+            ],
+        ),
+        (second, [counted("acme", H10, team("b"), identities("s", 3, 8))]),
+        (first, [counted("acme", H10, team("a"), identities("s", 41, 50))]),
+    ]
+    for index, (replica, entries) in enumerate(flushes):
+        assert replica.write(entries, 1000.0 + index) == index + 1
+
+    a10, b10, a11 = (H10, "acme", team("a")), (H10, "acme", team("b")), (H10 + HOUR, "acme", team("a"))
+    expected_sessions = {
+        1: {a10: 20, b10: 5},
+        2: {a10: 30, b10: 5, a11: 10},
+        3: {a10: 40, b10: 5, a11: 10},
+        4: {a10: 40, b10: 8, a11: 10},
+        5: {a10: 50, b10: 8, a11: 10},
+    }
+    for replica in {id(first): first, id(second): second}.values():
+        assert {seq: read(replica, SESSIONS, seq) for seq in range(1, 6)} == expected_sessions
+        assert read(replica, HOSTS, 1) == read(replica, HOSTS, 5) == {a10: 3}
+    assert read(first, SESSIONS, 0) == {}
+    assert len(first.distinct(["acme"], SESSIONS, H10, H10 + HOUR, 5)) == 6  # one row per flush and series
+    assert estimates(first.distinct(["acme"], SESSIONS, H10 + HOUR, H10 + 2 * HOUR, 5)) == {a11: 10}
+    assert first.distinct([], SESSIONS, H10, H10 + 2 * HOUR, 5) == []
+
+    def stored_seqs() -> dict[tuple[str, str, int], list[int]]:
+        """The seqs of the rows of each (tags, kind, hour) of acme."""
+        found: dict[tuple[str, str, int], list[int]] = {}
+        for tags, kind, hour, seq in backend.query(
+            """SELECT series.tags, kind, hour, seq FROM hourly_distinct
+            JOIN series ON series.id = hourly_distinct.series WHERE hourly_distinct.tenant = 'acme'
+            ORDER BY series.tags, kind, hour, seq"""
+        ):
+            found.setdefault((tags, kind, int(hour)), []).append(int(seq))
+        return found
+
+    a, b = '{"team":"a"}', '{"team":"b"}'
+    assert stored_seqs() == {
+        (a, HOSTS, H10): [1],
+        (a, SESSIONS, H10): [1, 2, 3, 5],
+        (a, SESSIONS, H10 + HOUR): [2],
+        (b, SESSIONS, H10): [1, 4],
+    }
+
+    first.maintain(merge_before=1003.5, keep_from_hour=0, keep_from_month=0)  # flushes 1 to 4
+    assert first.oldest_snapshot() == 4
+    assert stored_seqs() == {
+        (a, HOSTS, H10): [1],
+        (a, SESSIONS, H10): [3, 5],
+        (a, SESSIONS, H10 + HOUR): [2],
+        (b, SESSIONS, H10): [4],
+    }
+    assert {seq: read(first, SESSIONS, seq) for seq in (4, 5)} == {
+        seq: expected_sessions[seq] for seq in (4, 5)
+    }
+    assert read(first, HOSTS, 4) == {a10: 3}
+    # The merged row alone holds the union of flushes 1 to 4.
+    assert estimates(first.distinct(["acme"], SESSIONS, H10, H10 + HOUR, 4)) == {a10: 40, b10: 8}
+    assert len(first.distinct(["acme"], SESSIONS, H10, H10 + HOUR, 4)) == 2
+
+    # A second merge folds the first one's rows with the newer flushes; a new process reads the same.
+    second.write([counted("acme", H10, team("b"), identities("s", 100, 101))], 1005.0)
+    first.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)
+    assert stored_seqs() == {
+        (a, HOSTS, H10): [1],
+        (a, SESSIONS, H10): [5],
+        (a, SESSIONS, H10 + HOUR): [2],
+        (b, SESSIONS, H10): [6],
+    }
+    reopened = backend.open()
+    assert read(reopened, SESSIONS, 6) == {a10: 50, b10: 10, a11: 10}
+    assert read(reopened, HOSTS, 6) == {a10: 3}
+
+
+def test_retention_keeps_distinct_counts_as_long_as_their_month(store: LedgerStore) -> None:
+    """A month's distinct count is the union of its hours' (they cannot be added into month totals), so
+    an hour's counts go with its month, not with the hourly retention."""
+    jan_23, feb_09, feb_10 = utc(2025, 1, 31, 23), utc(2025, 2, 1, 9), utc(2025, 2, 1, 10)
+    store.write(
+        [
+            counted("acme", jan_23, sessions=identities("s", 1, 4)),
+            counted("acme", feb_09, sessions=identities("s", 1, 5)),
+            counted("acme", feb_10, sessions=identities("s", 1, 6)),
+        ],
+        1000.0,
+    )
+    store.write([counted("acme", feb_09, sessions=identities("s", 5, 9))], 1001.0)
+
+    def stored() -> DistinctEstimates:
+        return estimates(store.distinct(["acme"], SESSIONS, 0, H10, 2))
+
+    store.maintain(merge_before=2000.0, keep_from_hour=feb_10, keep_from_month=utc(2025, 2))
+    assert as_usage(store.hourly(["acme"], 0, H10, 2)) == {(feb_10, "acme", ()): (1, 1)}
+    assert stored() == {(feb_09, "acme", ()): 9, (feb_10, "acme", ()): 6}
+    store.maintain(merge_before=2000.0, keep_from_hour=feb_10, keep_from_month=utc(2025, 3))
+    assert stored() == {}
+
+
+def test_a_batch_written_again_under_its_id_adds_no_distinct_counts(store: LedgerStore) -> None:
+    assert store.write([counted("acme", H10, team("a"), identities("s", 1, 10))], 1000.0, "batch-1") == 1
+    # The retry of a batch carries what the batch did; other identities show that nothing was added.
+    assert store.write([counted("acme", H10, team("a"), identities("s", 11, 20))], 1001.0, "batch-1") == 1
+    assert estimates(store.distinct(["acme"], SESSIONS, H10, H10 + HOUR, 1)) == {(H10, "acme", team("a")): 10}
+    assert len(store.distinct(["acme"], SESSIONS, H10, H10 + HOUR, 1)) == 1
+
+
+def test_a_ledger_file_of_version_4_gains_distinct_counts_and_answers_the_same(tmp_path: Path) -> None:
+    """A file as version 4 left it (no `hourly_distinct`, flushes not merged yet) opens as version 5 in
+    its opening transaction: its usage reads the same, and flushes with counts are stored, read and
+    merged."""
+    path = tmp_path / "ledger.db"
+    made = SqliteLedgerStore(path)
+    made.write([entry("acme", H10, 100, 2, team("a"))], 1000.0)
+    made.write([entry("acme", H10, 10, 1, team("a")), entry("globex", H10, 7, 1)], 1001.0)
+    made.close()
+    execute(path, "DROP TABLE hourly_distinct")
+    execute(path, "UPDATE meta SET value = 4 WHERE key = 'schema'")
+
+    store = SqliteLedgerStore(path)
+    try:
+        assert store.snapshot() == Snapshot(2, 1001.0)
+        assert as_usage(store.hourly(["acme", "globex"], H10, H10 + HOUR, 1)) == {
+            (H10, "acme", team("a")): (100, 2)
+        }
+        assert store.distinct(["acme"], SESSIONS, H10, H10 + HOUR, 2) == []
+        assert store.write([counted("acme", H10, team("a"), identities("s", 1, 12))], 1002.0) == 3
+        assert store.write([counted("acme", H10, team("a"), identities("s", 10, 15))], 1003.0) == 4
+        store.maintain(merge_before=2000.0, keep_from_hour=0, keep_from_month=0)
+        assert store.oldest_snapshot() == 4
+        assert len(store.distinct(["acme"], SESSIONS, H10, H10 + HOUR, 4)) == 1
+        assert estimates(store.distinct(["acme"], SESSIONS, H10, H10 + HOUR, 4)) == {
+            (H10, "acme", team("a")): 15
+        }
+        assert as_usage(store.hourly(["acme", "globex"], H10, H10 + HOUR, 4)) == {
+            (H10, "acme", team("a")): (112, 5),
+            (H10, "globex", ()): (7, 1),
+        }
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (SCHEMA_VERSION,)
+    assert SCHEMA_VERSION == 5
 
 
 # --- 2. What the pipeline records: the tracker's attribution ---------------------------------------------

@@ -6,11 +6,13 @@ thread; psycopg_pool hands those threads their connections.
 
 The tables are those of the SQLite store (see sqlite.py for what each holds), with the same semantics:
 hourly rows per flush `seq`, running month totals per series (`monthly`) and per tenant
-(`monthly_tenants`), `flush_hours`, `flushes`, `meta`; reads "as of flush S" (hours: `seq <= S`; months:
+(`monthly_tenants`), distinct counts per flush (`hourly_distinct`, merged in Python), `flush_hours`,
+`flushes`, `meta`; reads "as of flush S" (hours and distinct counts: `seq <= S`; months:
 the totals less the hours of the flushes after S), merging of flushes older than the cursor lifetime,
 retention. Here a trigger on `hourly` adds every inserted row to the month totals, so the totals hold
 whatever writes the hours (a replica of an older version during a rolling upgrade included); merging
-updates and deletes hourly rows, never inserts them. What several writers change:
+updates and deletes hourly rows, never inserts them (`hourly_distinct` has no trigger: merging its rows
+updates and deletes them too). What several writers change:
 - Flush numbers follow commit order: a write takes a transaction-scoped advisory lock before it picks
   its seq (one more than the highest) and holds it until its commit, so once a reader sees flush S,
   no flush below S can still appear; a snapshot's pages neither repeat nor skip. Merging and retention
@@ -44,13 +46,14 @@ from distributor.ledger.config import mask_dsns_in
 from distributor.ledger.ledger import (
     BYTES_USAGE,
     SPANS_USAGE,
+    DistinctRow,
     LedgerEntry,
     LedgerUnavailable,
     Snapshot,
     Tags,
     UsageRow,
 )
-from distributor.ledger.sqlite import encode_tags
+from distributor.ledger.sqlite import encode_tags, flush_distinct_counts, merged_distinct_counts
 
 # pg_advisory_lock's first key, per purpose (the second is the schema's hash): "ledger migrations" and
 # "ledger writes" as two arbitrary constants.
@@ -143,6 +146,16 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION ledger_add_to_months()""",
         ),
     ),
+    (
+        3,
+        "distinct counts (sessions, hosts) per flush, series, hour and kind",
+        (
+            """CREATE TABLE hourly_distinct (
+                hour BIGINT NOT NULL, tenant TEXT NOT NULL, series BIGINT NOT NULL, kind TEXT NOT NULL,
+                seq BIGINT NOT NULL, count BYTEA NOT NULL, PRIMARY KEY (hour, tenant, series, kind, seq)
+            )""",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -212,7 +225,7 @@ class PostgresLedgerStore:
 
     def write(self, entries: Sequence[LedgerEntry], flushed_at: float, batch_id: str | None = None) -> int:
         """One transaction under the write lock: the flush (unless `batch_id` was stored already: then
-        its seq), its new series, its hourly rows and the hours it touched."""
+        its seq), its new series, its hourly rows, its distinct counts and the hours it touched."""
         batch_id = batch_id or uuid.uuid4().hex
         added: list[tuple[str, Tags]] = []
         try:
@@ -243,6 +256,16 @@ class PostgresLedgerStore:
                         [entry.spans for entry in entries],
                     ),
                 )
+                counts = flush_distinct_counts(entries, ids)
+                if counts:
+                    hours, tenants, series, kinds, serialized = zip(*counts, strict=True)
+                    db.execute(
+                        """INSERT INTO hourly_distinct
+                        SELECT hour, tenant, series, kind, %s, count
+                        FROM unnest(%s::BIGINT[], %s::TEXT[], %s::BIGINT[], %s::TEXT[], %s::BYTEA[])
+                            AS entry(hour, tenant, series, kind, count)""",
+                        (seq, list(hours), list(tenants), list(series), list(kinds), list(serialized)),
+                    )
                 db.execute(
                     "INSERT INTO flush_hours SELECT %s, unnest(%s::BIGINT[])",
                     (seq, sorted({entry.hour for entry in entries})),
@@ -307,6 +330,7 @@ class PostgresLedgerStore:
             horizon = int(row[0] or 0) if row else 0
             if horizon > merged_through:
                 _merge_hours(db, merged_through, horizon)
+                _merge_distinct(db, merged_through, horizon)
                 db.execute("DELETE FROM flush_hours WHERE seq <= %s", (horizon,))
                 db.execute("DELETE FROM flushes WHERE seq < %s", (horizon,))
                 db.execute("UPDATE meta SET value = %s WHERE key = 'merged_through'", (str(horizon),))
@@ -318,6 +342,9 @@ class PostgresLedgerStore:
                 {"hour": keep_from_hour, "month": keep_from_month, "merged": merged_through},
             )
             db.execute("DELETE FROM flush_hours WHERE hour < %s", (keep_from_month,))
+            # Distinct counts of an hour are what its month's count is the union of: kept as long as
+            # the month is.
+            db.execute("DELETE FROM hourly_distinct WHERE hour < %s", (keep_from_month,))
             db.execute("DELETE FROM monthly WHERE month < %s", (keep_from_month,))
             db.execute("DELETE FROM monthly_tenants WHERE month < %s", (keep_from_month,))
 
@@ -365,6 +392,22 @@ class PostgresLedgerStore:
                 (start, end, list(tenants), seq),
             ).fetchall()
             return self._usage_rows(db, found)
+
+    def distinct(
+        self, tenants: Collection[str], kind: str, start: int, end: int, seq: int
+    ) -> list[DistinctRow]:
+        """Every stored count of `kind` of the hours, up to flush `seq`: merged flushes' one row per
+        (hour, series), and one per flush after them, of any replica (the caller merges them)."""
+        if not tenants:
+            return []
+        with self._reading() as db:
+            found = db.execute(
+                """SELECT hour, tenant, series, count FROM hourly_distinct
+                WHERE hour >= %s AND hour < %s AND tenant = ANY(%s) AND kind = %s AND seq <= %s""",
+                (start, end, list(tenants), kind, seq),
+            ).fetchall()
+            series = self._tags_of(db, found)
+        return [DistinctRow(hour, tenant, series[ident], count) for hour, tenant, ident, count in found]
 
     def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
         """One row per series: its running total, less the hours of the flushes after `seq`, in one
@@ -455,15 +498,21 @@ class PostgresLedgerStore:
 
     def _usage_rows(self, db: psycopg.Connection[Any], found: list[tuple[Any, ...]]) -> list[UsageRow]:
         """(period, tenant, series id, bytes, spans) rows with their series' tags."""
+        series = self._tags_of(db, found)
+        return [
+            UsageRow(when, tenant, series[series_id] if series_id is not None else (), size, spans)
+            for when, tenant, series_id, size, spans in found
+        ]
+
+    def _tags_of(self, db: psycopg.Connection[Any], found: list[tuple[Any, ...]]) -> dict[int, Tags]:
+        """The tags of every series id of rows (_, _, series id or None, ...), by id: those this process
+        has not read yet are read from the database."""
         series = self._series
         missing = sorted({row[2] for row in found if row[2] is not None and row[2] not in series})
         if missing:
             for series_id, tags in db.execute("SELECT id, tags FROM series WHERE id = ANY(%s)", (missing,)):
                 series[series_id] = tuple(sorted(json.loads(tags).items()))
-        return [
-            UsageRow(when, tenant, series[series_id] if series_id is not None else (), size, spans)
-            for when, tenant, series_id, size, spans in found
-        ]
+        return series
 
     def close(self) -> None:
         self._pool.close()
@@ -550,3 +599,33 @@ def _merge_hours(db: psycopg.Connection[Any], after: int, through: int) -> None:
             = (merged.hour, merged.tenant, merged.series, merged.seq)"""
     )
     db.execute("DROP TABLE merged")
+
+
+def _merge_distinct(db: psycopg.Connection[Any], after: int, through: int) -> None:
+    """One `hourly_distinct` row per (hour, series, kind) for everything up to flush `through`, the
+    union of the counts, under the newest seq of them (as `_merge_hours` does): read, in the hours
+    `flush_hours` lists for the flushes merged, are the keys with more than one row that one of them
+    wrote (a flush of each replica, say)."""
+    deleted, updated = merged_distinct_counts(
+        db.execute(
+            """SELECT hour, tenant, series, kind, seq, count FROM hourly_distinct
+            WHERE hour IN (SELECT hour FROM flush_hours WHERE seq > %(after)s AND seq <= %(through)s)
+            AND seq <= %(through)s AND (hour, tenant, series, kind) IN (
+                SELECT hour, tenant, series, kind FROM hourly_distinct
+                WHERE hour IN (SELECT hour FROM flush_hours WHERE seq > %(after)s AND seq <= %(through)s)
+                AND seq <= %(through)s
+                GROUP BY hour, tenant, series, kind HAVING COUNT(*) > 1 AND MAX(seq) > %(after)s)""",
+            {"after": after, "through": through},
+        ).fetchall()
+    )
+    with db.cursor() as cursor:
+        cursor.executemany(
+            """DELETE FROM hourly_distinct
+            WHERE hour = %s AND tenant = %s AND series = %s AND kind = %s AND seq = %s""",
+            deleted,
+        )
+        cursor.executemany(
+            """UPDATE hourly_distinct SET count = %s
+            WHERE hour = %s AND tenant = %s AND series = %s AND kind = %s AND seq = %s""",
+            updated,
+        )
