@@ -26,8 +26,10 @@ BYTES = "ingested_spans_bytes_usage"
 SPANS = "estimated_ingested_spans_usage"
 BYTES_PCT = "ingested_spans_bytes_percentage"
 SPANS_PCT = "estimated_ingested_spans_percentage"
-ALL_FIELDS = (BYTES, BYTES_PCT, SPANS, SPANS_PCT)
-USAGE_TYPES_TEXT = f"{BYTES}, {SPANS}"
+SESSIONS, SESSIONS_PCT = "rum_browser_mobile_sessions_usage", "rum_browser_mobile_sessions_percentage"
+HOSTS, HOSTS_PCT = "apm_host_usage", "apm_host_percentage"
+ALL_FIELDS = (BYTES, BYTES_PCT, SPANS, SPANS_PCT, SESSIONS, SESSIONS_PCT, HOSTS, HOSTS_PCT)
+USAGE_TYPES_TEXT = f"{BYTES}, {SPANS}, {SESSIONS}, {HOSTS}"
 HOURLY_KNOWN = "start_hr, end_hr, usage_type, tag_breakdown_keys, next_record_id, include_descendants"
 MONTHLY_KNOWN = (
     "start_month, end_month, fields, sort_direction, sort_name, tag_breakdown_keys, next_record_id, "
@@ -117,7 +119,10 @@ VALID_MONTHLY = {
     "end_month equal to start_month": (monthly(end_month="2026-11"), expect_monthly(end=at(2026, 12))),
     "fields in the order given, star adds the rest once": (
         monthly(fields=f"{SPANS}, *"),
-        expect_monthly(fields=(SPANS, BYTES, BYTES_PCT, SPANS_PCT), sort_field=SPANS),
+        expect_monthly(
+            fields=(SPANS, BYTES, BYTES_PCT, SPANS_PCT, SESSIONS, SESSIONS_PCT, HOSTS, HOSTS_PCT),
+            sort_field=SPANS,
+        ),
     ),
     "sort_name defaults to the first usage field": (
         monthly(fields=f"{BYTES_PCT},{SPANS}"),
