@@ -93,7 +93,7 @@ class Service:
             directory = UserConfigurableOverrides(user_config.storage_path, self.overrides)
             directory.load_all()
             self.user_overrides = directory
-        self.tracker = UsageTracker(config.cost_attribution, clock)
+        self.tracker = UsageTracker(config.cost_attribution, clock, wall_clock)
         self.registry = new_registry()
         self.registry.register(UsageTrackerCollector(self.tracker))
         if self.reloader is not None:

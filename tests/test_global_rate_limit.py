@@ -122,7 +122,7 @@ class Replicas:
         clock = ManualClock()
         service = Service(config, clock=clock, wall_clock=self.wall)
         await service.start()
-        running = RunningService(service, self.session, clock)
+        running = RunningService(service, self.session, clock, self.wall)
         self.running.append(running)
         return running
 

@@ -29,6 +29,15 @@ async def test_usage_metrics_is_prometheus_text_with_only_usage_series(start_ser
         "# HELP tempo_usage_tracker_bytes_discarded_total bytes total refused or lost after decoding with "
         "these attributes, by reason",
         "# TYPE tempo_usage_tracker_bytes_discarded_total counter",
+        "# HELP tempo_usage_tracker_distinct_sessions distinct sessions seen with these attributes in the "
+        "current UTC hour (estimated)",
+        "# TYPE tempo_usage_tracker_distinct_sessions gauge",
+        "# HELP tempo_usage_tracker_distinct_hosts distinct hosts seen with these attributes in the current "
+        "UTC hour (estimated)",
+        "# TYPE tempo_usage_tracker_distinct_hosts gauge",
+        "# HELP tempo_usage_tracker_distinct_services distinct services seen by the tenant in the current "
+        "UTC hour (estimated)",
+        "# TYPE tempo_usage_tracker_distinct_services gauge",
     ]
 
 
@@ -42,8 +51,11 @@ async def test_usage_metrics_speaks_openmetrics_when_the_scraper_asks(start_serv
         assert response.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
         text = await response.text()
     assert text.endswith("# EOF\n")
-    family, discarded = list(parse_openmetrics(text))
+    family, discarded, *gauges = list(parse_openmetrics(text))
     assert (discarded.name, discarded.samples) == ("tempo_usage_tracker_bytes_discarded", [])
+    assert [(gauge.name, gauge.type, gauge.samples) for gauge in gauges] == [
+        (f"tempo_usage_tracker_distinct_{kind}", "gauge", []) for kind in ("sessions", "hosts", "services")
+    ]
     assert (family.name, family.type) == ("tempo_usage_tracker_bytes_received", "counter")
     [sample] = family.samples
     assert sample.labels["service_name"] == 'quote" back\\slash\nnewline ünï'

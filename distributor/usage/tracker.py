@@ -16,11 +16,12 @@ from typing import NamedTuple
 
 from distributor.common.clock import Clock
 from distributor.common.discards import DiscardReason
+from distributor.common.distinct import DistinctCount
 from distributor.common.usage import Usage
 from distributor.common.utf8 import utf8_prefix
 from distributor.ingest.scan import ScanPlan
 from distributor.ingest.traces import ReceivedTraces
-from distributor.ledger.ledger import HOSTS, SESSIONS
+from distributor.ledger.ledger import HOSTS, SESSIONS, hour_of
 from distributor.overrides import Dimension, Scope, TenantLimits
 from distributor.usage.config import CostAttributionConfig
 
@@ -58,6 +59,8 @@ def escape_label_value(value: str) -> str:
 DistinctPlan = tuple[tuple[str, tuple[str, ...], bool], ...]
 SERVICES = "services"
 SERVICE_ATTRIBUTES = ("service.name",)
+# The kinds counted per series (services are counted per tenant).
+SERIES_KINDS = (SESSIONS, HOSTS)
 
 
 class _DimensionPlan:
@@ -150,6 +153,25 @@ class _TenantUsage:
         return len(self.series) - len(self.overflow_keys)
 
 
+class _TenantDistinct:
+    """A tenant's distinct counts of one UTC hour: per received series (by its rendered label set, so
+    overflow and staleness apply as to its bytes) and kind, and the services of the whole tenant. A new
+    hour starts a new one: the ledger keeps the history, the gauges show the hour in progress."""
+
+    __slots__ = ("hour", "series", "services", "services_labels")
+
+    def __init__(self, tenant: str, hour: int) -> None:
+        self.hour = hour
+        # Only series that exist (a subset of the tenant's received series) and kinds that were seen.
+        self.series: dict[str, dict[str, DistinctCount]] = {}
+        self.services = DistinctCount()
+        self.services_labels = f'tenant="{escape_label_value(tenant)}",tracker="{TRACKER_NAME}"'
+
+
+# Per kind (sessions, hosts, services), a tenant's gauges: rendered label sets and values in two lists.
+DistinctGauges = dict[str, tuple[list[str], list[int]]]
+
+
 @dataclass(frozen=True, slots=True)
 class TenantUsageStats:
     tenant: str
@@ -177,13 +199,17 @@ class Attribution(NamedTuple):
 
 
 class UsageTracker:
-    def __init__(self, config: CostAttributionConfig, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, config: CostAttributionConfig, clock: Clock = time.monotonic, wall_clock: Clock = time.time
+    ) -> None:
         self.config = config
         self._clock = clock
+        self._wall_clock = wall_clock  # the UTC hour of the distinct counts
         self._tenants: dict[str, _TenantUsage] = {}
         # Discarded bytes live apart, with the same cardinality limit and staleness per tenant.
         self._discarded: dict[str, _TenantUsage] = {}
         self._plans: dict[tuple[tuple[Dimension, ...], DistinctPlan], _DimensionPlan] = {}
+        self._distinct: dict[str, _TenantDistinct] = {}
 
     @property
     def enabled(self) -> bool:
@@ -250,9 +276,43 @@ class UsageTracker:
         self, tenant: str, attribution: Attribution
     ) -> dict[tuple[str, ...], tuple[str, ...]]:
         """Count the request as received. Returns the series that went to `__overflow__` (label values
-        as attributed -> as recorded), usually none, so the ledger records exactly what the tracker does."""
+        as attributed -> as recorded), usually none, so the ledger records exactly what the tracker does.
+        The identities it carried, if the tenant counts them, go into the current hour's distinct counts
+        of the series its bytes went to."""
         plan = attribution.plan
-        return self._apply(self._tenants, tenant, plan.render, attribution)
+        identities = attribution.identities
+        if identities is None:
+            return self._apply(self._tenants, tenant, plan.render, attribution)
+        keys: dict[tuple[str, ...], str] = {}
+        overflowed = self._apply(self._tenants, tenant, plan.render, attribution, keys)
+        self._count_distinct(tenant, identities, keys)
+        return overflowed
+
+    def _count_distinct(self, tenant: str, identities: Identities, keys: dict[tuple[str, ...], str]) -> None:
+        """`identities` into the tenant's counts of the current hour; `keys` are the series (rendered
+        label sets, overflow applied) the label values were recorded into."""
+        hour = hour_of(self._wall_clock())
+        distinct = self._distinct.get(tenant)
+        if distinct is None or distinct.hour != hour:
+            distinct = self._distinct[tenant] = _TenantDistinct(tenant, hour)
+        services = distinct.services
+        for seen in identities.get(SERVICES, {}).values():
+            for identity in seen:
+                services.add(identity)
+        by_series = distinct.series
+        for kind in SERIES_KINDS:
+            for values, seen in identities.get(kind, {}).items():
+                key = keys.get(values)
+                if key is None:
+                    continue  # a tenant without dimensions: no series to count in
+                counts = by_series.get(key)
+                if counts is None:
+                    counts = by_series[key] = {}
+                count = counts.get(kind)
+                if count is None:
+                    count = counts[kind] = DistinctCount()
+                for identity in seen:
+                    count.add(identity)
 
     def record_discarded(self, tenant: str, attribution: Attribution, reason: DiscardReason) -> None:
         render = attribution.plan.render_discarded
@@ -264,7 +324,9 @@ class UsageTracker:
         tenant: str,
         render: Callable[[str, tuple[str, ...]], str],
         attribution: Attribution,
+        keys: dict[tuple[str, ...], str] | None = None,
     ) -> dict[tuple[str, ...], tuple[str, ...]]:
+        """Adds the bytes to their series; `keys`, when given, gets the series each label values went to."""
         if not attribution.plan.labels:
             return {}  # counted for its distinct identities only: a tenant without dimensions has no series
         usage = tenants.get(tenant)
@@ -289,19 +351,28 @@ class UsageTracker:
                     entry = series[key] = _Series(now)
             entry.total += total
             entry.updated = now
+            if keys is not None:
+                keys[values] = key
         return overflowed
 
     def purge_stale(self) -> int:
-        """Delete series not updated for stale_duration; returns how many were deleted."""
+        """Delete series not updated for stale_duration (and their distinct counts), and the distinct
+        counts of hours past; returns how many series were deleted."""
         cutoff = self._clock() - self.config.stale_duration
+        hour = hour_of(self._wall_clock())
+        for tenant in [tenant for tenant, distinct in self._distinct.items() if distinct.hour != hour]:
+            del self._distinct[tenant]
         deleted = 0
         for tenants in (self._tenants, self._discarded):
             for tenant in list(tenants):
                 usage = tenants[tenant]
                 stale = [key for key, entry in usage.series.items() if entry.updated < cutoff]
+                distinct = self._distinct.get(tenant) if tenants is self._tenants else None
                 for key in stale:
                     del usage.series[key]
                     usage.overflow_keys.discard(key)
+                    if distinct is not None:
+                        distinct.series.pop(key, None)
                 deleted += len(stale)
                 if not usage.series:
                     del tenants[tenant]
@@ -327,6 +398,47 @@ class UsageTracker:
         for usage in list((self._discarded if discarded else self._tenants).values()):
             series = usage.series
             yield list(series), [entry.total for entry in series.values()]
+
+    def distinct_by_tenant(self, series_per_piece: int) -> Iterator[DistinctGauges]:
+        """The current hour's distinct counts by kind, as gauges: the estimate (rounded) of every series'
+        count, and of each tenant's services. A tenant's come in pieces of at most `series_per_piece`
+        series, each as of the moment it is taken; the caller may let the event loop run between two.
+
+        The estimates are taken here, on the loop: the loop keeps adding to the counts, so a thread
+        could read one only from a copy, and copying (or serializing) a count costs more than
+        estimating it. An estimate costs 0.15-0.7 us (20,000 counts, the more on a busy machine; a
+        value copy ~0.03 us), so a tenant at the default 10,000 series with sessions and hosts takes
+        3-15 ms: hence pieces within a tenant too. Unlike byte totals, distinct counts of two series
+        never add up, so estimates of one tenant taken a few milliseconds apart lose nothing."""
+        for tenant in list(self._distinct):
+            distinct = self._current_distinct(tenant)  # now: the loop may have run since the list was taken
+            if distinct is None:
+                continue
+            # The keys only: they exist already, where (key, counts) pairs would be 10,000 new tuples
+            # living across the pauses (see series_by_tenant on what those cost).
+            keys = list(distinct.series)
+            for start in range(0, max(len(keys), 1), series_per_piece):
+                if start and self._current_distinct(tenant) is not distinct:
+                    break  # the hour ended during a pause: the rest of this tenant is the next hour's
+                gauges: DistinctGauges = {kind: ([], []) for kind in SERIES_KINDS}
+                if not start:
+                    gauges[SERVICES] = ([distinct.services_labels], [round(distinct.services.estimate())])
+                for key in keys[start : start + series_per_piece]:
+                    counts = distinct.series.get(key)
+                    if counts is None:
+                        continue  # purged as stale during a pause
+                    for kind, count in counts.items():
+                        labels, values = gauges[kind]
+                        labels.append(key)
+                        values.append(round(count.estimate()))
+                yield gauges
+
+    def _current_distinct(self, tenant: str) -> _TenantDistinct | None:
+        """The tenant's distinct counts if they are of the current hour (an hour past is the ledger's)."""
+        distinct = self._distinct.get(tenant)
+        if distinct is None or distinct.hour != hour_of(self._wall_clock()):
+            return None
+        return distinct
 
     def stats(self) -> list[TenantUsageStats]:
         # Read by /metrics on a worker thread while the loop may add a tenant: dict.copy() is atomic.

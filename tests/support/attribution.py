@@ -130,7 +130,7 @@ class RunningAttribution(RunningService):
     def __init__(
         self, service: Service, session: aiohttp.ClientSession, clock: ManualClock, wall: ManualClock
     ) -> None:
-        super().__init__(service, session, clock)  # clock: monotonic, for rate-limit windows
+        super().__init__(service, session, clock, wall)  # clock: monotonic, for rate-limit windows
         self.wall = wall  # wall clock: which UTC hour usage lands in
 
     async def send(self, tenant: str, body: bytes) -> None:

@@ -3,12 +3,14 @@ ports with a manual clock, and a handle to send to it and read what it exposes."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import aiohttp
 import grpc
 
+from distributor.common.clock import Clock
 from distributor.common.endpoint import Endpoint
 from distributor.config import Config
 from distributor.forwarding.config import ForwarderConfig
@@ -34,10 +36,13 @@ from tests.support.senders import PROTOBUF, GrpcAnswer, HttpAnswer, export_trace
 class RunningService:
     """A real service on 127.0.0.1 ephemeral ports, and an HTTP client to talk to it."""
 
-    def __init__(self, service: Service, session: aiohttp.ClientSession, clock: ManualClock) -> None:
+    def __init__(
+        self, service: Service, session: aiohttp.ClientSession, clock: ManualClock, wall_clock: Clock
+    ) -> None:
         self.service = service
         self.session = session
         self.clock = clock
+        self.wall_clock = wall_clock
         assert service.server_address and service.otlp_http_address
         self.server_url = "http://{}:{}".format(*service.server_address)
         self.traces_url = "http://{}:{}/v1/traces".format(*service.otlp_http_address)
@@ -81,11 +86,13 @@ class ServiceStarter:
         self.started: list[RunningService] = []
         self.session = aiohttp.ClientSession()
 
-    async def __call__(self, config: Config | None = None) -> RunningService:
+    async def __call__(self, config: Config | None = None, wall_clock: Clock = time.time) -> RunningService:
+        """A service on `config` (make_config() when None) whose monotonic clock is a ManualClock; its
+        wall clock is the real one unless a test passes its own (the ring and ledger read it too)."""
         clock = ManualClock()
-        service = Service(config or make_config(), clock=clock)
+        service = Service(config or make_config(), clock=clock, wall_clock=wall_clock)
         await service.start()
-        running = RunningService(service, self.session, clock)
+        running = RunningService(service, self.session, clock, wall_clock)
         self.started.append(running)
         return running
 
