@@ -46,7 +46,17 @@ BYTES = HourlyUsageAttributionUsageType.INGESTED_SPANS_BYTES_USAGE
 SPANS = HourlyUsageAttributionUsageType.ESTIMATED_INGESTED_SPANS_USAGE
 BYTES_FIELD, SPANS_FIELD = "ingested_spans_bytes_usage", "estimated_ingested_spans_usage"
 BYTES_PCT, SPANS_PCT = "ingested_spans_bytes_percentage", "estimated_ingested_spans_percentage"
-ALL_FIELDS = {BYTES_FIELD, SPANS_FIELD, BYTES_PCT, SPANS_PCT}
+SESSIONS_FIELD, HOSTS_FIELD = "rum_browser_mobile_sessions_usage", "apm_host_usage"
+ALL_FIELDS = {
+    BYTES_FIELD,
+    SPANS_FIELD,
+    BYTES_PCT,
+    SPANS_PCT,
+    SESSIONS_FIELD,
+    "rum_browser_mobile_sessions_percentage",
+    HOSTS_FIELD,
+    "apm_host_percentage",
+}
 HOUR_10 = datetime(2026, 11, 22, 10, tzinfo=UTC)
 HOUR_11 = HOUR_10 + timedelta(hours=1)
 NOVEMBER = datetime(2026, 11, 1, tzinfo=UTC)
@@ -250,9 +260,14 @@ async def test_every_answer_deserializes_into_typed_models(tmp_path: Path) -> No
 
     assert isinstance(types, UsageAttributionTypesResponse)
     assert str(types.data.type) == "usage_attribution_types"
-    assert types.data.attributes.values == [BYTES_FIELD, SPANS_FIELD]
+    assert types.data.attributes.values == [BYTES_FIELD, SPANS_FIELD, SESSIONS_FIELD, HOSTS_FIELD]
     # Every advertised type is one the client accepts for the hourly endpoint.
-    assert [HourlyUsageAttributionUsageType(v) for v in types.data.attributes.values] == [BYTES, SPANS]
+    assert [HourlyUsageAttributionUsageType(v) for v in types.data.attributes.values] == [
+        BYTES,
+        SPANS,
+        HourlyUsageAttributionUsageType.RUM_BROWSER_MOBILE_SESSIONS_USAGE,
+        HourlyUsageAttributionUsageType.APM_HOST_USAGE,
+    ]
 
 
 async def test_comma_separated_fields_raw(tmp_path: Path) -> None:
@@ -537,7 +552,7 @@ async def test_rate_limit_per_key_pair_with_headers(tmp_path: Path) -> None:
         running.clock.advance(30)  # 60 s after the window opened: a new one
         with running.datadog("holding") as (api, api_v2):
             types = await running.call(api_v2.get_usage_attribution_types)
-            assert types.data.attributes.values == [BYTES_FIELD, SPANS_FIELD]
+            assert types.data.attributes.values == [BYTES_FIELD, SPANS_FIELD, SESSIONS_FIELD, HOSTS_FIELD]
         status, _, renewed = await running.get(HOURLY_PATH, hourly)
         assert status == 200
         assert rate_headers(renewed)["X-RateLimit-Remaining"] == "1"

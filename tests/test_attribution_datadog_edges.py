@@ -44,9 +44,7 @@ def test_every_type_the_official_client_lists_is_a_datadog_usage_type() -> None:
 
 
 @pytest.mark.asyncio(loop_scope="module")
-@pytest.mark.parametrize(
-    "usage_type", ["infra_host_usage", "apm_host_usage", "rum_browser_mobile_sessions_usage"]
-)
+@pytest.mark.parametrize("usage_type", ["infra_host_usage", "estimated_rum_sessions_usage", "browser_usage"])
 async def test_a_datadog_usage_type_not_recorded_here_has_no_usage(
     used: RunningAttribution, usage_type: str
 ) -> None:

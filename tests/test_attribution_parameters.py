@@ -24,6 +24,7 @@ import yaml
 from datadog_api_client.v1.model.hourly_usage_attribution_usage_type import HourlyUsageAttributionUsageType
 
 from distributor.attribution import api as attribution_api
+from distributor.ledger.ledger import DISTINCT_USAGE_TYPES
 from tests.support.attribution import (
     START,
     RunningAttribution,
@@ -942,6 +943,13 @@ async def test_monthly_csv(tmp_path: Path, query: dict[str, str]) -> None:
             "tag_config_source",
             *breakdown,
             *fields,
+            # each distinct count's 95% bounds
+            *(
+                f"{name}_{side}_bound"
+                for name in fields
+                if name in DISTINCT_USAGE_TYPES
+                for side in ("lower", "upper")
+            ),
         ]
         assert len(rows) == len(records) + 1
         for row, record in zip(rows[1:], records, strict=True):
@@ -954,7 +962,7 @@ async def test_monthly_csv(tmp_path: Path, query: dict[str, str]) -> None:
             ]
             tags = record["tags"]
             assert row[5 : 5 + len(breakdown)] == [tags[k][0] if tags else "" for k in breakdown]
-            assert [float(cell) for cell in row[5 + len(breakdown) :]] == [
+            assert [float(cell) for cell in row[5 + len(breakdown) : 5 + len(breakdown) + len(fields)]] == [
                 record["values"][f] for f in fields
             ]
         for aggregate in pages[0]["metadata"]["aggregates"]:
@@ -1022,14 +1030,14 @@ async def test_usage_attribution_types(tmp_path: Path) -> None:
             for key in ("holding", "acme", "other"):
                 status, body, headers = await running.get(path, key=key)
                 assert status == 200, body
-                assert body["data"]["attributes"]["values"] == [BYTES, SPANS]
+                assert body["data"]["attributes"]["values"] == [BYTES, SPANS, *DISTINCT_USAGE_TYPES]
                 assert body["data"]["type"] == "usage_attribution_types"
                 assert "X-RateLimit-Remaining" in headers
             for key in ("", "noscope"):
                 assert (await running.get(path, key=key))[:2] == (403, {"errors": ["Forbidden"]})
         with running.datadog("acme") as (_, api_v2):
             answer = await running.call(api_v2.get_usage_attribution_types)
-        assert list(answer.data.attributes.values) == [BYTES, SPANS]
+        assert list(answer.data.attributes.values) == [BYTES, SPANS, *DISTINCT_USAGE_TYPES]
 
 
 def disabled_config(directory: Path, how: str) -> Path:
