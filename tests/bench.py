@@ -23,6 +23,9 @@
     queue's requests and seconds per fsync
 (l) the PostgreSQL ledger: a flush of 10,000 series against SQLite's, and end to end ingest with each
     ledger (flushing every second) against none (skipped with the reason when PostgreSQL is unreachable)
+(m) distinct counts: end to end ingest counting distinct sessions and hosts against not counting them
+    (the same requests, a session on every span); memory per series with 10 sessions and 1 host; the
+    monthly and hourly API over a month of hourly session counts of 100 tag sets
 OTLP/JSON ingest end to end on 50-span and 5-span requests against protobuf ingest of the same requests,
 and the longest /ready answer while one 12 MB OTLP/JSON request is converted and scanned;
 and memory per usage series (short labels; 3 labels of 22-35 bytes, with and without the ledger).
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -55,7 +59,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from distributor.ingest.traces import ReceivedTraces
-from distributor.ledger.ledger import LedgerEntry, LedgerStore, add_months, month_of
+from distributor.ledger.ledger import HOUR, LedgerEntry, LedgerStore, add_months, hour_of, month_of
 from distributor.ledger.sqlite import SqliteLedgerStore
 from distributor.overrides import TenantLimits, parse_dimensions
 from distributor.usage.config import CostAttributionConfig
@@ -76,8 +80,9 @@ def _kv(key: str, value: str | int) -> KeyValue:
     return KeyValue(key=key, value=any_value)
 
 
-def make_payloads(span_team: bool, seed: int = 1) -> list[bytes]:
-    """~1000 spans of ~300 bytes per request: 10 services x 100 spans, realistic attributes."""
+def make_payloads(span_team: bool, seed: int = 1, sessions: bool = False) -> list[bytes]:
+    """~1000 spans of ~300 bytes per request: 10 services x 100 spans, realistic attributes; with
+    `sessions`, each batch's spans carry one `session.id` (ten browsers' spans batched by a Collector)."""
     rng = random.Random(seed)
     payloads = []
     for p in range(PAYLOADS):
@@ -111,6 +116,10 @@ def make_payloads(span_team: bool, seed: int = 1) -> list[bytes]:
                 ]
                 if span_team:
                     attributes.append(_kv("team", f"team-{i % 5}"))
+                if sessions:
+                    attributes.append(
+                        _kv("session.id", f"{seed:04x}{p:04x}{service:04x}-5f2c-4d7e-9a61-3b8e")
+                    )
                 span.attributes.extend(attributes)
                 span.status.code = 1
         payloads.append(req.SerializeToString())
@@ -149,6 +158,7 @@ def as_json(payloads: list[bytes]) -> list[bytes]:
 PAYLOAD_KINDS: dict[str, Callable[[], list[bytes]]] = {
     "plain": lambda: make_payloads(span_team=False),
     "team": lambda: make_payloads(span_team=True),
+    "sessions": lambda: make_payloads(span_team=True, sessions=True),
     "one-span": one_span_payloads,
     "proto-50": lambda: small_payloads(50),
     "json-50": lambda: as_json(small_payloads(50)),
@@ -558,8 +568,10 @@ def measure_end_to_end(
     kind: str = "plain",
     per: str = "spans_per_second",
     ledger_backend: str = "sqlite: {path: ledger.db}",
+    distinct: bool = False,
 ) -> float:
-    """Spans/s through a server process; with `forward_to` (a sink's OTLP/gRPC host:port or OTLP/HTTP
+    """Spans/s through a server process (counting distinct sessions and hosts when `distinct`);
+    with `forward_to` (a sink's OTLP/gRPC host:port or OTLP/HTTP
     URL) every request is also forwarded, and the run only ends once the sink has the last of them.
     The server process's CPU seconds per request (all its threads, warm-up included) are appended to
     `cpu_per_request`: unlike wall-clock throughput, they barely move when the machine is busy."""
@@ -582,7 +594,9 @@ def measure_end_to_end(
             "    grpc: {endpoint: '127.0.0.1:0', max_recv_msg_size_bytes: 67108864}}}}\n"
             "  usage: {cost_attribution: {enabled: true}}\n"
             f"{forwarding}"
-            f"overrides:\n  defaults:\n    cost_attribution: {{dimensions: {dimensions}}}\n"
+            f"overrides:\n  defaults:\n    cost_attribution: {{dimensions: {dimensions}"
+            + (", distinct_counts: {sessions: {enabled: true}, hosts: {enabled: true}}" if distinct else "")
+            + "}\n"
             "    ingestion: {rate_limit_bytes: 0}\n"  # the benchmark measures throughput, not limits
             f"    forwarders: {'[sink]' if forward_to else '[]'}\n"
         )
@@ -889,6 +903,179 @@ def measure_memory_with_realistic_labels(tenants: int = 10) -> dict[str, float]:
         store.close()
         directory.cleanup()
     return result
+
+
+# (m) ---------------------------------------------------------------------------------------------
+
+DISTINCT_ROUNDS = 3
+DISTINCT_SERIES = 20_000
+DISTINCT_TAG_SETS = 100
+DISTINCT_SESSIONS_PER_HOUR = 10
+
+
+def measure_distinct_ingest() -> float:
+    """End to end (HTTP ingest, ledger flushing every second) of the same requests, each span with a
+    team and a session: counting distinct sessions and hosts / not counting them, each round's ratio
+    to the run just before it, median."""
+    dimensions = "{service.name: '', team: ''}"
+    ratios = []
+    for _ in range(DISTINCT_ROUNDS):
+        off = measure_end_to_end(ledger=True, dimensions=dimensions, kind="sessions")
+        on = measure_end_to_end(ledger=True, dimensions=dimensions, kind="sessions", distinct=True)
+        ratios.append(on / off)
+    return statistics.median(ratios)
+
+
+def measure_distinct_memory() -> dict[str, float]:
+    """Bytes per series of the tracker alone, and with distinct counts of 10 sessions and 1 host per
+    series (the current hour's counts the tracker keeps for /usage_metrics; the ledger's pending counts
+    are the same size until they are flushed)."""
+    from distributor.overrides.model import DEFAULT_HOST_ATTRIBUTES, DEFAULT_SESSION_ATTRIBUTES
+
+    plain = TenantLimits(parse_dimensions({"service.name": "", "team": ""}), 0)
+    counting = dataclasses.replace(
+        plain, session_attributes=DEFAULT_SESSION_ATTRIBUTES, host_attributes=DEFAULT_HOST_ATTRIBUTES
+    )
+    bodies = []
+    for chunk in range(0, DISTINCT_SERIES, 500):
+        req = ExportTraceServiceRequest()
+        for i in range(chunk, chunk + 500):
+            rs = req.resource_spans.add()
+            rs.resource.attributes.extend(
+                [
+                    _kv("service.name", f"checkout-service-{i:05d}"),
+                    _kv("team", f"team-{i % 11:02d}"),
+                    _kv("host.name", f"ip-10-0-{i % 250}-{i // 250}.ec2.internal"),
+                ]
+            )
+            scope = rs.scope_spans.add()
+            for session in range(DISTINCT_SESSIONS_PER_HOUR):
+                span = scope.spans.add(name="op")
+                span.attributes.append(_kv("session.id", f"{i:08x}-{session:04x}-4d7e-9a61-3b8e5f2c"))
+        bodies.append(req.SerializeToString())
+    result: dict[str, float] = {}
+    for name, limits in (("tracker", plain), ("distinct", counting)):
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        tracker = UsageTracker(CostAttributionConfig(enabled=True, max_cardinality=DISTINCT_SERIES))
+        for body in bodies:
+            traces = ReceivedTraces(body, tracker.scan_plan(limits), limits.max_attribute_bytes)
+            attribution = tracker.attribute(traces, limits)
+            assert attribution is not None
+            tracker.record_received("acme", attribution)
+        del attribution, traces
+        gc.collect()
+        series = sum(stats.active_series for stats in tracker.stats())
+        assert series == DISTINCT_SERIES
+        result[name] = (tracemalloc.get_traced_memory()[0] - before) / series
+        tracemalloc.stop()
+        del tracker
+    return result
+
+
+def measure_distinct_monthly_api(repeats: int = 5) -> dict[str, float]:
+    """Median seconds of GET monthly-attribution of distinct sessions by a tag, and of one day's hourly
+    sessions, over a SQLite ledger of one org with DISTINCT_TAG_SETS tag sets each with
+    DISTINCT_SESSIONS_PER_HOUR sessions in every hour of the month so far (a sketch per tag set and
+    hour): the month merges and estimates every one of them."""
+    import aiohttp
+
+    from distributor.common.distinct import DistinctCount
+    from distributor.config import load_config
+    from distributor.service import Service
+
+    now = time.time()
+    month = month_of(now)
+    hours = range(month, hour_of(now) + HOUR, HOUR)
+    with tempfile.TemporaryDirectory() as directory:
+        store = SqliteLedgerStore(Path(directory) / "ledger.db")
+        started = time.perf_counter()
+        for hour in hours:
+            entries = []
+            for tag_set in range(DISTINCT_TAG_SETS):
+                count = DistinctCount()
+                for session in range(DISTINCT_SESSIONS_PER_HOUR):
+                    count.add(f"{hour}-{tag_set}-{session}")
+                entries.append(
+                    LedgerEntry(
+                        "acme", hour, (("department", f"department-{tag_set:03d}"),), 1000, 10,
+                        (("sessions", count.to_bytes()),),
+                    )
+                )  # fmt: skip
+            store.write(entries, now)
+        store.close()
+        build_seconds = time.perf_counter() - started
+        config = Path(directory) / "api.yaml"
+        config.write_text(
+            "server: {http_listen_port: 0}\n"
+            "distributor:\n  receivers: {otlp: {protocols: {http: {endpoint: '127.0.0.1:0'}}}}\n"
+            "  usage: {cost_attribution: {enabled: true}}\n"
+            "overrides: {defaults: {cost_attribution: {dimensions: {department: ''}}}}\n"
+            "usage_attribution:\n  enabled: true\n  ledger: {sqlite: {path: ledger.db}}\n"
+            "  api: {page_size: 500, rate_limit: {requests: 0}}\n"
+            "  keys:\n    - {api_key: acme-api, app_key: acme-app, org: acme}\n"
+        )
+
+        async def run() -> dict[str, float]:
+            service = Service(load_config(config))
+            await service.start()
+            assert service.server_address is not None
+            base = "http://{}:{}/api/v1/usage/".format(*service.server_address)
+            headers = {"DD-API-KEY": "acme-api", "DD-APPLICATION-KEY": "acme-app"}
+            day = datetime.fromtimestamp(hour_of(now) - 23 * HOUR, UTC).strftime("%Y-%m-%dT%H")
+            cases = {
+                "monthly": (
+                    "monthly-attribution",
+                    {
+                        "start_month": datetime.fromtimestamp(month, UTC).strftime("%Y-%m"),
+                        "fields": "rum_browser_mobile_sessions_usage,rum_browser_mobile_sessions_percentage",
+                        "tag_breakdown_keys": "department",
+                    },
+                ),
+                "hourly_day": (
+                    "hourly-attribution",
+                    {
+                        "start_hr": day,
+                        "usage_type": "rum_browser_mobile_sessions_usage",
+                        "tag_breakdown_keys": "department",
+                    },
+                ),
+            }
+            results: dict[str, float] = {}
+            api = service.attribution_http.api
+            assert api is not None
+            try:
+                async with aiohttp.ClientSession() as session:
+                    for name, (path, params) in cases.items():
+                        samples = []
+                        for _ in range(repeats):
+                            api._results.clear()
+                            began = time.perf_counter()
+                            async with session.get(base + path, params=params, headers=headers) as response:
+                                assert response.status == 200, await response.text()
+                                await response.read()
+                            samples.append(time.perf_counter() - began)
+                        results[name] = statistics.median(samples)
+            finally:
+                await service.stop()
+            return results
+
+        return asyncio.run(run()) | {"build_s": build_seconds, "hours": float(len(hours))}
+
+
+def print_distinct(ingest: float | None, memory: dict[str, float], monthly: dict[str, float]) -> None:
+    if ingest is not None:
+        print(f"(m) ingest counting distinct sessions and hosts / not counting, end to end: {ingest:.2f}")
+    print(
+        f"(m) memory per series, {DISTINCT_SESSIONS_PER_HOUR} sessions and 1 host each: "
+        f"{memory['distinct']:.0f} bytes (without distinct counts {memory['tracker']:.0f})"
+    )
+    print(
+        f"(m) {DISTINCT_TAG_SETS} tag sets x {monthly['hours']:.0f} hours of session counts "
+        f"(built in {monthly['build_s']:.1f} s): monthly sessions by tag {monthly['monthly'] * 1e3:.0f} ms, "
+        f"a day's hourly sessions by tag {monthly['hourly_day'] * 1e3:.0f} ms"
+    )
 
 
 # (j) ---------------------------------------------------------------------------------------------
@@ -1421,6 +1608,10 @@ def main() -> None:
     print_json_stall(stall)
     delivery = measure_delivery_modes()
     print_delivery_modes(delivery)
+    distinct_ingest = measure_distinct_ingest()
+    distinct_memory = measure_distinct_memory()
+    distinct_monthly = measure_distinct_monthly_api()
+    print_distinct(distinct_ingest, distinct_memory, distinct_monthly)
     shared_ledger = measure_postgres_ledger()
     print_postgres_ledger(shared_ledger)
     checks: list[tuple[str, float, float]] = [
@@ -1447,6 +1638,7 @@ def main() -> None:
     checks += delivery_checks(delivery)
     if not isinstance(shared_ledger, str):
         checks.append(("l postgres ledger/no", shared_ledger["ratio_postgresql"], 0.9))
+    checks.append(("m distinct counting/not", distinct_ingest, 0.85))
     for name, ratio, target in checks:
         print(f"{name:24s} {ratio:6.2f}  target >= {target:<4}  {'met' if ratio >= target else 'NOT met'}")
     per_series = scrape["bytes_per_series"]
@@ -1488,6 +1680,10 @@ if __name__ == "__main__":
     parser.add_argument("--end-to-end", action="store_true", help="only the rows (d) and (d')")
     parser.add_argument("--postgres-ledger", action="store_true", help="only the rows (l)")
     parser.add_argument("--monthly-api", action="store_true", help="only the rows (h), both ledgers")
+    parser.add_argument(
+        "--distinct", action="store_true", help="only the rows (m); --no-ingest skips its first"
+    )
+    parser.add_argument("--no-ingest", action="store_true")
     args = parser.parse_args()
     if args.loadgen:
         _load_generator(args.loadgen[0], int(args.loadgen[1]), int(args.loadgen[2]), *args.loadgen[3:])
@@ -1509,6 +1705,11 @@ if __name__ == "__main__":
         print_ledger_flush(measure_ledger_flush())
     elif args.scrape_during_ingestion:
         print_scrape_during_ingestion(measure_scrape_during_ingestion())
+    elif args.distinct:
+        ingest = None if args.no_ingest else measure_distinct_ingest()
+        print_distinct(ingest, measure_distinct_memory(), measure_distinct_monthly_api())
+        if ingest is not None:
+            print(f"(m) target >= 0.85: {'met' if ingest >= 0.85 else 'NOT met'}")
     elif args.monthly_api:
         print_monthly_api(measure_monthly_api(), "SQLite")
         measured = measure_monthly_api_postgresql()
