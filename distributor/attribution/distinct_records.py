@@ -20,8 +20,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from distributor.common.distinct import DistinctCount, union
-from distributor.ledger.ledger import HOSTS_USAGE, HOUR, DistinctRow, add_months, month_of
+from distributor.common.distinct import DistinctCount, exact_count, union
+from distributor.ledger.ledger import HOSTS_USAGE, HOUR, DistinctRow, Tags, add_months, month_of
 from distributor.usage.tracker import MISSING
 
 # (period, tenant, values of the breakdown keys: () without a breakdown, None where the org lacks one)
@@ -41,8 +41,9 @@ def hourly_counts(
     rows: list[DistinctRow], breakdown: tuple[str, ...] | None, org_tags: Callable[[str], tuple[str, ...]]
 ) -> dict[GroupKey, Estimate]:
     """Per (hour, tenant, values of the breakdown keys), the merged count of every row in it."""
-    grouped: dict[GroupKey, list[DistinctCount]] = {}
+    grouped: dict[GroupKey, list[bytes]] = {}
     applies: dict[str, bool] = {}
+    projections: dict[Tags, tuple[str, ...]] = {}  # tag sets repeat over the hours: computed once each
     wanted = set(breakdown or ())
     for hour, tenant, tags, serialized in rows:
         values: tuple[str, ...] | None = ()
@@ -50,14 +51,22 @@ def hourly_counts(
             usable = applies.get(tenant)
             if usable is None:
                 usable = applies[tenant] = wanted <= set(org_tags(tenant))
-            present = dict(tags)
-            # A count recorded under an older dimension set may lack a label: it was missing.
-            values = tuple(present.get(key, MISSING) for key in breakdown) if usable else None
-        grouped.setdefault((hour, tenant, values), []).append(DistinctCount.from_bytes(serialized))
+            values = None
+            if usable:
+                values = projections.get(tags)
+                if values is None:
+                    present = dict(tags)
+                    # A count recorded under an older dimension set may lack a label: it was missing.
+                    values = projections[tags] = tuple(present.get(key, MISSING) for key in breakdown)
+        grouped.setdefault((hour, tenant, values), []).append(serialized)
     estimates: dict[GroupKey, Estimate] = {}
-    for key, counts in grouped.items():
-        merged = counts[0] if len(counts) == 1 else union(counts)
-        estimate = _estimate(merged)
+    for key, stored in grouped.items():
+        exact = exact_count(stored[0]) if len(stored) == 1 else None  # the usual hour: one count, exact
+        if exact is not None:
+            estimate = Estimate(float(exact), float(exact), float(exact))
+        else:
+            counts = [DistinctCount.from_bytes(serialized) for serialized in stored]
+            estimate = _estimate(counts[0] if len(counts) == 1 else union(counts))
         if estimate.value:
             estimates[key] = estimate
     return estimates
@@ -69,8 +78,12 @@ def monthly_counts(
     """Per (month, tenant, values), the month's value from its hours' (see the module). `through_hour`
     ends the current month's hours so far (exclusive)."""
     by_month: dict[GroupKey, list[Estimate]] = {}
+    months_of: dict[int, int] = {}
     for (hour, tenant, values), estimate in hourly.items():
-        by_month.setdefault((month_of(hour), tenant, values), []).append(estimate)
+        month = months_of.get(hour)
+        if month is None:
+            month = months_of[hour] = month_of(hour)
+        by_month.setdefault((month, tenant, values), []).append(estimate)
     months: dict[GroupKey, Estimate] = {}
     for key, estimates in by_month.items():
         if usage_type == HOSTS_USAGE:

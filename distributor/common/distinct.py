@@ -217,6 +217,26 @@ class DistinctCount:
         return bool(self._sketch.is_empty())
 
 
+def exact_count(data: bytes) -> int | None:
+    """The count of a serialized count in the exact form, read from its header without the sketch
+    (reading a month of hourly counts is mostly this: ~1 us where reading the sketch too took ~25 us);
+    None for the sketch form. ValueError as from_bytes for bytes that are not a serialized count."""
+    if len(data) < _HEADER.size + _EXACT_SIZE.size:
+        raise ValueError(f"not a distinct count: {len(data)} bytes")
+    version, form, digest = _HEADER.unpack_from(data)
+    body = memoryview(data)[_HEADER.size :]
+    if version != FORMAT_VERSION or form not in (_EXACT_FORM, _SKETCH_FORM):
+        raise ValueError(f"not a distinct count: format version {version}, form {form}")
+    if digest != _digest(bytes((version, form)), body):
+        raise ValueError("not a distinct count: damaged")
+    if form != _EXACT_FORM:
+        return None
+    (size,) = _EXACT_SIZE.unpack_from(body)
+    if size > EXACT_LIMIT:
+        raise ValueError(f"not a distinct count: {size} hashes")
+    return int(size)
+
+
 def union(counts: Iterable[DistinctCount]) -> DistinctCount:
     """One count of every identity in any of `counts`: exact while the union of their identities is."""
     merged = datasketches.cpc_union(LG_K)
