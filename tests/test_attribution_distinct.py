@@ -18,8 +18,13 @@ from datadog_api_client.v1.model.monthly_usage_attribution_supported_metrics imp
 )
 
 from distributor.ledger.ledger import HOUR
-from tests.support.attribution import RunningAttribution, attribution_service, write_config
-from tests.support.otlp import batch, otlp_json, request, span
+from tests.support.attribution import (
+    RunningAttribution,
+    attribution_service,
+    distinct_config,
+    visits_request,
+)
+from tests.support.otlp import otlp_json
 
 SESSIONS = HourlyUsageAttributionUsageType.RUM_BROWSER_MOBILE_SESSIONS_USAGE
 HOSTS = HourlyUsageAttributionUsageType.APM_HOST_USAGE
@@ -27,24 +32,11 @@ SESSIONS_FIELD, HOSTS_FIELD = "rum_browser_mobile_sessions_usage", "apm_host_usa
 HOUR_10 = datetime(2026, 11, 22, 10, tzinfo=UTC)
 MONTHLY_PATH = "/api/v1/usage/monthly-attribution"
 HOURLY_PATH = "/api/v1/usage/hourly-attribution"
-COUNTING = {"distinct_counts": {"sessions": {"enabled": True}, "hosts": {"enabled": True}}}
-
-
-def config(directory: Path) -> Path:
-    return write_config(
-        directory,
-        orgs={"holding": {"name": "Holding"}, "web": {"name": "Web", "parent": "holding"}},
-        keys=[{"api_key": "holding-api", "app_key": "holding-app", "org": "holding"}],
-        tenant_dimensions={"web": {"department": ""}},
-        tenant_cost_attribution={"web": COUNTING},
-    )
 
 
 def browser_request(department: str, session: str, host: str, spans: int = 3) -> bytes:
-    """What a browser's exporter sends: a few spans of one page load, the session on each span and the
-    department (set as global context) on the resource."""
-    resource = {"service.name": "storefront", "department": department, "host.name": host}
-    return otlp_json(request(batch(resource, [span({"session.id": session}) for _ in range(spans)])))
+    """A few spans of one page load, as a browser's exporter sends them (OTLP/JSON)."""
+    return otlp_json(visits_request(department, [(session, host)], spans))
 
 
 async def send_json(running: RunningAttribution, body: bytes) -> None:
@@ -68,7 +60,7 @@ async def send_browsers(running: RunningAttribution) -> None:
 async def test_sessions_and_hosts_by_department_hourly_and_monthly_through_the_datadog_client(
     tmp_path: Path,
 ) -> None:
-    async with attribution_service(config(tmp_path)) as running:
+    async with attribution_service(distinct_config(tmp_path)) as running:
         await send_browsers(running)
         with running.datadog() as (v1, _):
             hourly: dict[tuple[str, str, str], float] = {}
@@ -116,7 +108,7 @@ async def test_a_merged_breakdown_merges_identities_and_the_month_of_hosts_is_th
     """Without a breakdown, an org's hour merges its departments: h1, seen by both, is one host. Over a
     month of the same hosts each hour, the 99th percentile is that count."""
     async with attribution_service(
-        config(tmp_path), wall_start=datetime(2026, 11, 1, 0, 30, tzinfo=UTC).timestamp()
+        distinct_config(tmp_path), wall_start=datetime(2026, 11, 1, 0, 30, tzinfo=UTC).timestamp()
     ) as running:
         for _ in range(24 * 30):
             await send_json(running, browser_request("marketing", "m1", "h1", spans=1))
@@ -151,7 +143,7 @@ async def test_a_merged_breakdown_merges_identities_and_the_month_of_hosts_is_th
 
 
 async def test_the_csv_carries_each_distinct_counts_bounds(tmp_path: Path) -> None:
-    async with attribution_service(config(tmp_path)) as running:
+    async with attribution_service(distinct_config(tmp_path)) as running:
         await send_browsers(running)
         status, text, _ = await running.get(
             MONTHLY_PATH,
@@ -180,7 +172,7 @@ async def test_sessions_from_the_opentelemetry_sdk_exporter(tmp_path: Path) -> N
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    async with attribution_service(config(tmp_path)) as running:
+    async with attribution_service(distinct_config(tmp_path)) as running:
         exporter = OTLPSpanExporter(endpoint=running.traces_url, headers={"X-Scope-OrgID": "web"})
         provider = TracerProvider(resource=Resource.create({"service.name": "app", "department": "support"}))
         provider.add_span_processor(SimpleSpanProcessor(exporter))

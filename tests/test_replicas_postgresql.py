@@ -158,14 +158,6 @@ async def usage_total(session: aiohttp.ClientSession, replica: DistributorProces
     return sum(value for labels, value in series.items() if ("tenant", TENANT) in labels)
 
 
-async def flushed(session: aiohttp.ClientSession, replica: DistributorProcess) -> bool:
-    """Nothing waits in the replica's ledger memory, and a flush has succeeded."""
-    samples = await replica.metrics(session)
-    pending = samples.get(("tempo_usage_ledger_pending_entries", frozenset()), 1.0)
-    successes = samples.get(("tempo_usage_ledger_flushes_total", frozenset({("result", "success")})), 0.0)
-    return pending == 0 and successes > 0
-
-
 async def failed_flushes(session: aiohttp.ClientSession, replica: DistributorProcess) -> float:
     samples = await replica.metrics(session)
     return samples.get(("tempo_usage_ledger_flushes_total", frozenset({("result", "failure")})), 0.0)
@@ -238,7 +230,9 @@ async def test_three_replicas_answer_the_sum_across_a_database_cut_and_a_sigkill
                 await eventually(lambda r=replica: failed_flushes(session, r), "a flush failing", timeout=30)
             proxy.restore()
             for replica in replicas:
-                await eventually(lambda r=replica: flushed(session, r), "everything flushed", timeout=30)
+                await eventually(
+                    lambda r=replica: r.ledger_flushed(session), "everything flushed", timeout=30
+                )
 
             # The third replica has flushed all it counted; what it takes next may die with it.
             counted = [await usage_total(session, replica) for replica in replicas]
@@ -249,7 +243,9 @@ async def test_three_replicas_answer_the_sum_across_a_database_cut_and_a_sigkill
                 await export(replica, 5, "late")
                 counted[replicas.index(replica)] = await usage_total(session, replica)
             for replica in replicas[:2]:
-                await eventually(lambda r=replica: flushed(session, r), "the late usage flushed", timeout=30)
+                await eventually(
+                    lambda r=replica: r.ledger_flushed(session), "the late usage flushed", timeout=30
+                )
 
             for reader in replicas[:2]:
                 in_ledger = await ledger_total_through(session, reader)
@@ -265,7 +261,7 @@ async def test_paging_through_one_replica_is_exact_while_every_replica_flushes(t
             for service in services:
                 await export(replicas[int(service.split("-")[1])], 1, service)
             for replica in replicas:
-                await eventually(lambda r=replica: flushed(session, r), "flushed", timeout=30)
+                await eventually(lambda r=replica: r.ledger_flushed(session), "flushed", timeout=30)
             params = this_hour_params() | {"tag_breakdown_keys": "service_name"}
             listed = await hourly_records(session, replicas[:1], params)
             known = {record["tags"]["service_name"][0] for record in listed}
@@ -346,7 +342,7 @@ async def test_two_replicas_starting_at_once_on_an_empty_schema_migrate_it_once_
             await export(replicas[0], 1, "checkout")
             await export(replicas[1], 1, "cart")
             for replica in replicas:
-                await eventually(lambda r=replica: flushed(session, r), "flushed", timeout=30)
+                await eventually(lambda r=replica: r.ledger_flushed(session), "flushed", timeout=30)
             params = this_hour_params() | {"tag_breakdown_keys": "service_name"}
             records = await hourly_records(session, replicas, params)
             assert {record["tags"]["service_name"][0] for record in records} == {"checkout", "cart"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ import aiohttp
 from datadog_api_client import ApiClient, Configuration
 from datadog_api_client.v1.api.usage_metering_api import UsageMeteringApi
 from datadog_api_client.v2.api.usage_metering_api import UsageMeteringApi as UsageMeteringApiV2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from distributor.config import load_config
 from distributor.service import Service
@@ -114,6 +115,40 @@ def write_config(
     for key, value in (extra or {}).items():
         document[key] = value
     return write_config_files(directory, document, overrides)
+
+
+# The tenant that counts distinct sessions and hosts by department (distinct_config), and how it says so.
+COUNTING_TENANT = "web"
+COUNTING = {"distinct_counts": {"sessions": {"enabled": True}, "hosts": {"enabled": True}}}
+
+
+def distinct_config(directory: Path, **more: Any) -> Path:
+    """write_config for the distinct-count tests: tenant `web` (org Web, a subsidiary of Holding, whose
+    keys are holding-api/holding-app) counts sessions and hosts by department; `more` as write_config's."""
+    return write_config(
+        directory,
+        orgs={"holding": {"name": "Holding"}, COUNTING_TENANT: {"name": "Web", "parent": "holding"}},
+        keys=[{"api_key": "holding-api", "app_key": "holding-app", "org": "holding"}],
+        tenant_dimensions={COUNTING_TENANT: {"department": ""}},
+        tenant_cost_attribution={COUNTING_TENANT: COUNTING},
+        **more,
+    )
+
+
+def visits_request(
+    department: str, visits: Iterable[tuple[str, str]], spans: int = 1
+) -> ExportTraceServiceRequest:
+    """What browsers' exporters send: per (session, host) visit a resource (the department, set as global
+    context, and the host) with `spans` spans of one page load, the session on each span."""
+    return request(
+        *(
+            batch(
+                {"service.name": "storefront", "department": department, "host.name": host},
+                [span({"session.id": session}) for _ in range(spans)],
+            )
+            for session, host in visits
+        )
+    )
 
 
 def spans_request(service: str, count: int = 1, team: str = "", env: str = "", pad: int = 0) -> bytes:

@@ -104,6 +104,14 @@ class DistributorProcess:
         """The sum of the /metrics samples named `name` whose labels include `match`."""
         return total(await self.metrics(session), name, **match)
 
+    async def ledger_flushed(self, session: aiohttp.ClientSession) -> bool:
+        """Nothing waits in its ledger's memory (a batch being written counts as waiting until it is
+        stored), and a flush has succeeded: what it accepted before is in the ledger."""
+        samples = await self.metrics(session)
+        pending = samples.get(("tempo_usage_ledger_pending_entries", frozenset()), 1.0)
+        successes = samples.get(("tempo_usage_ledger_flushes_total", frozenset({("result", "success")})), 0.0)
+        return pending == 0 and successes > 0
+
     async def ready_status(self, session: aiohttp.ClientSession) -> int:
         async with session.get(self.server_url + "/ready") as response:
             return response.status
