@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 from datadog_api_client.v1.model.hourly_usage_attribution_usage_type import HourlyUsageAttributionUsageType
 
+from distributor.common.distinct import identity_hash
 from distributor.common.usage import Usage
 from distributor.ledger.ledger import HOSTS, HOSTS_USAGE, HOUR, SESSIONS, SESSIONS_USAGE, hour_of
 from tests.support.attribution import (
@@ -134,16 +135,16 @@ async def send_over_http(running: RunningAttribution, size: int, visits: Visits)
 
 def record_directly(running: RunningAttribution, size: int, visits: Visits) -> None:
     """As the pipeline records an accepted request: its usage by label values, none overflowed, and its
-    identities by kind and label values (one call stands for many requests here)."""
+    identities (hashed) by kind and label values (one call stands for many requests here)."""
     ledger = running.service.ledger
     assert ledger is not None
     values: tuple[str, ...] = (department(size),)
     for sessions, hosts in visits.rounds():
         for first in range(0, len(sessions), SESSIONS_PER_RECORD):
             last = first + SESSIONS_PER_RECORD
-            identities = {
-                SESSIONS: {values: set(sessions[first:last])},
-                HOSTS: {values: set(hosts[first:last])},
+            identities = {  # hashed, as the scan's identities are
+                SESSIONS: {values: {identity_hash(session) for session in sessions[first:last]}},
+                HOSTS: {values: {identity_hash(host) for host in hosts[first:last]}},
             }
             spans = len(sessions[first:last])
             ledger.record(

@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from distributor.common.distinct import identity_hash
 from distributor.ledger.ledger import HOSTS, SESSIONS
 from distributor.overrides import TenantLimits
 from distributor.overrides.model import DEFAULT_HOST_ATTRIBUTES, DEFAULT_SESSION_ATTRIBUTES
@@ -17,6 +18,11 @@ from distributor.usage.config import CostAttributionConfig
 from distributor.usage.tracker import MISSING, OVERFLOW, SERVICES, UsageTracker
 from tests.support.ledger import standalone_ledger
 from tests.support.otlp import batch, limits, received, request, span
+
+
+def ids(*identities: str) -> set[int]:
+    """Identities as a request's attribution carries them: hashed once each."""
+    return {identity_hash(identity) for identity in identities}
 
 
 def counting(dimensions: object, sessions: bool = True, hosts: bool = True, **more: Any) -> TenantLimits:
@@ -55,9 +61,9 @@ def test_identities_come_from_the_span_first_then_the_resource_in_the_configured
     assert plain is not None and counted is not None
     assert counted.usage == plain.usage  # counting changes no byte
     assert counted.identities == {
-        SESSIONS: {("shop",): {"s-resource", "s-span", "s-faro", "later"}},
-        HOSTS: {("shop",): {"h1", "h2"}, ("core",): {"h3"}},
-        SERVICES: {("shop",): {"web"}, ("core",): {"api"}},
+        SESSIONS: {("shop",): ids("s-resource", "s-span", "s-faro", "later")},
+        HOSTS: {("shop",): ids("h1", "h2"), ("core",): ids("h3")},
+        SERVICES: {("shop",): ids("web"), ("core",): ids("api")},
     }
     assert MISSING not in str(counted.identities)  # spans without a session count none
 
@@ -67,7 +73,7 @@ def test_the_attribute_names_are_the_tenants_and_a_count_off_reads_nothing() -> 
     own = replace(counting({"team": ""}, hosts=False), session_attributes=("splunk.rumSessionId",))
     attribution = tracker.attribute(received(browser_request()), own)
     assert attribution is not None and attribution.identities is not None
-    assert attribution.identities[SESSIONS] == {("shop",): {"s-splunk"}}
+    assert attribution.identities[SESSIONS] == {("shop",): ids("s-splunk")}
     assert HOSTS not in attribution.identities
     assert tracker.attribute(received(browser_request()), limits({"team": ""})).identities is None  # type: ignore[union-attr]
 
@@ -80,7 +86,7 @@ def test_a_tenant_without_dimensions_counts_identities_but_has_no_tracker_series
     assert attribution is not None and attribution.identities is not None
     assert list(attribution.usage) == [()]
     assert attribution.usage[()].bytes == traces.attributable_bytes
-    assert attribution.identities[HOSTS] == {(): {"h1", "h2", "h3"}}
+    assert attribution.identities[HOSTS] == {(): ids("h1", "h2", "h3")}
     assert tracker.record_received("acme", attribution) == {}
     assert list(tracker.series()) == []
 
@@ -96,7 +102,9 @@ def test_identities_are_keyed_by_label_values_as_bounded_like_the_usage() -> Non
     assert attribution is not None and attribution.identities is not None
     assert len(attribution.usage) == 2 and all(len(values[0].encode()) <= 40 for values in attribution.usage)
     assert set(attribution.identities[HOSTS]) == set(attribution.usage)
-    assert sorted(map(sorted, attribution.identities[HOSTS].values())) == [["h1"], ["h2"]]
+    assert sorted(attribution.identities[HOSTS].values(), key=sorted) == sorted(
+        [ids("h1"), ids("h2")], key=sorted
+    )
 
 
 async def test_the_ledger_counts_identities_per_series_hour_as_recorded_overflow_included() -> None:

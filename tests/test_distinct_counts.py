@@ -271,17 +271,15 @@ def cpc_bytes(values: Iterable[str], lg_k: int = LG_K) -> bytes:
 @pytest.mark.parametrize(
     ("reason", "data"),
     [
-        ("version 0", sealed(EXACT_FORM, exact_body([], cpc_bytes([])), version=0)),
-        ("a later version", sealed(EXACT_FORM, exact_body([], cpc_bytes([])), version=2)),
+        ("version 0", sealed(EXACT_FORM, exact_body([], b""), version=0)),
+        ("a later version", sealed(EXACT_FORM, exact_body([], b""), version=2)),
         ("an unknown form", sealed(2, cpc_bytes(["a"]))),
         ("no hash count", sealed(EXACT_FORM, b"\x01")),
-        ("more hashes than stored", sealed(EXACT_FORM, struct.pack("<HQ", 2, 5) + cpc_bytes(["a"]))),
+        ("more hashes than stored", sealed(EXACT_FORM, struct.pack("<HQ", 2, 5))),
         ("more hashes than the limit", sealed(EXACT_FORM, exact_body(range(1, EXACT_LIMIT + 2), b""))),
-        ("hashes out of order", sealed(EXACT_FORM, exact_body([9, 5], cpc_bytes(["a", "b"])))),
-        ("a hash twice", sealed(EXACT_FORM, exact_body([5, 5], cpc_bytes(["a", "b"])))),
-        ("hashes without a sketch", sealed(EXACT_FORM, exact_body([5], b""))),
-        ("hashes with an empty sketch", sealed(EXACT_FORM, exact_body([5], cpc_bytes([])))),
-        ("a sketch without hashes", sealed(EXACT_FORM, exact_body([], cpc_bytes(["a"])))),
+        ("hashes out of order", sealed(EXACT_FORM, exact_body([9, 5], b""))),
+        ("a hash twice", sealed(EXACT_FORM, exact_body([5, 5], b""))),
+        ("bytes after the hashes", sealed(EXACT_FORM, exact_body([5], cpc_bytes(["a"])))),
         ("an empty sketch form", sealed(SKETCH_FORM, cpc_bytes([]))),
         ("a cut sketch", sealed(SKETCH_FORM, cpc_bytes(identities("cut", 5_000))[:-40])),
         ("another lg_k", sealed(SKETCH_FORM, cpc_bytes(identities("k", 5_000), lg_k=LG_K - 1))),
@@ -303,5 +301,5 @@ def test_the_exact_form_holds_the_identities_hashes() -> None:
     assert data[10:12] == struct.pack("<H", 3)
     assert list(struct.unpack_from("<3Q", data, 12)) == expected
     # Bytes written by hand in the format are read as the same count.
-    handmade = sealed(EXACT_FORM, exact_body(expected, cpc_bytes(values)))
+    handmade = sealed(EXACT_FORM, exact_body(expected, b""))
     assert handmade == data

@@ -24,24 +24,26 @@ Exact up to EXACT_LIMIT: neither sketch is exact for small counts. Rounded, HLL 
 counts of 1,000 (0.1% to 0.5% from 500 to 1,400 in 4,000 trials each; two identities on one coupon) and once
 in 1,000 counts of 100, CPC 13 in 17.5% at 100 and 89% at 1,000. So a count also keeps its identities'
 64-bit hashes while there are at most 1,000 of them (odds of two colliding among 1,000: 3e-14), and reports
-their number. The sketch takes every identity all along, so leaving the exact form is dropping the hashes,
-and a merge unions the hashes while the union has at most 1,000, the sketches always.
+their number. Only then: an exact count has no sketch, which is made from the hashes when the next
+identity comes (the sketch hashes a hash, as the library does with any integer). A merge unions the
+hashes while the union has at most 1,000, else unions the sketches (an exact count's made from its
+hashes).
 
 Reporting: estimate() is the exact count up to 1,000, else the sketch's estimate but at least 1,001 (a count
 leaves the exact form only with more identities than 1,000; bounds() floors there too); count() is that
 estimate rounded to the nearest integer.
 
-Memory per count (C heap with PYTHONMALLOC=malloc, so Python's objects included), with the hashes held in
-a set: empty 0.5 KB, 1 identity 0.6 KB, 100 15 KB, 1,000 91 KB (the set of 1,000 hashes ~80 KB of it),
-10,000 9.0 KB, 1,000,000 10.5 KB; held in a sorted array of uint64 instead, a count of 1,000 is ~17 KB.
-Serialized: empty 20 bytes, 1 identity 56, 100 968, 1,000 8,860, 2,000 1,402, 10,000 3,594, 1,000,000 4,950.
-Adding an identity costs ~1.2 us in the exact form with a set (BLAKE2b of the identity is half of it), ~3
-us with the sorted array on a busier VM (its insertion included), ~0.35 us beyond (the library's update).
-Identities are deduplicated per request before they are added (the scan gives each once per series).
+Memory per count (C heap with PYTHONMALLOC=malloc, so Python's objects included): empty 0.15 KB, 10
+identities 0.3 KB, 100 1.0 KB, 1,000 8.6 KB (the most an exact count holds), 1,001 9.2 KB, 10,000 9.6 KB,
+1,000,000 7.7-10.5 KB. (Hashes in a set of ints and a sketch beside them from the start, as first written:
+91 KB at 1,000.) Serialized: empty 12 bytes, 1 identity 20, 100 812, 1,000 8,012, 1,001 842, 10,000 3,550,
+1,000,000 4,934. Adding an identity: hashing it ~1.5-2 us (BLAKE2b), done once per identity and request;
+adding the hash ~0.3-1.4 us (a bisection and an insertion while exact, the library's update beyond;
+the VM is noisy).
 
 Byte form, version 1: the version byte, the form byte (0 exact, 1 sketch), 8 bytes of BLAKE2b of everything
-else, then either the number of hashes (uint16), the hashes (uint64, ascending) and the CPC sketch, or the
-CPC sketch alone; little-endian. The digest is there because the library's CPC reader is not safe on damaged
+else, then either the number of hashes (uint16) and the hashes (uint64, ascending), or the CPC sketch;
+little-endian. The digest is there because the library's CPC reader is not safe on damaged
 bytes: with 1 to 4 random bytes changed it segfaulted or allocated gigabytes within a few thousand tries
 (its HLL reader silently accepted most such changes).
 """
@@ -70,19 +72,29 @@ _HASH_SIZE = 8
 _LIBRARY_ERRORS = (RuntimeError, ValueError, IndexError, MemoryError)
 
 
-def _identity_hash(identity: str) -> int:
-    """The identity's 64 bits in the exact form: the first 8 bytes of the BLAKE2b of its UTF-8, as an
-    unsigned little-endian integer. Stored, so fixed for FORMAT_VERSION 1."""
-    return int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=_HASH_SIZE).digest(), "little")
+def identity_hash(identity: str) -> int:
+    """The identity's 64 bits: the first 8 bytes of the BLAKE2b of its UTF-8 (lone surrogates kept as
+    they are), as an unsigned little-endian integer. What a count holds (exactly, or in its sketch) and
+    stores, so fixed for FORMAT_VERSION 1. A request's identities are hashed once each, and the hashes
+    added to every count that takes them (the tracker's and the ledger's)."""
+    encoded = identity.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(encoded, digest_size=_HASH_SIZE).digest(), "little")
 
 
-def _printable(identity: str) -> str:
-    """`identity` with lone surrogates (not UTF-8, refused by the library) as backslash escapes."""
-    return identity.encode("utf-8", "backslashreplace").decode()
+def _signed(hashed: int) -> int:
+    """The library takes a signed 64-bit integer (and hashes its 8 bytes again)."""
+    return hashed - (1 << 64) if hashed >= 1 << 63 else hashed
 
 
 def _digest(header: bytes, body: bytes | memoryview) -> bytes:
     return hashlib.blake2b(header + bytes(body), digest_size=_DIGEST_SIZE).digest()
+
+
+def _sketch_of(hashes: Iterable[int]) -> datasketches.cpc_sketch:
+    sketch = datasketches.cpc_sketch(LG_K)
+    for hashed in hashes:
+        sketch.update(_signed(hashed))
+    return sketch
 
 
 class DistinctCount:
@@ -92,40 +104,43 @@ class DistinctCount:
     __slots__ = ("_hashes", "_sketch")
 
     def __init__(self) -> None:
-        self._sketch = datasketches.cpc_sketch(LG_K)
-        # The identities' hashes, ascending, while there are at most EXACT_LIMIT of them, else None. The
-        # sketch takes every identity all along, so it never has to be rebuilt from the hashes. An array
-        # rather than a set: 8 bytes a hash, where a set of ints held ~80 bytes each (91 KB for a count of
-        # 1,000, kept per series and kind by the tracker and by the ledger until a flush); an insertion
-        # moves at most 8 KB.
+        # The identities' hashes, ascending, while there are at most EXACT_LIMIT of them (and no sketch);
+        # else None and the sketch, made from them when the next identity came. An array rather than a
+        # set: 8 bytes a hash, where a set of ints held ~80 bytes each (91 KB for a count of 1,000, kept
+        # per series and kind by the tracker and by the ledger until a flush); an insertion moves at most
+        # 8 KB. No sketch while exact: adding is then a bisection (~0.3 us with the hash given), where
+        # updating a sketch as well took ~0.4 us more, on every request.
         self._hashes: array[int] | None = array("Q")
+        self._sketch: datasketches.cpc_sketch | None = None
 
     @classmethod
-    def _of(cls, sketch: datasketches.cpc_sketch, hashes: array[int] | None) -> DistinctCount:
+    def _of(cls, sketch: datasketches.cpc_sketch | None, hashes: array[int] | None) -> DistinctCount:
         count = cls.__new__(cls)
         count._sketch = sketch
         count._hashes = hashes
         return count
 
     def add(self, identity: str) -> None:
-        """Counts `identity` (once, however often it comes). The empty string is no identity: the
-        library ignores it, and so does the exact form."""
-        if not identity:
-            return
-        try:
-            self._sketch.update(identity)
-        except TypeError:
-            identity = _printable(identity)
-            self._sketch.update(identity)
+        """Counts `identity` (once, however often it comes). The empty string is no identity."""
+        if identity:
+            self.add_hash(identity_hash(identity))
+
+    def add_hash(self, hashed: int) -> None:
+        """Counts the identity whose identity_hash is `hashed`."""
         hashes = self._hashes
-        if hashes is not None:
-            hashed = _identity_hash(identity)
-            at = bisect_left(hashes, hashed)
-            if at == len(hashes) or hashes[at] != hashed:
-                if len(hashes) == EXACT_LIMIT:
-                    self._hashes = None
-                else:
-                    hashes.insert(at, hashed)
+        if hashes is None:
+            assert self._sketch is not None
+            self._sketch.update(_signed(hashed))
+            return
+        at = bisect_left(hashes, hashed)
+        if at < len(hashes) and hashes[at] == hashed:
+            return
+        if len(hashes) < EXACT_LIMIT:
+            hashes.insert(at, hashed)
+            return
+        sketch = _sketch_of(hashes)
+        sketch.update(_signed(hashed))
+        self._sketch, self._hashes = sketch, None
 
     def merge(self, other: DistinctCount) -> None:
         """Adds `other`'s identities to this count (an identity in both counts once)."""
@@ -142,6 +157,7 @@ class DistinctCount:
         above EXACT_LIMIT (a count leaves the exact form only with more identities than that)."""
         if self._hashes is not None:
             return float(len(self._hashes))
+        assert self._sketch is not None
         return max(float(self._sketch.get_estimate()), float(EXACT_LIMIT + 1))
 
     def count(self) -> int:
@@ -155,6 +171,7 @@ class DistinctCount:
         up to EXACT_LIMIT."""
         if self._hashes is not None:
             return float(len(self._hashes)), float(len(self._hashes))
+        assert self._sketch is not None
         floor = float(EXACT_LIMIT + 1)
         lower = float(self._sketch.get_lower_bound(2))
         upper = float(self._sketch.get_upper_bound(2))
@@ -162,14 +179,14 @@ class DistinctCount:
 
     def to_bytes(self) -> bytes:
         """Version byte, form byte, an 8-byte digest of the rest, then the exact form (how many hashes,
-        the hashes ascending, the sketch) or the sketch alone."""
-        sketch = bytes(self._sketch.serialize())
+        the hashes ascending) or the sketch."""
         if self._hashes is not None:
             ordered = self._hashes
-            body = _EXACT_SIZE.pack(len(ordered)) + struct.pack(f"<{len(ordered)}Q", *ordered) + sketch
+            body = _EXACT_SIZE.pack(len(ordered)) + struct.pack(f"<{len(ordered)}Q", *ordered)
             form = _EXACT_FORM
         else:
-            body, form = sketch, _SKETCH_FORM
+            assert self._sketch is not None
+            body, form = bytes(self._sketch.serialize()), _SKETCH_FORM
         prefix = bytes((FORMAT_VERSION, form))
         return _HEADER.pack(FORMAT_VERSION, form, _digest(prefix, body)) + body
 
@@ -185,36 +202,29 @@ class DistinctCount:
         body = memoryview(data)[_HEADER.size :]
         if form not in (_EXACT_FORM, _SKETCH_FORM) or digest != _digest(bytes((version, form)), body):
             raise ValueError("not a distinct count: damaged")
-        hashes: array[int] | None = None
         if form == _EXACT_FORM:
             if len(body) < _EXACT_SIZE.size:
                 raise ValueError("not a distinct count: no hash count")
             (size,) = _EXACT_SIZE.unpack_from(body)
-            end = _EXACT_SIZE.size + size * _HASH_SIZE
-            if size > EXACT_LIMIT or len(body) < end:
-                raise ValueError(f"not a distinct count: {size} hashes")
+            if size > EXACT_LIMIT or len(body) != _EXACT_SIZE.size + size * _HASH_SIZE:
+                raise ValueError(f"not a distinct count: {size} hashes in {len(body)} bytes")
             ordered = struct.unpack_from(f"<{size}Q", body, _EXACT_SIZE.size)
             if any(earlier >= later for earlier, later in itertools.pairwise(ordered)):
                 raise ValueError("not a distinct count: hashes out of order")
-            hashes, body = array("Q", ordered), body[end:]
+            return cls._of(None, array("Q", ordered))
         try:
             sketch = datasketches.cpc_sketch.deserialize(bytes(body))
         except _LIBRARY_ERRORS as err:
             raise ValueError(f"not a distinct count: {err}") from None
         if sketch.lg_k != LG_K:
             raise ValueError(f"not a distinct count: lg_k {sketch.lg_k}, not {LG_K}")
-        holds_identities = bool(hashes) if hashes is not None else True
-        if holds_identities == sketch.is_empty():
-            raise ValueError("not a distinct count: the sketch disagrees with the form")
         if sketch.is_empty():
-            # The library's sketch read from an empty one estimates infinity once updated (its HIP
-            # accumulator starts wrong): start afresh, which is the same empty sketch.
-            sketch = datasketches.cpc_sketch(LG_K)
-        return cls._of(sketch, hashes)
+            raise ValueError("not a distinct count: an empty sketch (a count leaves the exact form full)")
+        return cls._of(sketch, None)
 
     @property
     def empty(self) -> bool:
-        return bool(self._sketch.is_empty())
+        return self._hashes is not None and not self._hashes
 
 
 def exact_count(data: bytes) -> int | None:
@@ -239,14 +249,19 @@ def exact_count(data: bytes) -> int | None:
 
 def union(counts: Iterable[DistinctCount]) -> DistinctCount:
     """One count of every identity in any of `counts`: exact while the union of their identities is."""
-    merged = datasketches.cpc_union(LG_K)
-    hashes: set[int] | None = set()
+    hashes: set[int] = set()
+    sketches: list[datasketches.cpc_sketch] = []
     for count in counts:
-        merged.update(count._sketch)
-        if hashes is not None and count._hashes is not None:
+        if count._hashes is not None:
             hashes.update(count._hashes)
-            if len(hashes) > EXACT_LIMIT:
-                hashes = None
         else:
-            hashes = None
-    return DistinctCount._of(merged.get_result(), None if hashes is None else array("Q", sorted(hashes)))
+            assert count._sketch is not None
+            sketches.append(count._sketch)
+    if not sketches and len(hashes) <= EXACT_LIMIT:
+        return DistinctCount._of(None, array("Q", sorted(hashes)))
+    merged = datasketches.cpc_union(LG_K)
+    for sketch in sketches:
+        merged.update(sketch)
+    if hashes:
+        merged.update(_sketch_of(hashes))
+    return DistinctCount._of(merged.get_result(), None)

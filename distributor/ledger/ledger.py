@@ -350,11 +350,11 @@ class UsageLedger:
         labels: tuple[str, ...],
         usage: Mapping[tuple[str, ...], Usage],
         overflowed: Mapping[tuple[str, ...], tuple[str, ...]],
-        identities: Mapping[str, Mapping[tuple[str, ...], Collection[str]]] | None = None,
+        identities: Mapping[str, Mapping[tuple[str, ...], Collection[int]]] | None = None,
     ) -> None:
         """One accepted request's usage by label values, attributed as the tracker recorded it, and the
-        distinct identities (by kind, by label values) it carried; kinds other than DISTINCT_KINDS are
-        not the ledger's."""
+        distinct identities (by kind, by label values, as their identity_hash) it carried; kinds other
+        than DISTINCT_KINDS are not the ledger's."""
         if self.unavailable is not None:
             self._count_unrecorded(tenant, sum(usage.values(), NO_USAGE), LEDGER_UNAVAILABLE)
             return
@@ -382,7 +382,7 @@ class UsageLedger:
         hour: int,
         labels: tuple[str, ...],
         overflowed: Mapping[tuple[str, ...], tuple[str, ...]],
-        identities: Mapping[str, Mapping[tuple[str, ...], Collection[str]]],
+        identities: Mapping[str, Mapping[tuple[str, ...], Collection[int]]],
     ) -> None:
         """Into the counts of the series-hours `record` holds (one it could not hold counts nothing)."""
         for kind in DISTINCT_KINDS:
@@ -399,7 +399,7 @@ class UsageLedger:
                 if count is None:
                     count = counts[kind] = DistinctCount()
                 for identity in seen:
-                    count.add(identity)
+                    count.add_hash(identity)
 
     def _held_entries(self) -> int:
         return len(self._pending) + (len(self._failed.usage) if self._failed else 0)

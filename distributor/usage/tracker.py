@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from distributor.common.clock import Clock
 from distributor.common.discards import DiscardReason
-from distributor.common.distinct import DistinctCount
+from distributor.common.distinct import DistinctCount, identity_hash
 from distributor.common.usage import Usage
 from distributor.common.utf8 import utf8_prefix
 from distributor.ingest.scan import ScanPlan
@@ -179,8 +179,8 @@ class TenantUsageStats:
     overflow_bytes: int
 
 
-# Per distinct kind, per label values, the identities a request carried.
-Identities = dict[str, dict[tuple[str, ...], set[str]]]
+# Per distinct kind, per label values, the identities a request carried (their identity_hash).
+Identities = dict[str, dict[tuple[str, ...], set[int]]]
 
 
 class Attribution(NamedTuple):
@@ -298,7 +298,7 @@ class UsageTracker:
         services = distinct.services
         for seen in identities.get(SERVICES, {}).values():
             for identity in seen:
-                services.add(identity)
+                services.add_hash(identity)
         by_series = distinct.series
         for kind in SERIES_KINDS:
             for values, seen in identities.get(kind, {}).items():
@@ -312,7 +312,7 @@ class UsageTracker:
                 if count is None:
                     count = counts[kind] = DistinctCount()
                 for identity in seen:
-                    count.add(identity)
+                    count.add_hash(identity)
 
     def record_discarded(self, tenant: str, attribution: Attribution, reason: DiscardReason) -> None:
         render = attribution.plan.render_discarded
@@ -452,20 +452,25 @@ def _split(
     series: dict[tuple[str, ...], tuple[int, int]], labels: int, kinds: tuple[str, ...]
 ) -> tuple[dict[tuple[str, ...], tuple[int, int]], Identities]:
     """The scan's series by (label values, one value per kind) as usage by label values, and per kind
-    the identities each label-value tuple saw (`__missing__`: none)."""
+    the identities each label-value tuple saw (`__missing__`, or empty: none), as their identity_hash:
+    each identity is hashed once per request, however many series and counts take it."""
     usage: dict[tuple[str, ...], tuple[int, int]] = {}
     identities: Identities = {kind: {} for kind in kinds}
+    hashed: dict[str, int] = {}
     for values, (size, spans) in series.items():
         own = values[:labels]
         earlier = usage.get(own)
         usage[own] = (size, spans) if earlier is None else (earlier[0] + size, earlier[1] + spans)
         for kind, identity in zip(kinds, values[labels:], strict=True):
-            if identity != MISSING:
+            if identity != MISSING and identity:
+                code = hashed.get(identity)
+                if code is None:
+                    code = hashed[identity] = identity_hash(identity)
                 seen = identities[kind].get(own)
                 if seen is None:
-                    identities[kind][own] = {identity}
+                    identities[kind][own] = {code}
                 else:
-                    seen.add(identity)
+                    seen.add(code)
     return usage, identities
 
 
@@ -476,7 +481,7 @@ def _bound_identities(identities: Identities, plan: _DimensionPlan) -> None:
     for kind, by_values in identities.items():
         if not any(values and max(map(len, values)) > longest for values in by_values):
             continue
-        bounded: dict[tuple[str, ...], set[str]] = {}
+        bounded: dict[tuple[str, ...], set[int]] = {}
         for values, seen in by_values.items():
             key = plan.bounded(values)
             if key in bounded:
