@@ -63,7 +63,7 @@ def test_identities_come_from_the_span_first_then_the_resource_in_the_configured
     assert counted.identities == {
         SESSIONS: {("shop",): ids("s-resource", "s-span", "s-faro", "later")},
         HOSTS: {("shop",): ids("h1", "h2"), ("core",): ids("h3")},
-        SERVICES: {("shop",): ids("web"), ("core",): ids("api")},
+        SERVICES: {(): ids("web", "api")},  # counted per tenant
     }
     assert MISSING not in str(counted.identities)  # spans without a session count none
 

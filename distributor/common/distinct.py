@@ -142,6 +142,12 @@ class DistinctCount:
         sketch.update(_signed(hashed))
         self._sketch, self._hashes = sketch, None
 
+    def add_hashes(self, hashes: Iterable[int]) -> None:
+        """add_hash of each of `hashes`."""
+        add = self.add_hash
+        for hashed in hashes:
+            add(hashed)
+
     def merge(self, other: DistinctCount) -> None:
         """Adds `other`'s identities to this count (an identity in both counts once)."""
         merged = union((self, other))

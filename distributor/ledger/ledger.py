@@ -398,8 +398,7 @@ class UsageLedger:
                 count = counts.get(kind)
                 if count is None:
                     count = counts[kind] = DistinctCount()
-                for identity in seen:
-                    count.add_hash(identity)
+                count.add_hashes(seen)
 
     def _held_entries(self) -> int:
         return len(self._pending) + (len(self._failed.usage) if self._failed else 0)

@@ -255,14 +255,16 @@ class UsageTracker:
         identities: Identities | None = None
         if plan.kinds:
             series, identities = _split(series, len(plan.labels), plan.kinds)
+        cut = False
         for values, (size, spans) in series.items():
             if values and max(map(len, values)) > longest:
+                cut = True
                 values = plan.bounded(values)
                 earlier = usage.get(values)  # two long values cut to the same bound: one series
                 if earlier is not None:
                     size, spans = size + earlier.bytes, spans + earlier.spans
             usage[values] = Usage(size, spans)
-        if identities is not None and plan.labels:
+        if identities is not None and cut:
             _bound_identities(identities, plan)
         return Attribution(plan, usage, limits.max_cardinality or self.config.max_cardinality, identities)
 
@@ -297,8 +299,7 @@ class UsageTracker:
             distinct = self._distinct[tenant] = _TenantDistinct(tenant, hour)
         services = distinct.services
         for seen in identities.get(SERVICES, {}).values():
-            for identity in seen:
-                services.add_hash(identity)
+            services.add_hashes(seen)
         by_series = distinct.series
         for kind in SERIES_KINDS:
             for values, seen in identities.get(kind, {}).items():
@@ -311,8 +312,7 @@ class UsageTracker:
                 count = counts.get(kind)
                 if count is None:
                     count = counts[kind] = DistinctCount()
-                for identity in seen:
-                    count.add_hash(identity)
+                count.add_hashes(seen)
 
     def record_discarded(self, tenant: str, attribution: Attribution, reason: DiscardReason) -> None:
         render = attribution.plan.render_discarded
@@ -453,24 +453,39 @@ def _split(
 ) -> tuple[dict[tuple[str, ...], tuple[int, int]], Identities]:
     """The scan's series by (label values, one value per kind) as usage by label values, and per kind
     the identities each label-value tuple saw (`__missing__`, or empty: none), as their identity_hash:
-    each identity is hashed once per request, however many series and counts take it."""
+    each identity is hashed once per request, however many series and counts take it. Services are
+    counted per tenant only: theirs are keyed by ()."""
     usage: dict[tuple[str, ...], tuple[int, int]] = {}
     identities: Identities = {kind: {} for kind in kinds}
+    per_series = [(labels + index, identities[kind]) for index, kind in enumerate(kinds) if kind != SERVICES]
+    service_at = labels + kinds.index(SERVICES) if SERVICES in kinds else -1
+    services: set[int] = set()
     hashed: dict[str, int] = {}
     for values, (size, spans) in series.items():
         own = values[:labels]
         earlier = usage.get(own)
         usage[own] = (size, spans) if earlier is None else (earlier[0] + size, earlier[1] + spans)
-        for kind, identity in zip(kinds, values[labels:], strict=True):
+        for at, by_values in per_series:
+            identity = values[at]
+            if identity == MISSING or not identity:
+                continue
+            code = hashed.get(identity)
+            if code is None:
+                code = hashed[identity] = identity_hash(identity)
+            seen = by_values.get(own)
+            if seen is None:
+                by_values[own] = {code}
+            else:
+                seen.add(code)
+        if service_at >= 0:
+            identity = values[service_at]
             if identity != MISSING and identity:
                 code = hashed.get(identity)
                 if code is None:
                     code = hashed[identity] = identity_hash(identity)
-                seen = identities[kind].get(own)
-                if seen is None:
-                    identities[kind][own] = {code}
-                else:
-                    seen.add(code)
+                services.add(code)
+    if services:
+        identities[SERVICES][()] = services
     return usage, identities
 
 
@@ -479,7 +494,7 @@ def _bound_identities(identities: Identities, plan: _DimensionPlan) -> None:
     to one bound are one series, whose identities are the union)."""
     longest = plan.longest_unchecked
     for kind, by_values in identities.items():
-        if not any(values and max(map(len, values)) > longest for values in by_values):
+        if kind == SERVICES or not any(values and max(map(len, values)) > longest for values in by_values):
             continue
         bounded: dict[tuple[str, ...], set[int]] = {}
         for values, seen in by_values.items():
