@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import datasketches
 
@@ -69,11 +69,14 @@ class Candidate:
     union: Callable[[Sequence[Sketch]], Sketch]
 
 
-class Hll:
-    __slots__ = ("sketch",)
+class LibrarySketch:
+    """One of the library's sketches (HLL or CPC: the same methods, but for how each serializes)."""
 
-    def __init__(self, sketch: datasketches.hll_sketch) -> None:
+    __slots__ = ("serialize", "sketch")
+
+    def __init__(self, sketch: Any, serialize: Callable[[Any], Any]) -> None:
         self.sketch = sketch
+        self.serialize = serialize
 
     def feed(self, identities: range) -> None:
         update = self.sketch.update
@@ -90,53 +93,39 @@ class Hll:
         return float(self.sketch.get_lower_bound(2)), float(self.sketch.get_upper_bound(2))
 
     def to_bytes(self) -> bytes:
-        return bytes(self.sketch.serialize_compact())
+        return bytes(self.serialize(self.sketch))
 
 
 def hll_candidate(lg_k: int, kind: datasketches.tgt_hll_type) -> Candidate:
+    def serialize(sketch: datasketches.hll_sketch) -> Any:
+        return sketch.serialize_compact()
+
     def union(sketches: Sequence[Sketch]) -> Sketch:
         merged = datasketches.hll_union(lg_k)
         for sketch in sketches:
-            assert isinstance(sketch, Hll)
+            assert isinstance(sketch, LibrarySketch)
             merged.update(sketch.sketch)
-        return Hll(merged.get_result(kind))
+        return LibrarySketch(merged.get_result(kind), serialize)
 
-    return Candidate(f"HLL {lg_k} {kind.name}", lambda: Hll(datasketches.hll_sketch(lg_k, kind)), union)
-
-
-class Cpc:
-    __slots__ = ("sketch",)
-
-    def __init__(self, sketch: datasketches.cpc_sketch) -> None:
-        self.sketch = sketch
-
-    def feed(self, identities: range) -> None:
-        update = self.sketch.update
-        for identity in identities:
-            update(identity)
-
-    def add_text(self, identity: str) -> None:
-        self.sketch.update(identity)
-
-    def estimate(self) -> float:
-        return float(self.sketch.get_estimate())
-
-    def bounds(self) -> tuple[float, float]:
-        return float(self.sketch.get_lower_bound(2)), float(self.sketch.get_upper_bound(2))
-
-    def to_bytes(self) -> bytes:
-        return bytes(self.sketch.serialize())
+    return Candidate(
+        f"HLL {lg_k} {kind.name}",
+        lambda: LibrarySketch(datasketches.hll_sketch(lg_k, kind), serialize),
+        union,
+    )
 
 
 def cpc_candidate(lg_k: int) -> Candidate:
+    def serialize(sketch: datasketches.cpc_sketch) -> Any:
+        return sketch.serialize()
+
     def union(sketches: Sequence[Sketch]) -> Sketch:
         merged = datasketches.cpc_union(lg_k)
         for sketch in sketches:
-            assert isinstance(sketch, Cpc)
+            assert isinstance(sketch, LibrarySketch)
             merged.update(sketch.sketch)
-        return Cpc(merged.get_result())
+        return LibrarySketch(merged.get_result(), serialize)
 
-    return Candidate(f"CPC {lg_k}", lambda: Cpc(datasketches.cpc_sketch(lg_k)), union)
+    return Candidate(f"CPC {lg_k}", lambda: LibrarySketch(datasketches.cpc_sketch(lg_k), serialize), union)
 
 
 class Product:

@@ -15,7 +15,7 @@ from distributor.overrides.model import DEFAULT_SESSION_ATTRIBUTES
 from distributor.usage.config import CostAttributionConfig
 from distributor.usage.tracker import UsageTracker
 from tests.support.clock import ManualClock
-from tests.support.config_files import write_config_files
+from tests.support.config_files import multitenant_config, write_config_files
 from tests.support.metrics import Labels, labels, parse_usage, scrape
 from tests.support.otlp import batch, limits, received, request, span
 from tests.support.service import RunningService, StartService
@@ -27,15 +27,6 @@ HOUR = 3600
 # Ten minutes into a UTC hour.
 START = 1_790_000_000 // HOUR * HOUR + 600.0
 
-CONFIG = """\
-multitenancy_enabled: true
-server: {http_listen_port: 0}
-distributor:
-  receivers: {otlp: {protocols: {http: {endpoint: "127.0.0.1:0"}}}}
-  usage: {cost_attribution: {enabled: true}}
-overrides:
-  per_tenant_override_config: overrides.yaml
-"""
 BOTH = "distinct_counts: {sessions: {enabled: true}, hosts: {enabled: true}}"
 OVERRIDES = f"""\
 overrides:
@@ -44,7 +35,7 @@ overrides:
   tight:
     cost_attribution: {{dimensions: [team], max_cardinality: 1, {BOTH}}}
   bare:
-    cost_attribution: {{{BOTH}}}
+    cost_attribution: {{dimensions: {{}}, {BOTH}}}
   sessions-only:
     cost_attribution: {{dimensions: [team], distinct_counts: {{sessions: {{enabled: true}}}}}}
   plain:
@@ -56,7 +47,7 @@ overrides:
 
 
 async def start(start_service: StartService, tmp_path: Path) -> RunningService:
-    config = load_config(write_config_files(tmp_path, CONFIG, OVERRIDES))
+    config = load_config(write_config_files(tmp_path, multitenant_config(), OVERRIDES))
     return await start_service(config, wall_clock=ManualClock(START))
 
 
