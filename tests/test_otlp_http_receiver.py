@@ -312,21 +312,24 @@ async def test_ready_answers_promptly_while_a_large_gzip_body_is_inflated(
     # a full collection of it stops the loop for as long as the test's bound.
     gc.collect()
     gc.freeze()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    upload = asyncio.create_task(running.post(body, headers=GZIP))
-    ready_latencies: list[float] = []
-    while not upload.done():
-        asked = loop.time()
-        async with running.session.get(running.server_url + "/ready") as response:
-            assert response.status == 200
-        ready_latencies.append(loop.time() - asked)
-    answer = await upload
-    elapsed = loop.time() - started
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        upload = asyncio.create_task(running.post(body, headers=GZIP))
+        ready_latencies: list[float] = []
+        while not upload.done():
+            asked = loop.time()
+            async with running.session.get(running.server_url + "/ready") as response:
+                assert response.status == 200
+            ready_latencies.append(loop.time() - asked)
+        answer = await upload
+        elapsed = loop.time() - started
+    finally:
+        gc.unfreeze()  # else what stays frozen is never freed, and extension modules report leaks at exit
     assert answer.status == 200, answer.body
-    assert elapsed < 3.0, f"100,000 gzip members took {elapsed:.2f} s"
+    # Inflating member by member in quadratic time took minutes; linear takes ~1-4 s on the shared VM.
+    assert elapsed < 10.0, f"100,000 gzip members took {elapsed:.2f} s"
     assert len(ready_latencies) > 1
-    gc.unfreeze()
     assert max(ready_latencies) < 0.1, f"/ready waited {max(ready_latencies) * 1000:.0f} ms"
 
 
