@@ -10,6 +10,7 @@ import time
 
 from distributor.attribution.api import UsageAttributionApi
 from distributor.attribution.http import UsageAttributionHttp
+from distributor.attribution.page import UsagePage
 from distributor.common.clock import Clock
 from distributor.common.http_listener import (
     ConnectionLimits,
@@ -160,7 +161,10 @@ class Service:
         self.server_port = HttpListener(
             "server",
             config.server.endpoint,
-            self.endpoints.routes() + self.user_overrides_api.routes() + self.attribution_http.routes(),
+            self.endpoints.routes()
+            + self.user_overrides_api.routes()
+            + self.attribution_http.routes()
+            + UsagePage().routes(),
             request_metrics.middleware,
             shutdown_timeout,
             ConnectionLimits(

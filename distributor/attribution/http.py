@@ -34,6 +34,8 @@ JSON_CONTENT_TYPE = "application/json"
 CSV_CONTENT_TYPE = "text/csv"
 RATE_LIMIT_NAME = "usage_attribution"
 AUTH_FAILURE_LIMIT_NAME = "usage_attribution_auth_failures"
+# Not Datadog's: which org a key pair signs the usage page in as (the tenant whose tags it edits).
+SESSION_PATH = "/usage/session"
 DISABLED = "usage attribution is disabled (usage_attribution.enabled)"
 
 
@@ -54,6 +56,7 @@ class UsageAttributionHttp:
             web.get(HOURLY_PATH, self.hourly),
             web.get(MONTHLY_PATH, self.monthly),
             *(web.get(path, self.types) for path in TYPES_PATHS),
+            web.get(SESSION_PATH, self.session),
         ]
 
     async def hourly(self, request: web.Request) -> web.Response:
@@ -78,6 +81,16 @@ class UsageAttributionHttp:
     async def types(self, request: web.Request) -> web.Response:
         async def handle(api: UsageAttributionApi, grant: Grant) -> tuple[bytes, str]:
             return _json(await api.types(grant)), JSON_CONTENT_TYPE
+
+        return await self._answer(request, handle)
+
+    async def session(self, request: web.Request) -> web.Response:
+        """The key pair's own org: its tenant id and name. Nothing of any other org."""
+
+        async def handle(api: UsageAttributionApi, grant: Grant) -> tuple[bytes, str]:
+            org = api.orgs.org(grant.key.org)
+            document = {"org_id": org.org_id, "org_name": org.name, "public_id": org.public_id}
+            return json.dumps(document, separators=(",", ":")).encode(), JSON_CONTENT_TYPE
 
         return await self._answer(request, handle)
 
