@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml setup.py $(CORE_SOURCE) $(JSON_SOURCE)
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/distributor --config $(CONFIG)
+	$(BIN)/distributor --config $(CONFIG) --config.expand-env
 
 test: $(VENV)/.installed
 	$(BIN)/pytest -q

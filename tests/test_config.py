@@ -368,13 +368,23 @@ def test_cli_serves_until_sigterm_and_exits_zero(tmp_path: Path) -> None:
         assert cli.terminate() == 0
 
 
-def test_yaml_of_the_default_config_loads(tmp_path: Path) -> None:
+def test_yaml_of_the_default_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `make run` serves (with -config.expand-env): usage tracked by service, the ledger and its API
+    on, with a key pair for this machine unless the environment gives one; sessions and hosts counted."""
+    monkeypatch.delenv("DISTRIBUTOR_API_KEY", raising=False)
+    monkeypatch.setenv("DISTRIBUTOR_APP_KEY", "from-the-environment")
     root = Path(__file__).resolve().parent.parent
-    config = load_config(root / "config" / "distributor.yaml")
+    config = load_config(root / "config" / "distributor.yaml", expand_env=True)
     assert config.cost_attribution.enabled
-    assert [d.label for d in overrides_in_force(config).for_tenant("single-tenant").dimensions] == [
-        "service_name"
-    ]
+    limits = overrides_in_force(config).for_tenant("single-tenant")
+    assert [d.label for d in limits.dimensions] == ["service_name"]
+    assert (limits.session_attributes, limits.host_attributes) != ((), ())
+    assert config.usage_attribution.enabled
+    (key,) = config.usage_attribution.keys
+    assert (key.api_key, key.app_key, key.org) == ("local-api-key", "from-the-environment", "single-tenant")
+    assert "run: $(VENV)/.installed\n\t$(BIN)/distributor --config $(CONFIG) --config.expand-env" in (
+        root / "Makefile"
+    ).read_text()
 
 
 def test_expand_env_substitutes_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
