@@ -382,9 +382,10 @@ def test_yaml_of_the_default_config_loads(tmp_path: Path, monkeypatch: pytest.Mo
     assert config.usage_attribution.enabled
     (key,) = config.usage_attribution.keys
     assert (key.api_key, key.app_key, key.org) == ("local-api-key", "from-the-environment", "single-tenant")
-    assert "run: $(VENV)/.installed\n\t$(BIN)/distributor --config $(CONFIG) --config.expand-env" in (
-        root / "Makefile"
-    ).read_text()
+    assert (
+        "run: $(VENV)/.installed\n\t$(BIN)/distributor --config $(CONFIG) --config.expand-env"
+        in (root / "Makefile").read_text()
+    )
 
 
 def test_expand_env_substitutes_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
