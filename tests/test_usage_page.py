@@ -11,6 +11,7 @@ import csv
 import io
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MONTH = "2026-11"  # the month of tests.support.attribution.START
+DAY = "2026-11-22"  # the day of tests.support.attribution.START
 MONTHLY = "/api/v1/usage/monthly-attribution"
+HOURLY = "/api/v1/usage/hourly-attribution"
 USAGE_TYPES = (
     "ingested_spans_bytes_usage",
     "estimated_ingested_spans_usage",
@@ -53,7 +56,7 @@ USER_OVERRIDES = {
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningAttribution]:
     """Holding and its subsidiary Web, both attributed by department; Web counts sessions and hosts.
-    Pages of 2 records, so the page has to follow next_record_id."""
+    Usage in two hours of DAY. Pages of 2 records, so the page has to follow next_record_id."""
     config = write_config(
         tmp_path_factory.mktemp("usage-page"),
         page_size=2,
@@ -69,6 +72,12 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         )
         await service.send("web", visits_request("marketing", [("s3", "h2")]).SerializeToString())
         for department, spans in (("finance", 3), ("ops", 5), ("research", 1)):
+            body = request(batch({"service.name": "billing", "department": department}, [span()] * spans))
+            await service.send("holding", body.SerializeToString())
+        await service.flush()
+        # The next hour, more of Holding's: the trends chart has two hours to show.
+        service.wall.advance(3600)
+        for department, spans in (("finance", 2), ("ops", 4)):
             body = request(batch({"service.name": "billing", "department": department}, [span()] * spans))
             await service.send("holding", body.SerializeToString())
         await service.flush()
@@ -318,3 +327,153 @@ async def test_editing_tags_with_a_stale_etag_shows_the_conflict_and_overwrites_
         dimensions = {"department": "", "team": "squad", "k8s.namespace.name": "namespace"}
         assert await stored.json() == {"cost_attribution": {"dimensions": dimensions}}
     await screenshot(page, "edit-tags-saved")
+
+
+async def show_trend(page: Page, range_name: str, usage_name: str, top: int | None = None) -> None:
+    """The trend of DAY's range for one usage type, grouped by department (the monthly view's keys)."""
+    await page.get_by_label("Group by tag keys").fill("department")
+    await page.get_by_label("Range", exact=True).select_option(label=range_name)
+    await page.get_by_label("Through day").fill(DAY)
+    await page.get_by_label("Usage type", exact=True).select_option(label=usage_name)
+    if top is not None:
+        await page.get_by_label("Top tag sets").fill(str(top))
+    await page.get_by_role("button", name="Show trend").click()
+    await page.locator("#trends-status").filter(has_text=re.compile(r"^\d+ tag sets?")).wait_for()
+
+
+Series = dict[str, dict[datetime, float]]
+
+
+async def chart(page: Page) -> dict[str, Any]:
+    """Each drawn series (its data-series, its title, bars or a line, its marks' hours and values), the
+    legend's series, the SVG's role and label, and the visually-hidden table's columns by series."""
+    result: dict[str, Any] = await page.evaluate(
+        """() => {
+            const svg = document.getElementById("trend-chart");
+            const table = document.getElementById("trend-table");
+            const header = Array.from(table.tHead.rows[0].cells, (cell) => cell.textContent);
+            const rows = Array.from(table.tBodies[0].rows, (row) => Array.from(row.cells, (cell) =>
+                cell.dataset.value === undefined ? cell.textContent : Number(cell.dataset.value)));
+            return {
+                role: svg.getAttribute("role"),
+                label: svg.getAttribute("aria-label"),
+                series: Array.from(svg.querySelectorAll("[data-series]"), (group) => ({
+                    name: group.dataset.series,
+                    title: group.querySelector(":scope > title").textContent,
+                    line: group.querySelector("path") !== null,
+                    marks: Array.from(group.querySelectorAll("[data-hour]"),
+                        (mark) => [mark.dataset.hour, Number(mark.dataset.value)]),
+                })),
+                legend: Array.from(document.querySelectorAll("#trend-legend li"),
+                    (item) => item.dataset.series),
+                note: document.getElementById("trend-note").textContent,
+                table: {header, rows},
+            };
+        }"""
+    )
+    return result
+
+
+def drawn(shown: dict[str, Any]) -> Series:
+    return {
+        series["name"]: {datetime.fromisoformat(hour): value for hour, value in series["marks"]}
+        for series in shown["series"]
+    }
+
+
+def tabled(shown: dict[str, Any]) -> Series:
+    """The hidden table's numbers as series; its hour cells read 'YYYY-MM-DD hh:mm' (UTC)."""
+    header, rows = shown["table"]["header"], shown["table"]["rows"]
+    series: Series = {name: {} for name in header[1:]}
+    for hour, *values in rows:
+        moment = datetime.fromisoformat(hour + "+00:00")
+        for name, value in zip(header[1:], values, strict=True):
+            if value:
+                series[name][moment] = value
+    return series
+
+
+async def api_hourly(running: RunningAttribution, usage_type: str, start_hr: str, end_hr: str) -> Series:
+    """The API's hourly answer by department (all pages), one series per org and department."""
+    params = {
+        "start_hr": start_hr,
+        "end_hr": end_hr,
+        "usage_type": usage_type,
+        "tag_breakdown_keys": "department",
+    }
+    series: Series = {}
+    while True:
+        status, body, _ = await running.get(HOURLY, params)
+        assert status == 200, body
+        for record in body["usage"]:
+            hours = series.setdefault(f"{record['org_name']}: {record['tags']['department'][0]}", {})
+            moment = datetime.fromisoformat(record["hour"])
+            hours[moment] = hours.get(moment, 0) + record["total_usage_sum"]
+        cursor = body["metadata"]["pagination"]["next_record_id"]
+        if cursor is None:
+            return series
+        params["next_record_id"] = cursor
+
+
+def top_and_other(api: Series, top: int, other: bool = True) -> Series:
+    """The top `top` series by total, and (when `other`) the rest summed per hour as "other"."""
+    ranked = sorted(api.items(), key=lambda item: -sum(item[1].values()))
+    if len(ranked) > top:
+        assert sum(ranked[top - 1][1].values()) > sum(ranked[top][1].values()), "no tie at the cut"
+    expected = dict(ranked[:top])
+    rest = ranked[top:]
+    if rest and other:
+        summed: dict[datetime, float] = {}
+        for _, hours in rest:
+            for moment, value in hours.items():
+                summed[moment] = summed.get(moment, 0) + value
+        expected["other"] = summed
+    return expected
+
+
+async def test_trend_draws_the_top_tag_sets_stacked_and_the_rest_as_other(
+    page: Page, running: RunningAttribution
+) -> None:
+    await sign_in(page)
+    await show_trend(page, "Day", "Spans", top=3)
+    shown = await chart(page)
+    api = await api_hourly(running, "estimated_ingested_spans_usage", f"{DAY}T00", "2026-11-23T00")
+    assert len(api) == 5 and len({hour for hours in api.values() for hour in hours}) == 2
+    expected = top_and_other(api, 3)
+    assert list(expected)[-1] == "other" and len(expected) == 4
+    assert drawn(shown) == expected
+    assert [series["name"] for series in shown["series"]] == list(expected) == shown["legend"]
+    assert not any(series["line"] for series in shown["series"])
+    assert all(series["title"].startswith(series["name"]) for series in shown["series"])
+    assert tabled(shown) == expected, "the hidden table has the chart's numbers"
+    assert shown["role"] == "img" and "stacked bar chart of Spans per hour" in shown["label"]
+    assert "4 series" in shown["label"] and "Stacked" in shown["note"]
+    await screenshot(page, "trends-spans-top-3")
+
+
+async def test_trend_of_a_week_with_the_default_top_five_has_every_tag_set(
+    page: Page, running: RunningAttribution
+) -> None:
+    await sign_in(page)
+    await show_trend(page, "Week (7 days to the date)", "Ingested bytes")
+    shown = await chart(page)
+    api = await api_hourly(running, "ingested_spans_bytes_usage", "2026-11-16T00", "2026-11-23T00")
+    assert len(api) == 5
+    assert drawn(shown) == api and "other" not in drawn(shown)
+    assert tabled(shown) == api
+    await screenshot(page, "trends-bytes-week")
+
+
+async def test_trend_of_distinct_sessions_draws_lines_not_stacked(
+    page: Page, running: RunningAttribution
+) -> None:
+    await sign_in(page)
+    await show_trend(page, "Month to date", "RUM sessions", top=1)
+    shown = await chart(page)
+    api = await api_hourly(running, "rum_browser_mobile_sessions_usage", "2026-11-01T00", "2026-11-23T00")
+    assert set(api) == {"Web: finance", "Web: marketing"}
+    assert drawn(shown) == top_and_other(api, 1, other=False), "distinct counts are not summed as other"
+    assert all(series["line"] for series in shown["series"])
+    assert "not stacked" in shown["note"] and "1 more tag set is not drawn" in shown["note"]
+    assert "line chart of RUM sessions per hour" in shown["label"]
+    await screenshot(page, "trends-sessions-lines")

@@ -1,6 +1,7 @@
-// The usage attribution page: the monthly table from /api/v1/usage/monthly-attribution and the org's
-// attribution tags through /api/overrides. Plain JavaScript, no dependencies; the strict
-// Content-Security-Policy of the page allows no inline script, so everything is wired up here.
+// The usage attribution page: the monthly table from /api/v1/usage/monthly-attribution, an hourly
+// chart from /api/v1/usage/hourly-attribution and the org's attribution tags through /api/overrides.
+// Plain JavaScript, no dependencies; the strict Content-Security-Policy of the page allows no inline
+// script, so everything is wired up here.
 "use strict";
 
 const KEYS_STORAGE = "usage-attribution-keys";
@@ -86,6 +87,7 @@ async function signIn(keys) {
   element("sign-out").hidden = false;
   element("sign-in").hidden = true;
   element("monthly").hidden = false;
+  element("trends").hidden = false;
   element("edit-tags").hidden = false;
   element("tags-tenant").textContent = state.org.org_name;
   element("sign-in-error").textContent = "";
@@ -102,7 +104,7 @@ function signOut(message) {
   state.sort = null;
   state.tagsEtag = null;
   element("sign-in-form").reset();
-  for (const id of ["monthly-status", "monthly-error", "tags-status", "tags-error", "usage-caption"]) {
+  for (const id of ["monthly-status", "monthly-error", "trends-status", "trends-error", "tags-status", "tags-error", "usage-caption"]) {
     element(id).textContent = "";
   }
   element("dimensions").value = "";
@@ -113,6 +115,10 @@ function signOut(message) {
   element("signed-in-as").hidden = true;
   element("sign-out").hidden = true;
   element("monthly").hidden = true;
+  element("trends").hidden = true;
+  element("trend-figure").hidden = true;
+  element("trend-chart").replaceChildren();
+  element("trend-legend").replaceChildren();
   element("edit-tags").hidden = true;
   element("sign-in").hidden = false;
   element("sign-in-error").textContent = message || "";
@@ -384,6 +390,319 @@ function downloadCsv() {
   setTimeout(() => URL.revokeObjectURL(url), 0);
 }
 
+// --- trends: an hourly chart per tag set ------------------------------------------------------------
+
+const HOURLY_PATH = "/api/v1/usage/hourly-attribution";
+const HOUR_MS = 3600 * 1000;
+const DAY_MS = 24 * HOUR_MS;
+// Distinct sessions or hosts: an identity seen under two tag sets counts in both, so these never add.
+const DISTINCT_TYPES = new Set(["rum_browser_mobile_sessions_usage", "apm_host_usage"]);
+const SERIES_COLOURS = [
+  "#0b5cad", "#d1495b", "#2e8540", "#e08e0b", "#6f42c1", "#138d90",
+  "#a0522d", "#c2185b", "#5c6f00", "#3949ab", "#8d6e63", "#00796b",
+];
+const OTHER_COLOUR = "#9aa3ad";
+const OTHER_LABEL = "other";
+const SVG_NS = "http://www.w3.org/2000/svg";
+const CHART = { width: 960, height: 340, left: 78, right: 16, top: 14, bottom: 54 };
+
+// The hours [start, end) of the chosen range, in epoch milliseconds (UTC): a day, the 7 days through
+// the chosen day, or the chosen day's month from its first day through the chosen day.
+function trendHours(range, day) {
+  const end = Date.parse(`${day}T00:00:00Z`) + DAY_MS;
+  if (range === "day") {
+    return { start: end - DAY_MS, end };
+  }
+  if (range === "week") {
+    return { start: end - 7 * DAY_MS, end };
+  }
+  return { start: Date.parse(`${day.slice(0, 7)}-01T00:00:00Z`), end };
+}
+
+function hourParameter(milliseconds) {
+  return new Date(milliseconds).toISOString().slice(0, 13);
+}
+
+// One tag set's name: its org and its values of the group-by keys.
+function seriesLabel(record, breakdown) {
+  if (!breakdown.length) {
+    return record.org_name;
+  }
+  const values = breakdown.map((key) => (record.tags === null ? "—" : (record.tags[key] || [""])[0]));
+  return `${record.org_name}: ${values.join(", ")}`;
+}
+
+// Every hourly record of the range, following next_record_id to the last page.
+async function fetchHours(hours, usageType, breakdown) {
+  const parameters = new URLSearchParams({
+    start_hr: hourParameter(hours.start),
+    end_hr: hourParameter(hours.end),
+    usage_type: usageType,
+  });
+  if (breakdown.length) {
+    parameters.set("tag_breakdown_keys", breakdown.join(","));
+  }
+  const records = [];
+  let cursor = null;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const pageParameters = new URLSearchParams(parameters);
+    if (cursor) {
+      pageParameters.set("next_record_id", cursor);
+    }
+    const answer = await getJson(`${HOURLY_PATH}?${pageParameters}`, state.keys);
+    records.push(...answer.usage);
+    cursor = answer.metadata.pagination.next_record_id;
+    if (!cursor) {
+      return records;
+    }
+  }
+  throw new Error(`more than ${MAX_PAGES} pages: narrow the range or the tag keys`);
+}
+
+// The series to draw: the top N tag sets by their total over the range (ties by name), and for
+// additive types the rest summed as "other"; distinct counts of the rest are left out, not added.
+function trendSeries(records, breakdown, hourCount, start, top, additive) {
+  const byLabel = new Map();
+  for (const record of records) {
+    const label = seriesLabel(record, breakdown);
+    if (!byLabel.has(label)) {
+      byLabel.set(label, new Array(hourCount).fill(0));
+    }
+    const index = Math.round((Date.parse(record.hour) - start) / HOUR_MS);
+    if (index >= 0 && index < hourCount) {
+      byLabel.get(label)[index] += record.total_usage_sum;
+    }
+  }
+  const ranked = Array.from(byLabel, ([label, values]) => ({
+    label,
+    values,
+    total: values.reduce((sum, value) => sum + value, 0),
+  })).sort((a, b) => b.total - a.total || a.label.localeCompare(b.label));
+  const shown = ranked.slice(0, top).map((series, index) => ({
+    ...series,
+    colour: SERIES_COLOURS[index % SERIES_COLOURS.length],
+  }));
+  const rest = ranked.slice(top);
+  if (additive && rest.length) {
+    const values = new Array(hourCount).fill(0);
+    for (const series of rest) {
+      series.values.forEach((value, index) => {
+        values[index] += value;
+      });
+    }
+    const total = values.reduce((sum, value) => sum + value, 0);
+    shown.push({ label: OTHER_LABEL, values, total, colour: OTHER_COLOUR, other: rest.length });
+  }
+  return { shown, leftOut: additive ? 0 : rest.length, tagSets: ranked.length };
+}
+
+function svgElement(name, attributes, text) {
+  const node = document.createElementNS(SVG_NS, name);
+  for (const [attribute, value] of Object.entries(attributes)) {
+    node.setAttribute(attribute, String(value));
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+// Round the top of the value axis up to 1, 2 or 5 times a power of ten.
+function axisTop(maximum) {
+  if (maximum <= 0) {
+    return 1;
+  }
+  const magnitude = 10 ** Math.floor(Math.log10(maximum));
+  return [1, 2, 5, 10].map((step) => step * magnitude).find((candidate) => candidate >= maximum);
+}
+
+function hourText(milliseconds) {
+  return new Date(milliseconds).toISOString().slice(0, 16).replace("T", " ");
+}
+
+function drawChart(svg, trend) {
+  const { shown, hours, hourCount, additive, usageName } = trend;
+  const plotWidth = CHART.width - CHART.left - CHART.right;
+  const plotHeight = CHART.height - CHART.top - CHART.bottom;
+  const slot = plotWidth / hourCount;
+  const heights = new Array(hourCount).fill(0);
+  for (const series of shown) {
+    series.values.forEach((value, index) => {
+      heights[index] = additive ? heights[index] + value : Math.max(heights[index], value);
+    });
+  }
+  const top = axisTop(Math.max(0, ...heights));
+  const y = (value) => CHART.top + plotHeight - (value / top) * plotHeight;
+  const x = (index) => CHART.left + index * slot;
+  svg.setAttribute("viewBox", `0 0 ${CHART.width} ${CHART.height}`);
+  const parts = [];
+  for (let tick = 0; tick <= 4; tick++) {
+    const value = (top * tick) / 4;
+    parts.push(svgElement("line", { class: "grid", x1: CHART.left, x2: CHART.left + plotWidth, y1: y(value), y2: y(value) }));
+    parts.push(svgElement("text", { x: CHART.left - 6, y: y(value) + 4, "text-anchor": "end" }, numberFormat.format(value)));
+  }
+  // Hour ticks: every 3 hours over a day, else at midnight every day or every few days.
+  const step = hourCount <= 24 ? 3 : 24 * Math.max(1, Math.ceil(hourCount / 24 / 10));
+  for (let index = 0; index <= hourCount; index += step) {
+    const moment = hours.start + index * HOUR_MS;
+    const label = hourCount <= 24 ? `${hourText(moment).slice(11)}` : hourText(moment).slice(5, 10);
+    parts.push(svgElement("line", { class: "axis", x1: x(index), x2: x(index), y1: CHART.top + plotHeight, y2: CHART.top + plotHeight + 4 }));
+    parts.push(svgElement("text", { x: x(index), y: CHART.top + plotHeight + 17, "text-anchor": "middle" }, label));
+  }
+  parts.push(svgElement("line", { class: "axis", x1: CHART.left, x2: CHART.left + plotWidth, y1: CHART.top + plotHeight, y2: CHART.top + plotHeight }));
+  parts.push(svgElement("line", { class: "axis", x1: CHART.left, x2: CHART.left, y1: CHART.top, y2: CHART.top + plotHeight }));
+  parts.push(svgElement("text", { class: "axis-label", x: CHART.left + plotWidth / 2, y: CHART.height - 8, "text-anchor": "middle" }, "Hour (UTC)"));
+  parts.push(svgElement("text", { class: "axis-label", x: 14, y: CHART.top + plotHeight / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${CHART.top + plotHeight / 2})` }, `${usageName} per hour`));
+  const base = new Array(hourCount).fill(0);
+  for (const series of shown) {
+    const group = svgElement("g", { "data-series": series.label, fill: series.colour, stroke: series.colour });
+    group.append(svgElement("title", {}, `${series.label}: ${numberFormat.format(series.total)} over the range`));
+    if (additive) {
+      series.values.forEach((value, index) => {
+        if (value > 0) {
+          const rect = svgElement("rect", {
+            x: x(index) + slot * 0.1,
+            y: y(base[index] + value),
+            width: Math.max(slot * 0.8, 0.5),
+            height: y(base[index]) - y(base[index] + value),
+            stroke: "none",
+            "data-hour": new Date(hours.start + index * HOUR_MS).toISOString(),
+            "data-value": value,
+          });
+          rect.append(svgElement("title", {}, `${series.label}, ${hourText(hours.start + index * HOUR_MS)}: ${numberFormat.format(value)}`));
+          group.append(rect);
+          base[index] += value;
+        }
+      });
+    } else {
+      const middle = (index) => x(index) + slot / 2;
+      const path = series.values.map((value, index) => `${index ? "L" : "M"}${middle(index).toFixed(2)},${y(value).toFixed(2)}`);
+      group.append(svgElement("path", { d: path.join(" "), fill: "none", "stroke-width": 2 }));
+      series.values.forEach((value, index) => {
+        if (value > 0) {
+          const point = svgElement("circle", {
+            cx: middle(index),
+            cy: y(value),
+            r: 3,
+            "data-hour": new Date(hours.start + index * HOUR_MS).toISOString(),
+            "data-value": value,
+          });
+          point.append(svgElement("title", {}, `${series.label}, ${hourText(hours.start + index * HOUR_MS)}: ${numberFormat.format(value)}`));
+          group.append(point);
+        }
+      });
+    }
+    parts.push(group);
+  }
+  svg.replaceChildren(...parts);
+}
+
+function renderLegend(trend) {
+  const items = trend.shown.map((series) => {
+    const item = document.createElement("li");
+    const swatch = document.createElement("span");
+    swatch.className = trend.additive ? "swatch" : "swatch line";
+    swatch.style.background = series.colour;
+    swatch.setAttribute("aria-hidden", "true");
+    const name = series.other ? `other (${series.other} more tag ${series.other === 1 ? "set" : "sets"})` : series.label;
+    item.append(swatch, `${name}: ${numberFormat.format(series.total)}`);
+    item.dataset.series = series.label;
+    return item;
+  });
+  element("trend-legend").replaceChildren(...items);
+  const totalsWord = trend.additive ? "total over the range" : "sum of the hourly counts";
+  let note = trend.additive
+    ? `Stacked: each bar is the hour's ${trend.usageName.toLowerCase()}, by tag set (legend: ${totalsWord}).`
+    : `Distinct counts do not add across tag sets (one session or host can be in several): one line per tag set, not stacked (legend: ${totalsWord}).`;
+  if (trend.leftOut) {
+    note += ` ${trend.leftOut} more tag ${trend.leftOut === 1 ? "set is" : "sets are"} not drawn: their distinct counts cannot be summed into "other".`;
+  }
+  element("trend-note").textContent = note;
+}
+
+// The same numbers as the chart, for screen readers: one row per hour with usage, a column per series.
+function renderTrendTable(trend) {
+  const table = element("trend-table");
+  const headerRow = document.createElement("tr");
+  for (const label of ["Hour (UTC)", ...trend.shown.map((series) => series.label)]) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = label;
+    headerRow.append(th);
+  }
+  table.querySelector("thead").replaceChildren(headerRow);
+  const rows = [];
+  for (let index = 0; index < trend.hourCount; index++) {
+    if (!trend.shown.some((series) => series.values[index] > 0)) {
+      continue;
+    }
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = hourText(trend.hours.start + index * HOUR_MS);
+    tr.append(th);
+    for (const series of trend.shown) {
+      const td = document.createElement("td");
+      td.textContent = numberFormat.format(series.values[index]);
+      td.dataset.value = String(series.values[index]);
+      tr.append(td);
+    }
+    rows.push(tr);
+  }
+  table.querySelector("tbody").replaceChildren(...rows);
+  element("trend-table-caption").textContent =
+    `${trend.usageName} per hour by tag set (hours without usage left out)`;
+}
+
+function trendSummary(trend) {
+  const from = hourText(trend.hours.start);
+  const to = hourText(trend.hours.end);
+  const kind = trend.additive ? "stacked bar chart" : "line chart";
+  const series = trend.shown.map((one) => `${one.label} ${numberFormat.format(one.total)}`).join("; ");
+  return `${kind} of ${trend.usageName} per hour from ${from} to ${to} UTC, ${trend.shown.length} series` +
+    (series ? `: ${series}` : "");
+}
+
+async function onShowTrend(event) {
+  event.preventDefault();
+  const day = element("trend-date").value;
+  const top = Number(element("trend-top").value);
+  const usageType = element("trend-type").value;
+  element("trends-error").textContent = "";
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) {
+    element("trends-error").textContent = "Choose a day.";
+    return;
+  }
+  if (!Number.isInteger(top) || top < 1 || top > 12) {
+    element("trends-error").textContent = "Top tag sets: a whole number from 1 to 12.";
+    return;
+  }
+  const hours = trendHours(element("trend-range").value, day);
+  const hourCount = Math.round((hours.end - hours.start) / HOUR_MS);
+  const breakdown = breakdownKeys();
+  const additive = !DISTINCT_TYPES.has(usageType);
+  element("trends-status").textContent = "Loading…";
+  try {
+    const records = await fetchHours(hours, usageType, breakdown);
+    const { shown, leftOut, tagSets } = trendSeries(records, breakdown, hourCount, hours.start, top, additive);
+    const trend = { shown, leftOut, hours, hourCount, additive, usageName: USAGE_TYPE_NAMES[usageType] };
+    const svg = element("trend-chart");
+    drawChart(svg, trend);
+    svg.setAttribute("aria-label", trendSummary(trend));
+    renderLegend(trend);
+    renderTrendTable(trend);
+    element("trend-figure").hidden = false;
+    element("trends-status").textContent =
+      `${tagSets} tag ${tagSets === 1 ? "set" : "sets"}` + (tagSets ? "" : ": no usage recorded in this range");
+  } catch (error) {
+    element("trends-status").textContent = "";
+    element("trends-error").textContent = error.message;
+    if (error.message.includes("[HTTP 403]")) {
+      signOut(`Signed out: ${error.message}`);
+    }
+  }
+}
+
 // --- editing the org's tags ------------------------------------------------------------------------
 
 function overridesHeaders() {
@@ -479,6 +798,7 @@ async function onSaveTags(event) {
 
 function start() {
   element("month").value = new Date().toISOString().slice(0, 7);
+  element("trend-date").value = new Date().toISOString().slice(0, 10);
   element("sign-in-form").addEventListener("submit", onSignIn);
   element("sign-out").addEventListener("click", () => signOut("Signed out."));
   element("monthly-form").addEventListener("submit", onShowUsage);
@@ -486,6 +806,7 @@ function start() {
     radio.addEventListener("change", () => state.shown && renderTable());
   }
   element("download-csv").addEventListener("click", downloadCsv);
+  element("trends-form").addEventListener("submit", onShowTrend);
   element("tags-form").addEventListener("submit", onSaveTags);
   element("reload-tags").addEventListener("click", () =>
     loadTags().catch((error) => {
