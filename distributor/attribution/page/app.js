@@ -104,7 +104,8 @@ function signOut(message) {
   state.sort = null;
   state.tagsEtag = null;
   element("sign-in-form").reset();
-  for (const id of ["monthly-status", "monthly-error", "trends-status", "trends-error", "tags-status", "tags-error", "usage-caption"]) {
+  const messages = ["monthly-status", "monthly-error", "trends-status", "trends-error", "tags-status", "tags-error"];
+  for (const id of [...messages, "usage-caption"]) {
     element(id).textContent = "";
   }
   element("dimensions").value = "";
@@ -520,6 +521,11 @@ function hourText(milliseconds) {
   return new Date(milliseconds).toISOString().slice(0, 16).replace("T", " ");
 }
 
+// A bar's or a point's tooltip: its tag set, hour and value.
+function markTitle(series, hour, value) {
+  return svgElement("title", {}, `${series.label}, ${hourText(hour)}: ${numberFormat.format(value)}`);
+}
+
 function drawChart(svg, trend) {
   const { shown, hours, hourCount, additive, usageName } = trend;
   const plotWidth = CHART.width - CHART.left - CHART.right;
@@ -538,21 +544,28 @@ function drawChart(svg, trend) {
   const parts = [];
   for (let tick = 0; tick <= 4; tick++) {
     const value = (top * tick) / 4;
-    parts.push(svgElement("line", { class: "grid", x1: CHART.left, x2: CHART.left + plotWidth, y1: y(value), y2: y(value) }));
-    parts.push(svgElement("text", { x: CHART.left - 6, y: y(value) + 4, "text-anchor": "end" }, numberFormat.format(value)));
+    const level = y(value);
+    parts.push(svgElement("line", { class: "grid", x1: CHART.left, x2: CHART.left + plotWidth, y1: level, y2: level }));
+    const tickText = numberFormat.format(value);
+    parts.push(svgElement("text", { x: CHART.left - 6, y: level + 4, "text-anchor": "end" }, tickText));
   }
   // Hour ticks: every 3 hours over a day, else at midnight every day or every few days.
   const step = hourCount <= 24 ? 3 : 24 * Math.max(1, Math.ceil(hourCount / 24 / 10));
+  const bottom = CHART.top + plotHeight;
   for (let index = 0; index <= hourCount; index += step) {
     const moment = hours.start + index * HOUR_MS;
-    const label = hourCount <= 24 ? `${hourText(moment).slice(11)}` : hourText(moment).slice(5, 10);
-    parts.push(svgElement("line", { class: "axis", x1: x(index), x2: x(index), y1: CHART.top + plotHeight, y2: CHART.top + plotHeight + 4 }));
-    parts.push(svgElement("text", { x: x(index), y: CHART.top + plotHeight + 17, "text-anchor": "middle" }, label));
+    const label = hourCount <= 24 ? hourText(moment).slice(11) : hourText(moment).slice(5, 10);
+    parts.push(svgElement("line", { class: "axis", x1: x(index), x2: x(index), y1: bottom, y2: bottom + 4 }));
+    parts.push(svgElement("text", { x: x(index), y: bottom + 17, "text-anchor": "middle" }, label));
   }
-  parts.push(svgElement("line", { class: "axis", x1: CHART.left, x2: CHART.left + plotWidth, y1: CHART.top + plotHeight, y2: CHART.top + plotHeight }));
-  parts.push(svgElement("line", { class: "axis", x1: CHART.left, x2: CHART.left, y1: CHART.top, y2: CHART.top + plotHeight }));
-  parts.push(svgElement("text", { class: "axis-label", x: CHART.left + plotWidth / 2, y: CHART.height - 8, "text-anchor": "middle" }, "Hour (UTC)"));
-  parts.push(svgElement("text", { class: "axis-label", x: 14, y: CHART.top + plotHeight / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${CHART.top + plotHeight / 2})` }, `${usageName} per hour`));
+  parts.push(svgElement("line", { class: "axis", x1: CHART.left, x2: CHART.left + plotWidth, y1: bottom, y2: bottom }));
+  parts.push(svgElement("line", { class: "axis", x1: CHART.left, x2: CHART.left, y1: CHART.top, y2: bottom }));
+  const xLabel = { class: "axis-label", x: CHART.left + plotWidth / 2, y: CHART.height - 8, "text-anchor": "middle" };
+  parts.push(svgElement("text", xLabel, "Hour (UTC)"));
+  const middleHeight = CHART.top + plotHeight / 2;
+  const yLabel = { class: "axis-label", x: 14, y: middleHeight, "text-anchor": "middle" };
+  yLabel.transform = `rotate(-90 14 ${middleHeight})`;
+  parts.push(svgElement("text", yLabel, `${usageName} per hour`));
   const base = new Array(hourCount).fill(0);
   for (const series of shown) {
     const group = svgElement("g", { "data-series": series.label, fill: series.colour, stroke: series.colour });
@@ -569,14 +582,16 @@ function drawChart(svg, trend) {
             "data-hour": new Date(hours.start + index * HOUR_MS).toISOString(),
             "data-value": value,
           });
-          rect.append(svgElement("title", {}, `${series.label}, ${hourText(hours.start + index * HOUR_MS)}: ${numberFormat.format(value)}`));
+          rect.append(markTitle(series, hours.start + index * HOUR_MS, value));
           group.append(rect);
           base[index] += value;
         }
       });
     } else {
       const middle = (index) => x(index) + slot / 2;
-      const path = series.values.map((value, index) => `${index ? "L" : "M"}${middle(index).toFixed(2)},${y(value).toFixed(2)}`);
+      const path = series.values.map(
+        (value, index) => `${index ? "L" : "M"}${middle(index).toFixed(2)},${y(value).toFixed(2)}`,
+      );
       group.append(svgElement("path", { d: path.join(" "), fill: "none", "stroke-width": 2 }));
       series.values.forEach((value, index) => {
         if (value > 0) {
@@ -587,7 +602,7 @@ function drawChart(svg, trend) {
             "data-hour": new Date(hours.start + index * HOUR_MS).toISOString(),
             "data-value": value,
           });
-          point.append(svgElement("title", {}, `${series.label}, ${hourText(hours.start + index * HOUR_MS)}: ${numberFormat.format(value)}`));
+          point.append(markTitle(series, hours.start + index * HOUR_MS, value));
           group.append(point);
         }
       });
@@ -604,7 +619,8 @@ function renderLegend(trend) {
     swatch.className = trend.additive ? "swatch" : "swatch line";
     swatch.style.background = series.colour;
     swatch.setAttribute("aria-hidden", "true");
-    const name = series.other ? `other (${series.other} more tag ${series.other === 1 ? "set" : "sets"})` : series.label;
+    const others = `${series.other} more tag ${series.other === 1 ? "set" : "sets"}`;
+    const name = series.other ? `other (${others})` : series.label;
     item.append(swatch, `${name}: ${numberFormat.format(series.total)}`);
     item.dataset.series = series.label;
     return item;
@@ -613,9 +629,12 @@ function renderLegend(trend) {
   const totalsWord = trend.additive ? "total over the range" : "sum of the hourly counts";
   let note = trend.additive
     ? `Stacked: each bar is the hour's ${trend.usageName.toLowerCase()}, by tag set (legend: ${totalsWord}).`
-    : `Distinct counts do not add across tag sets (one session or host can be in several): one line per tag set, not stacked (legend: ${totalsWord}).`;
+    : "Distinct counts do not add across tag sets (one session or host can be in several): one line " +
+      `per tag set, not stacked (legend: ${totalsWord}).`;
   if (trend.leftOut) {
-    note += ` ${trend.leftOut} more tag ${trend.leftOut === 1 ? "set is" : "sets are"} not drawn: their distinct counts cannot be summed into "other".`;
+    note +=
+      ` ${trend.leftOut} more tag ${trend.leftOut === 1 ? "set is" : "sets are"} not drawn: ` +
+      'their distinct counts cannot be summed into "other".';
   }
   element("trend-note").textContent = note;
 }
