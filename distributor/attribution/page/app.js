@@ -211,11 +211,16 @@ async function onShowUsage(event) {
     state.sort = null;
     renderTable();
   } catch (error) {
-    element("monthly-status").textContent = "";
-    element("monthly-error").textContent = error.message;
-    if (error.message.includes("[HTTP 403]")) {
-      signOut(`Signed out: ${error.message}`);
-    }
+    showFailure("monthly", error);
+  }
+}
+
+// A section's failed read: its status cleared, the error shown; a refused key pair signs out.
+function showFailure(section, error) {
+  element(`${section}-status`).textContent = "";
+  element(`${section}-error`).textContent = error.message;
+  if (error.message.includes("[HTTP 403]")) {
+    signOut(`Signed out: ${error.message}`);
   }
 }
 
@@ -714,11 +719,7 @@ async function onShowTrend(event) {
     element("trends-status").textContent =
       `${tagSets} tag ${tagSets === 1 ? "set" : "sets"}` + (tagSets ? "" : ": no usage recorded in this range");
   } catch (error) {
-    element("trends-status").textContent = "";
-    element("trends-error").textContent = error.message;
-    if (error.message.includes("[HTTP 403]")) {
-      signOut(`Signed out: ${error.message}`);
-    }
+    showFailure("trends", error);
   }
 }
 
