@@ -238,6 +238,49 @@ async def test_percentages_toggle_shows_each_records_share_of_its_orgs_month(
     assert (await table(page))["header"][2] == "Ingested bytes"
 
 
+async def test_distinct_count_cells_show_the_csvs_95_percent_bounds_on_hover(
+    page: Page, running: RunningAttribution
+) -> None:
+    sessions, hosts = "rum_browser_mobile_sessions_usage", "apm_host_usage"
+    fields = ",".join(f for usage in USAGE_TYPES for f in (usage, usage.replace("_usage", "_percentage")))
+    params = {"start_month": MONTH, "end_month": MONTH, "fields": fields, "tag_breakdown_keys": "department"}
+    status, text, _ = await running.get(MONTHLY, params, Accept="text/csv")
+    assert status == 200, text
+    expected = {
+        (row["org_name"], row["department"]): {
+            usage: (number(row[f"{usage}_lower_bound"]), number(row[f"{usage}_upper_bound"]))
+            for usage in (sessions, hosts)
+        }
+        for row in csv.DictReader(io.StringIO(text))
+    }
+    # Few sessions are counted exactly: the bounds are the count itself.
+    assert expected[("Web", "finance")][sessions] == (2.0, 2.0)
+    await sign_in(page)
+    await show_month(page)
+    await page.get_by_role("button", name="RUM sessions").click()  # rows in another order than the CSV's
+    shown = await page.evaluate(
+        """() => Array.from(document.querySelectorAll("#usage-table tbody tr"), (row) => ({
+            key: [row.cells[0].dataset.value, row.cells[1].dataset.value],
+            sessions: [row.cells[4].title, row.cells[4].dataset.value],
+            hosts: [row.cells[5].title, row.cells[5].dataset.value],
+            others: [row.cells[2].title, row.cells[3].title],
+        }))"""
+    )
+    assert len(shown) == len(expected) == 5
+    for row in shown:
+        bounds = expected[tuple(row["key"])]
+        for usage, (title, value) in ((sessions, row["sessions"]), (hosts, row["hosts"])):
+            lower, upper = bounds[usage]
+            assert title == f"95% confidence: {lower:g} - {upper:g}"
+            assert lower <= number(value) <= upper
+        assert row["others"] == ["", ""]
+    web_finance = next(row for row in shown if row["key"] == ["Web", "finance"])
+    assert web_finance["sessions"] == ["95% confidence: 2 - 2", "2"]
+    assert await page.locator("#usage-table tfoot td[title]").count() == 0, "totals have no bounds"
+    await page.get_by_label("Percentages of each org's month").check()
+    assert await page.locator("#usage-table td[title]").count() == 0, "percentages have no bounds"
+
+
 async def test_columns_sort_by_click_and_by_keyboard_with_aria_sort(page: Page) -> None:
     await sign_in(page)
     await show_month(page)

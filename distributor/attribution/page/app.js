@@ -14,6 +14,9 @@ const USAGE_TYPE_NAMES = {
   rum_browser_mobile_sessions_usage: "RUM sessions",
   apm_host_usage: "APM hosts",
 };
+// Distinct sessions or hosts: an identity seen under two tag sets counts in both, so these never add;
+// they are estimates, and only the CSV answer carries their 95% confidence bounds.
+const DISTINCT_TYPES = new Set(["rum_browser_mobile_sessions_usage", "apm_host_usage"]);
 // Guards against a runaway loop should a server ever hand back a cursor forever.
 const MAX_PAGES = 10000;
 const numberFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
@@ -159,8 +162,8 @@ function chosenTypes() {
   return Array.from(document.querySelectorAll('input[name="usage-type"]:checked'), (box) => box.value);
 }
 
-// Every record of the month, following next_record_id to the last page.
-async function fetchMonth(month, breakdown, types) {
+// The monthly query of the table, for its JSON pages and for its CSV alike.
+function monthParameters(month, breakdown, types) {
   const parameters = new URLSearchParams({
     start_month: month,
     end_month: month,
@@ -169,6 +172,12 @@ async function fetchMonth(month, breakdown, types) {
   if (breakdown.length) {
     parameters.set("tag_breakdown_keys", breakdown.join(","));
   }
+  return parameters;
+}
+
+// Every record of the month, following next_record_id to the last page.
+async function fetchMonth(month, breakdown, types) {
+  const parameters = monthParameters(month, breakdown, types);
   const records = [];
   let updatedAt = null;
   let cursor = null;
@@ -190,6 +199,108 @@ async function fetchMonth(month, breakdown, types) {
   throw new Error(`more than ${MAX_PAGES} pages: narrow the tag keys`);
 }
 
+// --- the 95% bounds of distinct counts, from the API's CSV -----------------------------------------
+
+// The rows of an RFC 4180 text: fields split by commas, records by CRLF or LF; a quoted field may hold
+// commas, line breaks and doubled quotes. A final line break ends the last record, not a new one.
+function parseCsv(text) {
+  const rows = [];
+  let row = [];
+  let field = "";
+  let quoted = false;
+  let index = 0;
+  while (index < text.length) {
+    const character = text[index];
+    if (quoted) {
+      if (character !== '"') {
+        field += character;
+      } else if (text[index + 1] === '"') {
+        field += '"';
+        index++;
+      } else {
+        quoted = false;
+      }
+    } else if (character === '"') {
+      quoted = true;
+    } else if (character === ",") {
+      row.push(field);
+      field = "";
+    } else if (character === "\n" || character === "\r") {
+      if (character === "\r" && text[index + 1] === "\n") {
+        index++;
+      }
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = "";
+    } else {
+      field += character;
+    }
+    index++;
+  }
+  if (quoted) {
+    throw new Error("the CSV ends inside a quoted field");
+  }
+  if (field || row.length) {
+    row.push(field);
+    rows.push(row);
+  }
+  return rows;
+}
+
+// A text cell as the API's CSV writes it: one a spreadsheet would run as a formula starts with a quote.
+function csvText(value) {
+  return /^[=+\-@\t\r]/.test(value) ? "'" + value : value;
+}
+
+// Which row a record is: its org and its tag values, written as the CSV writes them (so a tag value
+// that itself starts with a quote is never confused with an escaped one).
+function boundsKey(publicId, tagValues) {
+  return JSON.stringify([csvText(publicId), ...tagValues.map(csvText)]);
+}
+
+function recordBoundsKey(record, breakdown) {
+  const tags = breakdown.map((key) => (record.tags === null ? "" : (record.tags[key] || [""])[0]));
+  return boundsKey(record.public_id, tags);
+}
+
+// The CSV of the table's query (one answer with every record: the same records as the JSON pages,
+// which leave out a record whose requested fields are all 0): per row key, each distinct count's
+// {lower, upper}. The CSV's cells are already as written, so its keys are compared as they are.
+async function fetchBounds(month, breakdown, types) {
+  const parameters = monthParameters(month, breakdown, types);
+  const headers = { ...apiHeaders(state.keys), Accept: "text/csv" };
+  const response = await fetch(`${MONTHLY_PATH}?${parameters}`, { headers, credentials: "omit", cache: "no-store" });
+  if (!response.ok) {
+    throw new Error(await errorText(response));
+  }
+  const [header, ...rows] = parseCsv(await response.text());
+  const column = (name) => {
+    const index = header.indexOf(name);
+    if (index < 0) {
+      throw new Error(`the CSV has no ${name} column`);
+    }
+    return index;
+  };
+  const publicId = column("public_id");
+  const tagColumns = breakdown.map(column);
+  const boundColumns = types.filter((type) => DISTINCT_TYPES.has(type)).map((type) => ({
+    type,
+    lower: column(`${type}_lower_bound`),
+    upper: column(`${type}_upper_bound`),
+  }));
+  const bounds = new Map();
+  for (const row of rows) {
+    const key = JSON.stringify([row[publicId], ...tagColumns.map((index) => row[index])]);
+    const byType = {};
+    for (const { type, lower, upper } of boundColumns) {
+      byType[type] = { lower: Number(row[lower]), upper: Number(row[upper]) };
+    }
+    bounds.set(key, byType);
+  }
+  return bounds;
+}
+
 async function onShowUsage(event) {
   event.preventDefault();
   const month = element("month").value;
@@ -206,8 +317,22 @@ async function onShowUsage(event) {
   const breakdown = breakdownKeys();
   element("monthly-status").textContent = "Loading…";
   try {
+    // Bounds are extra: the table is shown without them should the CSV be refused.
+    const boundsRequest = types.some((type) => DISTINCT_TYPES.has(type))
+      ? fetchBounds(month, breakdown, types).catch((error) => error)
+      : Promise.resolve(null);
     const { records, updatedAt } = await fetchMonth(month, breakdown, types);
-    state.shown = { month, breakdown, types, records, updatedAt };
+    const bounds = await boundsRequest;
+    const boundsError = bounds instanceof Error ? bounds.message : null;
+    state.shown = {
+      month,
+      breakdown,
+      types,
+      records,
+      updatedAt,
+      bounds: bounds instanceof Map ? bounds : null,
+      boundsError,
+    };
     state.sort = null;
     renderTable();
   } catch (error) {
@@ -295,16 +420,32 @@ function cell(tag, value, numeric) {
 function shownRows() {
   const shownColumns = columns();
   const header = shownColumns.map((column) => (column.numeric ? column.field : column.tag || "org_name"));
-  const rows = sortedRecords(shownColumns).map((record) => shownColumns.map((column) => cellValue(record, column)));
+  const records = sortedRecords(shownColumns);
+  const rows = records.map((record) => shownColumns.map((column) => cellValue(record, column)));
   const totals = shownColumns.map((column, index) =>
     column.numeric ? rows.reduce((sum, row) => sum + row[index], 0) : index === 0 ? "Total" : "",
   );
-  return { shownColumns, header, rows, totals };
+  return { shownColumns, header, records, rows, totals };
+}
+
+// A distinct count's value cell: its 95% confidence bounds on hover (percentages have none).
+function showBounds(node, record, column) {
+  const { bounds, breakdown } = state.shown;
+  if (!bounds || !column.numeric || column.field !== column.id || !DISTINCT_TYPES.has(column.id)) {
+    return;
+  }
+  const found = (bounds.get(recordBoundsKey(record, breakdown)) || {})[column.id];
+  if (!found) {
+    return;
+  }
+  node.title = `95% confidence: ${numberFormat.format(found.lower)} - ${numberFormat.format(found.upper)}`;
+  node.dataset.lowerBound = String(found.lower);
+  node.dataset.upperBound = String(found.upper);
 }
 
 function renderTable() {
   const table = element("usage-table");
-  const { shownColumns, rows, totals } = shownRows();
+  const { shownColumns, records, rows, totals } = shownRows();
   const headerRow = document.createElement("tr");
   for (const column of shownColumns) {
     const th = document.createElement("th");
@@ -328,11 +469,13 @@ function renderTable() {
     headerRow.append(th);
   }
   table.querySelector("thead").replaceChildren(headerRow);
-  const body = rows.map((values) => {
+  const body = rows.map((values, rowIndex) => {
     const tr = document.createElement("tr");
     values.forEach((value, index) => {
       const numeric = shownColumns[index].numeric;
-      tr.append(cell(index === 0 ? "th" : "td", value, numeric));
+      const node = cell(index === 0 ? "th" : "td", value, numeric);
+      showBounds(node, records[rowIndex], shownColumns[index]);
+      tr.append(node);
       if (index === 0) {
         tr.firstChild.scope = "row";
       }
@@ -354,8 +497,13 @@ function renderTable() {
   const asOf = updatedAt ? `, usage as of ${updatedAt.replace("T", " ").slice(0, 16)} UTC` : "";
   const kind = showingPercentages() ? "percentages of each org's month" : "values";
   element("usage-caption").textContent = `Usage in ${month} ${by} (${kind}${asOf})`;
+  const boundsNote = state.shown.boundsError
+    ? ` (confidence bounds unavailable: ${state.shown.boundsError})`
+    : "";
   element("monthly-status").textContent =
-    `${rows.length} ${rows.length === 1 ? "row" : "rows"}` + (rows.length ? "" : ": no usage recorded for this month");
+    `${rows.length} ${rows.length === 1 ? "row" : "rows"}` +
+    (rows.length ? "" : ": no usage recorded for this month") +
+    boundsNote;
   element("download-csv").disabled = false;
 }
 
@@ -375,10 +523,7 @@ function csvCell(value) {
   if (typeof value === "number") {
     return String(value);
   }
-  let text = value === null ? "" : String(value);
-  if (/^[=+\-@\t\r]/.test(text)) {
-    text = "'" + text;
-  }
+  const text = csvText(value === null ? "" : String(value));
   return `"${text.replace(/"/g, '""')}"`;
 }
 
@@ -401,8 +546,6 @@ function downloadCsv() {
 const HOURLY_PATH = "/api/v1/usage/hourly-attribution";
 const HOUR_MS = 3600 * 1000;
 const DAY_MS = 24 * HOUR_MS;
-// Distinct sessions or hosts: an identity seen under two tag sets counts in both, so these never add.
-const DISTINCT_TYPES = new Set(["rum_browser_mobile_sessions_usage", "apm_host_usage"]);
 const SERIES_COLOURS = [
   "#0b5cad", "#d1495b", "#2e8540", "#e08e0b", "#6f42c1", "#138d90",
   "#a0522d", "#c2185b", "#5c6f00", "#3949ab", "#8d6e63", "#00796b",
