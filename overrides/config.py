@@ -8,7 +8,7 @@ from typing import Any
 
 from distributor.common.config_fields import read_settings, setting, setting_keys, settings
 from distributor.common.config_reader import MAX_FILE_BYTES, Section
-from distributor.ledger.config import PoolConfig, mask_dsn
+from distributor.ledger.config import PoolConfig, check_postgresql_settings, mask_dsn
 from distributor.overrides.loading import (
     LEGACY_TENANT_KEYS,
     TENANT_FOREIGN,
@@ -111,8 +111,5 @@ def parse_overrides(section: Section, forwarder_names: Collection[str]) -> Overr
     user = config.user_configurable_overrides
     if user.backend == "postgresql":
         postgresql = section.reopened("user_configurable_overrides").reopened("postgresql")
-        if not user.postgresql_dsn:
-            postgresql.fail("dsn", "the PostgreSQL connection string is required for backend postgresql")
-        if user.postgresql_pool.min_size > user.postgresql_pool.max_size:
-            postgresql.reopened("pool").fail("min_size", "must be at most max_size")
+        check_postgresql_settings(postgresql, user.postgresql_dsn, user.postgresql_pool)
     return config

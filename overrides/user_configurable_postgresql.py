@@ -38,9 +38,9 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
-from distributor.common.postgres_migrations import apply_migrations
+from distributor.common.postgres_migrations import apply_migrations, connection_pool
 from distributor.ledger.config import mask_dsns_in
 from distributor.overrides.model import OverridesSnapshot, TenantOverrides
 from distributor.overrides.provider import OverridesProvider
@@ -128,18 +128,7 @@ class PostgresUserOverrides:
     ) -> None:
         """Opens the pool without waiting for the database: nothing here raises when it is down."""
         self.provider = provider
-        self._pool = ConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            open=False,
-            name="user-overrides",
-            kwargs={"connect_timeout": max(1, round(timeout)), "autocommit": True},
-            # A connection the server dropped is replaced before use, so an outage costs the requests
-            # made during it, not one more after it.
-            check=ConnectionPool.check_connection,
-        )
+        self._pool = connection_pool(dsn, min_size, max_size, timeout, "user-overrides", autocommit=True)
         self._pool.open(wait=False)
         self._schema_ready = False
         self._schema_lock = threading.Lock()

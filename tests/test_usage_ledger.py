@@ -968,8 +968,16 @@ def test_retention_keeps_distinct_counts_as_long_as_their_month(store: LedgerSto
     store.maintain(merge_before=2000.0, keep_from_hour=feb_10, keep_from_month=utc(2025, 2))
     assert as_usage(store.hourly(["acme"], 0, H10, 2)) == {(feb_10, "acme", ()): (1, 1)}
     assert stored() == {(feb_09, "acme", ()): 9, (feb_10, "acme", ()): 6}
+    # has_distinct says whether distinct would find any row, by tenant, kind, hours and flush.
+    assert store.has_distinct(["acme"], SESSIONS, 0, H10, 2)
+    assert store.has_distinct(["acme"], SESSIONS, feb_10, feb_10 + HOUR, 1)
+    assert not store.has_distinct(["acme"], SESSIONS, feb_10 + HOUR, H10, 2)
+    assert not store.has_distinct(["acme"], HOSTS, 0, H10, 2)
+    assert not store.has_distinct(["globex"], SESSIONS, 0, H10, 2)
+    assert not store.has_distinct([], SESSIONS, 0, H10, 2)
     store.maintain(merge_before=2000.0, keep_from_hour=feb_10, keep_from_month=utc(2025, 3))
     assert stored() == {}
+    assert not store.has_distinct(["acme"], SESSIONS, 0, H10, 2)
 
 
 def test_a_batch_written_again_under_its_id_adds_no_distinct_counts(store: LedgerStore) -> None:

@@ -18,7 +18,7 @@ from distributor.common.config_fields import (
     settings_section,
 )
 from distributor.common.config_reader import Section, read_entries
-from distributor.ledger.config import LedgerConfig
+from distributor.ledger.config import LedgerConfig, check_postgresql_settings
 from distributor.overrides import tenant_id_problem
 
 USAGE_READ = "usage_read"
@@ -110,10 +110,7 @@ def parse_usage_attribution(section: Section) -> UsageAttributionConfig:
     ledger = config.ledger
     if ledger.backend == "postgresql":
         postgresql = section.reopened("ledger").reopened("postgresql")
-        if not ledger.postgresql_dsn:
-            postgresql.fail("dsn", "the PostgreSQL connection string is required for backend postgresql")
-        if ledger.postgresql_pool.min_size > ledger.postgresql_pool.max_size:
-            postgresql.reopened("pool").fail("min_size", "must be at most max_size")
+        check_postgresql_settings(postgresql, ledger.postgresql_dsn, ledger.postgresql_pool)
     return config
 
 

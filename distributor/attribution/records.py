@@ -260,7 +260,7 @@ def ranked_monthly_page(
         return None
     start, end, seq = window
     counted = {DISTINCT_USAGE_TYPES.get(usage_type_of(name)) for name in query.fields} - {None}
-    if any(store.distinct(tenants, kind, start, end, seq) for kind in counted if kind is not None):
+    if any(store.has_distinct(tenants, kind, start, end, seq) for kind in counted if kind is not None):
         return None  # distinct counts to merge: the whole result is read (monthly_result)
     breakdown = query.breakdown
     by_series: set[str] = set()

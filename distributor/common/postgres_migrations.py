@@ -1,5 +1,6 @@
-"""Versioned schema migrations on PostgreSQL, applied once however many replicas start together: under
-an advisory lock per schema, each version in its own transaction, recorded in a table of its own."""
+"""What the PostgreSQL stores share: versioned schema migrations, applied once however many replicas start
+together (under an advisory lock per schema, each version in its own transaction, recorded in a table of
+its own), and their connection pool."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 # (version, what it does, its statements), in order.
 Migration = tuple[int, str, tuple[str, ...]]
@@ -48,3 +50,21 @@ def apply_migrations(
     finally:
         db.execute(f"SELECT pg_advisory_unlock(%s, {SCHEMA_HASH})", (lock,))
     return before
+
+
+def connection_pool(
+    dsn: str, min_size: int, max_size: int, timeout: float, name: str, **connection: Any
+) -> ConnectionPool:
+    """A pool, not opened yet, of connections made with `connection` (psycopg.connect's keywords) and a
+    connect timeout of `timeout`. A connection the server dropped (a restart, a failover) is replaced
+    before it is used, so an outage costs the work done during it, not one more after it."""
+    return ConnectionPool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        open=False,
+        name=name,
+        kwargs={"connect_timeout": max(1, round(timeout)), **connection},
+        check=ConnectionPool.check_connection,
+    )

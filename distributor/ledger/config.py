@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from distributor.common.config_fields import SECRET, setting, settings
+from distributor.common.config_reader import Section
 from distributor.common.url_masking import mask_url, mask_urls_in
 
 LEDGER_BACKENDS = ("sqlite", "postgresql")
@@ -34,6 +35,14 @@ class PoolConfig:
     min_size: int = setting(default=1, minimum=0, maximum=100)
     max_size: int = setting(default=4, positive=True, maximum=100)
     timeout: float = setting(default=10.0, positive=True)  # waiting for a connection, and connecting
+
+
+def check_postgresql_settings(section: Section, dsn: str, pool: PoolConfig) -> None:
+    """The checks of a `postgresql: {dsn, pool}` block that need both fields (`section`: the block)."""
+    if not dsn:
+        section.fail("dsn", "the PostgreSQL connection string is required for backend postgresql")
+    if pool.min_size > pool.max_size:
+        section.reopened("pool").fail("min_size", "must be at most max_size")
 
 
 @settings

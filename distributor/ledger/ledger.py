@@ -147,6 +147,10 @@ class LedgerStore(Protocol):
         """The distinct counts of `kind` of hours start <= hour < end, as of flush `seq`."""
         ...
 
+    def has_distinct(self, tenants: Collection[str], kind: str, start: int, end: int, seq: int) -> bool:
+        """Whether `distinct` would return any row (without reading them)."""
+        ...
+
     def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:
         """For each of `tenants`, the distinct label sets of its series (each its labels sorted, the
         values left out), whatever period or flush they have usage in; an empty set for a tenant
@@ -214,6 +218,9 @@ class UnavailableStore:
     def distinct(
         self, tenants: Collection[str], kind: str, start: int, end: int, seq: int
     ) -> list[DistinctRow]:
+        raise self.error
+
+    def has_distinct(self, tenants: Collection[str], kind: str, start: int, end: int, seq: int) -> bool:
         raise self.error
 
     def label_sets(self, tenants: Collection[str]) -> dict[str, set[tuple[str, ...]]]:

@@ -39,9 +39,9 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
-from distributor.common.postgres_migrations import SCHEMA_HASH, apply_migrations
+from distributor.common.postgres_migrations import SCHEMA_HASH, apply_migrations, connection_pool
 from distributor.ledger.config import mask_dsns_in
 from distributor.ledger.ledger import (
     BYTES_USAGE,
@@ -196,21 +196,10 @@ class PostgresLedgerStore:
         """Migrates the schema (see `migrate`), then opens the pool; psycopg.Error or PoolTimeout when
         the database cannot be reached, SchemaTooNew when its schema is newer than this code."""
         migrate(dsn, timeout)
-        self._pool = ConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
-            open=False,
-            name=name,
-            # Never prepared: a prepared statement's generic plan cannot hash a `tenant = ANY(...)` list
-            # it does not know, and compares each row with every tenant instead (a parent's month of
-            # 100,000 series went from 40 ms to 250-430 ms from the sixth read on).
-            kwargs={"connect_timeout": max(1, round(timeout)), "prepare_threshold": None},
-            # A connection the server dropped (a restart, a failover) is replaced before it is used, so
-            # an outage costs the flushes and reads made during it, not one more after it.
-            check=ConnectionPool.check_connection,
-        )
+        # Never prepared: a prepared statement's generic plan cannot hash a `tenant = ANY(...)` list it
+        # does not know, and compares each row with every tenant instead (a parent's month of 100,000
+        # series went from 40 ms to 250-430 ms from the sixth read on).
+        self._pool = connection_pool(dsn, min_size, max_size, timeout, name, prepare_threshold=None)
         self._pool.open(wait=min_size > 0, timeout=timeout)
         # Series ids by (tenant, tags) as flushes carry them (ids never change once committed), and tags
         # by id for readers.
@@ -408,6 +397,17 @@ class PostgresLedgerStore:
             ).fetchall()
             series = self._tags_of(db, found)
         return [DistinctRow(hour, tenant, series[ident], count) for hour, tenant, ident, count in found]
+
+    def has_distinct(self, tenants: Collection[str], kind: str, start: int, end: int, seq: int) -> bool:
+        if not tenants:
+            return False
+        with self._reading() as db:
+            found = db.execute(
+                """SELECT 1 FROM hourly_distinct
+                WHERE hour >= %s AND hour < %s AND tenant = ANY(%s) AND kind = %s AND seq <= %s LIMIT 1""",
+                (start, end, list(tenants), kind, seq),
+            ).fetchone()
+        return found is not None
 
     def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
         """One row per series: its running total, less the hours of the flushes after `seq`, in one

@@ -482,6 +482,18 @@ class SqliteLedgerStore:
             series = self._tags_of(found)
         return [DistinctRow(hour, tenant, series[ident], count) for hour, tenant, ident, count in found]
 
+    def has_distinct(self, tenants: Collection[str], kind: str, start: int, end: int, seq: int) -> bool:
+        if not tenants:
+            return False
+        marks = ",".join("?" * len(tenants))
+        with self._reading():
+            found = self._reader.execute(
+                f"""SELECT 1 FROM hourly_distinct
+                WHERE hour >= ? AND hour < ? AND tenant IN ({marks}) AND kind = ? AND seq <= ? LIMIT 1""",
+                (start, end, *tenants, kind, seq),
+            ).fetchone()
+        return found is not None
+
     def monthly(self, tenants: Collection[str], start: int, end: int, seq: int) -> list[UsageRow]:
         """One row per series: its running total, less the hours of the flushes after `seq`, in one
         snapshot of the file (even if a flush commits meanwhile)."""
